@@ -1,0 +1,157 @@
+"""Input checks shared by every estimator and job.
+
+Each check names the argument, what was expected and what was got, and raises
+``ValueError``/``TypeError``; nothing is silently clipped or reshaped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["check_spectrogram", "check_labels", "check_array_like"]
+
+
+def check_array_like(value: Any, name: str) -> Any:
+    """Accept a NumPy array, a torch tensor or a (nested) sequence of numbers.
+
+    Sequences are converted to ``float`` NumPy arrays; arrays and tensors pass unchanged.
+    """
+    if isinstance(value, torch.Tensor):
+        return value
+    if hasattr(value, "toarray") or type(value).__module__.startswith("scipy.sparse"):
+        raise TypeError(
+            f"Sparse data was passed for {name}, but dense data is required. Use "
+            "'.toarray()' to convert to a dense numpy array."
+        )
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return value
+    if value is None or isinstance(value, (str, bytes, dict)):
+        raise TypeError(
+            f"{name} must be a NumPy array or a torch tensor; got {type(value).__name__}."
+        )
+    try:
+        array = np.asarray(value)
+        if array.dtype.kind == "c":
+            raise ValueError(f"Complex data not supported: {name} must hold real magnitudes.")
+        return array.astype(float)
+    except (TypeError, ValueError) as error:
+        if str(error).startswith("Complex data"):
+            raise
+        raise TypeError(
+            f"{name} must be a NumPy array or a torch tensor of numbers; "
+            f"got {type(value).__name__} that cannot be converted ({error})."
+        ) from None
+
+
+def check_spectrogram(
+    X: Any,
+    *,
+    name: str = "X",
+    allow_batch: bool = True,
+    n_bins: int | None = None,
+    nonnegative: bool = True,
+    owner: str | None = None,
+) -> Any:
+    """Check a magnitude spectrogram or a batch of them.
+
+    Parameters
+    ----------
+    X : ndarray or Tensor of shape (n_frames, n_bins) or (n_items, n_frames, n_bins)
+        Time-major magnitudes.
+    name : str
+        The argument's name, used in messages.
+    allow_batch : bool
+        Whether a 3-d batch is accepted.
+    n_bins : int, optional
+        The number of bins the fitted model expects.
+    nonnegative : bool
+        Whether negative entries are refused.
+    owner : str, optional
+        The estimator's name, used in the bin-count message.
+
+    Returns
+    -------
+    X : ndarray or Tensor
+        The input, unchanged (sequences are converted to NumPy).
+
+    Raises
+    ------
+    TypeError
+        If ``X`` is not array-like or not of a real floating/integer type.
+    ValueError
+        If ``X`` has the wrong rank, is empty, holds NaN/inf or negative values, or
+        its bin count differs from ``n_bins``.
+    """
+    X = check_array_like(X, name)
+    if (X.is_complex() if isinstance(X, torch.Tensor) else np.iscomplexobj(X)):
+        raise ValueError(f"Complex data not supported: {name} must hold real magnitudes.")
+    if isinstance(X, torch.Tensor):
+        if X.dtype == torch.bool:
+            raise TypeError(f"{name} must hold real magnitudes; got dtype {X.dtype}.")
+    elif not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
+        raise TypeError(f"{name} must hold real magnitudes; got dtype {X.dtype}.")
+    ranks = "2 (n_frames, n_bins) or 3 (n_items, n_frames, n_bins)" if allow_batch else (
+        "2 (n_frames, n_bins)"
+    )
+    if X.ndim not in ((2, 3) if allow_batch else (2,)):
+        raise ValueError(
+            f"{name} must have {ranks} dimensions; got an array of shape {tuple(X.shape)}. "
+            "Reshape your data: a single frame is X.reshape(1, -1)."
+        )
+    shape = tuple(X.shape)
+    if shape[-1] == 0:
+        raise ValueError(
+            f"{name} is empty: 0 feature(s) (shape={shape}) while a minimum of 1 is required."
+        )
+    if any(size == 0 for size in shape):
+        raise ValueError(
+            f"{name} is empty: 0 sample(s) (shape={shape}) while a minimum of 1 is required."
+        )
+    if n_bins is not None and X.shape[-1] != n_bins:
+        raise ValueError(
+            f"{name} has {X.shape[-1]} features, but {owner or 'the model'} is expecting "
+            f"{n_bins} features as input (the number of bins, last axis, seen in fit)."
+        )
+    values = X.detach() if isinstance(X, torch.Tensor) else X
+    finite = torch.isfinite(values) if isinstance(values, torch.Tensor) else np.isfinite(values)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(f"{name} contains NaN or infinity ({bad} entries).")
+    if nonnegative:
+        minimum = float(values.min())
+        if minimum < 0:
+            flat_index = int(values.argmin()) if isinstance(values, torch.Tensor) else int(
+                np.argmin(values)
+            )
+            frame = np.unravel_index(flat_index, tuple(X.shape))[-2]
+            raise ValueError(
+                f"Negative values in data passed to {name}: magnitudes must be non-negative; "
+                f"got a minimum of {minimum:.3g} at frame {frame}."
+            )
+    return X
+
+
+def check_labels(y: Any, n_frames: int, *, name: str = "y") -> np.ndarray:
+    """Check per-frame source labels: a 1-d sequence of ``n_frames`` hashable labels.
+
+    Returns a NumPy array of the labels.
+    """
+    if isinstance(y, torch.Tensor):
+        y = y.detach().cpu().numpy()
+    labels = np.asarray(y)
+    if labels.ndim != 1:
+        raise ValueError(
+            f"{name} must be a 1-d array of source labels, one per frame; "
+            f"got shape {labels.shape}."
+        )
+    if labels.shape[0] != n_frames:
+        raise ValueError(
+            f"{name} has {labels.shape[0]} labels but X has {n_frames} frames; "
+            "they must match."
+        )
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+        raise ValueError(f"{name} contains NaN or infinity.")
+    return labels

@@ -1,0 +1,23 @@
+"""Audio front end: file input/output, spectrograms, piano rolls.
+
+Everything here is time-major: a waveform is ``(n_samples,)``, a spectrogram
+``(n_frames, n_bins)``; :func:`to_librosa` / :func:`from_librosa` convert to and from
+librosa's ``(n_bins, n_frames)``.
+"""
+
+from decomp.audio.io import AudioFileError, load_audio, write_audio
+from decomp.audio.pianoroll import midi_to_roll, roll_to_midi, roll_to_notes
+from decomp.audio.spectrogram import Spectrogram, frame_times, from_librosa, to_librosa
+
+__all__ = [
+    "AudioFileError",
+    "Spectrogram",
+    "frame_times",
+    "from_librosa",
+    "load_audio",
+    "midi_to_roll",
+    "roll_to_midi",
+    "roll_to_notes",
+    "to_librosa",
+    "write_audio",
+]

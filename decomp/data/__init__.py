@@ -1,0 +1,35 @@
+"""Data sets rendered from MIDI: isolated piano notes, random chords, short pieces.
+
+Nothing is downloaded: MIDI is generated here and rendered with FluidSynth and the
+General-MIDI SoundFonts that Debian packages install; renders are cached on disk.
+"""
+
+from decomp.data.cache import cache_dir, cache_key
+from decomp.data.piano import (
+    RenderedPiano,
+    isolated_notes,
+    labelled_frames,
+    random_chords,
+    random_piece,
+    render_piano_midi,
+)
+from decomp.data.protocol import DEFAULT_PROTOCOL, PianoProtocol
+from decomp.data.render import render_midi
+from decomp.data.soundfonts import SOUNDFONTS, available_soundfonts, resolve_soundfont
+
+__all__ = [
+    "DEFAULT_PROTOCOL",
+    "PianoProtocol",
+    "RenderedPiano",
+    "SOUNDFONTS",
+    "available_soundfonts",
+    "cache_dir",
+    "cache_key",
+    "isolated_notes",
+    "labelled_frames",
+    "random_chords",
+    "random_piece",
+    "render_midi",
+    "render_piano_midi",
+    "resolve_soundfont",
+]

@@ -1,0 +1,130 @@
+"""The default piano experiment protocol shared by every benchmark.
+
+Dictionaries are trained on isolated notes rendered with two SoundFonts and tested on
+chords and pieces rendered with a third, so every reported figure is under a timbre shift
+(as in the DDS paper, which trains and tests on different MAPS pianos).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from decomp.audio.pianoroll import _check_pitches
+from decomp.data.piano import (
+    RenderedPiano,
+    _check_int,
+    _check_velocity,
+    _check_velocity_range,
+    isolated_notes,
+    random_chords,
+    random_piece,
+)
+
+__all__ = ["PianoProtocol", "DEFAULT_PROTOCOL"]
+
+
+@dataclass(frozen=True)
+class PianoProtocol:
+    """Which fonts, pitches and velocities the piano experiments use.
+
+    Attributes
+    ----------
+    train_soundfonts : tuple of str, default ("fluidr3", "timgm6mb")
+        Fonts for the isolated training notes.
+    test_soundfont : str, default "musescore-lite"
+        Font for the test chords and pieces; not among the training fonts.
+    pitches : tuple of int, default tuple(range(36, 96))
+        The 60 MIDI pitches C2..B6 that are trained and tested.
+    velocity_range : (int, int), default (32, 96)
+        Test velocities are drawn from this range (inclusive).
+    train_velocities : tuple of int, default (40, 64, 96)
+        Velocities of the isolated training notes, inside ``velocity_range``.
+    sample_rate : int, default 16000
+        In Hz.
+
+    Examples
+    --------
+    >>> DEFAULT_PROTOCOL.test_soundfont, len(DEFAULT_PROTOCOL.pitches)
+    ('musescore-lite', 60)
+    """
+
+    train_soundfonts: tuple[str, ...] = ("fluidr3", "timgm6mb")
+    test_soundfont: str = "musescore-lite"
+    pitches: tuple[int, ...] = tuple(range(36, 96))
+    velocity_range: tuple[int, int] = (32, 96)
+    train_velocities: tuple[int, ...] = (40, 64, 96)
+    sample_rate: int = 16000
+
+    def __post_init__(self) -> None:
+        # Frozen: normalise through object.__setattr__ so lists passed in become tuples.
+        fonts = self.train_soundfonts
+        if isinstance(fonts, str) or not fonts:
+            raise ValueError(
+                "train_soundfonts must be a non-empty tuple of SoundFont names or paths; "
+                f"got {fonts!r}."
+            )
+        object.__setattr__(self, "train_soundfonts", tuple(str(font) for font in fonts))
+        if self.test_soundfont in self.train_soundfonts:
+            raise ValueError(
+                f"test_soundfont must differ from the training fonts {self.train_soundfonts}; "
+                f"got {self.test_soundfont!r}."
+            )
+        object.__setattr__(self, "pitches", tuple(_check_pitches(self.pitches).tolist()))
+        low, high = _check_velocity_range(self.velocity_range)
+        object.__setattr__(self, "velocity_range", (low, high))
+        velocities = tuple(_check_velocity(v, "train_velocities") for v in self.train_velocities)
+        if not velocities or min(velocities) < low or max(velocities) > high:
+            raise ValueError(
+                f"train_velocities must be non-empty and lie in velocity_range {(low, high)}; "
+                f"got {velocities}."
+            )
+        object.__setattr__(self, "train_velocities", velocities)
+        _check_int(self.sample_rate, "sample_rate", 8000, 96000)
+
+    def training_notes(self) -> list[RenderedPiano]:
+        """Isolated notes, one rendering per training font (in ``train_soundfonts`` order)."""
+        return [
+            isolated_notes(
+                font,
+                pitches=self.pitches,
+                velocities=self.train_velocities,
+                sample_rate=self.sample_rate,
+            )
+            for font in self.train_soundfonts
+        ]
+
+    def test_chords(
+        self,
+        polyphony: int = 2,
+        n_chords: int = 20,
+        random_state: int | np.random.Generator | None = 0,
+    ) -> RenderedPiano:
+        """Random chords with the test font; see :func:`decomp.data.piano.random_chords`."""
+        return random_chords(
+            self.test_soundfont,
+            n_chords=n_chords,
+            polyphony=polyphony,
+            pitches=self.pitches,
+            velocity_range=self.velocity_range,
+            random_state=random_state,
+            sample_rate=self.sample_rate,
+        )
+
+    def test_piece(
+        self, random_state: int | np.random.Generator | None = 0, n_bars: int = 4
+    ) -> RenderedPiano:
+        """A short piece with the test font; see :func:`decomp.data.piano.random_piece`."""
+        return random_piece(
+            self.test_soundfont,
+            n_bars=n_bars,
+            pitches=self.pitches,
+            velocity_range=self.velocity_range,
+            random_state=random_state,
+            sample_rate=self.sample_rate,
+        )
+
+
+#: The protocol every benchmark uses unless told otherwise.
+DEFAULT_PROTOCOL = PianoProtocol()

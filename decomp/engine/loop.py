@@ -1,0 +1,351 @@
+"""The batched alternating inference loop shared by every iterative estimator.
+
+:func:`minimize` updates named parameter blocks in turn (e.g. dictionary, then
+activations) for a whole batch of items at once. Each item keeps its own step size,
+plateau counter and stopping state, so one slow item never holds the others back
+from stopping, and a non-finite loss in one item is reported (or repaired) for that
+item alone. Multiplicative updates are the same loop with a closed-form step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from decomp.engine.objectives import Objective
+from decomp.engine.optim import BatchedAdam
+from decomp.exceptions import NonFiniteLossError
+
+__all__ = ["Block", "InferenceResult", "minimize"]
+
+Solver = Literal["mu", "adam"]
+
+
+@dataclass
+class Block:
+    """One named parameter block.
+
+    Parameters
+    ----------
+    name : str
+        Key under which the objective finds the block.
+    value : Tensor
+        Initial value; shape (n_items, ...) when ``per_item``, any shape otherwise.
+    trainable : bool
+        False keeps the block fixed (e.g. the dictionary in ``transform``).
+    per_item : bool
+        Whether the leading axis indexes the items of the batch. A shared block (False)
+        is updated from all items together and stops only when every item has stopped.
+    nonnegative : bool
+        Project onto ``value >= 0`` after every gradient step.
+    learning_rate : float or Tensor of shape (n_items,), optional
+        Initial Adam step size (absolute, in the block's units); required for Adam.
+    """
+
+    name: str
+    value: torch.Tensor
+    trainable: bool = True
+    per_item: bool = True
+    nonnegative: bool = False
+    learning_rate: float | torch.Tensor | None = None
+
+
+@dataclass
+class InferenceResult:
+    """What :func:`minimize` returns.
+
+    Attributes
+    ----------
+    blocks : dict of str to Tensor
+        Final values of every block (fixed ones included).
+    loss : Tensor of shape (n_items,)
+        Final objective per item.
+    n_iter : ndarray of shape (n_items,)
+        Iterations each item ran before it stopped.
+    converged : ndarray of shape (n_items,)
+        Whether each item met the stopping rule before ``max_iter``.
+    history : ndarray of shape (n_checks, n_items)
+        Objective per item at each check, the first at iteration 0.
+    history_iterations : ndarray of shape (n_checks,)
+        Iteration number of each row of ``history``.
+    """
+
+    blocks: dict[str, torch.Tensor]
+    loss: torch.Tensor
+    n_iter: np.ndarray
+    converged: np.ndarray
+    history: np.ndarray
+    history_iterations: np.ndarray
+    learning_rates: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _per_item_view(mask: torch.Tensor, ndim: int) -> torch.Tensor:
+    return mask.reshape(mask.shape + (1,) * (ndim - 1))
+
+
+def minimize(
+    objective: Objective,
+    blocks: Sequence[Block],
+    *,
+    schedule: Sequence[str] | None = None,
+    solver: Solver = "mu",
+    max_iter: int = 200,
+    tol: float = 1e-4,
+    check_every: int = 10,
+    patience: int = 20,
+    lr_factor: float = 0.5,
+    max_lr_reductions: int = 4,
+    on_non_finite: Literal["raise", "recover"] = "raise",
+    progress: bool = False,
+    desc: str = "decomposing",
+    callback: Callable[[int, Mapping[str, torch.Tensor], torch.Tensor], None] | None = None,
+) -> InferenceResult:
+    """Minimise ``objective`` over the trainable blocks by alternating updates.
+
+    Parameters
+    ----------
+    objective : Objective
+        Gives one loss per item; with ``solver="mu"`` it must offer multiplicative
+        updates for every trainable block.
+    blocks : sequence of Block
+        All blocks the objective reads; trainable ones are updated.
+    schedule : sequence of str, optional
+        Order in which trainable blocks are updated within one iteration (default: the
+        order of ``blocks``). One iteration updates each listed block once.
+    solver : {"mu", "adam"}
+        Multiplicative updates (the NMF fast path) or projected Adam steps on autograd
+        gradients.
+    max_iter : int
+        Largest number of iterations for any item.
+    tol : float
+        Stopping tolerance. With ``"mu"`` an item stops when its loss decreased by less
+        than ``tol`` times its initial loss since the previous check (scikit-learn's
+        rule). With ``"adam"`` an item whose loss has not improved on its best by more
+        than ``tol`` times its initial loss for ``patience`` iterations has its step
+        size multiplied by ``lr_factor``; after ``max_lr_reductions`` reductions it stops.
+    check_every : int
+        Iterations between evaluations of the loss (stopping, plateau, history).
+    patience : int
+        Iterations without improvement before a step-size reduction (Adam).
+    lr_factor : float
+        Factor applied to an item's step size on a plateau (Adam).
+    max_lr_reductions : int
+        Reductions after which an item stops (Adam).
+    on_non_finite : {"raise", "recover"}
+        What to do when an item's loss becomes NaN/inf: raise
+        :class:`~decomp.exceptions.NonFiniteLossError` naming the iteration and the
+        items, or (Adam only) restore the item's last finite state and halve its step.
+    progress : bool
+        Show a tqdm progress bar.
+    desc : str
+        Progress bar label.
+    callback : callable, optional
+        Called as ``callback(iteration, blocks, loss)`` at every check.
+
+    Returns
+    -------
+    InferenceResult
+
+    Raises
+    ------
+    ValueError
+        For an inconsistent configuration (unknown block in ``schedule``, Adam without a
+        learning rate, ``"mu"`` on a block without a closed form).
+    NonFiniteLossError
+        If the loss becomes non-finite and cannot be recovered.
+    """
+    if solver not in ("mu", "adam"):
+        raise ValueError(f"solver must be 'mu' or 'adam'; got {solver!r}.")
+    if on_non_finite not in ("raise", "recover"):
+        raise ValueError(f"on_non_finite must be 'raise' or 'recover'; got {on_non_finite!r}.")
+    if max_iter < 0 or check_every < 1 or patience < 1:
+        raise ValueError(
+            "max_iter must be >= 0 and check_every, patience >= 1; got "
+            f"max_iter={max_iter}, check_every={check_every}, patience={patience}."
+        )
+    by_name = {block.name: block for block in blocks}
+    trainable = [block.name for block in blocks if block.trainable]
+    order = list(schedule) if schedule is not None else trainable
+    for name in order:
+        if name not in by_name or not by_name[name].trainable:
+            raise ValueError(
+                f"schedule names {name!r}, which is not a trainable block; trainable blocks "
+                f"are {trainable}."
+            )
+    values: dict[str, torch.Tensor] = {block.name: block.value.detach().clone() for block in blocks}
+    n_items = objective.n_items
+    reference = next(iter(values.values()))
+    device = reference.device
+
+    optimizers: dict[str, BatchedAdam] = {}
+    if solver == "mu":
+        for name in order:
+            if not objective.supports_multiplicative(name):
+                raise ValueError(
+                    f"solver='mu' needs a multiplicative update for block {name!r}, which "
+                    f"{type(objective).__name__} does not offer; use solver='adam'."
+                )
+    else:
+        for name in order:
+            block = by_name[name]
+            if block.learning_rate is None:
+                raise ValueError(f"solver='adam' needs a learning_rate for block {name!r}.")
+            rate = torch.as_tensor(block.learning_rate, dtype=values[name].dtype, device=device)
+            if block.per_item and rate.ndim == 0:
+                rate = rate.expand(n_items).clone()
+            optimizers[name] = BatchedAdam(values[name], rate.clone(), per_item=block.per_item)
+
+    has_shared_trainable = any(not by_name[name].per_item for name in order)
+    active = torch.ones(n_items, dtype=torch.bool, device=device)
+    n_iter = np.zeros(n_items, dtype=np.int64)
+    converged = np.zeros(n_items, dtype=bool)
+    reductions = torch.zeros(n_items, dtype=torch.long, device=device)
+
+    with torch.no_grad():
+        loss = objective.loss(values)
+    _check_finite(loss, 0, on_non_finite="raise")
+    initial_loss = loss.abs().clamp_min(torch.finfo(loss.dtype).tiny)
+    previous_loss = loss.clone()
+    best_loss = loss.clone()
+    since_best = torch.zeros(n_items, dtype=torch.long, device=device)
+    history = [loss.detach().cpu().numpy()]
+    history_iterations = [0]
+    snapshot = _snapshot(values, by_name) if on_non_finite == "recover" else None
+    if callback is not None:
+        callback(0, values, loss)
+
+    bar = tqdm(total=max_iter, desc=desc, disable=not progress, leave=False, unit="it")
+    try:
+        iteration = 0
+        while iteration < max_iter and bool(active.any()):
+            iteration += 1
+            all_active = bool(active.all())
+            for name in order:
+                block = by_name[name]
+                if solver == "mu":
+                    new_value = objective.multiplicative_update(name, values)
+                    if block.per_item and not all_active:
+                        keep = _per_item_view(active, new_value.ndim)
+                        new_value = torch.where(keep, new_value, values[name])
+                    values[name] = new_value
+                else:
+                    _adam_step(objective, values, name, optimizers[name], active, block)
+            n_iter[active.cpu().numpy()] = iteration
+            bar.update(1)
+            if iteration % check_every and iteration != max_iter:
+                continue
+
+            with torch.no_grad():
+                loss = objective.loss(values)
+            finite = torch.isfinite(loss)
+            if not bool(finite.all()):
+                if on_non_finite == "raise" or solver == "mu" or snapshot is None:
+                    _check_finite(loss, iteration, on_non_finite="raise")
+                _restore(values, snapshot, by_name, ~finite, optimizers)
+                with torch.no_grad():
+                    loss = objective.loss(values)
+            elif snapshot is not None:
+                snapshot = _snapshot(values, by_name)
+
+            if solver == "mu":
+                improvement = (previous_loss - loss) / initial_loss
+                newly_done = active & (improvement < tol)
+            else:
+                improved = loss < best_loss - tol * initial_loss
+                best_loss = torch.where(improved, loss, best_loss)
+                since_best = torch.where(improved, torch.zeros_like(since_best),
+                                         since_best + check_every)
+                plateau = active & (since_best >= patience)
+                if bool(plateau.any()):
+                    for optimizer in optimizers.values():
+                        if optimizer.per_item:
+                            optimizer.learning_rate[plateau] *= lr_factor
+                    reductions = reductions + plateau.long()
+                    since_best = torch.where(plateau, torch.zeros_like(since_best), since_best)
+                newly_done = active & (reductions >= max_lr_reductions)
+            if has_shared_trainable:
+                # A shared block couples the items: they stop together.
+                newly_done = newly_done.all().expand(n_items) & active
+            converged[newly_done.cpu().numpy()] = True
+            active = active & ~newly_done
+            previous_loss = loss
+            history.append(loss.detach().cpu().numpy())
+            history_iterations.append(iteration)
+            if callback is not None:
+                callback(iteration, values, loss)
+            bar.set_postfix(loss=f"{float(loss.mean()):.4g}", active=int(active.sum()))
+    finally:
+        bar.close()
+
+    return InferenceResult(
+        blocks=values,
+        loss=loss.detach(),
+        n_iter=n_iter,
+        converged=converged,
+        history=np.stack(history),
+        history_iterations=np.asarray(history_iterations),
+        learning_rates={name: opt.learning_rate for name, opt in optimizers.items()},
+    )
+
+
+def _adam_step(
+    objective: Objective,
+    values: dict[str, torch.Tensor],
+    name: str,
+    optimizer: BatchedAdam,
+    active: torch.Tensor,
+    block: Block,
+) -> None:
+    # The leaf shares storage with the stored block, so the in-place step below updates it.
+    leaf = values[name].detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = objective.loss({**values, name: leaf}).sum()
+        (gradient,) = torch.autograd.grad(loss, leaf)
+    with torch.no_grad():
+        optimizer.step(gradient, active if block.per_item else None)
+        if block.nonnegative:
+            values[name].clamp_(min=0)
+
+
+def _check_finite(loss: torch.Tensor, iteration: int, *, on_non_finite: str) -> None:
+    bad = (~torch.isfinite(loss)).nonzero().flatten().tolist()
+    if bad:
+        where = "at initialisation" if iteration == 0 else f"at iteration {iteration}"
+        raise NonFiniteLossError(
+            f"The loss became non-finite {where} for item(s) {bad[:10]}"
+            f"{' …' if len(bad) > 10 else ''}. Check the input for extreme values, lower "
+            "the learning rate, or pass on_non_finite='recover' with the Adam solver."
+        )
+
+
+def _snapshot(values: Mapping[str, torch.Tensor], by_name: Mapping[str, Block]) -> dict:
+    return {name: value.clone() for name, value in values.items() if by_name[name].trainable}
+
+
+def _restore(
+    values: dict[str, torch.Tensor],
+    snapshot: Mapping[str, torch.Tensor],
+    by_name: Mapping[str, Block],
+    broken: torch.Tensor,
+    optimizers: Mapping[str, BatchedAdam],
+) -> None:
+    """Put broken items back to their last finite state and halve their step size."""
+    for name, saved in snapshot.items():
+        if by_name[name].per_item:
+            keep = _per_item_view(broken, saved.ndim)
+            values[name].copy_(torch.where(keep, saved, values[name]))
+        else:
+            values[name].copy_(saved)
+        optimizer = optimizers.get(name)
+        if optimizer is not None:
+            optimizer.first_moment.zero_()
+            optimizer.second_moment.zero_()
+            if optimizer.per_item:
+                optimizer.learning_rate[broken] *= 0.5
+            else:
+                optimizer.learning_rate.mul_(0.5)

@@ -1,0 +1,96 @@
+"""The estimator base class: scikit-learn contract, NumPy/torch in and out, save/load."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from decomp import persistence
+from decomp._backend import resolve_device, resolve_dtype, to_tensor
+from decomp._validation import check_spectrogram
+
+__all__ = ["BaseDecomposer"]
+
+
+class BaseDecomposer(TransformerMixin, BaseEstimator):
+    """Shared behaviour of decomp's decomposers.
+
+    Subclasses declare ``_parameter_constraints`` (extending this class's), store their
+    arguments in ``__init__`` and learn attributes ending in ``_`` in ``fit``. Fitted
+    attributes are NumPy arrays, so estimators pickle, clone and save the same way on
+    every device; computation happens in torch on ``device``.
+    """
+
+    _parameter_constraints: dict = {
+        "device": [str, torch.device],
+        "dtype": [StrOptions({"float32", "float64"}), None],
+        "random_state": ["random_state"],
+        "progress": ["boolean"],
+    }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    # --- backend ---------------------------------------------------------------------
+    def _torch_device(self) -> torch.device:
+        return resolve_device(self.device)
+
+    def _torch_dtype(self, X: Any) -> torch.dtype:
+        """The compute dtype: ``dtype`` when set, else float64 for float64 input, else float32."""
+        if self.dtype is not None:
+            return resolve_dtype(self.dtype)
+        if isinstance(X, torch.Tensor):
+            return torch.float64 if X.dtype == torch.float64 else torch.float32
+        return torch.float64 if np.asarray(X).dtype == np.float64 else torch.float32
+
+    def _generator(self) -> torch.Generator:
+        """A torch generator seeded from ``random_state`` (repeatable runs)."""
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        return torch.Generator().manual_seed(seed)
+
+    def _batch(
+        self, X: Any, *, name: str = "X", n_bins: int | None = None
+    ) -> tuple[torch.Tensor, bool]:
+        """Validate ``X`` and return it as a (n_items, n_frames, n_bins) tensor.
+
+        The flag tells whether the input was a single (n_frames, n_bins) spectrogram.
+        """
+        X = check_spectrogram(X, name=name, n_bins=n_bins, owner=type(self).__name__)
+        tensor = to_tensor(X, device=self._torch_device(), dtype=self._torch_dtype(X))
+        single = tensor.ndim == 2
+        return (tensor.unsqueeze(0) if single else tensor), single
+
+    # --- persistence -------------------------------------------------------------------
+    def _get_state(self) -> dict[str, Any]:
+        """Fitted attributes (public names ending in ``_``)."""
+        return {
+            key: value
+            for key, value in vars(self).items()
+            if key.endswith("_") and not key.startswith("_")
+        }
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save the fitted estimator to ``path`` (load it with :func:`decomp.load`).
+
+        Raises
+        ------
+        NotFittedError
+            If the estimator has not been fitted.
+        """
+        check_is_fitted(self)
+        return persistence.save(self, path)

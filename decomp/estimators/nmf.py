@@ -1,0 +1,424 @@
+"""Non-negative matrix factorisation on the shared inference engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from decomp._backend import like_input, to_tensor
+from decomp._validation import check_labels, check_spectrogram
+from decomp.engine import (
+    BETA_LOSSES,
+    BetaNMFObjective,
+    Block,
+    beta_loss_to_float,
+    initialize_activations,
+    initialize_nmf,
+    minimize,
+)
+from decomp.estimators.base import BaseDecomposer
+from decomp.estimators.postprocessing import source_membership, sum_by_source
+
+__all__ = ["NMF", "Decomposition"]
+
+
+@dataclass
+class Decomposition:
+    """The full outcome of decomposing a batch against a fitted dictionary.
+
+    Attributes
+    ----------
+    activations : ndarray or Tensor of shape (n_frames, n_components) or (n_items, n_frames, n_components)
+    loss : ndarray of shape (n_items,)
+        Final objective per item.
+    n_iter : ndarray of shape (n_items,)
+        Iterations each item ran.
+    converged : ndarray of shape (n_items,)
+    history : ndarray of shape (n_checks, n_items)
+        Objective at each check, for plotting convergence.
+    history_iterations : ndarray of shape (n_checks,)
+    """
+
+    activations: Any
+    loss: np.ndarray
+    n_iter: np.ndarray
+    converged: np.ndarray
+    history: np.ndarray
+    history_iterations: np.ndarray
+
+
+class NMF(BaseDecomposer):
+    """Non-negative matrix factorisation ``X ≈ H @ W`` with β-divergences, batched, CPU/GPU.
+
+    Unsupervised with ``fit(X)``; with ``fit(X, y)`` it becomes the semi-supervised,
+    over-complete baseline of the DDS papers: the dictionary is built from the labelled
+    training frames of each source and stays fixed while activations are inferred.
+
+    Parameters
+    ----------
+    n_components : int, optional
+        Number of dictionary rows learned by ``fit(X)``; None uses ``n_bins``. Ignored
+        by ``fit(X, y)`` (see ``dictionary``).
+    beta_loss : {"frobenius", "kullback-leibler", "itakura-saito"} or float, default="kullback-leibler"
+        The β-divergence minimised (also ``"euclidean"``, ``"kl"``, ``"is"``).
+    solver : {"mu", "adam"}, default="mu"
+        Multiplicative updates (fast path) or projected Adam on autograd gradients.
+    max_iter : int, default=200
+        Largest number of iterations (one iteration updates the dictionary, when it is
+        learned, then the activations).
+    tol : float, default=1e-4
+        Stopping tolerance, relative to the initial loss (see :func:`decomp.engine.minimize`).
+    alpha : float, default=0.0
+        Regularisation strength; 0 disables it. Scaled as in scikit-learn: the
+        activations' terms by ``n_bins`` and the dictionary's by ``n_frames``.
+    l1_ratio : float, default=1.0
+        Share of L1 (sparsity) in the elastic-net penalty; 1 is pure L1.
+    init : {"nndsvda", "random"}, default="nndsvda"
+        Initialisation of ``fit(X)``. Activations in ``transform`` start from a constant
+        that matches the input's mean energy.
+    dictionary : {"frames", "nmf"}, default="frames"
+        How ``fit(X, y)`` builds the dictionary: the training frames themselves, or
+        ``n_components_per_source`` components learned by NMF on each source's frames.
+    n_components_per_source : int, optional
+        With ``dictionary="frames"``, keep at most this many frames per source (a random
+        subsample; None keeps all). With ``dictionary="nmf"``, the number of components
+        learned per source (None means 4).
+    learning_rate : float, default=0.05
+        Adam step size, relative to the initial level of each block.
+    device : str or torch.device, default="auto"
+        Where to compute; ``"auto"`` picks CUDA when available.
+    dtype : {"float32", "float64"}, optional
+        Compute dtype; None follows the input (float64 stays float64, others float32).
+    random_state : int, RandomState or None
+        Seed for initialisation and subsampling.
+    progress : bool, default=False
+        Show progress bars.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components, n_bins)
+        The dictionary ``W``.
+    component_sources_ : ndarray of shape (n_components,)
+        Source label of each component (its own index for unsupervised fits).
+    sources_ : ndarray of shape (n_sources,)
+        Distinct source labels, the column order of :meth:`source_activations`.
+    n_components_ : int
+    n_features_in_ : int
+        Number of bins seen in ``fit``.
+    n_iter_ : int
+        Iterations run by ``fit`` (0 for a dictionary of training frames).
+    reconstruction_err_ : float
+        Final divergence of ``fit`` (for Frobenius the norm ``||X - HW||``, as in
+        scikit-learn); NaN for a dictionary of training frames.
+    loss_history_ : ndarray of shape (n_checks,)
+        Objective during ``fit``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from decomp import NMF
+    >>> X = np.random.default_rng(0).random((50, 12))
+    >>> model = NMF(n_components=3, random_state=0).fit(X)
+    >>> model.transform(X).shape
+    (50, 3)
+    """
+
+    _parameter_constraints: dict = {
+        **BaseDecomposer._parameter_constraints,
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "beta_loss": [StrOptions(set(BETA_LOSSES)), Real],
+        "solver": [StrOptions({"mu", "adam"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "l1_ratio": [Interval(Real, 0, 1, closed="both")],
+        "init": [StrOptions({"nndsvda", "random"})],
+        "dictionary": [StrOptions({"frames", "nmf"})],
+        "n_components_per_source": [Interval(Integral, 1, None, closed="left"), None],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+    }
+
+    def __init__(
+        self,
+        n_components: int | None = None,
+        *,
+        beta_loss: str | float = "kullback-leibler",
+        solver: str = "mu",
+        max_iter: int = 200,
+        tol: float = 1e-4,
+        alpha: float = 0.0,
+        l1_ratio: float = 1.0,
+        init: str = "nndsvda",
+        dictionary: str = "frames",
+        n_components_per_source: int | None = None,
+        learning_rate: float = 0.05,
+        device: str | torch.device = "auto",
+        dtype: str | None = None,
+        random_state: Any = None,
+        progress: bool = False,
+    ) -> None:
+        self.n_components = n_components
+        self.beta_loss = beta_loss
+        self.solver = solver
+        self.max_iter = max_iter
+        self.tol = tol
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.init = init
+        self.dictionary = dictionary
+        self.n_components_per_source = n_components_per_source
+        self.learning_rate = learning_rate
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.progress = progress
+
+    # --- engine set-up -----------------------------------------------------------------
+    def _beta(self) -> float:
+        return beta_loss_to_float(self.beta_loss)
+
+    def _regularization(self, n_frames: int, n_bins: int, learn_dictionary: bool) -> tuple:
+        """Elastic-net weights per block, scaled as scikit-learn scales them."""
+        l1 = {"H": self.alpha * self.l1_ratio * n_bins}
+        l2 = {"H": self.alpha * (1 - self.l1_ratio) * n_bins}
+        if learn_dictionary:
+            l1["W"] = self.alpha * self.l1_ratio * n_frames
+            l2["W"] = self.alpha * (1 - self.l1_ratio) * n_frames
+        return l1, l2
+
+    def _run(
+        self,
+        X: torch.Tensor,
+        W: torch.Tensor,
+        H: torch.Tensor,
+        *,
+        learn_dictionary: bool,
+        desc: str,
+        max_iter: int | None = None,
+    ):
+        l1, l2 = self._regularization(X.shape[-2], X.shape[-1], learn_dictionary)
+        objective = BetaNMFObjective(X, self._beta(), l1=l1, l2=l2)
+        level = H.mean(dim=(-2, -1))  # (n_items,)
+        blocks = [
+            Block("W", W, trainable=learn_dictionary, per_item=False, nonnegative=True,
+                  learning_rate=float(self.learning_rate * W.mean())),
+            Block("H", H, nonnegative=True, learning_rate=self.learning_rate * level),
+        ]
+        return minimize(
+            objective,
+            blocks,
+            schedule=("W", "H") if learn_dictionary else ("H",),
+            solver=self.solver,
+            max_iter=self.max_iter if max_iter is None else max_iter,
+            tol=self.tol,
+            progress=self.progress,
+            desc=desc,
+        )
+
+    # --- fitting -----------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None) -> NMF:
+        """Learn the dictionary.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_frames, n_bins) or (n_items, n_frames, n_bins)
+            Non-negative magnitudes. A batch is treated as one long sequence of frames.
+        y : array-like of shape (n_frames,), optional
+            Source label of each frame of ``X`` (isolated-source training frames); turns
+            on the semi-supervised dictionary (see ``dictionary``).
+
+        Returns
+        -------
+        self : NMF
+        """
+        self._fit(X, y)
+        return self
+
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> Any:
+        """Fit and return the activations of ``X``.
+
+        Returns
+        -------
+        activations : ndarray or Tensor of shape (n_frames, n_components) or (n_items, n_frames, n_components)
+        """
+        activations = self._fit(X, y)
+        if activations is None:
+            return self.transform(X)
+        return like_input(activations, X)
+
+    def _fit(self, X: Any, y: Any) -> torch.Tensor | None:
+        self._validate_params()
+        X = check_spectrogram(X, name="X")
+        batch_shape = tuple(X.shape[:-1])
+        n_bins = X.shape[-1]
+        frames = to_tensor(X, device=self._torch_device(), dtype=self._torch_dtype(X))
+        frames = frames.reshape(-1, n_bins)
+        self.n_features_in_ = n_bins
+        if y is None:
+            H, W, result = self._fit_unsupervised(frames, self.n_components or n_bins)
+            self.components_ = W.cpu().numpy()
+            self.component_sources_ = np.arange(W.shape[0])
+            self.sources_ = np.arange(W.shape[0])
+            self.n_iter_ = int(result.n_iter.max())
+            loss = float(result.loss[0])
+            self.reconstruction_err_ = float(np.sqrt(2 * loss)) if self._beta() == 2 else loss
+            self.loss_history_ = result.history[:, 0]
+            self.n_components_ = W.shape[0]
+            return H.reshape(*batch_shape, -1)
+        if len(batch_shape) != 1:
+            raise ValueError(
+                "fit(X, y) takes X of shape (n_frames, n_bins) with one label per frame; got "
+                f"X of shape {tuple(X.shape)}."
+            )
+        labels = check_labels(y, batch_shape[0])
+        self._fit_supervised(frames, labels)
+        return None
+
+    def _fit_unsupervised(self, frames: torch.Tensor, n_components: int, desc: str = "NMF fit"):
+        H, W = initialize_nmf(frames, n_components, method=self.init, generator=self._generator())
+        result = self._run(frames.unsqueeze(0), W, H.unsqueeze(0), learn_dictionary=True,
+                           desc=desc)
+        return result.blocks["H"][0], result.blocks["W"], result
+
+    def _fit_supervised(self, frames: torch.Tensor, labels: np.ndarray) -> None:
+        sources = np.unique(labels)
+        rng = check_random_state(self.random_state)
+        rows, row_sources = [], []
+        n_iter = 0
+        for source in sources:
+            index = np.flatnonzero(labels == source)
+            if self.dictionary == "frames":
+                if self.n_components_per_source is not None and index.size > \
+                        self.n_components_per_source:
+                    index = np.sort(rng.choice(index, self.n_components_per_source,
+                                               replace=False))
+                rows.append(frames[torch.as_tensor(index, device=frames.device)])
+                row_sources.append(np.full(index.size, source))
+            else:
+                n_per_source = min(self.n_components_per_source or 4, index.size)
+                source_frames = frames[torch.as_tensor(index, device=frames.device)]
+                _, W, result = self._fit_unsupervised(
+                    source_frames, n_per_source, desc=f"NMF fit source {source}"
+                )
+                n_iter = max(n_iter, int(result.n_iter.max()))
+                rows.append(W)
+                row_sources.append(np.full(n_per_source, source))
+        W = torch.cat(rows)
+        self.components_ = W.cpu().numpy()
+        self.component_sources_ = np.concatenate(row_sources)
+        self.sources_ = sources
+        self.n_components_ = W.shape[0]
+        self.n_iter_ = n_iter
+        self.reconstruction_err_ = float("nan")
+        self.loss_history_ = np.zeros(0)
+
+    # --- inference ---------------------------------------------------------------------
+    def decompose(self, X: Any, *, max_iter: int | None = None) -> Decomposition:
+        """Infer activations of ``X`` against the fixed dictionary, with diagnostics.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_frames, n_bins) or (n_items, n_frames, n_bins)
+            A batch is decomposed in one engine call; each item stops on its own.
+        max_iter : int, optional
+            Overrides the estimator's ``max_iter``.
+
+        Returns
+        -------
+        Decomposition
+        """
+        check_is_fitted(self)
+        batch, single = self._batch(X, n_bins=self.n_features_in_)
+        W = torch.as_tensor(self.components_, dtype=batch.dtype, device=batch.device)
+        H = initialize_activations(batch, W)
+        result = self._run(batch, W, H, learn_dictionary=False, desc="NMF transform",
+                           max_iter=max_iter)
+        activations = result.blocks["H"]
+        return Decomposition(
+            activations=like_input(activations[0] if single else activations, X),
+            loss=result.loss.cpu().numpy(),
+            n_iter=result.n_iter,
+            converged=result.converged,
+            history=result.history,
+            history_iterations=result.history_iterations,
+        )
+
+    def transform(self, X: Any) -> Any:
+        """Activations of ``X`` against the fitted dictionary (the dictionary stays fixed).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_frames, n_bins) or (n_items, n_frames, n_bins)
+
+        Returns
+        -------
+        activations : ndarray or Tensor of shape (n_frames, n_components) or (n_items, n_frames, n_components)
+            NumPy for NumPy input, a tensor on the input's device for tensor input.
+        """
+        return self.decompose(X).activations
+
+    def source_activations(self, X: Any) -> Any:
+        """Per-source activity: activations rescaled by dictionary-row norms, summed per source.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_frames, n_bins) or (n_items, n_frames, n_bins)
+
+        Returns
+        -------
+        ndarray or Tensor of shape (n_frames, n_sources) or (n_items, n_frames, n_sources)
+            Columns follow ``sources_``.
+        """
+        activations = self.transform(X)
+        return self.activations_to_sources(activations)
+
+    def activations_to_sources(self, activations: Any) -> Any:
+        """Apply the norm rescaling and per-source summation to given activations.
+
+        Parameters
+        ----------
+        activations : array-like of shape (..., n_frames, n_components)
+
+        Returns
+        -------
+        ndarray or Tensor of shape (..., n_frames, n_sources)
+        """
+        check_is_fitted(self)
+        tensor = to_tensor(activations, device=self._torch_device(),
+                           dtype=self._torch_dtype(activations))
+        if tensor.shape[-1] != self.n_components_:
+            raise ValueError(
+                f"activations have {tensor.shape[-1]} components (last axis) but the model "
+                f"has {self.n_components_}."
+            )
+        W = torch.as_tensor(self.components_, dtype=tensor.dtype, device=tensor.device)
+        membership = torch.as_tensor(
+            source_membership(self.component_sources_, self.sources_), device=tensor.device
+        )
+        return like_input(sum_by_source(tensor, W, membership), activations)
+
+    def inverse_transform(self, X: Any) -> Any:
+        """Reconstruct magnitudes from activations: ``X @ components_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (..., n_frames, n_components)
+            Activations.
+
+        Returns
+        -------
+        ndarray or Tensor of shape (..., n_frames, n_bins)
+        """
+        check_is_fitted(self)
+        X = check_spectrogram(X, name="activations", n_bins=self.n_components_,
+                              owner=type(self).__name__)
+        tensor = to_tensor(X, device=self._torch_device(), dtype=self._torch_dtype(X))
+        W = torch.as_tensor(self.components_, dtype=tensor.dtype, device=tensor.device)
+        return like_input(tensor @ W, X)

@@ -1,0 +1,96 @@
+"""Input conversion and checks shared by the metric modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from decomp._validation import check_array_like
+
+__all__ = [
+    "as_float64",
+    "check_finite",
+    "check_ndim",
+    "check_same_shape",
+    "check_real_number",
+    "like_input",
+    "shape_of",
+]
+
+
+def shape_of(value: Any) -> tuple[int, ...]:
+    return tuple(value.shape)
+
+
+def as_float64(value: Any, name: str, device: torch.device | None = None) -> torch.Tensor:
+    """Convert an array-like to a float64 tensor, refusing complex and non-numeric input.
+
+    A tensor stays on its device unless ``device`` is given; autograd history is kept so
+    that differentiable metrics stay differentiable.
+    """
+    value = check_array_like(value, name)
+    if isinstance(value, torch.Tensor):
+        if value.is_complex():
+            raise TypeError(f"{name} must hold real numbers; got dtype {value.dtype}.")
+        return value.to(device=value.device if device is None else device, dtype=torch.float64)
+    if value.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers; got dtype {value.dtype}.")
+    # A contiguous copy only when needed: torch refuses negative strides (a[::-1]).
+    return torch.as_tensor(np.ascontiguousarray(value, dtype=np.float64), device=device)
+
+
+def check_ndim(value: torch.Tensor, name: str, ndims: tuple[int, ...], layout: str) -> None:
+    """Refuse a tensor whose rank is not in ``ndims``; ``layout`` spells out the axes."""
+    if value.ndim not in ndims:
+        raise ValueError(
+            f"{name} must have shape {layout}; got an array of shape {shape_of(value)}."
+        )
+    if any(size == 0 for size in value.shape):
+        raise ValueError(f"{name} is empty: got an array of shape {shape_of(value)}.")
+
+
+def check_same_shape(first: Any, first_name: str, second: Any, second_name: str) -> None:
+    if shape_of(first) != shape_of(second):
+        raise ValueError(
+            f"{second_name} has shape {shape_of(second)} but {first_name} has shape "
+            f"{shape_of(first)}; they must match."
+        )
+
+
+def check_finite(value: torch.Tensor, name: str) -> None:
+    finite = torch.isfinite(value.detach())
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(f"{name} contains NaN or infinity ({bad} entries).")
+
+
+def check_real_number(
+    value: Any, name: str, low: float, high: float, *, high_inclusive: bool = False
+) -> float:
+    """Check that ``value`` is a real number in ``[low, high)`` (or ``[low, high]``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__}.")
+    value = float(value)
+    upper_ok = value <= high if high_inclusive else value < high
+    if not (value >= low and upper_ok):
+        bracket = "]" if high_inclusive else ")"
+        raise ValueError(f"{name} must be in [{low:g}, {high:g}{bracket}; got {value!r}.")
+    return value
+
+
+def like_input(result: torch.Tensor, reference: Any) -> Any:
+    """Return ``result`` as the kind of object ``reference`` is.
+
+    A tensor reference gives a tensor on its device, in its floating dtype (float64 when
+    the reference is not floating-point). Anything else gives float64 NumPy, and a 0-d
+    result becomes a Python ``float``.
+    """
+    if isinstance(reference, torch.Tensor):
+        dtype = reference.dtype if reference.is_floating_point() else torch.float64
+        return result.to(device=reference.device, dtype=dtype)
+    array = result.detach().cpu().numpy()
+    if array.ndim == 0:
+        return float(array)
+    return array
