@@ -52,7 +52,11 @@ def to_tensor(value: Any, *, device: torch.device, dtype: torch.dtype) -> torch.
     """Convert an array-like to a tensor on ``device`` with ``dtype`` (no copy when possible)."""
     if isinstance(value, torch.Tensor):
         return value.detach().to(device=device, dtype=dtype)
-    return torch.as_tensor(np.asarray(value), dtype=dtype, device=device)
+    array = np.asarray(value)
+    if not array.flags.writeable:
+        # torch cannot wrap read-only memory (e.g. a memmap) without a warning.
+        array = array.copy()
+    return torch.as_tensor(array, dtype=dtype, device=device)
 
 
 def like_input(result: torch.Tensor, reference: Any) -> Any:

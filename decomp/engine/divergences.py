@@ -63,7 +63,7 @@ def beta_divergence(
 
     Notes
     -----
-    Zeros are handled without NaN: for KL, ``0 log 0 = 0`` and the model output is
+    Zeros are handled without NaN: for KL, ``0 log 0 = 0`` and a zero model output is
     floored at a tiny value inside the logarithm only; for IS and the general formula
     (which are undefined at zero) both arguments are shifted by that tiny value, which
     keeps the divergence zero at equality.
@@ -73,8 +73,10 @@ def beta_divergence(
     if beta == 2:
         return 0.5 * (X - approximation).square().sum(dim=dims)
     if beta == 1:
-        floored = approximation.clamp_min(tiny)
-        elementwise = torch.xlogy(X, X / floored) - X + approximation
+        # Only exact zeros are floored: log() of any positive float, even subnormal, is
+        # finite, and two logs (not the log of a ratio) cannot underflow.
+        floored = torch.where(approximation > 0, approximation, tiny)
+        elementwise = torch.xlogy(X, X) - torch.xlogy(X, floored) - X + approximation
         return elementwise.sum(dim=dims)
     X_safe = X + tiny
     approximation_safe = approximation + tiny

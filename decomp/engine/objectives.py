@@ -145,6 +145,27 @@ class BetaNMFObjective(Objective):
         # Floored so that X / (H @ W) stays finite where a row of H or W is all zero.
         return buffer.clamp_(min=self._tiny)
 
+    def _euclidean_activation_update(self, H: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        """``H ← H ⊙ X Wᵀ / (H W Wᵀ)`` through the Gram matrix, never forming ``H @ W``.
+
+        ``X Wᵀ`` and ``W Wᵀ`` are cached while ``W`` is unchanged (a fixed dictionary), so
+        each update then costs (n_frames × n_components²) instead of
+        (n_frames × n_components × n_bins).
+        """
+        # Identity plus version counter: the cache holds W itself, so a new dictionary can
+        # never be mistaken for it, and an in-place change bumps the version.
+        if getattr(self, "_gram_source", None) is not W or self._gram_version != W._version:
+            self._gram_source, self._gram_version = W, W._version
+            self._projected = self.X @ W.transpose(-1, -2)  # (n_items, n_frames, n_components)
+            self._gram = W @ W.transpose(-1, -2)  # (…, n_components, n_components)
+        denominator = H @ self._gram
+        l1, l2 = self.l1.get("H", 0.0), self.l2.get("H", 0.0)
+        if l1:
+            denominator.add_(l1)
+        if l2:
+            denominator.add_(H, alpha=l2)
+        return (self._projected / denominator.clamp_(min=self._tiny)).mul_(H)
+
     def _gamma(self) -> float:
         # Exponent of the MM update that guarantees a monotone decrease (Févotte & Idier).
         if self.beta < 1:
@@ -172,6 +193,8 @@ class BetaNMFObjective(Objective):
         if not self.supports_multiplicative(name):
             return super().multiplicative_update(name, blocks)
         H, W = blocks["H"], blocks["W"]
+        if name == "H" and self.beta == 2:
+            return self._euclidean_activation_update(H, W)
         approximation = self._approximation(H, W)
         numerator_factor, denominator_factor = self._numerator_denominator_factors(approximation)
         shared_dictionary = W.ndim == 2
