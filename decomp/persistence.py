@@ -18,7 +18,7 @@ import torch
 from decomp._version import __version__
 from decomp.exceptions import ModelFileError
 
-__all__ = ["save", "load", "encode", "decode", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["Persistent", "save", "load", "encode", "decode", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "decomp-model"
 FORMAT_VERSION = 1
@@ -43,6 +43,10 @@ def encode(value: Any) -> Any:
         return [encode(item) for item in value]
     if isinstance(value, range):
         return {"__range__": [value.start, value.stop, value.step]}
+    if isinstance(value, Persistent):
+        return {"__estimator__": _qualified_name(type(value)),
+                "params": encode(value.get_params(deep=False)),
+                "state": encode(value._get_state())}
     if hasattr(value, "to_dict") and hasattr(type(value), "from_dict"):
         cls = type(value)
         return {"__object__": f"{cls.__module__}.{cls.__qualname__}",
@@ -71,9 +75,54 @@ def decode(value: Any) -> Any:
         return tuple(decode(item) for item in value["__tuple__"])
     if "__range__" in value:
         return range(*value["__range__"])
+    if "__estimator__" in value:
+        return _restore(_resolve_class(value["__estimator__"]), value["params"], value["state"])
     if "__object__" in value:
         return _resolve_class(value["__object__"]).from_dict(decode(value["state"]))
     raise ModelFileError(f"unknown entry in model file: keys {sorted(value)}")
+
+
+def _qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _restore(cls: type, params: Any, state: Any) -> Any:
+    estimator = cls(**decode(params))
+    estimator._set_state(decode(state))
+    return estimator
+
+
+class Persistent:
+    """Mixin for estimators that save their parameters and fitted state.
+
+    The fitted state is every public attribute ending in ``_`` (scikit-learn's
+    convention); values may be arrays, tensors, numbers, strings, containers, objects
+    with ``to_dict``/``from_dict`` and other :class:`Persistent` estimators.
+    """
+
+    def _get_state(self) -> dict[str, Any]:
+        return {
+            key: value
+            for key, value in vars(self).items()
+            if key.endswith("_") and not key.startswith("_")
+        }
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save the fitted object to ``path``; load it back with :func:`decomp.load`.
+
+        Raises
+        ------
+        NotFittedError
+            If it has not been fitted.
+        """
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self)
+        return save(self, path)
 
 
 def _resolve_class(qualified_name: str) -> type:
@@ -98,12 +147,11 @@ def save(estimator: Any, path: str | os.PathLike) -> Path:
     moved, so an interrupted save never leaves a truncated model behind.
     """
     path = Path(path)
-    cls = type(estimator)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "library_version": __version__,
-        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "class": _qualified_name(type(estimator)),
         "params": encode(estimator.get_params(deep=False)),
         "state": encode(estimator._get_state()),
     }
@@ -144,8 +192,7 @@ def load(path: str | os.PathLike) -> Any:
         )
     cls = _resolve_class(payload["class"])
     try:
-        estimator = cls(**decode(payload["params"]))
-        estimator._set_state(decode(payload["state"]))
+        estimator = _restore(cls, payload["params"], payload["state"])
     except ModelFileError:
         raise
     except Exception as error:

@@ -15,7 +15,8 @@ kind       analysis                       features
 
 The STFT is ``torch.stft`` (so tensors stay on their device); it matches
 ``librosa.stft(center=True, pad_mode="constant")``. The constant-Q transform is librosa's
-and runs on the CPU.
+and runs on the CPU. Separation resynthesises through the STFT for every kind (constant-Q
+masks are carried to the STFT bins; see :meth:`Spectrogram.separate`).
 """
 
 from __future__ import annotations
@@ -359,8 +360,11 @@ class Spectrogram:
                 )
             self._n_bins = n_bins
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor arguments, as given (``n_bins`` may be ``None``)."""
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor arguments, as given (``n_bins`` may be ``None``).
+
+        ``deep`` is accepted for scikit-learn's ``clone``; there is nothing nested.
+        """
         return dict(self._params)
 
     def to_dict(self) -> dict[str, Any]:
@@ -556,7 +560,8 @@ class Spectrogram:
     def _to_magnitude(self, features: torch.Tensor) -> torch.Tensor:
         if self._compressed:
             return torch.expm1(features) / self.compression
-        return features
+        # A copy, so that editing the magnitudes never edits the caller's features.
+        return features.clone()
 
     def masks(self, source_features: Any, *, power: float = 1.0, eps: float = 1e-12) -> Any:
         """Ratio masks from per-source features: each source's share of the magnitude.

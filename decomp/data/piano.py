@@ -389,7 +389,7 @@ def random_piece(
     Examples
     --------
     >>> piece = random_piece("timgm6mb", n_bars=1, tempo=120, random_state=0)
-    >>> piece.params["n_bars"], piece.midi.get_end_time() <= 2.0
+    >>> piece.params["n_bars"], bool(piece.midi.get_end_time() <= 2.0)
     (1, True)
     """
     name = _check_font_name(soundfont)

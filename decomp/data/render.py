@@ -28,9 +28,9 @@ from decomp.exceptions import MissingDependencyError
 
 __all__ = ["render_midi", "midi_to_bytes", "DEFAULT_GAIN", "DEFAULT_RELEASE_TAIL"]
 
-#: FluidSynth master gain. Measured at 16 kHz with reverb and chorus off: a 5-note chord at
-#: velocity 96 peaks at about 0.12-0.24 (mono) over the three Debian fonts, velocity 127 at
-#: up to 0.35 (mono) / 0.52 (one stereo channel), leaving headroom below 1.0.
+#: FluidSynth master gain. Measured at 16 kHz with reverb and chorus off, over the three
+#: Debian fonts: 5-note chords at velocity 96 peak at 0.20-0.24 (mono), at velocity 127 at
+#: 0.31-0.41 (mono) and up to 0.52 in one stereo channel; isolated notes peak below 0.1.
 DEFAULT_GAIN = 0.5
 
 #: Seconds of audio kept after the MIDI's last note-off, long enough for the piano fonts'
@@ -77,6 +77,8 @@ def _run_fluidsynth(
             "-q",
             "-R", "0",  # reverb off
             "-C", "0",  # chorus off
+            # Load only the samples the MIDI plays: same audio, half the time for sf3 fonts.
+            "-o", "synth.dynamic-sample-loading=1",
             "-g", repr(float(gain)),
             "-r", str(int(sample_rate)),
             "-T", "wav",

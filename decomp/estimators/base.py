@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,16 +9,15 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import StrOptions
-from sklearn.utils.validation import check_is_fitted
 
-from decomp import persistence
 from decomp._backend import resolve_device, resolve_dtype, to_tensor
 from decomp._validation import check_spectrogram
+from decomp.persistence import Persistent
 
 __all__ = ["BaseDecomposer"]
 
 
-class BaseDecomposer(TransformerMixin, BaseEstimator):
+class BaseDecomposer(Persistent, TransformerMixin, BaseEstimator):
     """Shared behaviour of decomp's decomposers.
 
     Subclasses declare ``_parameter_constraints`` (extending this class's), store their
@@ -70,27 +67,3 @@ class BaseDecomposer(TransformerMixin, BaseEstimator):
         tensor = to_tensor(X, device=self._torch_device(), dtype=self._torch_dtype(X))
         single = tensor.ndim == 2
         return (tensor.unsqueeze(0) if single else tensor), single
-
-    # --- persistence -------------------------------------------------------------------
-    def _get_state(self) -> dict[str, Any]:
-        """Fitted attributes (public names ending in ``_``)."""
-        return {
-            key: value
-            for key, value in vars(self).items()
-            if key.endswith("_") and not key.startswith("_")
-        }
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Save the fitted estimator to ``path`` (load it with :func:`decomp.load`).
-
-        Raises
-        ------
-        NotFittedError
-            If the estimator has not been fitted.
-        """
-        check_is_fitted(self)
-        return persistence.save(self, path)

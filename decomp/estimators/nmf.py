@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from decomp._backend import like_input, to_tensor
@@ -35,7 +35,7 @@ class Decomposition:
 
     Attributes
     ----------
-    activations : ndarray or Tensor of shape (n_frames, n_components) or (n_items, n_frames, n_components)
+    activations : ndarray or Tensor of shape ([n_items,] n_frames, n_components)
     loss : ndarray of shape (n_items,)
         Final objective per item.
     n_iter : ndarray of shape (n_items,)
@@ -66,8 +66,10 @@ class NMF(BaseDecomposer):
     n_components : int, optional
         Number of dictionary rows learned by ``fit(X)``; None uses ``n_bins``. Ignored
         by ``fit(X, y)`` (see ``dictionary``).
-    beta_loss : {"frobenius", "kullback-leibler", "itakura-saito"} or float, default="kullback-leibler"
-        The β-divergence minimised (also ``"euclidean"``, ``"kl"``, ``"is"``).
+    beta_loss : str or float, default="kullback-leibler"
+        The β-divergence minimised: ``"frobenius"`` (β=2), ``"kullback-leibler"``
+        (β=1), ``"itakura-saito"`` (β=0), the short ``"euclidean"``, ``"kl"``, ``"is"``,
+        or any β as a float.
     solver : {"mu", "adam"}, default="mu"
         Multiplicative updates (fast path) or projected Adam on autograd gradients.
     max_iter : int, default=200
@@ -246,7 +248,7 @@ class NMF(BaseDecomposer):
 
         Returns
         -------
-        activations : ndarray or Tensor of shape (n_frames, n_components) or (n_items, n_frames, n_components)
+        activations : ndarray or Tensor of shape ([n_items,] n_frames, n_components)
         """
         activations = self._fit(X, y)
         if activations is None:
@@ -359,7 +361,7 @@ class NMF(BaseDecomposer):
 
         Returns
         -------
-        activations : ndarray or Tensor of shape (n_frames, n_components) or (n_items, n_frames, n_components)
+        activations : ndarray or Tensor of shape ([n_items,] n_frames, n_components)
             NumPy for NumPy input, a tensor on the input's device for tensor input.
         """
         return self.decompose(X).activations

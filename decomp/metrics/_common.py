@@ -38,7 +38,7 @@ def as_float64(value: Any, name: str, device: torch.device | None = None) -> tor
     if value.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers; got dtype {value.dtype}.")
     # A contiguous copy only when needed: torch refuses negative strides (a[::-1]).
-    return torch.as_tensor(np.ascontiguousarray(value, dtype=np.float64), device=device)
+    return torch.as_tensor(np.asarray(value, dtype=np.float64, order="C"), device=device)
 
 
 def check_ndim(value: torch.Tensor, name: str, ndims: tuple[int, ...], layout: str) -> None:

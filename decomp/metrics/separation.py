@@ -19,8 +19,11 @@ from decomp.metrics._common import (
 __all__ = ["si_sdr", "si_sdr_improvement", "bss_eval"]
 
 #: Added to the energies in SI-SDR so that a silent reference or a perfect estimate give
-#: a finite number instead of NaN/inf; small next to the energy of any audible signal.
-SI_SDR_EPS = 1e-8
+#: a finite number instead of NaN/inf. It is float64's machine epsilon (about 2.2e-16),
+#: negligible next to the energy of any audible signal, so that scale invariance holds
+#: to rounding for all but near-silent signals (a larger constant such as 1e-8 would
+#: visibly bias quiet signals).
+SI_SDR_EPS = torch.finfo(torch.float64).eps
 
 #: Beyond this many sources the exhaustive permutation search (n! candidates) is refused.
 MAX_PERMUTATION_SOURCES = 8
@@ -64,12 +67,13 @@ def si_sdr(estimate: Any, reference: Any, zero_mean: bool = True) -> Any:
     unchanged. Computed in float64; on tensors it is differentiable, so it can serve as
     a training loss.
 
-    A constant ``1e-8`` is added to ``||s||²`` and to both energies of the ratio. SI-SDR
-    is undefined for a silent reference (0/0); with the constant, a silent reference
-    gives a very negative value (the whole estimate counts as distortion), a silent
-    estimate too, and a perfect estimate a large finite value (about
-    ``10 log10(||s||² / 1e-8)``) rather than ``inf``. For audio at usual levels the
-    constant changes the result by far less than 0.001 dB.
+    A constant ``eps`` (float64's machine epsilon, about 2.2e-16) is added to ``||s||²``
+    and to both energies of the ratio. SI-SDR is undefined for a silent reference
+    (0/0); with the constant, a silent reference gives a very negative value (about
+    ``10 log10(eps / ||ŝ||²)``: the whole estimate counts as distortion), a silent
+    estimate too, two silent signals 0 dB, and a perfect estimate a large finite value
+    (about ``10 log10(||ŝ||² / eps)``, e.g. 156.5 dB at unit energy) rather than ``inf``.
+    For any audible signal the constant changes the result by less than 1e-9 dB.
 
     Parameters
     ----------

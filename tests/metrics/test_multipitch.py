@@ -192,3 +192,10 @@ def test_pitches_repeated_message():
 def test_pitches_range_message():
     with pytest.raises(ValueError, match=r"pitches must map to frequencies within mir_eval's"):
         multipitch_scores(np.zeros((2, 2), bool), np.zeros((2, 2), bool), [0.0, 0.1], [60, 120])
+
+
+def test_pitches_nan_message():
+    with pytest.raises(ValueError, match=r"pitches contains NaN or infinity"):
+        multipitch_scores(
+            np.zeros((2, 2), bool), np.zeros((2, 2), bool), [0.0, 0.1], [60, np.nan]
+        )

@@ -1,0 +1,21 @@
+"""Piano transcription: audio -> activations -> piano roll -> MIDI."""
+
+from decomp.transcription.defaults import (
+    default_decomposer,
+    default_front_end,
+    default_transcriber,
+    fit_transcriber,
+    protocol_features,
+)
+from decomp.transcription.piano import PianoTranscriber, Transcription, choose_threshold
+
+__all__ = [
+    "PianoTranscriber",
+    "Transcription",
+    "choose_threshold",
+    "default_decomposer",
+    "default_front_end",
+    "default_transcriber",
+    "fit_transcriber",
+    "protocol_features",
+]

@@ -1,0 +1,178 @@
+"""The default NMF piano transcriber: its settings, its training and its cache.
+
+The settings below were chosen with ``benchmarks/transcription.py`` on validation
+data rendered from the training SoundFonts only (see that script for the figures).
+Building the transcriber renders the protocol's isolated training notes, chooses the
+threshold by cross-font validation (dictionary from one training font, validation
+chords from the other: a timbre the dictionary has not heard) and fits the final
+dictionary on all training fonts. The fitted model is cached on disk by its settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+from sklearn.base import clone
+
+from decomp._version import __version__
+from decomp.audio import Spectrogram
+from decomp.data import DEFAULT_PROTOCOL, PianoProtocol, cache_dir, labelled_frames, random_chords
+from decomp.estimators import NMF
+from decomp.transcription.piano import PianoTranscriber, choose_threshold
+
+__all__ = [
+    "default_front_end",
+    "default_decomposer",
+    "default_transcriber",
+    "fit_transcriber",
+    "protocol_features",
+]
+
+
+def default_front_end() -> Spectrogram:
+    """The front end of the default NMF transcriber."""
+    return Spectrogram(kind="linear")
+
+
+def default_decomposer() -> NMF:
+    """The decomposer of the default NMF transcriber (unfitted)."""
+    return NMF(beta_loss="kullback-leibler", n_components_per_source=12, max_iter=200,
+               random_state=0)
+
+
+def protocol_features(
+    rendered: Any, front_end: Spectrogram, pitches: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features of a :class:`~decomp.data.RenderedPiano` and its roll on the same frames.
+
+    Returns
+    -------
+    features : ndarray of shape (n_frames, n_bins)
+    roll : ndarray of bool, shape (n_frames, n_pitches)
+    """
+    features = np.asarray(front_end.transform(rendered.audio))
+    roll = rendered.roll(front_end.frame_times(features.shape[0]), pitches)
+    return features, roll
+
+
+def _validation_set(
+    soundfont: str, protocol: PianoProtocol, front_end: Spectrogram, *, n_chords: int,
+    polyphonies: tuple[int, ...], random_state: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    features, rolls = [], []
+    for offset, polyphony in enumerate(polyphonies):
+        chords = random_chords(soundfont, n_chords=n_chords, polyphony=polyphony,
+                               pitches=protocol.pitches, velocity_range=protocol.velocity_range,
+                               random_state=random_state + offset,
+                               sample_rate=protocol.sample_rate)
+        item_features, item_roll = protocol_features(chords, front_end, protocol.pitches)
+        features.append(item_features)
+        rolls.append(item_roll)
+    return np.concatenate(features), np.concatenate(rolls)
+
+
+def fit_transcriber(
+    transcriber: PianoTranscriber | None = None,
+    protocol: PianoProtocol = DEFAULT_PROTOCOL,
+    *,
+    n_validation_chords: int = 15,
+    validation_polyphonies: tuple[int, ...] = (1, 2, 3, 4),
+    random_state: int = 0,
+) -> PianoTranscriber:
+    """Train a transcriber on a protocol's isolated notes, with cross-font threshold choice.
+
+    Parameters
+    ----------
+    transcriber : PianoTranscriber, optional
+        The (unfitted) settings; default ``PianoTranscriber()`` with the defaults above.
+    protocol : PianoProtocol
+        Training fonts, pitches and velocities. The test font is never used here.
+    n_validation_chords : int
+        Chords per polyphony in each validation set.
+    validation_polyphonies : tuple of int
+        Polyphonies of the validation chords.
+    random_state : int
+        Seed of the validation chords.
+
+    Returns
+    -------
+    PianoTranscriber
+        Fitted on all training fonts. With ``threshold="auto"`` the threshold is the
+        mean of the F1-maximising thresholds found with a dictionary from each training
+        font validated on chords from the other fonts; ``validation_f1_`` is the mean
+        F1 of those cross-font validations. With one training font, validation chords
+        come from that font (optimistic: say so when reporting).
+    """
+    transcriber = transcriber if transcriber is not None else PianoTranscriber(
+        front_end=default_front_end(), decomposer=default_decomposer())
+    front_end = transcriber.front_end or default_front_end()
+    fonts = protocol.train_soundfonts
+    per_font = []
+    for notes in protocol.training_notes():
+        features, roll = protocol_features(notes, front_end, protocol.pitches)
+        per_font.append(labelled_frames(features, roll, protocol.pitches))
+    X = np.concatenate([frames for frames, _ in per_font])
+    y = np.concatenate([labels for _, labels in per_font])
+    if transcriber.threshold != "auto":
+        return clone(transcriber).fit(X, y)
+
+    validation = {
+        font: _validation_set(font, protocol, front_end, n_chords=n_validation_chords,
+                              polyphonies=validation_polyphonies, random_state=random_state)
+        for font in fonts
+    }
+    thresholds, scores = [], []
+    for index, font in enumerate(fonts):
+        others = [other for other in fonts if other != font] or [font]
+        features = np.concatenate([validation[other][0] for other in others])
+        roll = np.concatenate([validation[other][1] for other in others])
+        partial = clone(transcriber).set_params(threshold=0.5).fit(*per_font[index])
+        activity = partial._activity_batch(features)
+        threshold, f1 = choose_threshold(activity, partial._check_roll(roll, activity.shape))
+        thresholds.append(threshold)
+        scores.append(f1)
+    final = clone(transcriber).set_params(threshold=float(np.mean(thresholds))).fit(X, y)
+    final.validation_f1_ = float(np.mean(scores))
+    return final
+
+
+def _settings_key(transcriber: PianoTranscriber, protocol: PianoProtocol) -> str:
+    params = {key: repr(value) for key, value in transcriber.get_params(deep=True).items()}
+    payload = json.dumps({"params": params, "protocol": repr(protocol), "version": __version__},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def default_transcriber(
+    method: str = "nmf", *, protocol: PianoProtocol = DEFAULT_PROTOCOL, use_cache: bool = True
+) -> PianoTranscriber:
+    """The fitted default transcriber for ``method``, from the on-disk cache when present.
+
+    Parameters
+    ----------
+    method : {"nmf"}
+        The decomposition method (the DDS variants join later).
+    protocol : PianoProtocol
+        Training data protocol.
+    use_cache : bool
+        Load/save the fitted model under ``decomp.data.cache_dir() / "models"``.
+
+    Returns
+    -------
+    PianoTranscriber
+    """
+    from decomp.persistence import load
+
+    if method != "nmf":
+        raise ValueError(f"method must be 'nmf' (the only default model so far); got {method!r}.")
+    settings = PianoTranscriber(front_end=default_front_end(), decomposer=default_decomposer())
+    path = cache_dir() / "models" / f"{method}-{_settings_key(settings, protocol)}.decomp"
+    if use_cache and path.exists():
+        return load(path)
+    transcriber = fit_transcriber(settings, protocol)
+    if use_cache:
+        transcriber.save(path)
+    return transcriber
