@@ -8,6 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from decomp import NMF
+from decomp.data import PianoProtocol
+from decomp.transcription import PianoTranscriber, fit_transcriber
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
@@ -26,7 +30,6 @@ def _session_cache_dir(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-    np.random.seed(0)
 
 
 @pytest.fixture
@@ -36,3 +39,24 @@ def planted():
     W = rng.gamma(1.0, 1.0, size=(3, 20))
     H = rng.gamma(0.5, 1.0, size=(60, 3))
     return H @ W, H, W
+
+
+TINY_PITCHES = tuple(range(60, 68))
+
+
+@pytest.fixture(scope="session")
+def tiny_protocol() -> PianoProtocol:
+    return PianoProtocol(pitches=TINY_PITCHES, train_velocities=(64,))
+
+
+@pytest.fixture(scope="session")
+def tiny_transcriber(tiny_protocol) -> PianoTranscriber:
+    settings = PianoTranscriber(decomposer=NMF(n_components_per_source=8, max_iter=100,
+                                               random_state=0))
+    return fit_transcriber(settings, tiny_protocol, n_validation_chords=4,
+                           validation_polyphonies=(1, 2))
+
+
+@pytest.fixture(scope="session")
+def tiny_chords(tiny_protocol):
+    return tiny_protocol.test_chords(polyphony=2, n_chords=6, random_state=3)

@@ -96,9 +96,11 @@ def initialize_activations(
     X : Tensor of shape (n_items, n_frames, n_bins)
     dictionary : Tensor of shape (n_components, n_bins) or (n_items, n_components, n_bins)
     method : {"constant", "random"}
-        ``"constant"``: every activation equal, chosen per item so that the mean of
-        ``H @ W`` equals the mean of ``X`` (the DDS papers start NMF from a constant).
-        ``"random"``: uniform in [0, 1) times that constant, as the DDS papers do for
+        ``"constant"``: all activations of a frame equal, chosen so that the frame's
+        mean in ``H @ W`` equals its mean in ``X`` (the DDS papers start NMF from a
+        constant). Each frame's start depends on that frame alone, so cutting a
+        recording into chunks does not change where any frame starts.
+        ``"random"``: uniform in [0, 1) times that level, as the DDS papers do for
         their flow dictionaries.
 
     Returns
@@ -107,11 +109,12 @@ def initialize_activations(
     """
     n_items, n_frames, _ = X.shape
     n_components = dictionary.shape[-2]
-    item_mean = X.mean(dim=(-2, -1))  # (n_items,)
-    dictionary_mean = dictionary.mean(dim=(-2, -1))  # () or (n_items,)
+    frame_mean = X.mean(dim=-1, keepdim=True)  # (n_items, n_frames, 1)
+    dictionary_mean = dictionary.mean(dim=(-2, -1)).reshape(-1, 1, 1)  # (1 or n_items, 1, 1)
     tiny = torch.finfo(X.dtype).eps
-    level = item_mean / (n_components * dictionary_mean).clamp_min(tiny)
-    level = level.clamp_min(tiny).reshape(-1, 1, 1)
+    level = frame_mean / (n_components * dictionary_mean).clamp_min(tiny)
+    # A silent frame starts at a tiny positive value: multiplicative updates cannot leave 0.
+    level = level.clamp_min(tiny)
     shape = (n_items, n_frames, n_components)
     if method == "constant":
         return level.expand(shape).clone()

@@ -150,7 +150,7 @@ class BetaNMFObjective(Objective):
 
         ``X Wᵀ`` and ``W Wᵀ`` are cached while ``W`` is unchanged (a fixed dictionary), so
         each update then costs (n_frames × n_components²) instead of
-        (n_frames × n_components × n_bins).
+        (2 × n_frames × n_components × n_bins); used when n_components < 2 × n_bins.
         """
         # Identity plus version counter: the cache holds W itself, so a new dictionary can
         # never be mistaken for it, and an in-place change bumps the version.
@@ -193,7 +193,8 @@ class BetaNMFObjective(Objective):
         if not self.supports_multiplicative(name):
             return super().multiplicative_update(name, blocks)
         H, W = blocks["H"], blocks["W"]
-        if name == "H" and self.beta == 2:
+        # The Gram form costs n_components² per frame against 2 x n_components x n_bins.
+        if name == "H" and self.beta == 2 and W.shape[-2] < 2 * W.shape[-1]:
             return self._euclidean_activation_update(H, W)
         approximation = self._approximation(H, W)
         numerator_factor, denominator_factor = self._numerator_denominator_factors(approximation)

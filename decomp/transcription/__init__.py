@@ -7,11 +7,17 @@ from decomp.transcription.defaults import (
     fit_transcriber,
     protocol_features,
 )
-from decomp.transcription.piano import PianoTranscriber, Transcription, choose_threshold
+from decomp.transcription.piano import (
+    PianoTranscriber,
+    Transcription,
+    activity_to_roll,
+    choose_threshold,
+)
 
 __all__ = [
     "PianoTranscriber",
     "Transcription",
+    "activity_to_roll",
     "choose_threshold",
     "default_decomposer",
     "default_front_end",

@@ -21,7 +21,7 @@ from decomp._version import __version__
 from decomp.audio import Spectrogram
 from decomp.data import DEFAULT_PROTOCOL, PianoProtocol, cache_dir, labelled_frames, random_chords
 from decomp.estimators import NMF
-from decomp.transcription.piano import PianoTranscriber, choose_threshold
+from decomp.transcription.piano import PianoTranscriber
 
 __all__ = [
     "default_front_end",
@@ -129,9 +129,9 @@ def fit_transcriber(
         others = [other for other in fonts if other != font] or [font]
         features = np.concatenate([validation[other][0] for other in others])
         roll = np.concatenate([validation[other][1] for other in others])
-        partial = clone(transcriber).set_params(threshold=0.5).fit(*per_font[index])
-        activity = partial._activity_batch(features)
-        threshold, f1 = choose_threshold(activity, partial._check_roll(roll, activity.shape))
+        partial = clone(transcriber).set_params(threshold="auto").fit(
+            *per_font[index], validation=(features, roll))
+        threshold, f1 = partial.threshold_, partial.validation_f1_
         thresholds.append(threshold)
         scores.append(f1)
     final = clone(transcriber).set_params(threshold=float(np.mean(thresholds))).fit(X, y)

@@ -26,7 +26,7 @@ from decomp.audio import Spectrogram, load_audio, roll_to_midi
 from decomp.metrics import frame_scores
 from decomp.persistence import Persistent
 
-__all__ = ["PianoTranscriber", "Transcription", "choose_threshold"]
+__all__ = ["PianoTranscriber", "Transcription", "activity_to_roll", "choose_threshold"]
 
 
 @dataclass
@@ -68,8 +68,36 @@ class Transcription:
         return midi_path, arrays_path
 
 
+def activity_to_roll(
+    activity: np.ndarray, threshold: float, *, min_note_frames: int = 1
+) -> np.ndarray:
+    """Threshold activity into a roll and drop notes shorter than ``min_note_frames``.
+
+    Parameters
+    ----------
+    activity : ndarray of shape (n_frames, n_pitches)
+    threshold : float
+    min_note_frames : int
+        Runs of active frames shorter than this are removed (a morphological opening
+        along time only).
+
+    Returns
+    -------
+    ndarray of bool, shape (n_frames, n_pitches)
+    """
+    roll = activity >= threshold
+    if min_note_frames > 1:
+        structure = np.ones((min_note_frames, 1), dtype=bool)
+        roll = scipy.ndimage.binary_opening(roll, structure=structure)
+    return roll
+
+
 def choose_threshold(
-    activity: np.ndarray, reference_roll: np.ndarray, candidates: np.ndarray | None = None
+    activity: np.ndarray,
+    reference_roll: np.ndarray,
+    candidates: np.ndarray | None = None,
+    *,
+    min_note_frames: int = 1,
 ) -> tuple[float, float]:
     """The threshold on ``activity`` that maximises frame-level F1 against ``reference_roll``.
 
@@ -79,7 +107,10 @@ def choose_threshold(
         Already normalised and smoothed activity.
     reference_roll : ndarray of bool, shape (n_frames, n_pitches)
     candidates : ndarray, optional
-        Thresholds to try (default: 60 values log-spaced over the activity's range).
+        Thresholds to try (default: 120 values log-spaced over three decades below the
+        largest activity).
+    min_note_frames : int
+        Passed to :func:`activity_to_roll`, so the choice sees the rolls it will produce.
 
     Returns
     -------
@@ -91,10 +122,11 @@ def choose_threshold(
         top = float(activity.max())
         if top <= 0:
             return 0.0, 0.0
-        candidates = top * np.geomspace(1e-3, 1.0, 60)
+        candidates = top * np.geomspace(1e-3, 1.0, 120)
     best = (float(candidates[0]), -1.0)
     for threshold in candidates:
-        f1 = frame_scores(activity >= threshold, reference_roll)["f1"]
+        roll = activity_to_roll(activity, threshold, min_note_frames=min_note_frames)
+        f1 = frame_scores(roll, reference_roll)["f1"]
         if f1 > best[1]:
             best = (float(threshold), float(f1))
     return best
@@ -228,7 +260,9 @@ class PianoTranscriber(Persistent, BaseEstimator):
             if validation is not None:
                 activity = self._activity_batch(validation[0])
                 roll = self._check_roll(validation[1], activity.shape)
-                self.validation_f1_ = frame_scores(activity >= self.threshold_, roll)["f1"]
+                estimated = activity_to_roll(activity, self.threshold_,
+                                             min_note_frames=self.min_note_frames)
+                self.validation_f1_ = frame_scores(estimated, roll)["f1"]
         return self
 
     def _check_roll(self, roll: Any, shape: tuple) -> np.ndarray:
@@ -250,7 +284,8 @@ class PianoTranscriber(Persistent, BaseEstimator):
 
     def _choose_threshold(self, features: Any, roll: Any) -> tuple[float, float]:
         activity = self._activity_batch(features)
-        return choose_threshold(activity, self._check_roll(roll, activity.shape))
+        return choose_threshold(activity, self._check_roll(roll, activity.shape),
+                                min_note_frames=self.min_note_frames)
 
     # --- inference -----------------------------------------------------------------------
     def _source_activity(self, features: np.ndarray) -> np.ndarray:
@@ -274,14 +309,6 @@ class PianoTranscriber(Persistent, BaseEstimator):
                                                    mode="nearest")
         return activity
 
-    def _roll(self, activity: np.ndarray) -> np.ndarray:
-        roll = activity >= self.threshold_
-        if self.min_note_frames > 1:
-            # Opening removes runs shorter than min_note_frames along time only.
-            structure = np.ones((self.min_note_frames, 1), dtype=bool)
-            roll = scipy.ndimage.binary_opening(roll, structure=structure)
-        return roll
-
     def transcribe_features(self, features: Any) -> Transcription:
         """Transcribe a spectrogram computed with ``front_end``.
 
@@ -300,7 +327,7 @@ class PianoTranscriber(Persistent, BaseEstimator):
         features = np.asarray(features, dtype=np.float32)
         raw = self._source_activity(features)
         smoothed = self._postprocess(raw)
-        roll = self._roll(smoothed)
+        roll = activity_to_roll(smoothed, self.threshold_, min_note_frames=self.min_note_frames)
         times = self._front_end().frame_times(features.shape[0])
         velocities = np.clip(smoothed / max(float(smoothed.max()), 1e-12), 0, 1)
         midi = roll_to_midi(roll, times, self.pitches_, velocities=velocities)

@@ -113,17 +113,17 @@ def test_non_finite_raises_with_iteration_and_items():
 
 
 def test_non_finite_recovery_restores_and_halves_step():
-    class Unstable(BetaNMFObjective):
-        armed = True
+    X, _, W = _problem(n_items=1)
+    H0 = initialize_activations(X, W)
+    limit = 1.5 * float(H0.max())
 
+    class Unstable(BetaNMFObjective):
         def loss(self, blocks):
             loss = super().loss(blocks)
-            if Unstable.armed and float(blocks["H"].detach().max()) > 0.5:
+            if float(blocks["H"].detach().max()) > limit:
                 loss = loss + float("inf")
             return loss
 
-    X, _, W = _problem(n_items=1)
-    H0 = initialize_activations(X, W)
     result = minimize(Unstable(X, 2.0), [Block("W", W, trainable=False, per_item=False),
                                          Block("H", H0, nonnegative=True, learning_rate=0.3)],
                       solver="adam", max_iter=30, check_every=1, on_non_finite="recover")

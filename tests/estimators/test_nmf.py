@@ -98,7 +98,7 @@ def test_subsampled_and_nmf_dictionaries():
     assert np.array_equal(np.unique(subsampled.component_sources_, return_counts=True)[1],
                           [5, 5])
     # Every kept row is one of the training frames of its own source.
-    for row, source in zip(subsampled.components_, subsampled.component_sources_):
+    for row, source in zip(subsampled.components_, subsampled.component_sources_, strict=True):
         matches = np.all(np.isclose(X, row), axis=1)
         assert matches.any() and set(y[matches]) == {source}
     learned = NMF(dictionary="nmf", n_components_per_source=3, random_state=0).fit(X, y)
