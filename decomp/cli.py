@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _transcribe(args: argparse.Namespace) -> int:
     import pretty_midi
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from decomp.persistence import load
     from decomp.transcription import default_transcriber

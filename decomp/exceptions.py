@@ -5,6 +5,7 @@ from __future__ import annotations
 from sklearn.exceptions import NotFittedError
 
 __all__ = [
+    "AudioFileError",
     "DecompError",
     "MissingDependencyError",
     "ModelFileError",
@@ -30,3 +31,10 @@ class ModelFileError(DecompError, ValueError):
 
 class NonFiniteLossError(DecompError, FloatingPointError):
     """The objective became NaN or infinite during inference and could not recover."""
+
+
+class AudioFileError(DecompError, ValueError):
+    """An audio file exists but cannot be decoded, or holds no samples.
+
+    The message names the file and the decoder's reason.
+    """

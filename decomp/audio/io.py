@@ -11,20 +11,13 @@ import soundfile
 import torch
 
 from decomp._validation import check_array_like
-from decomp.exceptions import DecompError
+from decomp.exceptions import AudioFileError
 
 __all__ = ["AudioFileError", "load_audio", "write_audio"]
 
 # Subtypes that store samples as floats; every other subtype is integer PCM (or a lossy
 # codec fed integer-range samples), so values beyond [-1, 1] would clip on writing.
 _FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
-
-
-class AudioFileError(DecompError, ValueError):
-    """An audio file exists but cannot be decoded, or holds no samples.
-
-    The message names the file and the decoder's reason.
-    """
 
 
 def _check_path(path: Any, name: str = "path") -> Path:

@@ -18,8 +18,8 @@ import pretty_midi
 
 __all__ = ["midi_to_roll", "roll_to_midi", "roll_to_notes"]
 
-#: The 88 keys of a piano, A0 (21) to C8 (108).
 PIANO_PITCHES = range(21, 109)
+"""The 88 keys of a piano, A0 (21) to C8 (108)."""
 
 
 def _check_pitches(pitches: Any, name: str = "pitches") -> np.ndarray:

@@ -34,8 +34,8 @@ __all__ = [
     "cached_arrays",
 ]
 
-#: Environment variable that overrides the cache directory.
 CACHE_ENV = "DECOMP_CACHE_DIR"
+"""Environment variable that overrides the cache directory."""
 
 
 def cache_dir() -> Path:

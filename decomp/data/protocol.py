@@ -126,5 +126,5 @@ class PianoProtocol:
         )
 
 
-#: The protocol every benchmark uses unless told otherwise.
 DEFAULT_PROTOCOL = PianoProtocol()
+"""The protocol every benchmark uses unless told otherwise."""

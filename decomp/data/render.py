@@ -28,14 +28,16 @@ from decomp.exceptions import MissingDependencyError
 
 __all__ = ["render_midi", "midi_to_bytes", "DEFAULT_GAIN", "DEFAULT_RELEASE_TAIL"]
 
-#: FluidSynth master gain. Measured at 16 kHz with reverb and chorus off, over the three
-#: Debian fonts: 5-note chords at velocity 96 peak at 0.20-0.24 (mono), at velocity 127 at
-#: 0.31-0.41 (mono) and up to 0.52 in one stereo channel; isolated notes peak below 0.1.
 DEFAULT_GAIN = 0.5
+"""FluidSynth master gain. Measured at 16 kHz with reverb and chorus off, over the three Debian
+fonts: 5-note chords at velocity 96 peak at 0.20-0.24 (mono), at velocity 127 at 0.31-0.41
+(mono) and up to 0.52 in one stereo channel; isolated notes peak below 0.1.
+"""
 
-#: Seconds of audio kept after the MIDI's last note-off, long enough for the piano fonts'
-#: release envelopes to fall by about 40 dB.
 DEFAULT_RELEASE_TAIL = 0.5
+"""Seconds of audio kept after the MIDI's last note-off, long enough for the piano fonts' release
+envelopes to fall by about 40 dB.
+"""
 
 # FluidSynth's synth.sample-rate range.
 _MIN_SAMPLE_RATE, _MAX_SAMPLE_RATE = 8000, 96000

@@ -34,7 +34,6 @@ class SoundFont:
     debian_package: str
 
 
-#: Known fonts by short name. Looked up at call time, so tests may patch it.
 SOUNDFONTS: dict[str, SoundFont] = {
     font.name: font
     for font in (
@@ -47,6 +46,7 @@ SOUNDFONTS: dict[str, SoundFont] = {
         ),
     )
 }
+"""Known fonts by short name. Looked up at call time, so tests may patch it."""
 
 _SUFFIXES = (".sf2", ".sf3")
 

@@ -13,6 +13,7 @@ __all__ = ["beta_divergence", "beta_loss_to_float", "BETA_LOSSES"]
 
 BETA_LOSSES = {"frobenius": 2.0, "euclidean": 2.0, "kullback-leibler": 1.0, "kl": 1.0,
                "itakura-saito": 0.0, "is": 0.0}
+"""β-loss names accepted by :func:`beta_loss_to_float` and their β values."""
 
 
 def beta_loss_to_float(beta_loss: str | float) -> float:

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from decomp.engine.objectives import Objective
 from decomp.engine.optim import BatchedAdam
@@ -73,6 +73,8 @@ class InferenceResult:
         Objective per item at each check, the first at iteration 0.
     history_iterations : ndarray of shape (n_checks,)
         Iteration number of each row of ``history``.
+    learning_rates : dict of str to Tensor
+        Final Adam step size of each trained block, per item (empty for ``"mu"``).
     """
 
     blocks: dict[str, torch.Tensor]

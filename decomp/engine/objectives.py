@@ -119,6 +119,7 @@ class BetaNMFObjective(Objective):
         return total
 
     def loss(self, blocks: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Divergence plus regularisation plus penalties, shape (n_items,)."""
         loss = beta_divergence(self.X, self.reconstruction(blocks), self.beta)
         loss = loss + self.regularization(blocks)
         for penalty in self.penalties:
@@ -127,6 +128,7 @@ class BetaNMFObjective(Objective):
 
     # --- the multiplicative fast path ----------------------------------------------------
     def supports_multiplicative(self, name: str) -> bool:
+        """True for ``"H"`` and ``"W"`` unless penalties or a subclass change the model."""
         return (
             name in ("H", "W")
             and not self.penalties
@@ -190,6 +192,10 @@ class BetaNMFObjective(Objective):
     def multiplicative_update(
         self, name: str, blocks: Mapping[str, torch.Tensor]
     ) -> torch.Tensor:
+        """One majorisation–minimisation step of block ``"H"`` or ``"W"``.
+
+        Returns the new value; the inputs are not modified.
+        """
         if not self.supports_multiplicative(name):
             return super().multiplicative_update(name, blocks)
         H, W = blocks["H"], blocks["W"]

@@ -243,8 +243,16 @@ class NMF(BaseDecomposer):
         self._fit(X, y)
         return self
 
-    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> Any:
+    def fit_transform(self, X: Any, y: Any = None) -> Any:
         """Fit and return the activations of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_frames, n_bins) or (n_items, n_frames, n_bins)
+            Non-negative magnitudes.
+        y : array-like of shape (n_frames,), optional
+            Source labels; see :meth:`fit`. The activations are then inferred against the
+            fixed dictionary of training frames.
 
         Returns
         -------

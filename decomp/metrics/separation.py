@@ -18,15 +18,15 @@ from decomp.metrics._common import (
 
 __all__ = ["si_sdr", "si_sdr_improvement", "bss_eval"]
 
-#: Added to the energies in SI-SDR so that a silent reference or a perfect estimate give
-#: a finite number instead of NaN/inf. It is float64's machine epsilon (about 2.2e-16),
-#: negligible next to the energy of any audible signal, so that scale invariance holds
-#: to rounding for all but near-silent signals (a larger constant such as 1e-8 would
-#: visibly bias quiet signals).
 SI_SDR_EPS = torch.finfo(torch.float64).eps
+"""Added to the energies in SI-SDR so that a silent reference or a perfect estimate give a finite
+number instead of NaN/inf. It is float64's machine epsilon (about 2.2e-16), negligible next to
+the energy of any audible signal, so that scale invariance holds to rounding for all but near-
+silent signals (a larger constant such as 1e-8 would visibly bias quiet signals).
+"""
 
-#: Beyond this many sources the exhaustive permutation search (n! candidates) is refused.
 MAX_PERMUTATION_SOURCES = 8
+"""Beyond this many sources the exhaustive permutation search (n! candidates) is refused."""
 
 
 def _signal(value: Any, name: str, min_ndim: int, layout: str) -> torch.Tensor:

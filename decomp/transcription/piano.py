@@ -291,7 +291,7 @@ class PianoTranscriber(Persistent, BaseEstimator):
     def _source_activity(self, features: np.ndarray) -> np.ndarray:
         """Raw per-pitch activity of one (n_frames, n_bins) array, decomposed in chunks."""
         n_frames, n_bins = features.shape
-        chunk = self.chunk_frames
+        chunk = min(self.chunk_frames, n_frames)
         n_chunks = -(-n_frames // chunk)
         padded = np.zeros((n_chunks * chunk, n_bins), dtype=np.float32)
         padded[:n_frames] = features
