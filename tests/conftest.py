@@ -54,7 +54,7 @@ def tiny_transcriber(tiny_protocol) -> PianoTranscriber:
     settings = PianoTranscriber(decomposer=NMF(n_components_per_source=8, max_iter=100,
                                                random_state=0))
     return fit_transcriber(settings, tiny_protocol, n_validation_chords=4,
-                           validation_polyphonies=(1, 2))
+                           validation_polyphonies=(1, 2), n_validation_piece_bars=0)
 
 
 @pytest.fixture(scope="session")

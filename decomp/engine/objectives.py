@@ -166,7 +166,40 @@ class BetaNMFObjective(Objective):
             denominator.add_(l1)
         if l2:
             denominator.add_(H, alpha=l2)
-        return (self._projected / denominator.clamp_(min=self._tiny)).mul_(H)
+        return self._apply_ratio(H, self._projected / denominator.clamp_(min=self._tiny))
+
+    def _euclidean_dictionary_update(self, H: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        """``W ← W ⊙ Hᵀ X / (Hᵀ H W)`` through the Gram matrix of the activations."""
+        numerator = H.transpose(-1, -2) @ self.X  # (n_items, n_components, n_bins)
+        gram = H.transpose(-1, -2) @ H  # (n_items, n_components, n_components)
+        scale = 1.0
+        if W.ndim == 2:
+            # A dictionary shared by all items collects every item's statistics.
+            numerator, gram = numerator.sum(dim=0), gram.sum(dim=0)
+            scale = float(self.n_items)
+        denominator = gram @ W
+        l1, l2 = self.l1.get("W", 0.0), self.l2.get("W", 0.0)
+        if l1:
+            denominator.add_(l1 * scale)
+        if l2:
+            denominator.add_(W, alpha=l2 * scale)
+        return self._apply_ratio(W, numerator.div_(denominator.clamp_(min=self._tiny)))
+
+    def _apply_ratio(self, value: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+        """``value * ratio`` (``ratio`` is overwritten), floored at ``eps x mean(value)``.
+
+        A multiplicative update can never move an exact zero, and the loop flushes
+        subnormal results to zero; the floor, one machine epsilon below the block's mean,
+        keeps every entry able to grow back within a few dozen updates while staying far
+        below anything a sparsity measure or threshold would count.
+        """
+        gamma = self._gamma()
+        if gamma != 1.0:
+            ratio.pow_(gamma)
+        ratio.mul_(value)
+        # A 0-d tensor, so the floor never synchronises a GPU.
+        floor = value.mean() * torch.finfo(value.dtype).eps
+        return torch.maximum(ratio, floor, out=ratio)
 
     def _gamma(self) -> float:
         # Exponent of the MM update that guarantees a monotone decrease (Févotte & Idier).
@@ -199,9 +232,12 @@ class BetaNMFObjective(Objective):
         if not self.supports_multiplicative(name):
             return super().multiplicative_update(name, blocks)
         H, W = blocks["H"], blocks["W"]
-        # The Gram form costs n_components² per frame against 2 x n_components x n_bins.
-        if name == "H" and self.beta == 2 and W.shape[-2] < 2 * W.shape[-1]:
+        # The Gram forms cost n_components² per frame (or bin) where the plain form costs
+        # 2 x n_components x n_bins (or frames).
+        if self.beta == 2 and name == "H" and W.shape[-2] < 2 * W.shape[-1]:
             return self._euclidean_activation_update(H, W)
+        if self.beta == 2 and name == "W" and H.shape[-1] < 2 * H.shape[-2]:
+            return self._euclidean_dictionary_update(H, W)
         approximation = self._approximation(H, W)
         numerator_factor, denominator_factor = self._numerator_denominator_factors(approximation)
         shared_dictionary = W.ndim == 2
@@ -235,8 +271,4 @@ class BetaNMFObjective(Objective):
         if l2:
             denominator = denominator + (l2 * scale) * value
         # Floored so that a zero denominator (an unused component) cannot divide by zero.
-        ratio = numerator.div_(denominator.clamp(min=self._tiny))
-        gamma = self._gamma()
-        if gamma != 1.0:
-            ratio.pow_(gamma)
-        return ratio.mul_(value)
+        return self._apply_ratio(value, numerator.div_(denominator.clamp(min=self._tiny)))

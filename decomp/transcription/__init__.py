@@ -6,6 +6,7 @@ from decomp.transcription.defaults import (
     default_transcriber,
     fit_transcriber,
     protocol_features,
+    validation_set,
 )
 from decomp.transcription.piano import (
     PianoTranscriber,
@@ -24,4 +25,5 @@ __all__ = [
     "default_transcriber",
     "fit_transcriber",
     "protocol_features",
+    "validation_set",
 ]

@@ -19,7 +19,14 @@ from sklearn.base import clone
 
 from decomp._version import __version__
 from decomp.audio import Spectrogram
-from decomp.data import DEFAULT_PROTOCOL, PianoProtocol, cache_dir, labelled_frames, random_chords
+from decomp.data import (
+    DEFAULT_PROTOCOL,
+    PianoProtocol,
+    cache_dir,
+    labelled_frames,
+    random_chords,
+    random_piece,
+)
 from decomp.estimators import NMF
 from decomp.transcription.piano import PianoTranscriber
 
@@ -29,6 +36,7 @@ __all__ = [
     "default_transcriber",
     "fit_transcriber",
     "protocol_features",
+    "validation_set",
 ]
 
 
@@ -58,20 +66,36 @@ def protocol_features(
     return features, roll
 
 
-def _validation_set(
-    soundfont: str, protocol: PianoProtocol, front_end: Spectrogram, *, n_chords: int,
-    polyphonies: tuple[int, ...], random_state: int,
+def validation_set(
+    soundfont: str, protocol: PianoProtocol, front_end: Spectrogram, *, n_chords: int = 15,
+    polyphonies: tuple[int, ...] = (1, 2, 3, 4), n_piece_bars: int = 8, random_state: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    features, rolls = [], []
-    for offset, polyphony in enumerate(polyphonies):
-        chords = random_chords(soundfont, n_chords=n_chords, polyphony=polyphony,
-                               pitches=protocol.pitches, velocity_range=protocol.velocity_range,
-                               random_state=random_state + offset,
-                               sample_rate=protocol.sample_rate)
-        item_features, item_roll = protocol_features(chords, front_end, protocol.pitches)
-        features.append(item_features)
-        rolls.append(item_roll)
-    return np.concatenate(features), np.concatenate(rolls)
+    """Validation recordings rendered with one (training) font, concatenated in time.
+
+    Random chords of each polyphony (short, evenly spaced notes) and one short piece
+    (sustained notes that decay, overlapping voices), so that a threshold chosen on it
+    suits both kinds of material.
+
+    Returns
+    -------
+    features : ndarray of shape (n_frames, n_bins)
+    roll : ndarray of bool, shape (n_frames, n_pitches)
+    """
+    recordings = [
+        random_chords(soundfont, n_chords=n_chords, polyphony=polyphony,
+                      pitches=protocol.pitches, velocity_range=protocol.velocity_range,
+                      random_state=random_state + offset, sample_rate=protocol.sample_rate)
+        for offset, polyphony in enumerate(polyphonies)
+    ]
+    if n_piece_bars:
+        recordings.append(random_piece(soundfont, n_bars=n_piece_bars, pitches=protocol.pitches,
+                                       velocity_range=protocol.velocity_range,
+                                       random_state=random_state,
+                                       sample_rate=protocol.sample_rate))
+    parts = [protocol_features(recording, front_end, protocol.pitches)
+             for recording in recordings]
+    return (np.concatenate([features for features, _ in parts]),
+            np.concatenate([roll for _, roll in parts]))
 
 
 def fit_transcriber(
@@ -80,6 +104,7 @@ def fit_transcriber(
     *,
     n_validation_chords: int = 15,
     validation_polyphonies: tuple[int, ...] = (1, 2, 3, 4),
+    n_validation_piece_bars: int = 8,
     random_state: int = 0,
 ) -> PianoTranscriber:
     """Train a transcriber on a protocol's isolated notes, with cross-font threshold choice.
@@ -94,6 +119,8 @@ def fit_transcriber(
         Chords per polyphony in each validation set.
     validation_polyphonies : tuple of int
         Polyphonies of the validation chords.
+    n_validation_piece_bars : int
+        Length of the validation piece added to each validation set (0: none).
     random_state : int
         Seed of the validation chords.
 
@@ -120,8 +147,9 @@ def fit_transcriber(
         return clone(transcriber).fit(X, y)
 
     validation = {
-        font: _validation_set(font, protocol, front_end, n_chords=n_validation_chords,
-                              polyphonies=validation_polyphonies, random_state=random_state)
+        font: validation_set(font, protocol, front_end, n_chords=n_validation_chords,
+                             polyphonies=validation_polyphonies,
+                             n_piece_bars=n_validation_piece_bars, random_state=random_state)
         for font in fonts
     }
     thresholds, scores = [], []

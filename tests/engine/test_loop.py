@@ -166,3 +166,18 @@ def test_float32_and_progress_bar(capsys):
                       max_iter=20, progress=True, desc="testing")
     assert result.blocks["H"].dtype == torch.float32
     assert "testing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("beta", [2.0, 1.0])
+def test_exact_zeros_in_the_start_can_recover(beta):
+    # Multiplicative updates cannot move an exact zero; the floor at the smallest normal
+    # float lets a needed component come back (scikit-learn's pain point).
+    X, H, W = _problem(n_items=1)
+    H0 = initialize_activations(X, W)
+    H0[..., 2] = 0.0
+    result = minimize(BetaNMFObjective(X, beta),
+                      [Block("W", W, trainable=False, per_item=False), Block("H", H0)],
+                      max_iter=1500, tol=0)
+    recovered = result.blocks["H"][0, :, 2]
+    assert float(recovered.max()) > 0.5 * float(H[0, :, 2].max())
+    assert float(result.loss[0]) < 1e-2 * float(result.history[0, 0])
