@@ -5,7 +5,9 @@ piano piece, cropped to T = 2000 frames, K = 88 components, float32, one shared
 NNDSVDa initialisation, the same number of iterations, no early stopping.
 
 1. Full factorisation with multiplicative updates, KL and Frobenius: ms per
-   iteration, achieved GFLOP/s (4 matmuls of 2·T·K·F flops per iteration), the
+   iteration, achieved GFLOP/s (counted as the standard form's 4 matmuls of 2·T·K·F
+   flops per iteration; decomp's Frobenius updates use Gram matrices and do fewer
+   flops, so its figure can exceed the peak: read it as a speed, not a utilisation), the
    fraction of this machine's matmul peak, final loss. The peak is measured twice: on
    the four matmuls of one iteration alone (the best an iteration could do at these
    shapes) and on a 2048² square matmul (the machine's headline figure).

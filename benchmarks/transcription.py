@@ -37,9 +37,9 @@ import torch
 from decomp import NMF
 from decomp.audio import Spectrogram
 from decomp.data import DEFAULT_PROTOCOL, labelled_frames
-from decomp.metrics import epsilon_sparsity, frame_scores, precision_of_source_attribution
 from decomp.transcription import (
     PianoTranscriber,
+    evaluate_transcriber,
     fit_transcriber,
     protocol_features,
     validation_set,
@@ -143,16 +143,10 @@ def evaluate(name: str, transcriber: PianoTranscriber, args: argparse.Namespace)
     sets += [(f"piece seed {seed}", protocol.test_piece(random_state=seed, n_bars=8))
              for seed in range(1 if args.quick else 3)]
     for label, rendered in sets:
-        started = time.perf_counter()
-        result = transcriber.transcribe(rendered.audio)
-        seconds = time.perf_counter() - started
-        reference = rendered.roll(result.times, result.pitches)
-        scores = frame_scores(result.roll, reference)
-        psa = precision_of_source_attribution(result.activations, reference)
-        sparsity = epsilon_sparsity(result.activations)
-        print(f"  {label:22s} {scores['precision']:6.3f} {scores['recall']:6.3f} "
-              f"{scores['f1']:6.3f} {psa:6.3f} {sparsity:7.3f} "
-              f"{seconds / rendered.duration:6.3f}", flush=True)
+        scores = evaluate_transcriber(transcriber, rendered)
+        print(f"  {label:22s} {scores.precision:6.3f} {scores.recall:6.3f} {scores.f1:6.3f} "
+              f"{scores.psa:6.3f} {scores.sparsity:7.3f} {scores.real_time_factor:6.3f}",
+              flush=True)
 
 
 def main() -> None:

@@ -103,8 +103,7 @@ def _transcribe(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from decomp.audio import write_audio
     from decomp.data import DEFAULT_PROTOCOL
-    from decomp.metrics import epsilon_sparsity, frame_scores, precision_of_source_attribution
-    from decomp.transcription import default_transcriber
+    from decomp.transcription import default_transcriber, evaluate_transcriber
     from decomp.transcription.plotting import plot_transcription
 
     out = Path(args.out)
@@ -117,25 +116,20 @@ def _demo(args: argparse.Namespace) -> int:
           f"{', '.join(protocol.train_soundfonts)}; fitted once, then cached) …")
     transcriber = default_transcriber("nmf", protocol=protocol)
     print("transcribing …")
-    transcribe_started = time.perf_counter()
-    transcription = transcriber.transcribe(piece.audio)
-    transcribe_seconds = time.perf_counter() - transcribe_started
-    reference = piece.roll(transcription.times, transcription.pitches)
-    scores = frame_scores(transcription.roll, reference)
-    psa = precision_of_source_attribution(transcription.activations, reference)
-    sparsity = epsilon_sparsity(transcription.activations)
+    scores = evaluate_transcriber(transcriber, piece)
+    transcription = scores.transcription
     out.mkdir(parents=True, exist_ok=True)
     write_audio(out / "piece.wav", piece.audio, piece.sample_rate)
     piece.midi.write(str(out / "piece-reference.mid"))
     transcription.save(out, "piece")
-    plot_transcription(transcription, out / "piece.png", reference_roll=reference,
+    plot_transcription(transcription, out / "piece.png", reference_roll=scores.reference_roll,
                        title=f"NMF transcription, held-out font {protocol.test_soundfont}")
     print(f"\npiece: {piece.duration:.1f} s, {len(transcription.pitches)} pitches, "
           f"threshold {transcriber.threshold_:.3g}")
-    print(f"frame precision {scores['precision']:.3f}  recall {scores['recall']:.3f}  "
-          f"F1 {scores['f1']:.3f}")
-    print(f"PSA {psa:.3f}  epsilon-sparsity {sparsity:.3f}  "
-          f"real-time factor {transcribe_seconds / piece.duration:.3f}")
+    print(f"frame precision {scores.precision:.3f}  recall {scores.recall:.3f}  "
+          f"F1 {scores.f1:.3f}")
+    print(f"PSA {scores.psa:.3f}  epsilon-sparsity {scores.sparsity:.3f}  "
+          f"real-time factor {scores.real_time_factor:.3f}")
     print(f"wrote {out}/piece.wav, piece-reference.mid, piece.mid, piece.npz, piece.png "
           f"({time.perf_counter() - started:.0f} s in all)")
     return 0

@@ -8,6 +8,7 @@ from decomp.transcription.defaults import (
     protocol_features,
     validation_set,
 )
+from decomp.transcription.evaluation import TranscriptionScores, evaluate_transcriber
 from decomp.transcription.piano import (
     PianoTranscriber,
     Transcription,
@@ -18,11 +19,13 @@ from decomp.transcription.piano import (
 __all__ = [
     "PianoTranscriber",
     "Transcription",
+    "TranscriptionScores",
     "activity_to_roll",
     "choose_threshold",
     "default_decomposer",
     "default_front_end",
     "default_transcriber",
+    "evaluate_transcriber",
     "fit_transcriber",
     "protocol_features",
     "validation_set",

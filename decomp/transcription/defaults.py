@@ -47,8 +47,8 @@ def default_front_end() -> Spectrogram:
 
 def default_decomposer() -> NMF:
     """The decomposer of the default NMF transcriber (unfitted)."""
-    return NMF(beta_loss="kullback-leibler", n_components_per_source=12, max_iter=200,
-               random_state=0)
+    return NMF(beta_loss="kullback-leibler", dictionary="nmf", n_components_per_source=4,
+               max_iter=200, random_state=0)
 
 
 def protocol_features(

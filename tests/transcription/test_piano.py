@@ -128,3 +128,18 @@ def test_errors(tiny_protocol, tiny_transcriber, tiny_chords):
         PianoTranscriber().fit(X, y, validation=(X, np.zeros((3, 1), dtype=bool)))
     with pytest.raises(FileNotFoundError):
         tiny_transcriber.transcribe("/nonexistent/recording.wav")
+
+
+def test_evaluate_transcriber_matches_the_metrics(tiny_transcriber, tiny_chords):
+    from decomp.transcription import evaluate_transcriber
+
+    scores = evaluate_transcriber(tiny_transcriber, tiny_chords)
+    expected = frame_scores(scores.transcription.roll, scores.reference_roll)
+    assert scores.f1 == pytest.approx(expected["f1"])
+    assert scores.precision == pytest.approx(expected["precision"])
+    assert scores.psa == pytest.approx(precision_of_source_attribution(
+        scores.transcription.activations, scores.reference_roll))
+    assert 0 <= scores.sparsity <= 1 and scores.real_time_factor > 0
+    np.testing.assert_array_equal(
+        scores.reference_roll, tiny_chords.roll(scores.transcription.times,
+                                                scores.transcription.pitches))
