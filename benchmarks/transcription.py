@@ -66,7 +66,7 @@ DICTIONARIES = {
 }
 
 
-POSTPROCESSING = [("max", width) for width in (1, 3, 5, 7, 9)]
+POSTPROCESSING = [("max", width) for width in (1, 3, 5, 7, 9, 13, 17)]
 
 
 def _postprocess(activity: np.ndarray, normalization: str, width: int) -> np.ndarray:

@@ -44,6 +44,9 @@ class Block:
         is updated from all items together and stops only when every item has stopped.
     nonnegative : bool
         Project onto ``value >= 0`` after every gradient step.
+    parameterization : {"identity", "softplus"}
+        ``"softplus"`` keeps the block positive by optimising ``θ`` with
+        ``value = softplus(θ)`` (Adam only); the objective and the result see ``value``.
     learning_rate : float or Tensor of shape (n_items,), optional
         Initial Adam step size (absolute, in the block's units); required for Adam.
     """
@@ -54,6 +57,7 @@ class Block:
     per_item: bool = True
     nonnegative: bool = False
     learning_rate: float | torch.Tensor | None = None
+    parameterization: Literal["identity", "softplus"] = "identity"
 
 
 @dataclass
@@ -180,7 +184,23 @@ def minimize(
                 f"schedule names {name!r}, which is not a trainable block; trainable blocks "
                 f"are {trainable}."
             )
-    values: dict[str, torch.Tensor] = {block.name: block.value.detach().clone() for block in blocks}
+    for block in blocks:
+        if block.parameterization not in ("identity", "softplus"):
+            raise ValueError(
+                f"parameterization of block {block.name!r} must be 'identity' or 'softplus'; "
+                f"got {block.parameterization!r}."
+            )
+        if block.parameterization == "softplus" and solver == "mu" and block.trainable:
+            raise ValueError(
+                f"block {block.name!r} uses parameterization='softplus', which needs "
+                "solver='adam'."
+            )
+    # Softplus blocks are stored as θ; `_visible` turns them back into values.
+    values: dict[str, torch.Tensor] = {
+        block.name: (_inverse_softplus(block.value) if block.parameterization == "softplus"
+                     else block.value.detach().clone())
+        for block in blocks
+    }
     n_items = objective.n_items
     reference = next(iter(values.values()))
     device = reference.device
@@ -208,8 +228,13 @@ def minimize(
     converged = np.zeros(n_items, dtype=bool)
     reductions = torch.zeros(n_items, dtype=torch.long, device=device)
 
+    def visible(raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: (torch.nn.functional.softplus(value)
+                       if by_name[name].parameterization == "softplus" else value)
+                for name, value in raw.items()}
+
     with torch.no_grad():
-        loss = objective.loss(values)
+        loss = objective.loss(visible(values))
     _check_finite(loss, 0, on_non_finite="raise")
     initial_loss = loss.abs().clamp_min(torch.finfo(loss.dtype).tiny)
     previous_loss = loss.clone()
@@ -219,7 +244,7 @@ def minimize(
     history_iterations = [0]
     snapshot = _snapshot(values, by_name) if on_non_finite == "recover" else None
     if callback is not None:
-        callback(0, values, loss)
+        callback(0, visible(values), loss)
 
     bar = tqdm(total=max_iter, desc=desc, disable=not progress, leave=False, unit="it")
     # Stays on the device: counting iterations must not synchronise a GPU every step.
@@ -238,21 +263,22 @@ def minimize(
                         new_value = torch.where(keep, new_value, values[name])
                     values[name] = new_value
                 else:
-                    _adam_step(objective, values, name, optimizers[name], active, block)
+                    _adam_step(objective, values, visible, name, optimizers[name], active,
+                               block)
             iterations_run += active
             bar.update(1)
             if iteration % check_every and iteration != max_iter:
                 continue
 
             with torch.no_grad():
-                loss = objective.loss(values)
+                loss = objective.loss(visible(values))
             finite = torch.isfinite(loss)
             if not bool(finite.all()):
                 if on_non_finite == "raise" or solver == "mu" or snapshot is None:
                     _check_finite(loss, iteration, on_non_finite="raise")
                 _restore(values, snapshot, by_name, ~finite, optimizers)
                 with torch.no_grad():
-                    loss = objective.loss(values)
+                    loss = objective.loss(visible(values))
             elif snapshot is not None:
                 snapshot = _snapshot(values, by_name)
 
@@ -281,12 +307,12 @@ def minimize(
             history.append(loss.detach().cpu().numpy())
             history_iterations.append(iteration)
             if callback is not None:
-                callback(iteration, values, loss)
+                callback(iteration, visible(values), loss)
             any_active, all_active = bool(active.any()), bool(active.all())
             bar.set_postfix(loss=f"{float(loss.mean()):.4g}", active=int(active.sum()))
 
     return InferenceResult(
-        blocks=values,
+        blocks=visible(values),
         loss=loss.detach(),
         n_iter=iterations_run.cpu().numpy(),
         converged=converged,
@@ -313,9 +339,17 @@ def _flushing_denormals() -> Iterator[None]:
             torch.set_flush_denormal(False)
 
 
+def _inverse_softplus(value: torch.Tensor) -> torch.Tensor:
+    """θ with softplus(θ) = value; values at or below zero are moved just above it."""
+    positive = value.detach().clamp_min(torch.finfo(value.dtype).eps)
+    # log(expm1(v)) loses precision for large v, where softplus is the identity anyway.
+    return torch.where(positive > 20, positive, torch.log(torch.expm1(positive)))
+
+
 def _adam_step(
     objective: Objective,
     values: dict[str, torch.Tensor],
+    visible: Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]],
     name: str,
     optimizer: BatchedAdam,
     active: torch.Tensor,
@@ -324,7 +358,8 @@ def _adam_step(
     # The leaf shares storage with the stored block, so the in-place step below updates it.
     leaf = values[name].detach().requires_grad_(True)
     with torch.enable_grad():
-        loss = objective.loss({**values, name: leaf}).sum()
+        shown = visible({**values, name: leaf})
+        loss = objective.loss(shown).sum()
         (gradient,) = torch.autograd.grad(loss, leaf)
     with torch.no_grad():
         optimizer.step(gradient, active if block.per_item else None)

@@ -181,3 +181,26 @@ def test_exact_zeros_in_the_start_can_recover(beta):
     recovered = result.blocks["H"][0, :, 2]
     assert float(recovered.max()) > 0.5 * float(H[0, :, 2].max())
     assert float(result.loss[0]) < 1e-2 * float(result.history[0, 0])
+
+
+def test_softplus_parameterisation_keeps_blocks_positive():
+    X, _, W = _problem(n_items=2)
+    H0 = initialize_activations(X, W)
+    result = minimize(BetaNMFObjective(X, 1.0),
+                      [Block("W", W, trainable=False, per_item=False),
+                       Block("H", H0, parameterization="softplus", learning_rate=0.05)],
+                      solver="adam", max_iter=400, tol=0)
+    assert float(result.blocks["H"].min()) > 0
+    assert np.all(result.history[-1] < 0.1 * result.history[0])
+    # The start is the given value, not its softplus.
+    start = minimize(BetaNMFObjective(X, 1.0),
+                     [Block("W", W, trainable=False, per_item=False),
+                      Block("H", H0, parameterization="softplus", learning_rate=0.05)],
+                     solver="adam", max_iter=0)
+    assert torch.allclose(start.blocks["H"], H0, rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="needs solver='adam'"):
+        minimize(BetaNMFObjective(X, 1.0), [Block("W", W, trainable=False, per_item=False),
+                                            Block("H", H0, parameterization="softplus")])
+    with pytest.raises(ValueError, match="must be 'identity' or 'softplus'"):
+        minimize(BetaNMFObjective(X, 1.0), [Block("W", W, trainable=False, per_item=False),
+                                            Block("H", H0, parameterization="exp")])
