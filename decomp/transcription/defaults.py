@@ -41,14 +41,23 @@ __all__ = [
 
 
 def default_front_end() -> Spectrogram:
-    """The front end of the default NMF transcriber."""
-    return Spectrogram(kind="linear")
+    """The front end of the default NMF transcriber: ``log1p(100 |STFT|)``, 1025 bins.
+
+    Milder compression than the DDS papers' 10000: it won the cross-font validation of
+    ``benchmarks/transcription.py`` against linear magnitude, log1p(10000 |STFT|) and a CQT.
+    """
+    return Spectrogram(kind="log", compression=100.0)
 
 
 def default_decomposer() -> NMF:
-    """The decomposer of the default NMF transcriber (unfitted)."""
-    return NMF(beta_loss="kullback-leibler", dictionary="nmf", n_components_per_source=4,
-               max_iter=200, random_state=0)
+    """The decomposer of the default NMF transcriber (unfitted).
+
+    Euclidean NMF against a fixed dictionary of 24 training frames per note: within 0.001
+    cross-font validation F1 of all training frames (the best), at a quarter of the
+    dictionary size, which keeps transcription several times faster.
+    """
+    return NMF(beta_loss="frobenius", n_components_per_source=24, max_iter=200,
+               random_state=0)
 
 
 def protocol_features(

@@ -149,7 +149,7 @@ class PianoTranscriber(Persistent, BaseEstimator):
     normalization : {"max", "none"}, default="max"
         ``"max"`` divides each recording's activity by its largest value, so the
         threshold does not depend on loudness; ``"none"`` thresholds raw activity.
-    median_filter : int, default=5
+    median_filter : int, default=9
         Width in frames of the temporal median filter applied before thresholding
         (1 disables it).
     min_note_frames : int, default=2
@@ -187,7 +187,7 @@ class PianoTranscriber(Persistent, BaseEstimator):
         front_end: Spectrogram | None = None,
         threshold: float | str = "auto",
         normalization: str = "max",
-        median_filter: int = 5,
+        median_filter: int = 9,
         min_note_frames: int = 2,
         chunk_frames: int = 1024,
     ) -> None:
