@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-from decomp.engine.divergences import _tiny, beta_divergence
+from decomp.engine.divergences import _tiny, beta_divergence, kl_target_terms
 
 __all__ = ["Objective", "BetaNMFObjective", "Penalty"]
 
@@ -90,6 +90,8 @@ class BetaNMFObjective(Objective):
         self.n_items = X.shape[0]
         self._tiny = _tiny(X.dtype)
         self._approximation_buffer: torch.Tensor | None = None
+        # X never changes, so its share of the KL divergence is computed once.
+        self._kl_target_terms = kl_target_terms(X) if self.beta == 1 else None
 
     # --- the model -------------------------------------------------------------------
     def activations(self, blocks: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -120,7 +122,8 @@ class BetaNMFObjective(Objective):
 
     def loss(self, blocks: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Divergence plus regularisation plus penalties, shape (n_items,)."""
-        loss = beta_divergence(self.X, self.reconstruction(blocks), self.beta)
+        loss = beta_divergence(self.X, self.reconstruction(blocks), self.beta,
+                               target_terms=self._kl_target_terms)
         loss = loss + self.regularization(blocks)
         for penalty in self.penalties:
             loss = loss + penalty(blocks)
