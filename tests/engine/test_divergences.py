@@ -66,3 +66,17 @@ def test_beta_loss_names():
     assert beta_loss_to_float(0.5) == 0.5
     with pytest.raises(ValueError, match="beta_loss must be one of"):
         beta_loss_to_float("manhattan")
+
+
+def test_precomputed_kl_target_terms_give_the_same_divergence():
+    from decomp.engine.divergences import kl_target_terms
+
+    generator = torch.Generator().manual_seed(0)
+    X = torch.rand(3, 7, 5, generator=generator, dtype=torch.float64)
+    Y = torch.rand(3, 7, 5, generator=generator, dtype=torch.float64)
+    terms = kl_target_terms(X)
+    assert terms.shape == (3,)
+    np.testing.assert_allclose(beta_divergence(X, Y, 1, target_terms=terms),
+                               beta_divergence(X, Y, 1), rtol=1e-12)
+    reference = (X * torch.log(X / Y) - X + Y).sum(dim=(1, 2))
+    np.testing.assert_allclose(beta_divergence(X, Y, 1), reference, rtol=1e-10)
