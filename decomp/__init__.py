@@ -3,10 +3,27 @@
 The estimators follow scikit-learn's contract on time-major spectrograms of shape
 (n_frames, n_bins), batched as (n_items, n_frames, n_bins); NumPy in gives NumPy out
 and torch tensors in give tensors out.
+
+Subpackages: :mod:`decomp.engine` (inference loop, divergences), :mod:`decomp.audio`
+(front end), :mod:`decomp.data` (rendered data), :mod:`decomp.metrics`,
+:mod:`decomp.transcription` (piano transcription).
 """
 
+from decomp import audio, data, engine, metrics, transcription
 from decomp._version import __version__
 from decomp.estimators import NMF, Decomposition
 from decomp.persistence import load
+from decomp.transcription import PianoTranscriber
 
-__all__ = ["NMF", "Decomposition", "__version__", "load"]
+__all__ = [
+    "NMF",
+    "Decomposition",
+    "PianoTranscriber",
+    "__version__",
+    "audio",
+    "data",
+    "engine",
+    "load",
+    "metrics",
+    "transcription",
+]
