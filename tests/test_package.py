@@ -1,5 +1,7 @@
 import importlib.metadata
 
+import pytest
+
 import decomp
 from decomp.cli import main
 
@@ -14,8 +16,7 @@ def test_public_api_is_reexported():
 
 def test_version_is_the_installed_distribution(capsys):
     assert decomp.__version__ == importlib.metadata.version("decomp")
-    try:
+    with pytest.raises(SystemExit) as stop:
         main(["--version"])
-    except SystemExit as stop:
-        assert stop.code == 0
+    assert stop.value.code == 0
     assert capsys.readouterr().out.strip() == f"decomp {decomp.__version__}"
