@@ -255,15 +255,20 @@ class BetaNMFObjective(Objective):
             value = H
             scale = 1.0
         else:
+            if shared_dictionary:
+                # A dictionary shared by all items collects every item's statistics: one
+                # product over all frames of all items, (n_components, n_items·n_frames) @
+                # (n_items·n_frames, n_bins), instead of a batched product and a sum.
+                H = H.reshape(-1, H.shape[-1])
+                numerator_factor = numerator_factor.reshape(-1, numerator_factor.shape[-1])
+                if denominator_factor is not None:
+                    denominator_factor = denominator_factor.reshape(
+                        -1, denominator_factor.shape[-1])
             numerator = H.transpose(-1, -2) @ numerator_factor
             if denominator_factor is None:
                 denominator = H.sum(dim=-2).unsqueeze(-1)
             else:
                 denominator = H.transpose(-1, -2) @ denominator_factor
-            if shared_dictionary:
-                # A dictionary shared by all items collects every item's statistics.
-                numerator = numerator.sum(dim=0)
-                denominator = denominator.sum(dim=0)
             value = W
             # The loss charges a shared block's penalty to each item (see regularization).
             scale = float(self.n_items) if shared_dictionary else 1.0
