@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["check_spectrogram", "check_labels", "check_array_like"]
+__all__ = ["check_spectrogram", "check_labels", "check_array_like", "check_finite"]
 
 
 def check_array_like(value: Any, name: str) -> Any:
@@ -44,6 +44,17 @@ def check_array_like(value: Any, name: str) -> Any:
             f"{name} must be a NumPy array or a torch tensor of numbers; "
             f"got {type(value).__name__} that cannot be converted ({error})."
         ) from None
+
+
+def check_finite(value: Any, name: str) -> None:
+    """Refuse NaN or infinity in a NumPy array or torch tensor, counting the bad entries."""
+    if isinstance(value, torch.Tensor):
+        finite = torch.isfinite(value.detach())
+    else:
+        finite = np.isfinite(value)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(f"{name} contains NaN or infinity ({bad} entries).")
 
 
 def check_spectrogram(
@@ -115,11 +126,8 @@ def check_spectrogram(
             f"{name} has {X.shape[-1]} features, but {owner or 'the model'} is expecting "
             f"{n_bins} features as input (the number of bins, last axis, seen in fit)."
         )
+    check_finite(X, name)
     values = X.detach() if isinstance(X, torch.Tensor) else X
-    finite = torch.isfinite(values) if isinstance(values, torch.Tensor) else np.isfinite(values)
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
-        raise ValueError(f"{name} contains NaN or infinity ({bad} entries).")
     if nonnegative:
         minimum = float(values.min())
         if minimum < 0:

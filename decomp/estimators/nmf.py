@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from decomp._backend import like_input, to_tensor
-from decomp._validation import check_labels, check_spectrogram
+from decomp._validation import check_labels
 from decomp.engine import (
     BETA_LOSSES,
     BetaNMFObjective,
@@ -265,11 +265,10 @@ class NMF(BaseDecomposer):
 
     def _fit(self, X: Any, y: Any) -> torch.Tensor | None:
         self._validate_params()
-        X = check_spectrogram(X, name="X")
-        batch_shape = tuple(X.shape[:-1])
-        n_bins = X.shape[-1]
-        frames = to_tensor(X, device=self._torch_device(), dtype=self._torch_dtype(X))
-        frames = frames.reshape(-1, n_bins)
+        batch, single = self._batch(X)
+        batch_shape = tuple(batch.shape[1:-1]) if single else tuple(batch.shape[:-1])
+        n_bins = batch.shape[-1]
+        frames = batch.reshape(-1, n_bins)
         self.n_features_in_ = n_bins
         if y is None:
             H, W, result = self._fit_unsupervised(frames, self.n_components or n_bins)
@@ -285,7 +284,7 @@ class NMF(BaseDecomposer):
         if len(batch_shape) != 1:
             raise ValueError(
                 "fit(X, y) takes X of shape (n_frames, n_bins) with one label per frame; got "
-                f"X of shape {tuple(X.shape)}."
+                f"X of shape {tuple(batch.shape)}."
             )
         labels = check_labels(y, batch_shape[0])
         self._fit_supervised(frames, labels)
@@ -427,8 +426,7 @@ class NMF(BaseDecomposer):
         ndarray or Tensor of shape (..., n_frames, n_bins)
         """
         check_is_fitted(self)
-        X = check_spectrogram(X, name="activations", n_bins=self.n_components_,
-                              owner=type(self).__name__)
-        tensor = to_tensor(X, device=self._torch_device(), dtype=self._torch_dtype(X))
-        W = torch.as_tensor(self.components_, dtype=tensor.dtype, device=tensor.device)
-        return like_input(tensor @ W, X)
+        batch, single = self._batch(X, name="activations", n_bins=self.n_components_)
+        W = torch.as_tensor(self.components_, dtype=batch.dtype, device=batch.device)
+        reconstruction = batch @ W
+        return like_input(reconstruction[0] if single else reconstruction, X)

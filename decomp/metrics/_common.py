@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from decomp._validation import check_array_like
+from decomp._validation import check_array_like, check_finite
 
 __all__ = [
     "as_float64",
@@ -57,13 +57,6 @@ def check_same_shape(first: Any, first_name: str, second: Any, second_name: str)
             f"{second_name} has shape {shape_of(second)} but {first_name} has shape "
             f"{shape_of(first)}; they must match."
         )
-
-
-def check_finite(value: torch.Tensor, name: str) -> None:
-    finite = torch.isfinite(value.detach())
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
-        raise ValueError(f"{name} contains NaN or infinity ({bad} entries).")
 
 
 def check_real_number(
