@@ -6,23 +6,29 @@ and torch tensors in give tensors out.
 
 Subpackages: :mod:`decomp.engine` (inference loop, divergences), :mod:`decomp.audio`
 (front end), :mod:`decomp.data` (rendered data), :mod:`decomp.metrics`,
-:mod:`decomp.transcription` (piano transcription).
+:mod:`decomp.flows` (flow dictionaries and their training), :mod:`decomp.transcription`
+(piano transcription).
 """
 
-from decomp import audio, data, engine, metrics, transcription
+from decomp import audio, data, engine, flows, metrics, transcription
 from decomp._version import __version__
-from decomp.estimators import NMF, Decomposition
+from decomp.estimators import DDS1, DDS2, DDS3, NMF, Decomposition, FlowDecomposition
 from decomp.persistence import load
 from decomp.transcription import PianoTranscriber
 
 __all__ = [
+    "DDS1",
+    "DDS2",
+    "DDS3",
     "NMF",
     "Decomposition",
+    "FlowDecomposition",
     "PianoTranscriber",
     "__version__",
     "audio",
     "data",
     "engine",
+    "flows",
     "load",
     "metrics",
     "transcription",

@@ -37,10 +37,33 @@ class DictionaryFlow(torch.nn.Module):
 
     Calling the module with labels, ``flow(labels)``, conditions it once and returns a
     :class:`ConditionedDictionary` whose methods need no more context.
+
+    Latent codes have ``n_latent`` dims: ``n_features`` for an unconditional bijection
+    per source (RealNVP); fewer for a conditional flow that fixes part of the latent from
+    the label (the conditional Glow's semantic dims) and searches only the rest.
+
+    Training (:func:`decomp.flows.fit_flow`) relies on :meth:`training_losses`,
+    :meth:`validation_loss` and, for flows trained against an adversary,
+    :meth:`adversary_loss` with the module in :attr:`adversary`; subclasses override
+    them when maximum likelihood is not the whole objective. Saving relies on
+    :meth:`config` (the constructor arguments) through :meth:`to_dict`/:meth:`from_dict`.
     """
 
     n_sources: int
     n_features: int
+    @property
+    def adversary(self) -> torch.nn.Module | None:
+        """A submodule named ``adversary`` trained by :meth:`adversary_loss`, or None.
+
+        A property over ``_modules`` (not a class attribute), so that a subclass that
+        assigns ``self.adversary = module`` registers it and reads it back.
+        """
+        return self._modules.get("adversary")
+
+    @property
+    def n_latent(self) -> int:
+        """Dimension of the latent codes ``z`` that :meth:`sample` takes."""
+        return self.n_features
 
     # ----------------------------------------------------------------- to implement
     def _forward_and_log_det(
@@ -52,6 +75,10 @@ class DictionaryFlow(torch.nn.Module):
         self, w: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         raise InverseNotAvailable(f"{type(self).__name__} has no inverse map.")
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this flow's architecture."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------- public API
     def forward(self, labels: Any) -> ConditionedDictionary:
@@ -65,7 +92,7 @@ class DictionaryFlow(torch.nn.Module):
 
         Parameters
         ----------
-        z : Tensor of shape (n, n_features)
+        z : Tensor of shape (n, n_latent)
             Latent codes, with the flow's dtype.
         labels : Tensor or array-like of int, shape (n,)
             Source of each row, in [0, n_sources).
@@ -80,7 +107,7 @@ class DictionaryFlow(torch.nn.Module):
         ValueError
             If ``z`` or ``labels`` have the wrong shape, dtype or range.
         """
-        z = self._check_rows(z, "z")
+        z = self._check_rows(z, "z", self.n_latent)
         labels = self._check_labels(labels, z, "labels")
         return self._forward_and_log_det(z, labels)
 
@@ -96,7 +123,7 @@ class DictionaryFlow(torch.nn.Module):
 
         Returns
         -------
-        z : Tensor of shape (n, n_features)
+        z : Tensor of shape (n, n_latent)
         log_det : Tensor of shape (n,)
 
         Raises
@@ -106,7 +133,7 @@ class DictionaryFlow(torch.nn.Module):
         InverseNotAvailable
             If the flow has no inverse.
         """
-        w = self._check_rows(w, "W")
+        w = self._check_rows(w, "W", self.n_features)
         labels = self._check_labels(labels, w, "labels")
         return self._inverse_and_log_det(w, labels)
 
@@ -114,14 +141,90 @@ class DictionaryFlow(torch.nn.Module):
         """Dictionary rows ``W = f_labels(z)``, shape (n, n_features); differentiable in z."""
         return self.forward_and_log_det(z, labels)[0]
 
+    def sample_and_log_prob(
+        self, z: torch.Tensor, labels: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``W = f_labels(z)`` and their log-density, from the forward pass alone.
+
+        ``log p(W | labels) = log p(z) - log |det J_f(z)|``: no inverse pass is needed,
+        which is what DDS's likelihood penalty uses at every step.
+
+        Parameters
+        ----------
+        z : Tensor of shape (n, n_latent)
+        labels : Tensor or array-like of int, shape (n,)
+
+        Returns
+        -------
+        W : Tensor of shape (n, n_features)
+        log_prob : Tensor of shape (n,)
+        """
+        W, log_det = self.forward_and_log_det(z, labels)
+        return W, self.latent_log_prob(z) - log_det
+
     def inverse(self, W: torch.Tensor, labels: Any) -> torch.Tensor:
-        """Latent codes ``z = f_labels^{-1}(W)``, shape (n, n_features)."""
+        """Latent codes ``z = f_labels^{-1}(W)``, shape (n, n_latent)."""
         return self.inverse_and_log_det(W, labels)[0]
 
     def log_prob(self, W: torch.Tensor, labels: Any) -> torch.Tensor:
         """Log-density of each row of ``W`` under its source's flow, shape (n,)."""
         z, log_det = self.inverse_and_log_det(W, labels)
-        return standard_normal_log_prob(z) + log_det
+        return self.latent_log_prob(z) + log_det
+
+    def latent_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """Base density of latent codes, shape (n, n_latent) -> (n,): a standard normal."""
+        return standard_normal_log_prob(z)
+
+    def mode(self, labels: Any) -> torch.Tensor:
+        """The base density's mode for each label, shape (n, n_latent): zeros.
+
+        DDS starts its search here ("latent codes at the mode").
+        """
+        labels = self._check_labels(labels, None, "labels")
+        dtype = self._parameter_dtype() or torch.get_default_dtype()
+        return torch.zeros(labels.shape[0], self.n_latent, dtype=dtype, device=labels.device)
+
+    # --------------------------------------------------------------------- training
+    def initialize_from_data(self, W: torch.Tensor, labels: torch.Tensor) -> None:
+        """Data-dependent initialisation from the first training batch (default: none)."""
+
+    def training_losses(self, W: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Scalar losses on a training batch; ``"loss"`` is minimised over the flow.
+
+        Default: maximum likelihood, ``"loss"`` the mean negative log-likelihood per
+        dimension (nats/dim, so learning rates carry over between sizes) and ``"nll"``
+        the mean per row (nats).
+        """
+        nll = -self.log_prob(W, labels)
+        return {"loss": nll.mean() / self.n_features, "nll": nll.mean()}
+
+    def validation_loss(self, W: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-row criterion for model selection, shape (n,); default the NLL in nats."""
+        return -self.log_prob(W, labels)
+
+    def adversary_loss(self, W: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Scalar loss minimised over :attr:`adversary`'s parameters (if there is one)."""
+        raise NotImplementedError(f"{type(self).__name__} has no adversary.")
+
+    # ------------------------------------------------------------------ persistence
+    def to_dict(self) -> dict[str, Any]:
+        """Architecture and weights, for :func:`decomp.save` (see :meth:`from_dict`)."""
+        return {
+            "config": self.config(),
+            "state": {name: tensor.detach().cpu() for name, tensor in
+                      self.state_dict().items()},
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> DictionaryFlow:
+        """Rebuild a flow saved by :meth:`to_dict`."""
+        flow = cls(**state["config"])
+        tensors = state["state"]
+        dtype = next(iter(tensors.values())).dtype if tensors else None
+        if dtype is not None and dtype.is_floating_point:
+            flow = flow.to(dtype)
+        flow.load_state_dict(tensors)
+        return flow
 
     # ------------------------------------------------------------------- validation
     def _parameter_dtype(self) -> torch.dtype | None:
@@ -129,13 +232,13 @@ class DictionaryFlow(torch.nn.Module):
             return tensor.dtype
         return None
 
-    def _check_rows(self, x: Any, name: str) -> torch.Tensor:
+    def _check_rows(self, x: Any, name: str, n_columns: int) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}.")
-        if x.ndim != 2 or x.shape[1] != self.n_features:
+        if x.ndim != 2 or x.shape[1] != n_columns:
+            what = "n_features" if n_columns == self.n_features else "n_latent"
             raise ValueError(
-                f"{name} must have shape (n, n_features={self.n_features}); "
-                f"got {tuple(x.shape)}."
+                f"{name} must have shape (n, {what}={n_columns}); got {tuple(x.shape)}."
             )
         dtype = self._parameter_dtype()
         if not x.is_floating_point() or (dtype is not None and x.dtype != dtype):
@@ -185,7 +288,8 @@ class DictionaryFlow(torch.nn.Module):
 class ConditionedDictionary:
     """A :class:`DictionaryFlow` with its labels fixed: ``flow(labels)``.
 
-    Its methods take only ``z`` or ``W`` (shape (n, n_features), n = len(labels)).
+    Its methods take only ``z`` (shape (n, n_latent)) or ``W`` (shape (n, n_features)),
+    with n = len(labels).
     """
 
     def __init__(self, flow: DictionaryFlow, labels: torch.Tensor) -> None:
@@ -211,6 +315,10 @@ class ConditionedDictionary:
     def log_prob(self, W: torch.Tensor) -> torch.Tensor:
         """See :meth:`DictionaryFlow.log_prob`."""
         return self.flow.log_prob(W, self.labels)
+
+    def sample_and_log_prob(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """See :meth:`DictionaryFlow.sample_and_log_prob`."""
+        return self.flow.sample_and_log_prob(z, self.labels)
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:

@@ -172,6 +172,46 @@ class StackedRealNVP(DictionaryFlow):
             biases.append(nn.ParameterList(block_biases))
         self.weights = nn.ModuleList(weights)
         self.biases = nn.ModuleList(biases)
+        # A per-source elementwise affine map after the last block, w = loc + exp(s) * x:
+        # the identity until `initialize_from_data` sets it to each source's mean and
+        # spread, so that the latent mode z = 0 decodes to the source's mean frame, where
+        # DDS starts its search, and the coupling blocks only model the residual shape.
+        self.output_loc = nn.Parameter(torch.zeros(n_sources, n_features))
+        self.output_log_scale = nn.Parameter(torch.zeros(n_sources, n_features))
+
+    def config(self) -> dict:
+        """Constructor arguments (the weights and permutations live in the state dict)."""
+        return {
+            "n_sources": self.n_sources,
+            "n_features": self.n_features,
+            "n_blocks": self.n_blocks,
+            "hidden_features": self.hidden_features,
+            "n_hidden_layers": self.n_hidden_layers,
+            "activation": self.activation,
+            "log_scale_bound": self.log_scale_bound,
+        }
+
+    def initialize_from_data(self, W: torch.Tensor, labels: torch.Tensor) -> None:
+        """Set the output affine map to each source's per-bin mean and standard deviation.
+
+        Sources without rows in ``W`` get the mean and spread of all rows. Spreads are
+        floored at 1e-3 of the overall spread so constant bins stay invertible.
+        """
+        W = W.detach().to(self.output_loc.dtype)
+        labels = self._check_labels(labels, W, "labels")
+        overall_mean = W.mean(0)
+        overall_std = W.std(0, unbiased=False)
+        floor = 1e-3 * overall_std.mean().clamp_min(torch.finfo(W.dtype).tiny)
+        counts = torch.bincount(labels, minlength=self.n_sources).to(W.dtype)
+        sums = torch.zeros_like(self.output_loc).index_add_(0, labels, W)
+        squares = torch.zeros_like(self.output_loc).index_add_(0, labels, W * W)
+        present = (counts > 0).unsqueeze(1)
+        mean = torch.where(present, sums / counts.clamp_min(1).unsqueeze(1), overall_mean)
+        variance = squares / counts.clamp_min(1).unsqueeze(1) - mean * mean
+        std = torch.where((counts > 1).unsqueeze(1), variance.clamp_min(0).sqrt(), overall_std)
+        with torch.no_grad():
+            self.output_loc.copy_(mean)
+            self.output_log_scale.copy_(torch.log(std.clamp_min(floor)))
 
     def extra_repr(self) -> str:
         return (
@@ -230,12 +270,23 @@ class StackedRealNVP(DictionaryFlow):
         sources, order, group, slot, n_rows_max = self._group(labels, self.n_sources)
         padded = x.new_zeros(sources.numel(), n_rows_max, self.n_features)
         padded = padded.index_put((group, slot), x[order])
-        log_det = x.new_zeros(sources.numel(), n_rows_max)
+        every_source = sources.numel() == self.n_sources
+        loc = (self.output_loc if every_source else self.output_loc[sources]).unsqueeze(1)
+        log_scale = (self.output_log_scale if every_source
+                     else self.output_log_scale[sources]).unsqueeze(1)
+        affine_log_det = log_scale.sum(-1)  # (n_groups, 1)
+        if inverse:
+            padded = (padded - loc) * torch.exp(-log_scale)
+            log_det = (-affine_log_det).expand(-1, n_rows_max)
+        else:
+            log_det = affine_log_det.expand(-1, n_rows_max)
         blocks = range(self.n_blocks - 1, -1, -1) if inverse else range(self.n_blocks)
         for block in blocks:
             layers = self._layers(block, sources)
             padded, block_log_det = self._coupling(padded, block, layers, inverse=inverse)
             log_det = log_det + block_log_det
+        if not inverse:
+            padded = loc + torch.exp(log_scale) * padded
         out = torch.empty_like(x).index_put((order,), padded[group, slot])
         out_log_det = x.new_empty(n).index_put((order,), log_det[group, slot])
         return out, out_log_det
@@ -326,6 +377,9 @@ class SingleSourceRealNVP(nn.Module):
                 linears.append(linear)
             nets.append(nn.ModuleList(linears))
         self.nets = nn.ModuleList(nets)
+        self.register_buffer("output_loc", stacked.output_loc.detach()[source].clone())
+        self.register_buffer("output_log_scale",
+                             stacked.output_log_scale.detach()[source].clone())
 
     def _net(self, block: int, x: torch.Tensor) -> torch.Tensor:
         linears = self.nets[block]
@@ -341,6 +395,9 @@ class SingleSourceRealNVP(nn.Module):
         """Map (n, F) rows forward (or back with ``inverse=True``); log-det (n,)."""
         x = z
         log_det = z.new_zeros(z.shape[0])
+        if inverse:
+            x = (x - self.output_loc) * torch.exp(-self.output_log_scale)
+            log_det = log_det - self.output_log_scale.sum()
         n_blocks = len(self.nets)
         for block in (range(n_blocks - 1, -1, -1) if inverse else range(n_blocks)):
             conditioning = x[:, self.conditioning_index[block]]
@@ -355,6 +412,9 @@ class SingleSourceRealNVP(nn.Module):
                 transformed = transformed * torch.exp(log_scale) + shift
                 log_det = log_det + log_scale.sum(-1)
             x = torch.cat([conditioning, transformed], dim=-1)[:, self.restore_order[block]]
+        if not inverse:
+            x = self.output_loc + torch.exp(self.output_log_scale) * x
+            log_det = log_det + self.output_log_scale.sum()
         return x, log_det
 
     def inverse_and_log_det(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,581 @@
+"""Differentiable Dictionary Search: NMF whose dictionary rows are outputs of flows.
+
+Three variants (Marták, Kelz & Widmer), one engine:
+
+- :class:`DDS1`: one per-source flow per note, one latent code per source per frame.
+- :class:`DDS2`: the same flows, ``n_components_per_source`` codes per source shared by
+  every frame of an item (NMF's dictionary sharing).
+- :class:`DDS3`: one conditional Glow for all sources; each code's semantic part is fixed
+  to its source's one-hot label and only the nuisance part is searched.
+
+``fit(X, y)`` trains the flow(s) on isolated-source frames; ``transform`` decomposes by
+alternating Adam steps on the codes ``Z`` and the activations ``H`` of
+``||X - H relu(f(Z))||_F + λ Σ_k c_k NLL(w_k)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from decomp._backend import like_input, to_tensor
+from decomp._validation import check_labels
+from decomp.engine import BETA_LOSSES, Block, beta_loss_to_float, initialize_activations, minimize
+from decomp.estimators.base import BaseDecomposer
+from decomp.estimators.flow_objective import FlowDictionaryObjective
+from decomp.estimators.nmf import Decomposition
+from decomp.estimators.postprocessing import source_membership, sum_by_source
+from decomp.flows import DictionaryFlow, StackedRealNVP
+from decomp.flows.training import fit_flow
+
+__all__ = ["DDS1", "DDS2", "DDS3", "FlowDecomposition"]
+
+
+@dataclass
+class FlowDecomposition(Decomposition):
+    """A :class:`~decomp.estimators.nmf.Decomposition` with the searched dictionary.
+
+    Attributes
+    ----------
+    dictionary : ndarray or Tensor
+        ``relu(f(Z))`` at the end of the search: (n_items, n_components, n_bins) for
+        DDS-2/3, (n_items, n_frames, n_sources, n_bins) for DDS-1 (item axis dropped for
+        a single spectrogram).
+    latent_codes : ndarray or Tensor
+        The codes ``Z`` (same leading shape, last axis ``n_latent``).
+    source_activations : ndarray or Tensor of shape ([n_items,] n_frames, n_sources)
+        Activations rescaled by the norm of their dictionary row and summed per source.
+    """
+
+    dictionary: Any = None
+    latent_codes: Any = None
+    source_activations: Any = None
+
+
+class _FlowDecomposer(BaseDecomposer):
+    """What the three DDS variants share; subclasses choose the flow and the code layout."""
+
+    _per_frame = False
+    _default_flow_steps = 8
+    _default_hidden_features = 64
+
+    _parameter_constraints: dict = {
+        **BaseDecomposer._parameter_constraints,
+        "likelihood_weight": [Interval(Real, 0, None, closed="left")],
+        "beta_loss": [StrOptions(set(BETA_LOSSES)), Real],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "latent_learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "n_flow_steps": [Interval(Integral, 1, None, closed="left"), None],
+        "hidden_features": [Interval(Integral, 1, None, closed="left"), None],
+        "n_hidden_layers": [Interval(Integral, 1, None, closed="left")],
+        "flow": [DictionaryFlow, None],
+        "max_epochs": [Interval(Integral, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "flow_learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "early_stopping_epochs": [Interval(Integral, 1, None, closed="left")],
+        "checkpoint": [str, os.PathLike, None],
+        "max_training_seconds": [Interval(Real, 0, None, closed="neither"), None],
+    }
+
+    def __init__(
+        self,
+        *,
+        likelihood_weight: float = 1.0,
+        beta_loss: str | float = "frobenius",
+        max_iter: int = 1000,
+        tol: float = 1e-4,
+        learning_rate: float = 0.05,
+        latent_learning_rate: float = 0.05,
+        patience: int = 20,
+        n_flow_steps: int | None = None,
+        hidden_features: int | None = None,
+        n_hidden_layers: int = 2,
+        flow: DictionaryFlow | None = None,
+        max_epochs: int = 100,
+        batch_size: int = 512,
+        flow_learning_rate: float = 1e-3,
+        validation_fraction: float = 0.2,
+        early_stopping_epochs: int = 10,
+        checkpoint: str | os.PathLike | None = None,
+        max_training_seconds: float | None = None,
+        device: str | torch.device = "auto",
+        dtype: str | None = None,
+        random_state: Any = None,
+        progress: bool = False,
+    ) -> None:
+        self.likelihood_weight = likelihood_weight
+        self.beta_loss = beta_loss
+        self.max_iter = max_iter
+        self.tol = tol
+        self.learning_rate = learning_rate
+        self.latent_learning_rate = latent_learning_rate
+        self.patience = patience
+        self.n_flow_steps = n_flow_steps
+        self.hidden_features = hidden_features
+        self.n_hidden_layers = n_hidden_layers
+        self.flow = flow
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.flow_learning_rate = flow_learning_rate
+        self.validation_fraction = validation_fraction
+        self.early_stopping_epochs = early_stopping_epochs
+        self.checkpoint = checkpoint
+        self.max_training_seconds = max_training_seconds
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.progress = progress
+
+    # --- subclass hooks ----------------------------------------------------------------
+    def _make_flow(self, n_sources: int, n_bins: int, seed: int) -> DictionaryFlow:
+        return StackedRealNVP(
+            n_sources, n_bins,
+            n_blocks=self.n_flow_steps or self._default_flow_steps,
+            hidden_features=self.hidden_features or self._default_hidden_features,
+            n_hidden_layers=self.n_hidden_layers,
+            random_state=seed,
+        )
+
+    def _components_per_source(self) -> int:
+        return 1
+
+    # --- fitting -----------------------------------------------------------------------
+    def fit(self, X: Any, y: Any) -> _FlowDecomposer:
+        """Train the flow dictionary on isolated-source frames.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_frames, n_bins)
+            Non-negative training frames of isolated sources (e.g. log-compressed
+            magnitude spectra of single notes).
+        y : array-like of shape (n_frames,)
+            Source label of each frame; the distinct labels become :attr:`sources_`.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__}.fit needs source labels: fit(X, y) with one label "
+                "per frame of X."
+            )
+        batch, single = self._batch(X)
+        if not single:
+            raise ValueError(
+                f"{type(self).__name__}.fit takes X of shape (n_frames, n_bins); got "
+                f"{tuple(batch.shape)}."
+            )
+        frames = batch[0]
+        labels = check_labels(y, frames.shape[0])
+        sources, source_index = np.unique(labels, return_inverse=True)
+        n_bins = frames.shape[1]
+        seed = int(self._generator().initial_seed() % (2**31))
+        if self.flow is not None:
+            flow = copy.deepcopy(self.flow).float().cpu()
+            if flow.n_features != n_bins or flow.n_sources != sources.size:
+                raise ValueError(
+                    f"the given flow models {flow.n_sources} sources of {flow.n_features} "
+                    f"bins, but X has {n_bins} bins and y {sources.size} distinct labels."
+                )
+            history: dict[str, Any] = {}
+        else:
+            flow = self._make_flow(int(sources.size), n_bins, seed)
+            flow = flow.to(self._torch_device())
+            result = fit_flow(
+                flow, frames.float().cpu().numpy(), source_index,
+                validation_fraction=self.validation_fraction,
+                batch_size=self.batch_size,
+                learning_rate=self.flow_learning_rate,
+                max_epochs=self.max_epochs,
+                patience=self.early_stopping_epochs,
+                random_state=seed,
+                checkpoint=self.checkpoint,
+                max_seconds=self.max_training_seconds,
+                progress=self.progress,
+                desc=f"{type(self).__name__} flow training",
+            )
+            history = {
+                "train_loss": result.train_loss,
+                "validation_loss": result.validation_loss,
+                "best_epoch": result.best_epoch,
+                "best_validation_loss": result.best_validation_loss,
+                "n_epochs": result.n_epochs,
+                "seconds": result.seconds,
+            }
+        flow = flow.cpu().eval().requires_grad_(False)
+        n_per_source = self._components_per_source()
+        self.flow_ = flow
+        self.training_history_ = history
+        self.sources_ = sources
+        self.n_features_in_ = n_bins
+        self.component_sources_ = np.repeat(sources, n_per_source)
+        self.n_components_ = int(sources.size * n_per_source)
+        return self
+
+    def fit_transform(self, X: Any, y: Any = None) -> Any:
+        """Fit on isolated-source frames, then decompose them (see :meth:`transform`)."""
+        return self.fit(X, y).transform(X)
+
+    # --- inference ---------------------------------------------------------------------
+    def _device_flow(self, dtype: torch.dtype, device: torch.device) -> DictionaryFlow:
+        """The fitted flow on the compute device and dtype, frozen (cached per pair)."""
+        cache = self.__dict__.setdefault("_flow_copies", {})
+        key = (str(device), dtype, id(self.flow_))
+        if key not in cache:
+            cache.clear()
+            cache[key] = copy.deepcopy(self.flow_).to(device=device, dtype=dtype) \
+                .eval().requires_grad_(False)
+        return cache[key]
+
+    def _component_labels(self, device: torch.device) -> torch.Tensor:
+        n_sources = self.sources_.size
+        return torch.arange(n_sources, device=device).repeat_interleave(
+            self._components_per_source())
+
+    def decompose(
+        self,
+        X: Any,
+        *,
+        max_iter: int | None = None,
+        callback: Callable[[int, dict[str, torch.Tensor], torch.Tensor], None] | None = None,
+    ) -> FlowDecomposition:
+        """Search the dictionary and the activations for ``X``, with diagnostics.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_frames, n_bins) or (n_items, n_frames, n_bins)
+            Non-negative spectrogram(s) in the front end the flows were trained on. A
+            batch is decomposed in one engine call; each item gets its own codes and
+            stops on its own.
+        max_iter : int, optional
+            Overrides ``max_iter``.
+        callback : callable, optional
+            ``callback(iteration, state, loss)`` every 10 iterations, where ``state``
+            holds ``"H"``, ``"Z"``, ``"W"`` (the dictionary), ``"reconstruction_error"``
+            and ``"likelihood_penalty"`` (each (n_items,)), and ``loss`` is (n_items,).
+
+        Returns
+        -------
+        FlowDecomposition
+        """
+        check_is_fitted(self)
+        batch, single = self._batch(X, n_bins=self.n_features_in_)
+        flow = self._device_flow(batch.dtype, batch.device)
+        n_items, n_frames, _ = batch.shape
+        labels = self._component_labels(batch.device)
+        if self._per_frame:
+            latent_shape = (n_items, n_frames, labels.numel(), flow.n_latent)
+        else:
+            latent_shape = (n_items, labels.numel(), flow.n_latent)
+        # Codes start at the base density's mode, as in the DDS papers.
+        Z = flow.mode(labels).expand(latent_shape).clone()
+        objective = FlowDictionaryObjective(
+            batch, flow=flow, labels=labels, per_frame=self._per_frame,
+            likelihood_weight=self.likelihood_weight,
+            beta=beta_loss_to_float(self.beta_loss),
+        )
+        with torch.no_grad():
+            W0 = objective.dictionary({"Z": Z})
+        # Small uniform activations scaled so the start reconstructs X's mean level
+        # (the papers' ē / (n_sources · n_components_per_source) with ē normalised by the
+        # dictionary's level).
+        start_dictionary = W0[:, 0] if self._per_frame else W0
+        H = initialize_activations(batch, start_dictionary, method="random",
+                                   generator=self._generator())
+        level = H.mean(dim=(-2, -1)).clamp_min(torch.finfo(H.dtype).tiny)
+        blocks = [
+            Block("Z", Z, learning_rate=self.latent_learning_rate),
+            Block("H", H, nonnegative=True, learning_rate=self.learning_rate * level),
+        ]
+        wrapped = None
+        if callback is not None:
+            def wrapped(iteration: int, state: dict, loss: torch.Tensor) -> None:
+                with torch.no_grad():
+                    error, penalty = objective.terms(state)
+                    shown = {**state, "W": objective.dictionary(state),
+                             "reconstruction_error": error, "likelihood_penalty": penalty}
+                callback(iteration, shown, loss)
+        result = minimize(
+            objective, blocks, schedule=("Z", "H"), solver="adam",
+            max_iter=self.max_iter if max_iter is None else max_iter,
+            tol=self.tol, patience=self.patience, check_every=10,
+            on_non_finite="recover", progress=self.progress,
+            desc=f"{type(self).__name__} search", callback=wrapped,
+        )
+        Z, H = result.blocks["Z"], result.blocks["H"]
+        with torch.no_grad():
+            W = objective.dictionary({"Z": Z})
+            sources = self._sum_by_source(H, W)
+
+        def shown(value: torch.Tensor) -> Any:
+            return like_input(value[0] if single else value, X)
+
+        return FlowDecomposition(
+            activations=shown(H),
+            loss=result.loss.cpu().numpy(),
+            n_iter=result.n_iter,
+            converged=result.converged,
+            history=result.history,
+            history_iterations=result.history_iterations,
+            dictionary=shown(W),
+            latent_codes=shown(Z),
+            source_activations=shown(sources),
+        )
+
+    def _sum_by_source(self, H: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        if self._per_frame:
+            # One entry per source per frame: rescaling is all there is to do.
+            return H * torch.linalg.vector_norm(W, dim=-1)
+        membership = torch.as_tensor(
+            source_membership(self.component_sources_, self.sources_), device=H.device)
+        return sum_by_source(H, W, membership)
+
+    def transform(self, X: Any) -> Any:
+        """Activations of ``X`` against its searched dictionary.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_frames, n_bins) or (n_items, n_frames, n_bins)
+
+        Returns
+        -------
+        ndarray or Tensor of shape ([n_items,] n_frames, n_components)
+            Raw activations (for DDS-1, ``n_components == n_sources``); the dictionary
+            they weigh differs per item (see :meth:`decompose`).
+        """
+        return self.decompose(X).activations
+
+    def source_activations(self, X: Any) -> Any:
+        """Per-source activity of ``X``: activations rescaled by their row's norm, summed.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_frames, n_bins) or (n_items, n_frames, n_bins)
+
+        Returns
+        -------
+        ndarray or Tensor of shape ([n_items,] n_frames, n_sources)
+            Columns follow :attr:`sources_`.
+        """
+        return self.decompose(X).source_activations
+
+    def sample_dictionary(self, z: Any = None, source: Any = None) -> np.ndarray:
+        """Dictionary rows ``relu(f(z))`` for given labels (the latent mode by default).
+
+        Parameters
+        ----------
+        z : array-like of shape (n, n_latent), optional
+            Latent codes; default the mode (zeros) for each requested source.
+        source : array-like of shape (n,), optional
+            Source labels (values of :attr:`sources_`); default every source once.
+
+        Returns
+        -------
+        ndarray of shape (n, n_bins)
+        """
+        check_is_fitted(self)
+        sources = self.sources_ if source is None else np.atleast_1d(np.asarray(source))
+        index = np.searchsorted(self.sources_, sources)
+        bad = (index >= self.sources_.size) | (self.sources_[np.minimum(
+            index, self.sources_.size - 1)] != sources)
+        if bad.any():
+            raise ValueError(f"unknown source label(s) {sources[bad][:5].tolist()}; the "
+                             f"model knows {self.sources_[:5].tolist()}...")
+        flow = self._device_flow(torch.float32, torch.device("cpu"))
+        labels = torch.as_tensor(index)
+        if z is None:
+            codes = flow.mode(labels)
+        else:
+            codes = to_tensor(z, device=torch.device("cpu"), dtype=torch.float32)
+        with torch.no_grad():
+            return torch.relu(flow.sample(codes, labels)).numpy()
+
+
+
+class DDS1(_FlowDecomposer):
+    """DDS-1: one RealNVP per source, one latent code per source per frame.
+
+    Each frame ``t`` is approximated by ``Σ_s H[t, s] · relu(f_s(z[t, s]))``: no
+    dictionary sharing across time, so cost grows with ``n_frames × n_sources``. It is
+    the original formulation, kept as the reference point of the papers' comparison.
+
+    Parameters
+    ----------
+    likelihood_weight : float, default=1.0
+        λ: weight of the activation-share-weighted negative log-likelihood (nats per
+        bin) of the dictionary entries. 0 lets the codes go anywhere.
+    beta_loss : str or float, default="frobenius"
+        Reconstruction divergence; for Frobenius the norm ``||X - HW||`` (not squared).
+    max_iter : int, default=1000
+        Largest number of alternating updates (one code step and one activation step).
+    tol : float, default=1e-4
+        Improvement, relative to the initial loss, that resets the plateau counter.
+    learning_rate : float, default=0.05
+        Adam step of the activations, relative to their initial level.
+    latent_learning_rate : float, default=0.05
+        Adam step of the latent codes (absolute: the latent is standard normal).
+    patience : int, default=20
+        Iterations without improvement before an item's steps are halved; after four
+        halvings the item stops.
+    n_flow_steps : int, optional
+        Coupling blocks per flow (default 8; the papers use 16).
+    hidden_features : int, optional
+        Width of the coupling MLPs (default 64; the papers use 128).
+    n_hidden_layers : int, default=2
+        Hidden layers of the coupling MLPs (the papers: 4 dense layers, i.e. 3 hidden).
+    flow : DictionaryFlow, optional
+        A trained flow to use as is instead of training one in ``fit``.
+    max_epochs, batch_size, flow_learning_rate, validation_fraction, early_stopping_epochs
+        Flow training (see :func:`decomp.flows.fit_flow`): Adam, mini-batches, a 80/20
+        split with model selection on validation NLL.
+    checkpoint : path, optional
+        Flow-training checkpoint; an interrupted ``fit`` resumes from it.
+    max_training_seconds : float, optional
+        Stop flow training after this long (keeping the best epoch).
+    device, dtype, random_state, progress
+        As for :class:`~decomp.NMF`.
+
+    Attributes
+    ----------
+    flow_ : DictionaryFlow
+        The trained flow (CPU, float32).
+    sources_ : ndarray of shape (n_sources,)
+    component_sources_ : ndarray of shape (n_components,)
+    n_components_ : int
+    n_features_in_ : int
+    training_history_ : dict
+        Per-epoch ``train_loss`` and ``validation_loss``, ``best_epoch``, ``seconds``.
+    """
+
+    _per_frame = True
+
+    @classmethod
+    def paper(cls, **params: Any) -> DDS1:
+        """An estimator with the papers' flow size (16 blocks, 4 dense layers of 128)."""
+        return cls(**{"n_flow_steps": 16, "hidden_features": 128, "n_hidden_layers": 3,
+                      **params})
+
+
+class DDS2(_FlowDecomposer):
+    """DDS-2: one RealNVP per source, ``n_components_per_source`` codes shared over time.
+
+    ``X ≈ H @ relu(f(Z))`` with ``Z`` of shape (n_sources · n_components_per_source,
+    n_latent) per item. Parameters are those of :class:`DDS1` plus:
+
+    Parameters
+    ----------
+    n_components_per_source : int, default=4
+        Dictionary entries per source (the DDS-2 paper's default is 20).
+
+    Attributes
+    ----------
+    See :class:`DDS1`.
+    """
+
+    _parameter_constraints: dict = {
+        **_FlowDecomposer._parameter_constraints,
+        "n_components_per_source": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        n_components_per_source: int = 4,
+        *,
+        likelihood_weight: float = 1.0,
+        beta_loss: str | float = "frobenius",
+        max_iter: int = 1000,
+        tol: float = 1e-4,
+        learning_rate: float = 0.05,
+        latent_learning_rate: float = 0.05,
+        patience: int = 20,
+        n_flow_steps: int | None = None,
+        hidden_features: int | None = None,
+        n_hidden_layers: int = 2,
+        flow: DictionaryFlow | None = None,
+        max_epochs: int = 100,
+        batch_size: int = 512,
+        flow_learning_rate: float = 1e-3,
+        validation_fraction: float = 0.2,
+        early_stopping_epochs: int = 10,
+        checkpoint: str | os.PathLike | None = None,
+        max_training_seconds: float | None = None,
+        device: str | torch.device = "auto",
+        dtype: str | None = None,
+        random_state: Any = None,
+        progress: bool = False,
+    ) -> None:
+        # Spelled out (not **params): scikit-learn reads parameters from the signature.
+        super().__init__(
+            likelihood_weight=likelihood_weight, beta_loss=beta_loss, max_iter=max_iter,
+            tol=tol, learning_rate=learning_rate, latent_learning_rate=latent_learning_rate,
+            patience=patience, n_flow_steps=n_flow_steps, hidden_features=hidden_features,
+            n_hidden_layers=n_hidden_layers, flow=flow, max_epochs=max_epochs,
+            batch_size=batch_size, flow_learning_rate=flow_learning_rate,
+            validation_fraction=validation_fraction,
+            early_stopping_epochs=early_stopping_epochs, checkpoint=checkpoint,
+            max_training_seconds=max_training_seconds, device=device, dtype=dtype,
+            random_state=random_state, progress=progress,
+        )
+        self.n_components_per_source = n_components_per_source
+
+    def _components_per_source(self) -> int:
+        return self.n_components_per_source
+
+    @classmethod
+    def paper(cls, **params: Any) -> DDS2:
+        """The papers' configuration: 16 coupling blocks of 4 dense layers of 128 SELU
+        units, 20 components per source."""
+        return cls(**{"n_flow_steps": 16, "hidden_features": 128, "n_hidden_layers": 3,
+                      "n_components_per_source": 20, **params})
+
+
+class DDS3(DDS2):
+    """DDS-3: one conditional Glow for all sources; only nuisance codes are searched.
+
+    The flow's latent splits into a semantic part (one dim per source, fixed to the
+    entry's one-hot label) and a nuisance part (``n_bins - n_sources`` dims, searched).
+    Parameters are those of :class:`DDS2`; ``n_flow_steps`` (default 8) counts Glow steps
+    (ActNorm, LU mixing, affine coupling) and ``hidden_features`` (default 256) the
+    width of the coupling MLPs. :meth:`paper` gives the paper's 32 steps of 1024 units.
+    """
+
+    _default_flow_steps = 8
+    _default_hidden_features = 256
+
+    def _make_flow(self, n_sources: int, n_bins: int, seed: int) -> DictionaryFlow:
+        from decomp.flows import ConditionalGlow
+
+        if n_bins <= n_sources:
+            raise ValueError(
+                f"DDS3 needs more bins than sources (the latent holds one semantic dim per "
+                f"source plus nuisance dims); got {n_bins} bins and {n_sources} sources."
+            )
+        return ConditionalGlow(
+            n_sources, n_bins,
+            n_steps=self.n_flow_steps or self._default_flow_steps,
+            hidden_features=self.hidden_features or self._default_hidden_features,
+            n_hidden_layers=self.n_hidden_layers,
+            random_state=seed,
+        )
+
+    @classmethod
+    def paper(cls, **params: Any) -> DDS3:
+        """The paper's configuration: 32 Glow steps with coupling MLPs of 3 dense layers of
+        1024 Leaky-ReLU units, 20 components per source."""
+        return cls(**{"n_flow_steps": 32, "hidden_features": 1024, "n_hidden_layers": 2,
+                      "n_components_per_source": 20, **params})

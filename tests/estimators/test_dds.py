@@ -1,0 +1,193 @@
+"""DDS-1/2/3: planted decompositions, the estimator contract, save/load, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+import decomp
+from decomp import DDS1, DDS2, DDS3
+from decomp.exceptions import ModelFileError
+from decomp.metrics import precision_of_source_attribution
+
+N_SOURCES, N_BINS = 4, 24
+
+
+def _templates() -> np.ndarray:
+    """Four 'notes': a fundamental and a weaker second partial each, on 24 bins."""
+    bins = np.arange(N_BINS)
+    return np.stack([
+        np.exp(-0.5 * (bins - (3 + 5 * s)) ** 2)
+        + 0.5 * np.exp(-0.5 * (bins - (6 + 10 * s) % N_BINS) ** 2)
+        for s in range(N_SOURCES)
+    ])
+
+
+@pytest.fixture(scope="module")
+def training_frames():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(N_SOURCES) + 60, 120)  # labels are MIDI-like numbers
+    gains = rng.uniform(0.5, 1.5, (labels.size, 1))
+    noise = 1 + 0.1 * rng.normal(size=(labels.size, N_BINS))
+    X = np.clip(_templates()[labels - 60] * gains * noise, 0, None) + 0.01
+    return X.astype(np.float32), labels
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """A mixture where sources 0 and 2 overlap in the middle, and its roll."""
+    n_frames = 30
+    activations = np.zeros((n_frames, N_SOURCES))
+    activations[:18, 0] = 1.0
+    activations[10:, 2] = 0.7
+    return (activations @ _templates() + 0.01).astype(np.float32), activations > 0
+
+
+@pytest.fixture(scope="module")
+def fitted_dds2(training_frames):
+    X, y = training_frames
+    return DDS2(n_components_per_source=2, n_flow_steps=4, hidden_features=32,
+                max_epochs=30, max_iter=200, random_state=0).fit(X, y)
+
+
+def test_fit_trains_the_flow_and_records_its_history(fitted_dds2):
+    history = fitted_dds2.training_history_
+    assert history["validation_loss"].shape == (history["n_epochs"],)
+    assert history["best_validation_loss"] < history["validation_loss"][0]
+    assert fitted_dds2.sources_.tolist() == [60, 61, 62, 63]
+    assert fitted_dds2.component_sources_.tolist() == [60, 60, 61, 61, 62, 62, 63, 63]
+    assert fitted_dds2.n_components_ == 8 and fitted_dds2.n_features_in_ == N_BINS
+
+
+@pytest.mark.parametrize("variant", ["dds1", "dds2"])
+def test_recovers_a_planted_decomposition(variant, fitted_dds2, training_frames, planted):
+    X, y = training_frames
+    mixture, roll = planted
+    model = fitted_dds2 if variant == "dds2" else DDS1(
+        flow=fitted_dds2.flow_, max_iter=200, random_state=0).fit(X, y)
+    activity = model.source_activations(mixture)
+    assert activity.shape == (30, N_SOURCES)
+    assert precision_of_source_attribution(activity, roll) > 0.9
+    # Each frame's strongest source is one that is really there.
+    assert roll[np.arange(30), activity.argmax(1)].all()
+
+
+def test_decompose_reports_dictionary_codes_and_history(fitted_dds2, planted):
+    mixture, _ = planted
+    seen = []
+    result = fitted_dds2.decompose(np.stack([mixture, mixture[::-1]]), max_iter=30,
+                                   callback=lambda i, state, loss: seen.append(
+                                       (i, state["likelihood_penalty"].shape)))
+    assert result.activations.shape == (2, 30, 8)
+    assert result.dictionary.shape == (2, 8, N_BINS)
+    assert (result.dictionary >= 0).all()  # rows are relu(f(z))
+    assert result.latent_codes.shape == (2, 8, N_BINS)
+    assert result.source_activations.shape == (2, 30, N_SOURCES)
+    assert result.loss.shape == (2,) and result.n_iter.tolist() == [30, 30]
+    assert result.history.shape[1] == 2 and result.history[-1, 0] < result.history[0, 0]
+    assert seen[0] == (0, (2,)) and seen[-1][0] == 30
+
+
+def test_dds1_codes_are_per_frame(fitted_dds2, training_frames, planted):
+    model = DDS1(flow=fitted_dds2.flow_, max_iter=5, random_state=0).fit(*training_frames)
+    result = model.decompose(planted[0])
+    assert result.activations.shape == (30, N_SOURCES)
+    assert result.dictionary.shape == (30, N_SOURCES, N_BINS)
+
+
+def test_search_starts_at_the_mode_and_likelihood_holds_codes_near_it(
+        fitted_dds2, planted):
+    loose = clone(fitted_dds2).set_params(likelihood_weight=0.0)
+    loose.__dict__.update({k: v for k, v in vars(fitted_dds2).items() if k.endswith("_")})
+    tight = clone(loose).set_params(likelihood_weight=100.0)
+    tight.__dict__.update({k: v for k, v in vars(fitted_dds2).items() if k.endswith("_")})
+    start = fitted_dds2.decompose(planted[0], max_iter=0).latent_codes
+    np.testing.assert_array_equal(start, 0)
+    far = np.linalg.norm(loose.decompose(planted[0], max_iter=100).latent_codes)
+    near = np.linalg.norm(tight.decompose(planted[0], max_iter=100).latent_codes)
+    assert near < far
+
+
+def test_torch_in_torch_out_and_float64(fitted_dds2, planted):
+    tensor = torch.as_tensor(planted[0], dtype=torch.float64)
+    out = fitted_dds2.source_activations(tensor)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
+
+
+def test_sample_dictionary_decodes_modes(fitted_dds2, training_frames):
+    rows = fitted_dds2.sample_dictionary()
+    assert rows.shape == (N_SOURCES, N_BINS)
+    # The mode of each note's flow sits on that note's mean training frame.
+    X, y = training_frames
+    for index, source in enumerate(fitted_dds2.sources_):
+        mean = X[y == source].mean(0)
+        assert np.corrcoef(rows[index], mean)[0, 1] > 0.95
+    with pytest.raises(ValueError, match="unknown source"):
+        fitted_dds2.sample_dictionary(source=[99])
+
+
+def test_save_load_round_trip(fitted_dds2, planted, tmp_path):
+    path = fitted_dds2.save(tmp_path / "dds2.decomp")
+    loaded = decomp.load(path)
+    assert isinstance(loaded, DDS2)
+    assert loaded.get_params()["n_components_per_source"] == 2
+    np.testing.assert_allclose(loaded.source_activations(planted[0]),
+                               fitted_dds2.source_activations(planted[0]), rtol=1e-5,
+                               atol=1e-6)
+    corrupt = tmp_path / "corrupt.decomp"
+    corrupt.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ModelFileError):
+        decomp.load(corrupt)
+
+
+def test_clone_and_params():
+    model = DDS2(n_components_per_source=3, likelihood_weight=2.0)
+    params = clone(model).get_params()
+    assert params["n_components_per_source"] == 3 and params["likelihood_weight"] == 2.0
+    assert "n_components_per_source" not in DDS1().get_params()
+    assert DDS2.paper().get_params()["n_flow_steps"] == 16
+    assert DDS3.paper().get_params()["hidden_features"] == 1024
+
+
+def test_not_fitted():
+    with pytest.raises(NotFittedError):
+        DDS2().transform(np.ones((3, 4)))
+
+
+@pytest.mark.parametrize(
+    ("X", "y", "error", "message"),
+    [
+        (np.ones((10, 4)), None, ValueError, "needs source labels"),
+        (-np.ones((10, 4)), np.zeros(10), ValueError, "negative"),
+        (np.full((10, 4), np.nan), np.zeros(10), ValueError, "NaN"),
+        (np.ones((2, 10, 4)), np.zeros(10), ValueError, r"\(n_frames, n_bins\)"),
+        (np.ones((10, 4)), np.zeros(7), ValueError, "10"),
+    ],
+)
+def test_bad_training_input(X, y, error, message):
+    with pytest.raises(error, match=message):
+        DDS2(max_epochs=1).fit(X, y)
+
+
+def test_bad_transform_input(fitted_dds2):
+    with pytest.raises(ValueError, match=str(N_BINS)):
+        fitted_dds2.transform(np.ones((5, N_BINS + 1)))
+    with pytest.raises(ValueError, match="NaN"):
+        fitted_dds2.transform(np.full((5, N_BINS), np.nan))
+    with pytest.raises(ValueError, match="negative"):
+        fitted_dds2.transform(-np.ones((5, N_BINS)))
+
+
+def test_bad_parameters():
+    with pytest.raises(ValueError, match="likelihood_weight"):
+        DDS2(likelihood_weight=-1).fit(np.ones((10, 4)), np.zeros(10))
+    with pytest.raises(ValueError, match="n_components_per_source"):
+        DDS2(n_components_per_source=0).fit(np.ones((10, 4)), np.zeros(10))
+
+
+def test_given_flow_must_match_the_data(fitted_dds2):
+    with pytest.raises(ValueError, match="4 sources of 24 bins"):
+        DDS2(flow=fitted_dds2.flow_).fit(np.ones((10, N_BINS)), np.arange(10) % 3)
