@@ -10,7 +10,7 @@ Subpackages: :mod:`decomp.engine` (inference loop, divergences), :mod:`decomp.au
 (piano transcription).
 """
 
-from decomp import audio, data, engine, flows, metrics, transcription
+from decomp import audio, data, engine, flows, losses, metrics, transcription
 from decomp._version import __version__
 from decomp.estimators import DDS1, DDS2, DDS3, NMF, Decomposition, FlowDecomposition
 from decomp.persistence import load
@@ -30,6 +30,7 @@ __all__ = [
     "engine",
     "flows",
     "load",
+    "losses",
     "metrics",
     "transcription",
 ]

@@ -100,7 +100,7 @@ def minimize(
     blocks: Sequence[Block],
     *,
     schedule: Sequence[str] | None = None,
-    solver: Solver = "mu",
+    solver: Solver | Mapping[str, Solver] = "mu",
     max_iter: int = 200,
     tol: float = 1e-4,
     check_every: int = 10,
@@ -124,9 +124,11 @@ def minimize(
     schedule : sequence of str, optional
         Order in which trainable blocks are updated within one iteration (default: the
         order of ``blocks``). One iteration updates each listed block once.
-    solver : {"mu", "adam"}
+    solver : {"mu", "adam"} or dict of str to {"mu", "adam"}
         Multiplicative updates (the NMF fast path) or projected Adam steps on autograd
-        gradients.
+        gradients; a dict chooses per trainable block (e.g. Adam on latent codes and
+        multiplicative updates on activations). With any Adam block the stopping rule
+        is Adam's (plateaus and step-size reductions).
     max_iter : int
         Largest number of iterations for any item.
     tol : float
@@ -166,8 +168,11 @@ def minimize(
     NonFiniteLossError
         If the loss becomes non-finite and cannot be recovered.
     """
-    if solver not in ("mu", "adam"):
-        raise ValueError(f"solver must be 'mu' or 'adam'; got {solver!r}.")
+    solvers = {name: solver for name in (block.name for block in blocks)} \
+        if isinstance(solver, str) else dict(solver)
+    for name, choice in solvers.items():
+        if choice not in ("mu", "adam"):
+            raise ValueError(f"solver must be 'mu' or 'adam'; got {choice!r} for {name!r}.")
     if on_non_finite not in ("raise", "recover"):
         raise ValueError(f"on_non_finite must be 'raise' or 'recover'; got {on_non_finite!r}.")
     if max_iter < 0 or check_every < 1 or patience < 1:
@@ -184,13 +189,17 @@ def minimize(
                 f"schedule names {name!r}, which is not a trainable block; trainable blocks "
                 f"are {trainable}."
             )
+        if name not in solvers:
+            raise ValueError(f"solver names no method for trainable block {name!r}.")
+    uses_adam = any(solvers[name] == "adam" for name in order)
     for block in blocks:
         if block.parameterization not in ("identity", "softplus"):
             raise ValueError(
                 f"parameterization of block {block.name!r} must be 'identity' or 'softplus'; "
                 f"got {block.parameterization!r}."
             )
-        if block.parameterization == "softplus" and solver == "mu" and block.trainable:
+        if (block.parameterization == "softplus" and block.trainable
+                and solvers.get(block.name) == "mu"):
             raise ValueError(
                 f"block {block.name!r} uses parameterization='softplus', which needs "
                 "solver='adam'."
@@ -206,15 +215,14 @@ def minimize(
     device = reference.device
 
     optimizers: dict[str, BatchedAdam] = {}
-    if solver == "mu":
-        for name in order:
+    for name in order:
+        if solvers[name] == "mu":
             if not objective.supports_multiplicative(name):
                 raise ValueError(
                     f"solver='mu' needs a multiplicative update for block {name!r}, which "
                     f"{type(objective).__name__} does not offer; use solver='adam'."
                 )
-    else:
-        for name in order:
+        else:
             block = by_name[name]
             if block.learning_rate is None:
                 raise ValueError(f"solver='adam' needs a learning_rate for block {name!r}.")
@@ -256,7 +264,7 @@ def minimize(
             iteration += 1
             for name in order:
                 block = by_name[name]
-                if solver == "mu":
+                if solvers[name] == "mu":
                     new_value = objective.multiplicative_update(name, values)
                     if block.per_item and not all_active:
                         keep = _per_item_view(active, new_value.ndim)
@@ -274,7 +282,7 @@ def minimize(
                 loss = objective.loss(visible(values))
             finite = torch.isfinite(loss)
             if not bool(finite.all()):
-                if on_non_finite == "raise" or solver == "mu" or snapshot is None:
+                if on_non_finite == "raise" or not uses_adam or snapshot is None:
                     _check_finite(loss, iteration, on_non_finite="raise")
                 _restore(values, snapshot, by_name, ~finite, optimizers)
                 with torch.no_grad():
@@ -282,7 +290,7 @@ def minimize(
             elif snapshot is not None:
                 snapshot = _snapshot(values, by_name)
 
-            if solver == "mu":
+            if not uses_adam:
                 improvement = (previous_loss - loss) / initial_loss
                 newly_done = active & (improvement < tol)
             else:

@@ -74,6 +74,7 @@ class _FlowDecomposer(BaseDecomposer):
         "beta_loss": [StrOptions(set(BETA_LOSSES)), Real],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
+        "activation_solver": [StrOptions({"mu", "adam"})],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "latent_learning_rate": [Interval(Real, 0, None, closed="neither")],
         "patience": [Interval(Integral, 1, None, closed="left")],
@@ -97,6 +98,7 @@ class _FlowDecomposer(BaseDecomposer):
         beta_loss: str | float = "frobenius",
         max_iter: int = 1000,
         tol: float = 1e-4,
+        activation_solver: str = "mu",
         learning_rate: float = 0.05,
         latent_learning_rate: float = 0.05,
         patience: int = 20,
@@ -120,6 +122,7 @@ class _FlowDecomposer(BaseDecomposer):
         self.beta_loss = beta_loss
         self.max_iter = max_iter
         self.tol = tol
+        self.activation_solver = activation_solver
         self.learning_rate = learning_rate
         self.latent_learning_rate = latent_learning_rate
         self.patience = patience
@@ -311,7 +314,8 @@ class _FlowDecomposer(BaseDecomposer):
                              "reconstruction_error": error, "likelihood_penalty": penalty}
                 callback(iteration, shown, loss)
         result = minimize(
-            objective, blocks, schedule=("Z", "H"), solver="adam",
+            objective, blocks, schedule=("Z", "H"),
+            solver={"Z": "adam", "H": self.activation_solver},
             max_iter=self.max_iter if max_iter is None else max_iter,
             tol=self.tol, patience=self.patience, check_every=10,
             on_non_finite="recover", progress=self.progress,
@@ -425,8 +429,15 @@ class DDS1(_FlowDecomposer):
         Largest number of alternating updates (one code step and one activation step).
     tol : float, default=1e-4
         Improvement, relative to the initial loss, that resets the plateau counter.
+    activation_solver : {"mu", "adam"}, default="mu"
+        How the activation step is taken: a multiplicative (NMF) update against the
+        current dictionary, or an Adam step as in the DDS authors' code. Measured on
+        piano chords (log-CQT, 60 notes, 300 iterations), Adam activation steps left the
+        fit far from converged (PSA 0.23 against 0.64 for multiplicative updates on the
+        same fixed dictionary), so the default is "mu"; the codes always take Adam steps.
     learning_rate : float, default=0.05
-        Adam step of the activations, relative to their initial level.
+        Adam step of the activations (``activation_solver="adam"``), relative to their
+        initial level.
     latent_learning_rate : float, default=0.05
         Adam step of the latent codes (absolute: the latent is standard normal).
     patience : int, default=20
@@ -500,6 +511,7 @@ class DDS2(_FlowDecomposer):
         beta_loss: str | float = "frobenius",
         max_iter: int = 1000,
         tol: float = 1e-4,
+        activation_solver: str = "mu",
         learning_rate: float = 0.05,
         latent_learning_rate: float = 0.05,
         patience: int = 20,
@@ -522,7 +534,8 @@ class DDS2(_FlowDecomposer):
         # Spelled out (not **params): scikit-learn reads parameters from the signature.
         super().__init__(
             likelihood_weight=likelihood_weight, beta_loss=beta_loss, max_iter=max_iter,
-            tol=tol, learning_rate=learning_rate, latent_learning_rate=latent_learning_rate,
+            tol=tol, activation_solver=activation_solver, learning_rate=learning_rate,
+            latent_learning_rate=latent_learning_rate,
             patience=patience, n_flow_steps=n_flow_steps, hidden_features=hidden_features,
             n_hidden_layers=n_hidden_layers, flow=flow, max_epochs=max_epochs,
             batch_size=batch_size, flow_learning_rate=flow_learning_rate,

@@ -135,3 +135,33 @@ class FlowDictionaryObjective(BetaNMFObjective):
         """``error + λ · penalty``, shape (n_items,)."""
         error, penalty = self.terms(blocks)
         return error + self.likelihood_weight * penalty
+
+    # --- multiplicative activation updates ----------------------------------------------
+    def supports_multiplicative(self, name: str) -> bool:
+        """Activations only: with the dictionary fixed, the H step is an NMF step.
+
+        The shares are detached, so the penalty does not depend on ``H`` in the step, and
+        the Frobenius norm and half its square share their minimiser in ``H``.
+        """
+        return name == "H"
+
+    def multiplicative_update(
+        self, name: str, blocks: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """One majorisation–minimisation step of ``H`` against the current ``relu(f(Z))``."""
+        if name != "H":
+            return super().multiplicative_update(name, blocks)
+        H, W = blocks["H"], self.dictionary(blocks)
+        if not self.per_frame:
+            return super().multiplicative_update("H", {"H": H, "W": W})
+        # Per-frame dictionaries: each frame has its own (n_sources, n_bins) dictionary,
+        # so the products run over bins frame by frame, (…, S, F) @ (…, F, 1).
+        approximation = (H.unsqueeze(-2) @ W).squeeze(-2).clamp_min(self._tiny)
+        numerator_factor, denominator_factor = self._numerator_denominator_factors(
+            approximation)
+        numerator = (W @ numerator_factor.unsqueeze(-1)).squeeze(-1)
+        if denominator_factor is None:
+            denominator = W.sum(dim=-1)
+        else:
+            denominator = (W @ denominator_factor.unsqueeze(-1)).squeeze(-1)
+        return self._apply_ratio(H, numerator.div_(denominator.clamp_min(self._tiny)))

@@ -217,13 +217,13 @@ class DictionaryFlow(torch.nn.Module):
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> DictionaryFlow:
-        """Rebuild a flow saved by :meth:`to_dict`."""
+        """Rebuild a flow saved by :meth:`to_dict`, in float32.
+
+        Weights stored in another floating dtype (e.g. float16 to keep a shipped model
+        small) are cast on loading.
+        """
         flow = cls(**state["config"])
-        tensors = state["state"]
-        dtype = next(iter(tensors.values())).dtype if tensors else None
-        if dtype is not None and dtype.is_floating_point:
-            flow = flow.to(dtype)
-        flow.load_state_dict(tensors)
+        flow.load_state_dict(state["state"])
         return flow
 
     # ------------------------------------------------------------------- validation
