@@ -28,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         "<name>.npz (times, pitches, activations, roll) per input into --out.",
     )
     transcribe.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG)")
-    transcribe.add_argument("--method", choices=["nmf"], default="nmf",
-                            help="decomposition method of the default model (default: nmf)")
+    transcribe.add_argument("--method", choices=["nmf", "dds1", "dds2", "dds3"], default="nmf",
+                            help="decomposition method of the default model: nmf (fitted "
+                            "and cached on first use) or a shipped DDS model (default: nmf)")
     transcribe.add_argument("--model", help="a saved PianoTranscriber (overrides --method)")
     transcribe.add_argument("--out", required=True, help="output directory")
     transcribe.add_argument("--plot", action="store_true",
@@ -42,12 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="render a piece with a held-out SoundFont and transcribe it",
         description="Renders a short test piece with the held-out SoundFont, fits (or loads "
-        "from the cache) the default NMF transcriber on the training fonts, transcribes the "
-        "piece, prints frame P/R/F1 and PSA, and writes WAV, MIDI and PNG.",
+        "from the cache) the default NMF transcriber on the training fonts, loads the "
+        "shipped DDS-3 transcriber, transcribes the piece with both, prints frame P/R/F1, "
+        "PSA and sparsity side by side, and writes WAV, MIDI and PNG.",
     )
     demo.add_argument("--out", default="demo-output", help="output directory")
     demo.add_argument("--bars", type=int, default=8, help="length of the piece in bars")
     demo.add_argument("--seed", type=int, default=0, help="seed of the piece")
+    demo.add_argument("--methods", nargs="+", default=["nmf", "dds3"],
+                      choices=["nmf", "dds1", "dds2", "dds3"],
+                      help="transcribers to compare (default: nmf dds3)")
     return parser
 
 
@@ -112,25 +117,35 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"rendering a {args.bars}-bar test piece with the held-out SoundFont "
           f"{protocol.test_soundfont!r} …")
     piece = protocol.test_piece(random_state=args.seed, n_bars=args.bars)
-    print(f"loading the default NMF transcriber (training fonts: "
-          f"{', '.join(protocol.train_soundfonts)}; fitted once, then cached) …")
-    transcriber = default_transcriber("nmf", protocol=protocol)
-    print("transcribing …")
-    scores = evaluate_transcriber(transcriber, piece)
-    transcription = scores.transcription
     out.mkdir(parents=True, exist_ok=True)
     write_audio(out / "piece.wav", piece.audio, piece.sample_rate)
     piece.midi.write(str(out / "piece-reference.mid"))
-    transcription.save(out, "piece")
-    plot_transcription(transcription, out / "piece.png", reference_roll=scores.reference_roll,
-                       title=f"NMF transcription, held-out font {protocol.test_soundfont}")
-    print(f"\npiece: {piece.duration:.1f} s, {len(transcription.pitches)} pitches, "
-          f"threshold {transcriber.threshold_:.3g}")
-    print(f"frame precision {scores.precision:.3f}  recall {scores.recall:.3f}  "
-          f"F1 {scores.f1:.3f}")
-    print(f"PSA {scores.psa:.3f}  epsilon-sparsity {scores.sparsity:.3f}  "
-          f"real-time factor {scores.real_time_factor:.3f}")
-    print(f"wrote {out}/piece.wav, piece-reference.mid, piece.mid, piece.npz, piece.png "
+    rows = []
+    for method in args.methods:
+        if method == "nmf":
+            print(f"loading the default NMF transcriber (training fonts: "
+                  f"{', '.join(protocol.train_soundfonts)}; fitted once, then cached) …")
+        else:
+            print(f"loading the shipped {method.upper()} transcriber …")
+        transcriber = default_transcriber(method, protocol=protocol)
+        print(f"transcribing with {method} …")
+        scores = evaluate_transcriber(transcriber, piece)
+        transcription = scores.transcription
+        transcription.save(out, f"piece-{method}")
+        plot_transcription(transcription, out / f"piece-{method}.png",
+                           reference_roll=scores.reference_roll,
+                           title=f"{method.upper()} transcription, held-out font "
+                           f"{protocol.test_soundfont}")
+        rows.append((method, scores))
+    print(f"\npiece: {piece.duration:.1f} s, {len(transcription.pitches)} pitches, held-out "
+          f"font {protocol.test_soundfont!r}")
+    print(f"{'method':<8}{'precision':>10}{'recall':>8}{'F1':>7}{'PSA':>7}"
+          f"{'ε-sparsity':>12}{'RTF':>7}")
+    for method, scores in rows:
+        print(f"{method:<8}{scores.precision:>10.3f}{scores.recall:>8.3f}{scores.f1:>7.3f}"
+              f"{scores.psa:>7.3f}{scores.sparsity:>12.3f}{scores.real_time_factor:>7.3f}")
+    names = ", ".join(f"piece-{method}.mid/.npz/.png" for method, _ in rows)
+    print(f"wrote {out}/piece.wav, piece-reference.mid, {names} "
           f"({time.perf_counter() - started:.0f} s in all)")
     return 0
 

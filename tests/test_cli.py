@@ -62,6 +62,24 @@ def test_demo_on_a_small_protocol(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(decomp.data, "DEFAULT_PROTOCOL", small)
     assert main(["demo", "--out", str(tmp_path), "--bars", "2"]) == 0
     printed = capsys.readouterr().out
-    assert "frame precision" in printed and "PSA" in printed
-    for name in ("piece.wav", "piece-reference.mid", "piece.mid", "piece.npz", "piece.png"):
+    header = next(line for line in printed.splitlines() if line.startswith("method"))
+    assert header.split() == ["method", "precision", "recall", "F1", "PSA", "ε-sparsity",
+                              "RTF"]
+    rows = {line.split()[0]: line.split()[1:] for line in printed.splitlines()
+            if line.split() and line.split()[0] in ("nmf", "dds3")}
+    assert set(rows) == {"nmf", "dds3"}
+    assert all(0 <= float(value) for row in rows.values() for value in row)
+    names = ["piece.wav", "piece-reference.mid"] + [
+        f"piece-{method}.{extension}" for method in ("nmf", "dds3")
+        for extension in ("mid", "npz", "png")]
+    for name in names:
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_transcribe_with_a_shipped_dds_model(tmp_path, tiny_chords):
+    audio = write_audio(tmp_path / "chords.wav", tiny_chords.audio, tiny_chords.sample_rate)
+    assert main(["transcribe", str(audio), "--method", "dds2", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
+    arrays = np.load(tmp_path / "chords.npz")
+    assert arrays["pitches"].tolist() == list(range(36, 96))
+    assert arrays["activations"].shape[1] == 60

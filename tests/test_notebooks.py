@@ -18,7 +18,11 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-NOTEBOOKS = ["01_nmf_basics.ipynb", "02_piano_transcription.ipynb"]
+NOTEBOOKS = [
+    "01_nmf_basics.ipynb",
+    "02_piano_transcription.ipynb",
+    "03_differentiable_dictionary_search.ipynb",
+]
 CELL_TIMEOUT = 300  # seconds per cell
 
 _CHECK_INTERPRETER = "import sys; print(sys.prefix)"

@@ -65,12 +65,17 @@ class _FlowDecomposer(BaseDecomposer):
     """What the three DDS variants share; subclasses choose the flow and the code layout."""
 
     _per_frame = False
-    _default_flow_steps = 8
-    _default_hidden_features = 64
+    # Variant defaults behind the None parameters. The RealNVP sizes keep the shipped
+    # 60-note model to a few MB; λ was chosen on cross-font validation chords (see
+    # benchmarks/dds_table.py), where the two flow families' NLLs have different scales.
+    _default_flow_steps = 4
+    _default_hidden_features = 32
+    _default_hidden_layers = 1
+    _default_likelihood_weight = 100.0
 
     _parameter_constraints: dict = {
         **BaseDecomposer._parameter_constraints,
-        "likelihood_weight": [Interval(Real, 0, None, closed="left")],
+        "likelihood_weight": [Interval(Real, 0, None, closed="left"), None],
         "beta_loss": [StrOptions(set(BETA_LOSSES)), Real],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
@@ -80,7 +85,7 @@ class _FlowDecomposer(BaseDecomposer):
         "patience": [Interval(Integral, 1, None, closed="left")],
         "n_flow_steps": [Interval(Integral, 1, None, closed="left"), None],
         "hidden_features": [Interval(Integral, 1, None, closed="left"), None],
-        "n_hidden_layers": [Interval(Integral, 1, None, closed="left")],
+        "n_hidden_layers": [Interval(Integral, 1, None, closed="left"), None],
         "flow": [DictionaryFlow, None],
         "max_epochs": [Interval(Integral, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -94,17 +99,17 @@ class _FlowDecomposer(BaseDecomposer):
     def __init__(
         self,
         *,
-        likelihood_weight: float = 1.0,
+        likelihood_weight: float | None = None,
         beta_loss: str | float = "frobenius",
         max_iter: int = 1000,
         tol: float = 1e-4,
         activation_solver: str = "mu",
         learning_rate: float = 0.05,
-        latent_learning_rate: float = 0.05,
+        latent_learning_rate: float = 0.002,
         patience: int = 20,
         n_flow_steps: int | None = None,
         hidden_features: int | None = None,
-        n_hidden_layers: int = 2,
+        n_hidden_layers: int | None = None,
         flow: DictionaryFlow | None = None,
         max_epochs: int = 100,
         batch_size: int = 512,
@@ -148,9 +153,14 @@ class _FlowDecomposer(BaseDecomposer):
             n_sources, n_bins,
             n_blocks=self.n_flow_steps or self._default_flow_steps,
             hidden_features=self.hidden_features or self._default_hidden_features,
-            n_hidden_layers=self.n_hidden_layers,
+            n_hidden_layers=self.n_hidden_layers or self._default_hidden_layers,
             random_state=seed,
         )
+
+    def _likelihood_weight(self) -> float:
+        if self.likelihood_weight is None:
+            return self._default_likelihood_weight
+        return float(self.likelihood_weight)
 
     def _components_per_source(self) -> int:
         return 1
@@ -230,6 +240,42 @@ class _FlowDecomposer(BaseDecomposer):
         self.n_components_ = int(sources.size * n_per_source)
         return self
 
+    @classmethod
+    def from_flow(cls, flow: DictionaryFlow, sources: Any, **params: Any) -> _FlowDecomposer:
+        """A fitted estimator around an already trained flow, without any data.
+
+        Parameters
+        ----------
+        flow : DictionaryFlow
+            Trained flow; its ``n_sources`` must equal ``len(sources)``.
+        sources : array-like of shape (n_sources,)
+            The label of each of the flow's sources, ascending (e.g. MIDI pitches).
+        **params
+            Estimator parameters.
+
+        Returns
+        -------
+        estimator
+            Ready for ``transform``; e.g. ``DDS1.from_flow(dds2.flow_, dds2.sources_)``
+            searches DDS-2's per-note flows frame by frame.
+        """
+        sources = np.asarray(sources)
+        if sources.ndim != 1 or sources.size != flow.n_sources:
+            raise ValueError(f"sources must have shape (n_sources={flow.n_sources},); got "
+                             f"{sources.shape}.")
+        if np.any(np.diff(sources) <= 0):
+            raise ValueError("sources must be strictly increasing (the flow's source order).")
+        estimator = cls(**params)
+        estimator._validate_params()
+        estimator.flow_ = copy.deepcopy(flow).float().cpu().eval().requires_grad_(False)
+        estimator.training_history_ = {}
+        estimator.sources_ = sources
+        estimator.n_features_in_ = flow.n_features
+        n_per_source = estimator._components_per_source()
+        estimator.component_sources_ = np.repeat(sources, n_per_source)
+        estimator.n_components_ = int(sources.size * n_per_source)
+        return estimator
+
     def fit_transform(self, X: Any, y: Any = None) -> Any:
         """Fit on isolated-source frames, then decompose them (see :meth:`transform`)."""
         return self.fit(X, y).transform(X)
@@ -289,7 +335,7 @@ class _FlowDecomposer(BaseDecomposer):
         Z = flow.mode(labels).expand(latent_shape).clone()
         objective = FlowDictionaryObjective(
             batch, flow=flow, labels=labels, per_frame=self._per_frame,
-            likelihood_weight=self.likelihood_weight,
+            likelihood_weight=self._likelihood_weight(),
             beta=beta_loss_to_float(self.beta_loss),
         )
         with torch.no_grad():
@@ -420,9 +466,11 @@ class DDS1(_FlowDecomposer):
 
     Parameters
     ----------
-    likelihood_weight : float, default=1.0
+    likelihood_weight : float, optional
         λ: weight of the activation-share-weighted negative log-likelihood (nats per
-        bin) of the dictionary entries. 0 lets the codes go anywhere.
+        bin) of the dictionary entries; 0 lets the codes go wherever the reconstruction
+        pulls them. None uses the variant's default: 100 for the RealNVP variants
+        (DDS-1/2), 1 for DDS-3, whose nuisance NLL has another scale.
     beta_loss : str or float, default="frobenius"
         Reconstruction divergence; for Frobenius the norm ``||X - HW||`` (not squared).
     max_iter : int, default=1000
@@ -438,17 +486,21 @@ class DDS1(_FlowDecomposer):
     learning_rate : float, default=0.05
         Adam step of the activations (``activation_solver="adam"``), relative to their
         initial level.
-    latent_learning_rate : float, default=0.05
-        Adam step of the latent codes (absolute: the latent is standard normal).
+    latent_learning_rate : float, default=0.002
+        Adam step of the latent codes (absolute: the latent is standard normal). Small
+        steps keep the search near the mode, where attribution stays right: on
+        cross-font piano chords, 0.05 gave PSA 0.29–0.49 (DDS-2) and 0.25–0.34 (DDS-3),
+        0.002 gave 0.44–0.53 and 0.45–0.60.
     patience : int, default=20
         Iterations without improvement before an item's steps are halved; after four
         halvings the item stops.
     n_flow_steps : int, optional
-        Coupling blocks per flow (default 8; the papers use 16).
+        Coupling blocks per flow (default 4; the papers use 16).
     hidden_features : int, optional
-        Width of the coupling MLPs (default 64; the papers use 128).
-    n_hidden_layers : int, default=2
-        Hidden layers of the coupling MLPs (the papers: 4 dense layers, i.e. 3 hidden).
+        Width of the coupling MLPs (default 32; the papers use 128).
+    n_hidden_layers : int, optional
+        Hidden layers of the coupling MLPs (default 1; the papers: 4 dense layers, i.e.
+        3 hidden). The defaults keep 60 notes' flows to about 2 M parameters.
     flow : DictionaryFlow, optional
         A trained flow to use as is instead of training one in ``fit``.
     max_epochs, batch_size, flow_learning_rate, validation_fraction, early_stopping_epochs
@@ -507,17 +559,17 @@ class DDS2(_FlowDecomposer):
         self,
         n_components_per_source: int = 4,
         *,
-        likelihood_weight: float = 1.0,
+        likelihood_weight: float | None = None,
         beta_loss: str | float = "frobenius",
         max_iter: int = 1000,
         tol: float = 1e-4,
         activation_solver: str = "mu",
         learning_rate: float = 0.05,
-        latent_learning_rate: float = 0.05,
+        latent_learning_rate: float = 0.002,
         patience: int = 20,
         n_flow_steps: int | None = None,
         hidden_features: int | None = None,
-        n_hidden_layers: int = 2,
+        n_hidden_layers: int | None = None,
         flow: DictionaryFlow | None = None,
         max_epochs: int = 100,
         batch_size: int = 512,
@@ -569,6 +621,8 @@ class DDS3(DDS2):
 
     _default_flow_steps = 8
     _default_hidden_features = 256
+    _default_hidden_layers = 2
+    _default_likelihood_weight = 1.0
 
     def _make_flow(self, n_sources: int, n_bins: int, seed: int) -> DictionaryFlow:
         from decomp.flows import ConditionalGlow
@@ -582,7 +636,7 @@ class DDS3(DDS2):
             n_sources, n_bins,
             n_steps=self.n_flow_steps or self._default_flow_steps,
             hidden_features=self.hidden_features or self._default_hidden_features,
-            n_hidden_layers=self.n_hidden_layers,
+            n_hidden_layers=self.n_hidden_layers or self._default_hidden_layers,
             random_state=seed,
         )
 

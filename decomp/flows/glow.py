@@ -253,9 +253,12 @@ class ConditionalGlow(DictionaryFlow):
         Of the coupling MLPs and of the adversary.
     log_scale_bound : float, default=2.0
         Soft bound on each coupling's log-scale: ``bound * tanh(raw / bound)``.
-    semantic_weight : float, default=1.0
+    semantic_weight : float, default=10.0
         Weight of the semantic squared error; with weight λ, the semantic part is
         trained as a Gaussian ``N(one_hot, I / (2 λ))`` (see :meth:`training_losses`).
+        The paper's unweighted sum is 1. Measured on 60 piano notes (log-CQT, trained on
+        fluidr3): with 1 the semantic part classified only 70 % of the training frames
+        and DDS-3 reached PSA 0.56 on chords from another font; with 10, 98 % and 0.66.
     adversary_weight : float, default=1.0
         Weight of the adversarial term (0 turns it off).
     adversary_hidden_features : int, default=128
@@ -313,7 +316,7 @@ class ConditionalGlow(DictionaryFlow):
         activation: str = "leaky_relu",
         *,
         log_scale_bound: float = 2.0,
-        semantic_weight: float = 1.0,
+        semantic_weight: float = 10.0,
         adversary_weight: float = 1.0,
         adversary_hidden_features: int = 128,
         random_state: int | torch.Generator | None = None,

@@ -27,6 +27,31 @@ _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+class _Permute(torch.autograd.Function):
+    """``x[..., order]`` whose backward gathers by the inverse order.
+
+    Plain indexing back-propagates through a scatter-add (``index_put_`` with
+    accumulate), which cost more than the coupling nets' matmuls in a DDS search; a
+    permutation's gradient is just the inverse permutation.
+    """
+
+    @staticmethod
+    def forward(x: torch.Tensor, order: torch.Tensor, inverse_order: torch.Tensor):
+        return x.index_select(-1, order)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.inverse_order = inputs[2]
+
+    @staticmethod
+    def backward(ctx, gradient: torch.Tensor):
+        return gradient.index_select(-1, ctx.inverse_order), None, None
+
+
+def _permute(x: torch.Tensor, order: torch.Tensor, inverse_order: torch.Tensor) -> torch.Tensor:
+    return _Permute.apply(x, order, inverse_order)
+
+
 def _check_int(value: object, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(
@@ -301,8 +326,12 @@ class StackedRealNVP(DictionaryFlow):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One affine coupling block on (n_groups, n_rows_max, F), with its log-det."""
         activation = _ACTIVATIONS[self.activation]
-        conditioning = x[..., self.conditioning_index[block]]
-        transformed = x[..., self.transformed_index[block]]
+        order = torch.cat([self.conditioning_index[block], self.transformed_index[block]])
+        restore = self.restore_order[block]
+        permuted = _permute(x, order, restore)
+        n_conditioning = self.conditioning_index.shape[1]
+        conditioning = permuted[..., :n_conditioning]
+        transformed = permuted[..., n_conditioning:]
         hidden = conditioning
         for position, (weight, bias) in enumerate(layers):
             hidden = torch.baddbmm(bias, hidden, weight)
@@ -318,7 +347,7 @@ class StackedRealNVP(DictionaryFlow):
             transformed = transformed * torch.exp(log_scale) + shift
             log_det = log_scale.sum(-1)
         merged = torch.cat([conditioning, transformed], dim=-1)
-        return merged[..., self.restore_order[block]], log_det
+        return _permute(merged, restore, order), log_det
 
     def _forward_and_log_det(
         self, z: torch.Tensor, labels: torch.Tensor

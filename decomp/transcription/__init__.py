@@ -1,10 +1,14 @@
 """Piano transcription: audio -> activations -> piano roll -> MIDI."""
 
 from decomp.transcription.defaults import (
+    PRETRAINED_METHODS,
+    default_dds_decomposer,
+    default_dds_front_end,
     default_decomposer,
     default_front_end,
     default_transcriber,
     fit_transcriber,
+    pretrained_path,
     protocol_features,
     validation_set,
 )
@@ -17,16 +21,20 @@ from decomp.transcription.piano import (
 )
 
 __all__ = [
+    "PRETRAINED_METHODS",
     "PianoTranscriber",
     "Transcription",
     "TranscriptionScores",
     "activity_to_roll",
     "choose_threshold",
+    "default_dds_decomposer",
+    "default_dds_front_end",
     "default_decomposer",
     "default_front_end",
     "default_transcriber",
     "evaluate_transcriber",
     "fit_transcriber",
+    "pretrained_path",
     "protocol_features",
     "validation_set",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,8 +32,12 @@ from decomp.estimators import NMF
 from decomp.transcription.piano import PianoTranscriber
 
 __all__ = [
+    "PRETRAINED_METHODS",
+    "default_dds_decomposer",
+    "default_dds_front_end",
     "default_front_end",
     "default_decomposer",
+    "pretrained_path",
     "default_transcriber",
     "fit_transcriber",
     "protocol_features",
@@ -58,6 +63,34 @@ def default_decomposer() -> NMF:
     """
     return NMF(beta_loss="frobenius", n_components_per_source=24, max_iter=200,
                random_state=0)
+
+
+def default_dds_front_end() -> Spectrogram:
+    """The front end of the shipped DDS transcribers: ``log1p(100 |CQT|)``, 172 bins.
+
+    24 bins per octave from 55 Hz (A1) to the Nyquist frequency. A flow's cost grows
+    with the square of the bin count (the Glow's mixing layers are bins x bins), and
+    log-frequency bins keep the piano's partials resolved at a sixth of the STFT's 1025.
+    """
+    return Spectrogram(kind="log-cqt", compression=100.0, bins_per_octave=24, fmin=55.0)
+
+
+def default_dds_decomposer(method: str) -> Any:
+    """The (unfitted) decomposer of the shipped DDS transcriber ``method``.
+
+    ``"dds2"``: per-note RealNVPs (4 coupling blocks, 32 hidden units), 4 components
+    per note. ``"dds3"``: one conditional Glow (8 steps, 256 hidden units), 4 components
+    per note. Both search 300 iterations at most.
+    """
+    from decomp.estimators import DDS2, DDS3
+
+    common = {"n_components_per_source": 4, "max_iter": 300, "random_state": 0,
+              "max_epochs": 100, "early_stopping_epochs": 10}
+    if method == "dds2":
+        return DDS2(**common)
+    if method == "dds3":
+        return DDS3(**common)
+    raise ValueError(f"method must be 'dds2' or 'dds3'; got {method!r}.")
 
 
 def protocol_features(
@@ -183,19 +216,36 @@ def _settings_key(transcriber: PianoTranscriber, protocol: PianoProtocol) -> str
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
+PRETRAINED_METHODS = ("nmf", "dds1", "dds2", "dds3")
+"""Methods :func:`default_transcriber` and ``PianoTranscriber.pretrained`` know."""
+
+
+def pretrained_path(method: str) -> Path:
+    """Where the shipped DDS transcriber ``method`` ("dds2" or "dds3") lives in the package.
+
+    The files are written by ``benchmarks/train_default_models.py``.
+    """
+    if method not in ("dds2", "dds3"):
+        raise ValueError(f"shipped DDS models are 'dds2' and 'dds3'; got {method!r}.")
+    return Path(__file__).resolve().parent.parent / "models" / f"piano-{method}.decomp"
+
+
 def default_transcriber(
     method: str = "nmf", *, protocol: PianoProtocol = DEFAULT_PROTOCOL, use_cache: bool = True
 ) -> PianoTranscriber:
-    """The fitted default transcriber for ``method``, from the on-disk cache when present.
+    """The fitted default transcriber for ``method``.
 
     Parameters
     ----------
-    method : {"nmf"}
-        The decomposition method (the DDS variants join later).
+    method : {"nmf", "dds1", "dds2", "dds3"}
+        ``"nmf"`` is fitted on first use (about 30 s) and cached on disk. ``"dds2"`` and
+        ``"dds3"`` load the models shipped inside the package. ``"dds1"`` searches the
+        shipped DDS-2 per-note flows frame by frame (one code per note per frame), with
+        DDS-2's threshold.
     protocol : PianoProtocol
-        Training data protocol.
+        Training data protocol (``"nmf"`` only; the shipped models use the default).
     use_cache : bool
-        Load/save the fitted model under ``decomp.data.cache_dir() / "models"``.
+        Load/save the fitted NMF model under ``decomp.data.cache_dir() / "models"``.
 
     Returns
     -------
@@ -203,8 +253,28 @@ def default_transcriber(
     """
     from decomp.persistence import load
 
+    if method not in PRETRAINED_METHODS:
+        raise ValueError(f"method must be one of {PRETRAINED_METHODS}; got {method!r}.")
     if method != "nmf":
-        raise ValueError(f"method must be 'nmf' (the only default model so far); got {method!r}.")
+        from decomp.estimators import DDS1
+
+        path = pretrained_path("dds2" if method == "dds1" else method)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"the shipped model {path.name} is missing from this installation; "
+                "rebuild it with `python benchmarks/train_default_models.py`."
+            )
+        transcriber = load(path)
+        if method == "dds1":
+            dds2 = transcriber.decomposer_
+            transcriber.decomposer_ = DDS1.from_flow(
+                dds2.flow_, dds2.sources_, max_iter=dds2.max_iter,
+                random_state=dds2.random_state)
+            transcriber.decomposer = DDS1(max_iter=dds2.max_iter,
+                                          random_state=dds2.random_state)
+            # DDS-1 holds (frames x notes) codes per chunk: smaller chunks bound memory.
+            transcriber.chunk_frames = 256
+        return transcriber
     settings = PianoTranscriber(front_end=default_front_end(), decomposer=default_decomposer())
     path = cache_dir() / "models" / f"{method}-{_settings_key(settings, protocol)}.decomp"
     if use_cache and path.exists():

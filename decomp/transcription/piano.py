@@ -205,6 +205,16 @@ class PianoTranscriber(Persistent, BaseEstimator):
 
         return self.front_end if self.front_end is not None else default_front_end()
 
+    @classmethod
+    def pretrained(cls, method: str = "nmf") -> PianoTranscriber:
+        """A fitted transcriber: ``"nmf"``, or the shipped ``"dds1"``, ``"dds2"``, ``"dds3"``.
+
+        See :func:`decomp.transcription.default_transcriber`.
+        """
+        from decomp.transcription.defaults import default_transcriber
+
+        return default_transcriber(method)
+
     def fit(
         self,
         X: Any,
@@ -295,8 +305,9 @@ class PianoTranscriber(Persistent, BaseEstimator):
         n_chunks = -(-n_frames // chunk)
         padded = np.zeros((n_chunks * chunk, n_bins), dtype=np.float32)
         padded[:n_frames] = features
-        # Frames are independent given a fixed dictionary, so chunks form a batch; the
-        # zero padding decomposes to zero activity and is cut off again.
+        # Chunks form one batch (each chunk gets its own search for DDS; with a fixed
+        # dictionary frames are independent anyway); the zero padding decomposes to zero
+        # activity and is cut off again.
         activity = self.decomposer_.source_activations(padded.reshape(n_chunks, chunk, n_bins))
         return np.asarray(activity).reshape(n_chunks * chunk, -1)[:n_frames]
 

@@ -100,7 +100,7 @@ def test_dds1_codes_are_per_frame(fitted_dds2, training_frames, planted):
 
 def test_search_starts_at_the_mode_and_likelihood_holds_codes_near_it(
         fitted_dds2, planted):
-    loose = clone(fitted_dds2).set_params(likelihood_weight=0.0)
+    loose = clone(fitted_dds2).set_params(likelihood_weight=0.0, latent_learning_rate=0.05)
     loose.__dict__.update({k: v for k, v in vars(fitted_dds2).items() if k.endswith("_")})
     tight = clone(loose).set_params(likelihood_weight=100.0)
     tight.__dict__.update({k: v for k, v in vars(fitted_dds2).items() if k.endswith("_")})

@@ -229,7 +229,7 @@ def test_adversarial_term_makes_the_flow_maximise_the_classifier_loss():
 
 
 def test_adversarial_term_is_clamped_at_chance():
-    flow = make_flow(n_features=7)
+    flow = make_flow(n_features=7, semantic_weight=1.0)
     W, labels = randn(20, 7, seed=8), torch.zeros(20, dtype=torch.long)
     with torch.no_grad():  # a classifier confidently wrong about every row
         flow.adversary[-1].weight.zero_()
@@ -284,12 +284,14 @@ def test_gradients_reach_the_nuisance_code():
 
 
 def test_to_dict_from_dict_round_trip():
-    flow = make_flow(semantic_weight=0.5, adversary_weight=2.0, log_scale_bound=1.5)
+    flow = make_flow(semantic_weight=0.5, adversary_weight=2.0, log_scale_bound=1.5,
+                     dtype=torch.float32)
     rebuilt = ConditionalGlow.from_dict(flow.to_dict())
+    assert next(rebuilt.parameters()).dtype == torch.float32  # always rebuilt in float32
     assert rebuilt.config() == flow.config()
-    z, labels = randn(10, 4, seed=10), labels_for(10, 3)
+    z, labels = randn(10, 4, seed=10).float(), labels_for(10, 3)
     torch.testing.assert_close(rebuilt.sample(z, labels), flow.sample(z, labels), atol=0, rtol=0)
-    W = randn(10, 7, seed=11)
+    W = randn(10, 7, seed=11).float()
     torch.testing.assert_close(rebuilt.log_prob(W, labels), flow.log_prob(W, labels),
                                atol=0, rtol=0)
     torch.testing.assert_close(rebuilt.adversary_loss(W, labels),

@@ -1,0 +1,51 @@
+"""The shipped DDS transcribers: present, loadable, and transcribing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from decomp import DDS1, DDS2, DDS3, PianoTranscriber
+from decomp.flows import ConditionalGlow, StackedRealNVP
+from decomp.transcription import default_transcriber, pretrained_path
+
+
+@pytest.mark.parametrize(("method", "estimator", "flow"),
+                         [("dds2", DDS2, StackedRealNVP), ("dds3", DDS3, ConditionalGlow)])
+def test_shipped_models_load(method, estimator, flow):
+    path = pretrained_path(method)
+    assert path.exists(), f"{path.name} must ship inside the package"
+    assert path.stat().st_size < 8e6  # "a few MB"
+    transcriber = PianoTranscriber.pretrained(method)
+    assert isinstance(transcriber.decomposer_, estimator)
+    assert isinstance(transcriber.decomposer_.flow_, flow)
+    assert transcriber.pitches_.tolist() == list(range(36, 96))
+    assert transcriber.decomposer_.checkpoint is None
+    assert np.isfinite(transcriber.threshold_)
+    # Weights are stored in float16 and come back as float32.
+    assert next(transcriber.decomposer_.flow_.parameters()).dtype.is_floating_point
+
+
+def test_dds1_reuses_the_dds2_flows():
+    transcriber = default_transcriber("dds1")
+    assert isinstance(transcriber.decomposer_, DDS1)
+    assert transcriber.decomposer_.n_components_ == 60
+    assert transcriber.chunk_frames == 256
+
+
+def test_shipped_dds3_transcribes_held_out_chords(tiny_chords):
+    transcriber = PianoTranscriber.pretrained("dds3")
+    transcriber.decomposer_.set_params(max_iter=60)
+    transcription = transcriber.transcribe(tiny_chords.audio)
+    reference = tiny_chords.roll(transcription.times, transcription.pitches)
+    activity = transcription.activations
+    # Most activity lands on the notes that sound, far above chance (2 of 60 notes).
+    share = (activity * reference).sum() / activity.sum()
+    assert share > 0.3
+
+
+def test_unknown_method():
+    with pytest.raises(ValueError, match="method must be one of"):
+        default_transcriber("dds4")
+    with pytest.raises(ValueError, match="'dds2' and 'dds3'"):
+        pretrained_path("nmf")
