@@ -10,15 +10,6 @@ import torch
 from decomp.flows import PAPER_GLOW_CONFIG, ConditionalGlow, ConditionedDictionary
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and lose a lot on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_flow(
     n_sources: int = 3,
     n_features: int = 7,
