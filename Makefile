@@ -6,7 +6,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.decomp-installed
-DEBIAN_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small
+DEBIAN_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small \
+	espeak-ng sox
 export MPLBACKEND := Agg
 export NO_MKDOCS_2_WARNING := 1
 

@@ -1,10 +1,22 @@
-"""Data sets rendered from MIDI: isolated piano notes, random chords, short pieces.
+"""Data sets rendered from MIDI (isolated piano notes, random chords, short pieces, instrument
+mixtures) and two-speaker speech mixtures synthesised with espeak-ng.
 
 Nothing is downloaded: MIDI is generated here and rendered with FluidSynth and the
 General-MIDI SoundFonts that Debian packages install; renders are cached on disk.
 """
 
 from decomp.data.cache import cache_dir, cache_key
+from decomp.data.mixtures import (
+    DEFAULT_INSTRUMENTS,
+    INSTRUMENTS,
+    MAX_SOURCES,
+    PEAK_CEILING,
+    SPEECH_VOICES,
+    GMInstrument,
+    MixtureSet,
+    instrument_mixtures,
+    speech_mixtures,
+)
 from decomp.data.piano import (
     RenderedPiano,
     isolated_notes,
@@ -18,6 +30,15 @@ from decomp.data.render import render_midi
 from decomp.data.soundfonts import SOUNDFONTS, available_soundfonts, resolve_soundfont
 
 __all__ = [
+    "DEFAULT_INSTRUMENTS",
+    "GMInstrument",
+    "INSTRUMENTS",
+    "MAX_SOURCES",
+    "MixtureSet",
+    "PEAK_CEILING",
+    "SPEECH_VOICES",
+    "instrument_mixtures",
+    "speech_mixtures",
     "DEFAULT_PROTOCOL",
     "PianoProtocol",
     "RenderedPiano",
