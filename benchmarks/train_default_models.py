@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from decomp.data import DEFAULT_PROTOCOL, cache_dir, labelled_frames
+from decomp.data import DEFAULT_PROTOCOL, cache_dir
 from decomp.transcription import (
     PianoTranscriber,
     default_dds_decomposer,
     default_dds_front_end,
     pretrained_path,
-    protocol_features,
+    training_frames_per_font,
     validation_set,
 )
 
@@ -49,10 +49,7 @@ def main() -> None:
     protocol = DEFAULT_PROTOCOL
     front_end = default_dds_front_end()
     started = time.perf_counter()
-    per_font = []
-    for notes in protocol.training_notes():
-        features, roll = protocol_features(notes, front_end, protocol.pitches)
-        per_font.append(labelled_frames(features, roll, protocol.pitches))
+    per_font = training_frames_per_font(protocol, front_end)
     X = np.concatenate([frames for frames, _ in per_font])
     y = np.concatenate([labels for _, labels in per_font])
     parts = [validation_set(font, protocol, front_end) for font in protocol.train_soundfonts]

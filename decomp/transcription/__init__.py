@@ -10,6 +10,7 @@ from decomp.transcription.defaults import (
     fit_transcriber,
     pretrained_path,
     protocol_features,
+    training_frames_per_font,
     validation_set,
 )
 from decomp.transcription.evaluation import TranscriptionScores, evaluate_transcriber
@@ -36,5 +37,6 @@ __all__ = [
     "fit_transcriber",
     "pretrained_path",
     "protocol_features",
+    "training_frames_per_font",
     "validation_set",
 ]

@@ -41,6 +41,7 @@ __all__ = [
     "default_transcriber",
     "fit_transcriber",
     "protocol_features",
+    "training_frames_per_font",
     "validation_set",
 ]
 
@@ -106,6 +107,24 @@ def protocol_features(
     features = np.asarray(front_end.transform(rendered.audio))
     roll = rendered.roll(front_end.frame_times(features.shape[0]), pitches)
     return features, roll
+
+
+def training_frames_per_font(
+    protocol: PianoProtocol, front_end: Spectrogram
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Isolated-note frames and their MIDI labels, one pair per training font.
+
+    Returns
+    -------
+    list of (X, y)
+        ``X`` of shape (n_frames, n_bins) from ``front_end``, ``y`` of shape (n_frames,),
+        in ``protocol.train_soundfonts`` order.
+    """
+    return [
+        labelled_frames(*protocol_features(notes, front_end, protocol.pitches),
+                        protocol.pitches)
+        for notes in protocol.training_notes()
+    ]
 
 
 def validation_set(
@@ -179,10 +198,7 @@ def fit_transcriber(
         front_end=default_front_end(), decomposer=default_decomposer())
     front_end = transcriber.front_end or default_front_end()
     fonts = protocol.train_soundfonts
-    per_font = []
-    for notes in protocol.training_notes():
-        features, roll = protocol_features(notes, front_end, protocol.pitches)
-        per_font.append(labelled_frames(features, roll, protocol.pitches))
+    per_font = training_frames_per_font(protocol, front_end)
     X = np.concatenate([frames for frames, _ in per_font])
     y = np.concatenate([labels for _, labels in per_font])
     if transcriber.threshold != "auto":
