@@ -10,7 +10,7 @@ Subpackages: :mod:`decomp.engine` (inference loop, divergences), :mod:`decomp.au
 (piano transcription).
 """
 
-from decomp import audio, data, engine, flows, losses, metrics, transcription
+from decomp import audio, data, engine, flows, losses, metrics, separation, transcription
 from decomp._version import __version__
 from decomp.estimators import DDS1, DDS2, DDS3, NMF, Decomposition, FlowDecomposition
 from decomp.persistence import load
@@ -32,5 +32,6 @@ __all__ = [
     "load",
     "losses",
     "metrics",
+    "separation",
     "transcription",
 ]

@@ -1,0 +1,363 @@
+"""Separation baselines: the oracle ideal ratio mask and semi-supervised NMF with masking."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, clone
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from decomp.audio.io import _check_audio
+from decomp.audio.spectrogram import Spectrogram
+from decomp.engine import BETA_LOSSES
+from decomp.estimators.nmf import NMF
+from decomp.persistence import Persistent
+
+__all__ = ["NMFSeparator", "ideal_ratio_mask"]
+
+
+def _stft_front_end(front_end: Any) -> Spectrogram:
+    """The linear-magnitude STFT front end with the analysis of ``front_end``."""
+    if front_end is None:
+        return Spectrogram(kind="linear")
+    if not isinstance(front_end, Spectrogram):
+        raise TypeError(f"front_end must be a decomp.audio.Spectrogram or None; got "
+                        f"{type(front_end).__name__}.")
+    return front_end.replace(kind="linear", n_bins=None)
+
+
+def ideal_ratio_mask(
+    mixture: Any,
+    sources: Any,
+    front_end: Spectrogram | None = None,
+    *,
+    power: float = 1.0,
+    eps: float = 1e-12,
+) -> Any:
+    """Oracle separation with the ideal ratio mask: the upper bound of magnitude masking.
+
+    ``mask_k = |S_k| ** power / sum_j |S_j| ** power`` on the STFT of the true sources,
+    applied to the mixture's STFT and inverted with the mixture's phase
+    (:meth:`Spectrogram.masks` and :meth:`Spectrogram.separate`). The masks sum to 1 in
+    every bin (bins where the sources hold at most ``eps`` give every source
+    ``1 / n_sources``), so the outputs sum to the mixture up to STFT round-off.
+
+    Parameters
+    ----------
+    mixture : ndarray or Tensor of shape (n_samples,) or (n_items, n_samples)
+        The mixture(s).
+    sources : ndarray or Tensor of shape (n_sources, n_samples) or (n_items, n_sources, n_samples)
+        The true sources of each mixture (zero-padded slots get near-zero outputs).
+    front_end : Spectrogram, optional
+        Its STFT analysis (sample rate, ``n_fft``, hop, window) is used, always on the
+        full linear STFT whatever its ``kind``. Default: ``Spectrogram(kind="linear")``.
+    power : float, default=1.0
+        Exponent on the magnitudes (1: amplitude ratio mask, 2: Wiener-like).
+    eps : float, default=1e-12
+        Energy below which a bin counts as silent (avoids 0 / 0).
+
+    Returns
+    -------
+    estimates : ndarray or Tensor of shape ([n_items,] n_sources, n_samples)
+        float32 for NumPy input; like ``mixture`` otherwise.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If an input is not finite floating-point audio, or the shapes disagree.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = np.arange(4000) / 16000
+    >>> sources = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 2000 * t)])
+    >>> estimates = ideal_ratio_mask(sources.sum(0), sources)
+    >>> estimates.shape
+    (2, 4000)
+    """
+    stft_front = _stft_front_end(front_end)
+    mixture = _check_audio(mixture, name="mixture", allow_batch=True)
+    single = mixture.ndim == 1
+    expected = "(n_sources, n_samples)" if single else "(n_items, n_sources, n_samples)"
+    if getattr(sources, "ndim", None) is None:
+        sources = np.asarray(sources)
+    if sources.ndim != mixture.ndim + 1:
+        raise ValueError(f"sources must have shape {expected} for a mixture of shape "
+                         f"{tuple(mixture.shape)}; got shape {tuple(sources.shape)}.")
+    if sources.shape[-1] != mixture.shape[-1] or (not single
+                                                  and sources.shape[0] != mixture.shape[0]):
+        raise ValueError(f"sources of shape {tuple(sources.shape)} do not match the mixture of "
+                         f"shape {tuple(mixture.shape)}; expected {expected}.")
+    mixtures = [mixture] if single else list(mixture)
+    item_sources = [sources] if single else list(sources)
+    outputs = []
+    for index, (item_mixture, item_source) in enumerate(zip(mixtures, item_sources, strict=True)):
+        name = "sources" if single else f"sources[{index}]"
+        item_source = _check_audio(item_source, name=name, allow_batch=True)
+        magnitudes = stft_front(item_source)  # (n_sources, n_frames, n_bins)
+        masks = stft_front.masks(magnitudes, power=power, eps=eps)
+        outputs.append(stft_front.separate(item_mixture, masks=masks))  # (n_sources, n_samples)
+    if single:
+        return outputs[0]
+    if isinstance(mixture, torch.Tensor):
+        return torch.stack(outputs)
+    return np.stack(outputs)
+
+
+def _training_stems(X: Any, y: Any) -> tuple[list[Any], list[Any]]:
+    """``{label: stem or stems}`` or ``(stems, labels)`` -> (list of 1-d stems, their labels)."""
+    if isinstance(X, Mapping):
+        if y is not None:
+            raise ValueError("fit takes either a dict {class: stems} without y, or stems and "
+                             "labels y; got a dict and y.")
+        stems, labels = [], []
+        for label, value in X.items():
+            items = [value] if getattr(value, "ndim", None) == 1 else list(value)
+            if not items:
+                raise ValueError(f"class {label!r} has no training stems.")
+            stems.extend(items)
+            labels.extend([label] * len(items))
+        if not stems:
+            raise ValueError("X is an empty dict; give at least one class of stems.")
+        return stems, labels
+    if y is None:
+        raise ValueError("fit needs class labels: pass a dict {class: stems}, or stems X with "
+                         "one label per stem in y.")
+    if isinstance(X, (Sequence, np.ndarray, torch.Tensor)) and getattr(X, "ndim", 2) == 2:
+        stems = list(X)
+    else:
+        raise ValueError("X must be a dict {class: stems}, a list of 1-d waveforms or an array "
+                         f"of shape (n_stems, n_samples); got {type(X).__name__} of shape "
+                         f"{getattr(X, 'shape', None)}.")
+    labels = list(y.tolist() if isinstance(y, (np.ndarray, torch.Tensor)) else y)
+    if len(labels) != len(stems):
+        raise ValueError(f"y has {len(labels)} labels but X has {len(stems)} stems; give one "
+                         "label per stem.")
+    if not stems:
+        raise ValueError("X holds no training stems.")
+    return stems, labels
+
+
+class NMFSeparator(Persistent, BaseEstimator):
+    """Semi-supervised NMF separation baseline: per-class dictionaries and soft masks.
+
+    ``fit`` learns ``n_components_per_source`` NMF components for each class from its
+    isolated stems (:class:`decomp.NMF` with ``dictionary="nmf"``) on the front end's
+    features. ``separate`` infers the activations of a mixture against the dictionaries
+    of the requested classes (kept fixed), reconstructs each class as ``H_k @ W_k`` and
+    turns these into masks ``mask_k = (H_k W_k) ** p / sum_j (H_j W_j) ** p`` (``p =
+    mask_power``), applied to the mixture's STFT and inverted with its phase
+    (:meth:`Spectrogram.separate`). The outputs sum to the mixture.
+
+    Parameters
+    ----------
+    n_components_per_source : int, default=8
+        NMF components learned per class.
+    front_end : Spectrogram, optional
+        Feature front end; default ``Spectrogram(kind="linear")``. For the log kinds the
+        reconstructions are turned back into magnitudes before masking.
+    beta_loss : str or float, default="kullback-leibler"
+        β-divergence of the NMF fits (see :class:`decomp.NMF`).
+    max_iter : int, default=200
+        Iterations of each NMF fit and of the activation inference.
+    tol : float, default=1e-4
+        Stopping tolerance of the NMF runs.
+    mask_power : float, default=1.0
+        Exponent ``p`` of the masks (1: the ratio of modelled magnitudes, 2: Wiener).
+    device : str or torch.device, default="auto"
+        Where the NMF runs.
+    random_state : int, RandomState or None
+        Seed of the NMF initialisation.
+    progress : bool, default=False
+        Show progress bars.
+
+    Attributes
+    ----------
+    model_ : NMF
+        The fitted semi-supervised NMF; ``model_.components_`` of shape
+        (n_classes * n_components_per_source, n_bins), ``model_.component_sources_``
+        the class of each component.
+    classes_ : ndarray of shape (n_classes,)
+        The classes seen in ``fit``, sorted.
+    front_end_ : Spectrogram
+        The front end used.
+    n_features_in_ : int
+        Number of feature bins.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = np.arange(8000) / 8000
+    >>> low, high = np.sin(2 * np.pi * 200 * t), np.sin(2 * np.pi * 1200 * t)
+    >>> front_end = Spectrogram(sample_rate=8000, n_fft=256, hop_length=64, kind="linear")
+    >>> separator = NMFSeparator(n_components_per_source=2, front_end=front_end,
+    ...                          random_state=0).fit({"low": [low], "high": [high]})
+    >>> separator.separate(low + high, ["low", "high"]).shape
+    (2, 8000)
+    """
+
+    _parameter_constraints: dict = {
+        "n_components_per_source": [Interval(Integral, 1, None, closed="left")],
+        "front_end": [Spectrogram, None],
+        "beta_loss": [StrOptions(set(BETA_LOSSES)), Real],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "mask_power": [Interval(Real, 0, None, closed="neither")],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "progress": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        n_components_per_source: int = 8,
+        *,
+        front_end: Spectrogram | None = None,
+        beta_loss: str | float = "kullback-leibler",
+        max_iter: int = 200,
+        tol: float = 1e-4,
+        mask_power: float = 1.0,
+        device: str | torch.device = "auto",
+        random_state: Any = None,
+        progress: bool = False,
+    ) -> None:
+        self.n_components_per_source = n_components_per_source
+        self.front_end = front_end
+        self.beta_loss = beta_loss
+        self.max_iter = max_iter
+        self.tol = tol
+        self.mask_power = mask_power
+        self.device = device
+        self.random_state = random_state
+        self.progress = progress
+
+    def fit(self, X: Any, y: Any = None) -> NMFSeparator:
+        """Learn each class's dictionary from isolated stems.
+
+        Parameters
+        ----------
+        X : dict of label to waveforms, or sequence of waveforms
+            Either ``{class: stems}``, where ``stems`` is one waveform of shape
+            (n_samples,), a list of them (lengths may differ) or an array of shape
+            (n_stems, n_samples); or a list / array of waveforms with labels in ``y``.
+        y : sequence of shape (n_stems,), optional
+            Class label of each stem when ``X`` is not a dict.
+
+        Returns
+        -------
+        self : NMFSeparator
+
+        Raises
+        ------
+        TypeError, ValueError
+            If a parameter is invalid, a stem is not finite floating-point 1-d audio, or
+            the labels do not match the stems.
+        """
+        self._validate_params()
+        front_end = Spectrogram(kind="linear") if self.front_end is None else self.front_end
+        stems, labels = _training_stems(X, y)
+        frames, frame_labels = [], []
+        for index, (stem, label) in enumerate(zip(stems, labels, strict=True)):
+            stem = _check_audio(stem, name=f"training stem {index} (class {label!r})",
+                                allow_batch=False)
+            if isinstance(stem, torch.Tensor):
+                stem = stem.detach().cpu().numpy()
+            features = front_end(stem)  # (n_frames, n_bins)
+            frames.append(features)
+            frame_labels.extend([label] * features.shape[0])
+        model = NMF(
+            beta_loss=self.beta_loss, max_iter=self.max_iter, tol=self.tol,
+            dictionary="nmf", n_components_per_source=self.n_components_per_source,
+            device=self.device, random_state=self.random_state, progress=self.progress,
+        )
+        model.fit(np.concatenate(frames), np.asarray(frame_labels))
+        self.model_ = model
+        self.classes_ = model.sources_
+        self.front_end_ = front_end
+        self.n_features_in_ = front_end.n_bins
+        return self
+
+    def _check_classes(self, classes: Any) -> np.ndarray:
+        if classes is None:
+            return self.classes_
+        if isinstance(classes, (str, bytes)) or not isinstance(classes, (Sequence, np.ndarray)):
+            raise TypeError(f"classes must be a sequence of class labels; got {classes!r}.")
+        requested = list(classes)
+        if not requested:
+            raise ValueError("classes is empty; request at least one class.")
+        known = set(self.classes_.tolist())
+        unknown = [label for label in requested if label not in known]
+        if unknown:
+            raise ValueError(f"unknown classes {unknown}; the separator was fitted on "
+                             f"{self.classes_.tolist()}.")
+        if len(set(requested)) != len(requested):
+            raise ValueError(f"classes must not repeat a class; got {requested}.")
+        return np.asarray(requested)
+
+    def _restricted_model(self, classes: np.ndarray) -> tuple[NMF, list[np.ndarray]]:
+        """An NMF holding only the components of ``classes``, and each class's columns."""
+        model = self.model_
+        sources = model.component_sources_
+        index = np.concatenate([np.flatnonzero(sources == label) for label in classes])
+        restricted = clone(model)
+        restricted.components_ = model.components_[index]
+        restricted.component_sources_ = sources[index]
+        restricted.sources_ = classes
+        restricted.n_components_ = index.size
+        restricted.n_features_in_ = model.n_features_in_
+        restricted.n_iter_ = model.n_iter_
+        restricted.reconstruction_err_ = model.reconstruction_err_
+        restricted.loss_history_ = model.loss_history_
+        columns = [np.flatnonzero(sources[index] == label) for label in classes]
+        return restricted, columns
+
+    def separate(self, mixture: Any, classes: Sequence[Any] | None = None) -> Any:
+        """Separate the requested classes from a mixture by NMF-based soft masking.
+
+        Parameters
+        ----------
+        mixture : ndarray or Tensor of shape (n_samples,) or (n_items, n_samples)
+            The mixture(s), at the front end's sample rate.
+        classes : sequence of labels, optional
+            The classes present in the mixture, in the output order; only their
+            dictionaries explain it. Default: every fitted class (``classes_``).
+
+        Returns
+        -------
+        estimates : ndarray or Tensor of shape ([n_items,] n_classes, n_samples)
+            float32 for NumPy input; like ``mixture`` otherwise.
+
+        Raises
+        ------
+        NotFittedError
+            If the separator is not fitted.
+        TypeError, ValueError
+            If the mixture is not finite floating-point audio, or a class is unknown,
+            repeated, or none is given.
+        """
+        check_is_fitted(self)
+        requested = self._check_classes(classes)
+        mixture = _check_audio(mixture, name="mixture", allow_batch=True)
+        model, columns = self._restricted_model(requested)
+        features = self.front_end_(mixture)  # ([n_items,] n_frames, n_bins)
+        activations = torch.as_tensor(model.transform(features))  # (..., n_frames, K)
+        dictionary = torch.as_tensor(model.components_, dtype=activations.dtype,
+                                     device=activations.device)  # (K, n_bins)
+        # Each class's part of the model: (..., n_classes, n_frames, n_bins).
+        parts = torch.stack([
+            activations[..., torch.as_tensor(cols, device=activations.device)]
+            @ dictionary[torch.as_tensor(cols, device=activations.device)]
+            for cols in columns
+        ], dim=-3)
+        if not isinstance(mixture, torch.Tensor):
+            parts = parts.cpu().numpy()
+        if mixture.ndim == 1:
+            return self.front_end_.separate(mixture, parts, power=self.mask_power)
+        outputs = [self.front_end_.separate(item, item_parts, power=self.mask_power)
+                   for item, item_parts in zip(mixture, parts, strict=True)]
+        return torch.stack(outputs) if isinstance(mixture, torch.Tensor) else np.stack(outputs)
