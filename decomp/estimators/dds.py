@@ -230,12 +230,16 @@ class _FlowDecomposer(BaseDecomposer):
                 "n_epochs": result.n_epochs,
                 "seconds": result.seconds,
             }
-        flow = flow.cpu().eval().requires_grad_(False)
+        return self._set_fitted(flow, sources, history)
+
+    def _set_fitted(self, flow: DictionaryFlow, sources: np.ndarray,
+                    history: dict[str, Any]) -> _FlowDecomposer:
+        """Store the fitted attributes around a trained flow (frozen, CPU, float32)."""
         n_per_source = self._components_per_source()
-        self.flow_ = flow
+        self.flow_ = flow.float().cpu().eval().requires_grad_(False)
         self.training_history_ = history
         self.sources_ = sources
-        self.n_features_in_ = n_bins
+        self.n_features_in_ = flow.n_features
         self.component_sources_ = np.repeat(sources, n_per_source)
         self.n_components_ = int(sources.size * n_per_source)
         return self
@@ -267,14 +271,7 @@ class _FlowDecomposer(BaseDecomposer):
             raise ValueError("sources must be strictly increasing (the flow's source order).")
         estimator = cls(**params)
         estimator._validate_params()
-        estimator.flow_ = copy.deepcopy(flow).float().cpu().eval().requires_grad_(False)
-        estimator.training_history_ = {}
-        estimator.sources_ = sources
-        estimator.n_features_in_ = flow.n_features
-        n_per_source = estimator._components_per_source()
-        estimator.component_sources_ = np.repeat(sources, n_per_source)
-        estimator.n_components_ = int(sources.size * n_per_source)
-        return estimator
+        return estimator._set_fitted(copy.deepcopy(flow), sources, {})
 
     def fit_transform(self, X: Any, y: Any = None) -> Any:
         """Fit on isolated-source frames, then decompose them (see :meth:`transform`)."""
