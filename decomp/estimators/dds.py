@@ -460,6 +460,9 @@ class DDS1(_FlowDecomposer):
     Each frame ``t`` is approximated by ``Σ_s H[t, s] · relu(f_s(z[t, s]))``: no
     dictionary sharing across time, so cost grows with ``n_frames × n_sources``. It is
     the original formulation, kept as the reference point of the papers' comparison.
+    Memory grows the same way (codes and dictionary of shape (n_frames, n_sources,
+    n_bins) per item): pass long recordings as a batch of chunks, as
+    :class:`~decomp.transcription.PianoTranscriber` does with ``chunk_frames``.
 
     Parameters
     ----------
