@@ -17,6 +17,14 @@ The STFT is ``torch.stft`` (so tensors stay on their device); it matches
 ``librosa.stft(center=True, pad_mode="constant")``. The constant-Q transform is librosa's
 and runs on the CPU. Separation resynthesises through the STFT for every kind (constant-Q
 masks are carried to the STFT bins; see :meth:`Spectrogram.separate`).
+
+Two options reproduce the Solos / Sound-of-Pixels front end (STFT, log re-scale of the
+frequency axis, dB relative to the minimum scaled to [-1, 1]):
+``frequency_scale="log"`` resamples an STFT kind's magnitude onto log-spaced bins, and
+``db_normalization=True`` (kind ``"linear"`` only) maps each spectrogram to [-1, 1] dB
+features. For example, Solos' 256 x 256 input for 6 s at 11025 Hz is
+``Spectrogram(sample_rate=11025, n_fft=1022, hop_length=256, kind="linear",
+frequency_scale="log", n_bins=256, db_normalization=True)``.
 """
 
 from __future__ import annotations
@@ -55,7 +63,11 @@ _DEFAULTS: dict[str, Any] = {
     "n_bins": None,
     "fmin": 27.5,  # MIDI 21, A0: the lowest piano key
     "bins_per_octave": 36,
+    "frequency_scale": "linear",
+    "db_normalization": False,
 }
+
+_FREQUENCY_SCALES = ("linear", "log")
 
 
 def frame_times(n_frames: int, sample_rate: int, hop_length: int) -> np.ndarray:
@@ -217,11 +229,39 @@ class Spectrogram:
         Keep only the lowest ``n_bins`` bins. Default: every bin, i.e. ``n_fft // 2 + 1``
         for the STFT kinds and, for the CQT kinds, as many bins from ``fmin`` as fit below
         the Nyquist frequency (294 at the defaults, 8.2 octaves). The DDS code uses 1024
-        STFT bins, dropping the Nyquist bin.
+        STFT bins, dropping the Nyquist bin. With ``frequency_scale="log"``: the number of
+        log-spaced bins (default ``n_fft // 2 + 1``), not a cut.
     fmin : float, default=27.5
         Centre frequency (Hz) of the lowest constant-Q bin (A0, MIDI 21). CQT kinds only.
     bins_per_octave : int, default=36
         Constant-Q resolution (3 bins per semitone). CQT kinds only.
+    frequency_scale : {"linear", "log"}, default="linear"
+        Frequency axis of the STFT kinds. ``"linear"``: the STFT bins. ``"log"``: the
+        magnitude is resampled onto ``n_bins`` log-spaced (geometrically spaced) centre
+        frequencies, from the first non-zero STFT bin frequency ``sample_rate / n_fft`` up
+        to the highest STFT bin frequency (the Nyquist frequency for an even ``n_fft``), by
+        linear interpolation between the two neighbouring STFT bins (in Hz), as Sound of
+        Pixels' ``warpgrid`` + ``grid_sample`` does. This expands the low frequencies and
+        compresses the high ones. With ``"log"``, ``n_bins`` is the number of log bins
+        (2 to ``n_fft // 2 + 1``; default ``n_fft // 2 + 1``) rather than a cut, and the
+        ``"log"`` kind's compression is applied after the resampling. Where log bins are
+        sparser than STFT bins (the high frequencies) this point-samples the magnitude
+        without averaging, as Sound of Pixels does, so a narrow partial lying between two
+        log bins is attenuated and masks there are coarse. Not to be confused
+        with ``kind="log"`` (log-compressed *magnitudes*). Refused with the CQT kinds,
+        whose bins are already log-spaced.
+    db_normalization : bool, default=False
+        Solos' normalisation, ``kind="linear"`` only (refused otherwise). Each spectrogram
+        ``M`` (each item of a batch separately, after any log re-scale) becomes
+        ``2 * D / D.max() - 1`` with ``D = 20 * log10(max(M, floor) / floor)`` (dB above
+        the floor) and ``floor = max(M.min(), 1e-8 * M.max())`` (at least the smallest
+        normal float, so silence never takes ``log(0)``; the dB range is thus at most
+        160 dB). Features lie in [-1, 1], -1 at the minimum and 1 at the maximum; a
+        constant spectrogram (e.g. silence) is -1 everywhere. The per-item minimum and
+        maximum are not kept, so these features cannot be turned back into magnitudes:
+        :meth:`to_magnitude` and :meth:`masks` raise ``ValueError``. Estimate masks from
+        magnitudes (or directly, e.g. as a network's output) and pass them to
+        :meth:`separate` as ``masks=``.
 
     Attributes
     ----------
@@ -252,6 +292,15 @@ class Spectrogram:
     ((32, 1025), dtype('float32'))
     >>> int(features.mean(axis=0).argmax()), float(front_end.bin_frequencies[56])
     (56, 437.5)
+
+    The Solos / Sound-of-Pixels front end (512 STFT bins resampled to 256 log bins, dB
+    features in [-1, 1]):
+
+    >>> solos = Spectrogram(sample_rate=11025, n_fft=1022, hop_length=256, kind="linear",
+    ...                     frequency_scale="log", n_bins=256, db_normalization=True)
+    >>> features = solos(np.random.default_rng(0).standard_normal(66150).astype(np.float32))
+    >>> features.shape, float(features.min()), float(features.max())
+    ((259, 256), -1.0, 1.0)
     """
 
     sample_rate = _parameter("sample_rate", "Sample rate in Hz.")
@@ -262,6 +311,9 @@ class Spectrogram:
     compression = _parameter("compression", "Factor inside log1p for the log kinds.")
     fmin = _parameter("fmin", "Lowest constant-Q centre frequency in Hz.")
     bins_per_octave = _parameter("bins_per_octave", "Constant-Q bins per octave.")
+    frequency_scale = _parameter("frequency_scale", "STFT frequency axis: 'linear' or 'log'.")
+    db_normalization = _parameter("db_normalization",
+                                  "Whether features are Solos' [-1, 1] dB-normalised ones.")
 
     def __init__(
         self,
@@ -275,6 +327,8 @@ class Spectrogram:
         n_bins: int | None = None,
         fmin: float = 27.5,
         bins_per_octave: int = 36,
+        frequency_scale: str = "linear",
+        db_normalization: bool = False,
     ) -> None:
         self._params = {
             "sample_rate": sample_rate,
@@ -286,6 +340,8 @@ class Spectrogram:
             "n_bins": n_bins,
             "fmin": fmin,
             "bins_per_octave": bins_per_octave,
+            "frequency_scale": frequency_scale,
+            "db_normalization": db_normalization,
         }
         self._check_params()
 
@@ -330,6 +386,36 @@ class Spectrogram:
         params["fmin"] = _check_positive_float(params["fmin"], "fmin", owner)
         params["bins_per_octave"] = _check_int(params["bins_per_octave"], "bins_per_octave",
                                                minimum=1, owner=owner)
+        scale = params["frequency_scale"]
+        if not isinstance(scale, str) or scale not in _FREQUENCY_SCALES:
+            raise ValueError(
+                f"The 'frequency_scale' parameter of {owner} must be one of "
+                f"{list(_FREQUENCY_SCALES)}; got {scale!r} instead."
+            )
+        self._log_frequency = scale == "log"
+        if self._log_frequency and self._analysis != "stft":
+            raise ValueError(
+                f"The 'frequency_scale' parameter of {owner} must be 'linear' for "
+                f"kind={kind!r}: constant-Q bins are already log-spaced; frequency_scale='log' "
+                "resamples the STFT kinds ('linear', 'log') only."
+            )
+        if self._log_frequency and params["n_fft"] // 2 < 2:
+            raise ValueError(
+                f"The 'frequency_scale' parameter of {owner} can be 'log' only with n_fft >= 4 "
+                f"(two non-zero STFT bin frequencies); got n_fft={params['n_fft']}."
+            )
+        db_normalization = params["db_normalization"]
+        if not isinstance(db_normalization, (bool, np.bool_)):
+            raise TypeError(
+                f"The 'db_normalization' parameter of {owner} must be a bool; got "
+                f"{db_normalization!r} ({type(db_normalization).__name__})."
+            )
+        params["db_normalization"] = bool(db_normalization)
+        if params["db_normalization"] and kind != "linear":
+            raise ValueError(
+                f"The 'db_normalization' parameter of {owner} can be True only with "
+                f"kind='linear' (the dB scale replaces the log compression); got kind={kind!r}."
+            )
 
         if self._analysis == "stft":
             max_bins = params["n_fft"] // 2 + 1
@@ -349,8 +435,9 @@ class Spectrogram:
         if n_bins is None:
             self._n_bins = max_bins
         else:
-            # librosa's constant-Q filters need two bins to define their bandwidth.
-            minimum = 2 if self._analysis == "cqt" else 1
+            # librosa's constant-Q filters need two bins to define their bandwidth, and
+            # log-spaced bins need two to span the frequency range.
+            minimum = 2 if self._analysis == "cqt" or self._log_frequency else 1
             n_bins = params["n_bins"] = _check_int(n_bins, "n_bins", minimum=minimum,
                                                    owner=owner)
             if n_bins > max_bins:
@@ -433,6 +520,9 @@ class Spectrogram:
     @property
     def bin_frequencies(self) -> np.ndarray:
         """Centre frequency of each feature bin in Hz, ndarray of shape (n_bins,)."""
+        if self._log_frequency:
+            step = self.sample_rate / self.n_fft
+            return np.geomspace(step, (self.n_fft // 2) * step, self._n_bins)
         if self._analysis == "stft":
             return np.arange(self._n_bins) * (self.sample_rate / self.n_fft)
         return self.fmin * 2.0 ** (np.arange(self._n_bins) / self.bins_per_octave)
@@ -463,7 +553,8 @@ class Spectrogram:
         Returns
         -------
         features : ndarray or Tensor of shape (n_frames, n_bins) or (n_items, n_frames, n_bins)
-            Non-negative features (see ``kind``), ``n_frames = 1 + n_samples // hop_length``.
+            Non-negative features (see ``kind``; in [-1, 1] with ``db_normalization``),
+            ``n_frames = 1 + n_samples // hop_length``.
             float32 for NumPy input; a tensor input gives a tensor on its device (float64
             stays float64).
 
@@ -474,10 +565,23 @@ class Spectrogram:
         """
         audio = _check_audio(audio, name="audio", allow_batch=True)
         coefficients = self._analyse(_to_tensor(audio))  # (..., n_frames, n_coefficients)
-        magnitude = coefficients[..., : self._n_bins].abs()
+        if self._log_frequency:
+            magnitude = self._to_log_frequency(coefficients.abs())
+        else:
+            magnitude = coefficients[..., : self._n_bins].abs()
         if self._compressed:
             magnitude = torch.log1p(self.compression * magnitude)
+        if self.db_normalization:
+            magnitude = _db_normalize(magnitude)
         return _like(magnitude, audio)
+
+    def _to_log_frequency(self, magnitude: torch.Tensor) -> torch.Tensor:
+        """(..., n_fft // 2 + 1) STFT magnitudes -> (..., n_bins) on the log-spaced bins."""
+        n_stft_bins = magnitude.shape[-1]
+        # Fractional STFT bin index of each log bin's centre frequency: 1 .. n_fft // 2.
+        position = self.bin_frequencies / (self.sample_rate / self.n_fft)
+        position = np.clip(position, 0, n_stft_bins - 1)
+        return _interpolate(magnitude, position)
 
     def stft(self, audio: Any) -> Any:
         """The complex short-time Fourier transform, time-major.
@@ -542,7 +646,8 @@ class Spectrogram:
 
         Masks are ratios of magnitudes, so they must be computed in the linear domain. For
         ``"linear"`` and ``"cqt"`` the features already are magnitudes and come back as
-        they are (as float32 for NumPy input).
+        they are (as float32 for NumPy input). With ``frequency_scale="log"`` the
+        magnitudes are those on the log-spaced bins.
 
         Parameters
         ----------
@@ -552,16 +657,35 @@ class Spectrogram:
         Returns
         -------
         magnitude : ndarray or Tensor, same shape as ``features``
+
+        Raises
+        ------
+        ValueError
+            With ``db_normalization=True``: the per-spectrogram minimum and maximum are not
+            kept, so dB-normalised features cannot be turned back into magnitudes. Compute
+            masks from magnitudes (e.g. ``replace(db_normalization=False)`` features) and
+            pass them to :meth:`separate` as ``masks=``.
         """
+        self._check_invertible()
         features = check_spectrogram(features, name="features", allow_batch=True)
         self._check_bins(features, "features")
         return _like(self._to_magnitude(_to_tensor(features)), features)
 
     def _to_magnitude(self, features: torch.Tensor) -> torch.Tensor:
+        self._check_invertible()
         if self._compressed:
             return torch.expm1(features) / self.compression
         # A copy, so that editing the magnitudes never edits the caller's features.
         return features.clone()
+
+    def _check_invertible(self) -> None:
+        if self.db_normalization:
+            raise ValueError(
+                f"{self!r} makes dB-normalised features, which cannot be turned back into "
+                "magnitudes (the per-spectrogram minimum and maximum are not kept); compute "
+                "masks from magnitudes, e.g. with Spectrogram.replace(db_normalization=False), "
+                "and pass them to separate() as masks=."
+            )
 
     def masks(self, source_features: Any, *, power: float = 1.0, eps: float = 1e-12) -> Any:
         """Ratio masks from per-source features: each source's share of the magnitude.
@@ -575,6 +699,7 @@ class Spectrogram:
         ----------
         source_features : ndarray or Tensor of shape (n_sources, n_frames, n_bins)
             Features of each source (this front end's kind), e.g. a model's estimates.
+            Not available with ``db_normalization=True`` (see :meth:`to_magnitude`).
         power : float, default=1.0
             Exponent on the magnitudes (1: amplitude ratio, 2: Wiener-like).
         eps : float, default=1e-12
@@ -585,6 +710,7 @@ class Spectrogram:
         masks : ndarray or Tensor of shape (n_sources, n_frames, n_bins)
             Values in [0, 1] summing to 1 over the sources.
         """
+        self._check_invertible()
         source_features = self._check_sources(source_features, "source_features")
         power = _check_positive_float(power, "power", "Spectrogram.masks")
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
@@ -612,9 +738,10 @@ class Spectrogram:
 
         Masks live on this front end's bins and are carried to the STFT bins first: for
         the STFT kinds, bins cut off by ``n_bins`` reuse the mask of the highest kept bin;
-        for the CQT kinds, each STFT bin takes the mask interpolated linearly in
-        log-frequency between the two nearest constant-Q bins (the lowest/highest
-        constant-Q bin's mask below/above their range). The constant-Q transform itself
+        for the CQT kinds and ``frequency_scale="log"``, each STFT bin takes the mask
+        interpolated linearly in log-frequency between the two nearest log-spaced bins
+        (the lowest/highest bin's mask below/above their range, so the 0 Hz STFT bin
+        takes the lowest bin's mask). The constant-Q transform itself
         is not inverted: ``librosa.icqt`` at a hop of 512 samples gives the input back at
         only about 6 dB SNR (its top-octave filters are shorter than the hop) and
         diverges when the top octave is partial, as at the default 294 bins. The mask
@@ -693,21 +820,20 @@ class Spectrogram:
     def _masks_to_stft_bins(self, gains: torch.Tensor) -> torch.Tensor:
         """(..., n_bins) masks on this front end's bins -> (..., n_fft // 2 + 1) STFT bins."""
         n_stft_bins = self.n_fft // 2 + 1
-        if self._analysis == "stft":
+        if self._analysis == "stft" and not self._log_frequency:
             missing = n_stft_bins - gains.shape[-1]
             if missing == 0:
                 return gains
             return torch.cat([gains, gains[..., -1:].expand(*gains.shape[:-1], missing)], -1)
-        # Fractional constant-Q bin index of every STFT bin's frequency; the 0 Hz bin and
-        # bins outside the constant-Q range clamp to the end bins.
+        # Fractional (log-spaced) bin index of every STFT bin's frequency; the 0 Hz bin and
+        # bins outside the log-spaced range clamp to the end bins.
         frequencies = np.arange(n_stft_bins) * (self.sample_rate / self.n_fft)
+        centres = self.bin_frequencies
+        octaves_per_bin = np.log2(centres[1] / centres[0])
         with np.errstate(divide="ignore"):
-            position = self.bins_per_octave * np.log2(frequencies / self.fmin)
+            position = np.log2(frequencies / centres[0]) / octaves_per_bin
         position = np.clip(position, 0, self._n_bins - 1)
-        lower = np.minimum(np.floor(position).astype(np.int64), self._n_bins - 2)
-        weight = torch.as_tensor(position - lower, dtype=gains.dtype, device=gains.device)
-        lower = torch.as_tensor(lower, device=gains.device)
-        return gains[..., lower] * (1 - weight) + gains[..., lower + 1] * weight
+        return _interpolate(gains, position)
 
     # ---------------------------------------------------------------- checks
 
@@ -727,6 +853,29 @@ class Spectrogram:
             )
         self._check_bins(value, name)
         return value
+
+
+def _interpolate(values: torch.Tensor, position: np.ndarray) -> torch.Tensor:
+    """Linear interpolation along the last axis at fractional indices ``position``.
+
+    ``position`` must lie in ``[0, values.shape[-1] - 1]`` and the last axis must hold at
+    least two entries.
+    """
+    lower = np.minimum(np.floor(position).astype(np.int64), values.shape[-1] - 2)
+    weight = torch.as_tensor(position - lower, dtype=values.dtype, device=values.device)
+    lower = torch.as_tensor(lower, device=values.device)
+    return values[..., lower] * (1 - weight) + values[..., lower + 1] * weight
+
+
+def _db_normalize(magnitude: torch.Tensor) -> torch.Tensor:
+    """(..., n_frames, n_bins) magnitudes -> dB above each spectrogram's floor, in [-1, 1]."""
+    maximum = magnitude.amax(dim=(-2, -1), keepdim=True)
+    minimum = magnitude.amin(dim=(-2, -1), keepdim=True)
+    floor = torch.maximum(minimum, 1e-8 * maximum).clamp_min(torch.finfo(magnitude.dtype).tiny)
+    decibels = 20 * torch.log10(torch.maximum(magnitude, floor) / floor)  # >= 0
+    top = decibels.amax(dim=(-2, -1), keepdim=True)
+    # A constant spectrogram has top == 0: every entry is at the minimum, so -1.
+    return torch.where(top > 0, 2 * decibels / torch.where(top > 0, top, 1) - 1, -1.0)
 
 
 def _to_tensor(value: Any) -> torch.Tensor:

@@ -370,3 +370,126 @@ def test_bad_features_are_refused():
         front_end.masks(np.zeros((3, 1025)))
     with pytest.raises(ValueError, match="'power' parameter of Spectrogram.masks"):
         front_end.masks(np.zeros((2, 3, 1025)), power=0.0)
+
+
+# ----------------------------------------------------------------------------- Solos options
+
+SOLOS = {"sample_rate": 11025, "n_fft": 1022, "hop_length": 256, "kind": "linear",
+         "frequency_scale": "log", "n_bins": 256}
+
+
+@pytest.mark.parametrize("kind", ["linear", "log"])
+def test_log_frequency_scale_shape_and_bins(kind):
+    front_end = Spectrogram(kind=kind, frequency_scale="log")
+    assert front_end.n_bins == 1025  # default: the STFT's bin count
+    assert front_end(_sine(440, 5000)).shape == (front_end.n_frames(5000), 1025)
+    solos = Spectrogram(**{**SOLOS, "kind": kind})
+    audio = np.random.default_rng(0).standard_normal(6 * 11025).astype(np.float32)
+    assert solos(audio).shape == (259, 256)
+    frequencies = solos.bin_frequencies
+    assert frequencies.shape == (256,) and np.all(np.diff(frequencies) > 0)
+    np.testing.assert_allclose(frequencies[[0, -1]], [11025 / 1022, 5512.5])
+    ratios = frequencies[1:] / frequencies[:-1]  # log-spaced: a constant ratio
+    np.testing.assert_allclose(ratios, ratios[0], rtol=1e-12)
+
+
+def test_log_frequency_interpolates_the_stft_magnitude():
+    audio = np.random.default_rng(2).standard_normal(4000).astype(np.float32)
+    front_end = Spectrogram(**SOLOS)
+    linear = Spectrogram(**{**SOLOS, "frequency_scale": "linear", "n_bins": None})(audio)
+    step = 11025 / 1022
+    expected = np.stack([np.interp(front_end.bin_frequencies, np.arange(512) * step, row)
+                         for row in linear])
+    np.testing.assert_allclose(front_end(audio), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("frequency", [437.5, 1000.0, 3000.0])
+def test_sine_peaks_in_the_nearest_log_bin(frequency):
+    front_end = Spectrogram(kind="log", frequency_scale="log", n_bins=512)
+    features = front_end(_sine(frequency))
+    expected = int(np.argmin(np.abs(front_end.bin_frequencies - frequency)))
+    # The peak is the nearest log bin to the STFT peak bin, within one bin of the tone.
+    assert abs(int(features.mean(axis=0).argmax()) - expected) <= 1
+
+
+def test_ones_on_log_bins_give_the_mixture_back():
+    front_end = Spectrogram(kind="log", frequency_scale="log", n_bins=300)
+    audio = _sine(440, 6000) + _sine(2000, 6000, amplitude=0.2)
+    masks = np.ones((1, front_end.n_frames(6000), 300), dtype=np.float32)
+    np.testing.assert_allclose(front_end.separate(audio, masks=masks)[0], audio, atol=1e-5)
+
+
+def test_log_bin_masks_separate_two_sines():
+    front_end = Spectrogram(kind="log", frequency_scale="log", n_bins=512)
+    low, high = _sine(440, 8000, 0.5), _sine(1500, 8000, 0.3)
+    sources = front_end.separate(low + high, np.stack([front_end(low), front_end(high)]))
+    np.testing.assert_allclose(sources.sum(axis=0), low + high, atol=1e-5)
+    assert _snr_db(low, sources[0]) > 20 and _snr_db(high, sources[1]) > 20
+
+
+def test_db_normalized_features_span_minus_one_to_one_per_item():
+    front_end = Spectrogram(**SOLOS, db_normalization=True)
+    batch = np.stack([_sine(440, 8000), 0.01 * _sine(1000, 8000),
+                      np.random.default_rng(3).standard_normal(8000).astype(np.float32)])
+    features = front_end(batch)
+    assert features.shape == (3, front_end.n_frames(8000), 256)
+    np.testing.assert_array_equal(features.min(axis=(1, 2)), -1.0)
+    np.testing.assert_array_equal(features.max(axis=(1, 2)), 1.0)
+    # The definition: dB above the (floored) minimum, scaled by the range.
+    magnitude = front_end.replace(db_normalization=False)(batch[2]).astype(np.float64)
+    floor = max(magnitude.min(), 1e-8 * magnitude.max())
+    decibels = 20 * np.log10(np.maximum(magnitude, floor) / floor)
+    np.testing.assert_allclose(features[2], 2 * decibels / decibels.max() - 1, atol=1e-5)
+    # Silence is constant: -1 everywhere, no NaN.
+    np.testing.assert_array_equal(front_end(np.zeros(3000, dtype=np.float32)), -1.0)
+
+
+def test_db_normalized_features_cannot_become_magnitudes():
+    front_end = Spectrogram(kind="linear", db_normalization=True)
+    features = front_end(np.stack([_sine(440, 3000), _sine(880, 3000)]))
+    with pytest.raises(ValueError, match="cannot be turned back into magnitudes"):
+        front_end.to_magnitude(features)
+    with pytest.raises(ValueError, match="cannot be turned back into magnitudes"):
+        front_end.masks(features)
+    # Masks given directly still separate.
+    masks = np.ones((1, front_end.n_frames(3000), front_end.n_bins), dtype=np.float32)
+    audio = _sine(440, 3000)
+    np.testing.assert_allclose(front_end.separate(audio, masks=masks)[0], audio, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "params, error, message",
+    [
+        ({"kind": "cqt", "frequency_scale": "log"}, ValueError,
+         "'frequency_scale' .* must be 'linear' for kind='cqt'.*already log-spaced"),
+        ({"kind": "log-cqt", "frequency_scale": "log"}, ValueError, "'frequency_scale'"),
+        ({"frequency_scale": "mel"}, ValueError,
+         r"'frequency_scale' .* one of \['linear', 'log'\]; got 'mel'"),
+        ({"frequency_scale": "log", "n_bins": 1}, ValueError, "'n_bins' .* int >= 2"),
+        ({"frequency_scale": "log", "n_bins": 1026}, ValueError, "'n_bins' .* at most"),
+        ({"frequency_scale": "log", "n_fft": 2, "hop_length": 1}, ValueError,
+         "'frequency_scale' .* n_fft >= 4"),
+        ({"db_normalization": True}, ValueError,
+         "'db_normalization' .* only with kind='linear'.*got kind='log'"),
+        ({"kind": "cqt", "db_normalization": True}, ValueError, "'db_normalization'"),
+        ({"kind": "linear", "db_normalization": 1}, TypeError,
+         r"'db_normalization' .* must be a bool; got 1 \(int\)"),
+    ],
+)
+def test_bad_solos_options_are_refused(params, error, message):
+    with pytest.raises(error, match=message):
+        Spectrogram(**params)
+
+
+def test_solos_options_round_trip():
+    front_end = Spectrogram(**SOLOS, db_normalization=True)
+    rebuilt = Spectrogram.from_dict(json.loads(json.dumps(front_end.to_dict())))
+    assert rebuilt == front_end and hash(rebuilt) == hash(front_end)
+    assert rebuilt.frequency_scale == "log" and rebuilt.db_normalization is True
+    assert pickle.loads(pickle.dumps(front_end)) == front_end
+    assert "frequency_scale='log'" in repr(front_end) and "db_normalization=True" in repr(
+        front_end)
+    assert front_end.replace(db_normalization=False) != front_end
+    defaults = Spectrogram().get_params()
+    assert defaults["frequency_scale"] == "linear" and defaults["db_normalization"] is False
+    assert repr(Spectrogram()) == "Spectrogram()"
