@@ -34,12 +34,11 @@ from typing import Any
 
 import numpy as np
 import pretty_midi
-import soundfile
 from scipy.signal import resample_poly
 
 from decomp.data.cache import cached_arrays
 from decomp.data.piano import _check_font_name, _check_int, _check_random_state, _check_seconds
-from decomp.data.render import render_midi
+from decomp.data.render import render_midi, run_writing_wav
 from decomp.data.soundfonts import resolve_soundfont
 from decomp.exceptions import MissingDependencyError
 
@@ -570,15 +569,8 @@ def _synthesise(
         wav_path = Path(tmp) / "speech.wav"
         command = [binary, "-v", voice, "-p", str(pitch), "-s", str(speed),
                    "-w", str(wav_path), "--", text]  # fmt: skip
-        result = subprocess.run(
-            command, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0 or not wav_path.is_file():
-            raise RuntimeError(
-                f"espeak-ng failed (exit status {result.returncode}) with voice {voice!r}: "
-                f"{result.stderr.strip() or result.stdout.strip()}"
-            )
-        audio, rate = soundfile.read(wav_path, dtype="float64", always_2d=True)
+        audio, rate = run_writing_wav(command, wav_path, "espeak-ng",
+                                      f"with voice {voice!r}", dtype="float64")
     audio = audio.mean(axis=1)
     if rate != sample_rate:
         # Polyphase resampling (scipy): deterministic, e.g. 22050 -> 16000 Hz is 320/441.

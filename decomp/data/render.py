@@ -63,6 +63,50 @@ def _fluidsynth_binary() -> str:
     return binary
 
 
+def run_writing_wav(
+    command: list[str], wav_path: Path, program: str, context: str, *, dtype: str = "float32"
+) -> tuple[np.ndarray, int]:
+    """Run an external program that writes ``wav_path`` and read what it wrote.
+
+    Shared by the FluidSynth and espeak-ng renderers.
+
+    Parameters
+    ----------
+    command : list of str
+        The program and its arguments.
+    wav_path : Path
+        The file the program is expected to write.
+    program : str
+        Its name, for the error message.
+    context : str
+        What it was doing, for the error message (e.g. "rendering with FluidR3_GM.sf2").
+    dtype : str, default="float32"
+        Sample type read back.
+
+    Returns
+    -------
+    audio : ndarray of shape (n_samples, n_channels)
+    sample_rate : int
+        The file's rate in Hz.
+
+    Raises
+    ------
+    RuntimeError
+        If the program exits with an error or writes no file; the message quotes its
+        output.
+    """
+    result = subprocess.run(
+        command, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0 or not wav_path.is_file():
+        raise RuntimeError(
+            f"{program} failed (exit status {result.returncode}) {context}: "
+            f"{result.stderr.strip() or result.stdout.strip()}"
+        )
+    audio, rate = soundfile.read(wav_path, dtype=dtype, always_2d=True)
+    return audio, int(rate)
+
+
 def _run_fluidsynth(
     midi_bytes: bytes, soundfont: Path, sample_rate: int, gain: float
 ) -> np.ndarray:
@@ -89,15 +133,8 @@ def _run_fluidsynth(
             str(soundfont),
             str(midi_path),
         ]  # fmt: skip
-        result = subprocess.run(
-            command, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0 or not wav_path.is_file():
-            raise RuntimeError(
-                f"fluidsynth failed (exit status {result.returncode}) rendering with "
-                f"{soundfont}: {result.stderr.strip() or result.stdout.strip()}"
-            )
-        audio, rate = soundfile.read(wav_path, dtype="float32", always_2d=True)
+        audio, rate = run_writing_wav(command, wav_path, "fluidsynth",
+                                      f"rendering with {soundfont}")
     if rate != sample_rate:
         raise RuntimeError(f"fluidsynth wrote {rate} Hz audio; {sample_rate} Hz was asked for.")
     return audio

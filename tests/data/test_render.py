@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pretty_midi
 import pytest
 
 from decomp.data import render
-from decomp.data.render import DEFAULT_RELEASE_TAIL, render_midi
+from decomp.data.render import DEFAULT_RELEASE_TAIL, render_midi, run_writing_wav
 from decomp.exceptions import MissingDependencyError
 
 from .conftest import requires_fluidsynth, requires_font
@@ -163,3 +165,22 @@ def test_bad_midi(tmp_path):
         render_midi(b"MThd", "timgm6mb")
     with pytest.raises(FileNotFoundError, match="no MIDI file at"):
         render_midi(tmp_path / "absent.mid", "timgm6mb")
+
+
+def test_run_writing_wav_reports_a_failing_program(tmp_path):
+    wav_path = tmp_path / "out.wav"
+    command = [sys.executable, "-c", "import sys; sys.stderr.write('no voice'); sys.exit(3)"]
+    with pytest.raises(RuntimeError, match=r"tool failed \(exit status 3\) with x: no voice"):
+        run_writing_wav(command, wav_path, "tool", "with x")
+    # Exit status 0 but no file written is a failure too.
+    with pytest.raises(RuntimeError, match=r"tool failed \(exit status 0\) with x"):
+        run_writing_wav([sys.executable, "-c", "pass"], wav_path, "tool", "with x")
+
+
+def test_run_writing_wav_reads_what_the_program_wrote(tmp_path):
+    wav_path = tmp_path / "out.wav"
+    script = ("import numpy, soundfile, sys; "
+              "soundfile.write(sys.argv[1], numpy.zeros((8, 2)), 16000, subtype='FLOAT')")
+    audio, rate = run_writing_wav([sys.executable, "-c", script, str(wav_path)], wav_path,
+                                  "tool", "writing")
+    assert audio.shape == (8, 2) and audio.dtype == np.float32 and rate == 16000
