@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument("--n-chords", type=int, default=20)
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--piece-bars", nargs="*", type=int, default=[],
+                        help="also transcribe held-out pieces of these lengths in bars "
+                        "(seed 1); the real-time factor of long recordings")
     parser.add_argument("--quick", action="store_true",
                         help="polyphony 2 only, 8 chords, no DDS-1")
     args = parser.parse_args()
@@ -75,6 +78,14 @@ def main() -> None:
                   f"{row['sparsity']:.3f} P {row['precision']:.3f} R {row['recall']:.3f} "
                   f"F1 {row['f1']:.3f} RTF {row['rtf']:.3f} "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
+
+    for bars in args.piece_bars:
+        piece = protocol.test_piece(random_state=1, n_bars=bars)
+        for method, transcriber in transcribers.items():
+            scores = evaluate_transcriber(transcriber, piece)
+            print(f"piece {bars} bars ({piece.duration:.0f} s) {method:<5} F1 {scores.f1:.3f} "
+                  f"PSA {scores.psa:.3f} sparsity {scores.sparsity:.3f} "
+                  f"RTF {scores.real_time_factor:.3f}", flush=True)
 
     print(f"\nheld-out font {protocol.test_soundfont!r}, {args.n_chords} chords per "
           f"polyphony, {args.iterations} iterations, {args.threads} threads")
