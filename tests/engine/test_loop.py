@@ -204,3 +204,29 @@ def test_softplus_parameterisation_keeps_blocks_positive():
     with pytest.raises(ValueError, match="must be 'identity' or 'softplus'"):
         minimize(BetaNMFObjective(X, 1.0), [Block("W", W, trainable=False, per_item=False),
                                             Block("H", H0, parameterization="exp")])
+
+
+def test_solver_per_block_mixes_adam_and_multiplicative_updates():
+    X, _, W = _problem(n_items=2)
+    generator = torch.Generator().manual_seed(1)
+    W_start = (W + 0.3 * torch.rand(W.shape, generator=generator, dtype=W.dtype)).clone()
+    H0 = initialize_activations(X, W_start)
+    result = minimize(
+        BetaNMFObjective(X, 2.0),
+        [Block("W", W_start, per_item=False, nonnegative=True, learning_rate=0.01),
+         Block("H", H0)],
+        solver={"W": "adam", "H": "mu"}, max_iter=200, tol=0,
+    )
+    assert result.history[-1].max() < 0.5 * result.history[0].min()
+    # Only the Adam block gets a step size; the multiplicative one needs none.
+    assert set(result.learning_rates) == {"W"}
+    assert (result.blocks["W"] >= 0).all()
+
+
+def test_solver_per_block_is_checked():
+    X, H, W = _problem(n_items=1)
+    blocks = [Block("W", W, trainable=False, per_item=False), Block("H", H)]
+    with pytest.raises(ValueError, match="solver must be 'mu' or 'adam'; got 'sgd' for 'H'"):
+        minimize(BetaNMFObjective(X, 2.0), blocks, solver={"H": "sgd"})
+    with pytest.raises(ValueError, match="solver names no method for trainable block 'H'"):
+        minimize(BetaNMFObjective(X, 2.0), blocks, solver={"W": "mu"})

@@ -259,3 +259,12 @@ def test_round_trip_property(labels, seed):
     z_back, inverse_log_det = _PROPERTY_FLOW.inverse_and_log_det(W, labels)
     torch.testing.assert_close(z_back, z, atol=1e-10, rtol=0)
     torch.testing.assert_close(inverse_log_det, -log_det, atol=1e-10, rtol=0)
+
+
+def test_permutation_gradient_is_the_inverse_permutation():
+    from decomp.flows.realnvp import _permute
+
+    order = torch.randperm(6, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(3, 2, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.equal(_permute(x, order, torch.argsort(order)), x[..., order])
+    assert torch.autograd.gradcheck(lambda t: _permute(t, order, torch.argsort(order)), (x,))
