@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from decomp._checkpoint import load_checkpoint, save_checkpoint
 from decomp._validation import check_finite
 from decomp.exceptions import NonFiniteLossError
 from decomp.flows.base import DictionaryFlow
@@ -151,13 +152,6 @@ def _flow_parameters(flow: DictionaryFlow) -> list[torch.nn.Parameter]:
     return [parameter for parameter in parameters if parameter.requires_grad]
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(state, partial)
-    os.replace(partial, path)  # atomic: an interrupted save never leaves a torn file
-
-
 def fit_flow(
     flow: DictionaryFlow,
     X: Any,
@@ -275,7 +269,8 @@ def fit_flow(
     stopped_early = False
     checkpoint_path = Path(checkpoint) if checkpoint is not None else None
     if checkpoint_path is not None and checkpoint_path.exists():
-        state = _load_checkpoint(checkpoint_path, fingerprint)
+        state = load_checkpoint(checkpoint_path, _CHECKPOINT_FORMAT, fingerprint,
+                                what="flow-training")
         flow.load_state_dict(state["flow"])
         flow_optimizer.load_state_dict(state["flow_optimizer"])
         if adversary_optimizer is not None:
@@ -356,7 +351,7 @@ def fit_flow(
             bar.set_postfix(train=f"{train_losses[-1]:.4g}", val=f"{validation:.4g}",
                             best=best_epoch)
             if checkpoint_path is not None:
-                _save_checkpoint(checkpoint_path, {
+                save_checkpoint(checkpoint_path, {
                     "format": _CHECKPOINT_FORMAT,
                     "fingerprint": fingerprint,
                     "epoch": epoch,
@@ -389,22 +384,3 @@ def fit_flow(
         extra={key: np.asarray(value, dtype=float) for key, value in extras.items()},
     )
 
-
-def _load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a torn or foreign file
-        raise ValueError(
-            f"checkpoint {str(path)!r} could not be read ({type(error).__name__}: {error}); "
-            "delete it to start afresh."
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
-        raise ValueError(f"{str(path)!r} is not a decomp flow-training checkpoint.")
-    if state["fingerprint"] != fingerprint:
-        differing = sorted(key for key in fingerprint
-                           if state["fingerprint"].get(key) != fingerprint[key])
-        raise ValueError(
-            f"checkpoint {str(path)!r} was written for other data or settings (differs in "
-            f"{differing}); delete it or pass another checkpoint path."
-        )
-    return state

@@ -1,0 +1,802 @@
+"""The amortized separators' shared estimator: data checks, one training loop, inference.
+
+An amortized separator learns a network that maps a mixture's magnitude spectrogram to
+its sources in one forward pass. :class:`AmortizedSeparator` holds everything the models
+share, so that a model only says how its network is built, what it minimises and how
+its outputs become source spectrograms:
+
+- ``fit(mixtures, sources[, labels])`` on spectrograms or waveforms (converted by the
+  front end), with an item-level train/validation split, random crops of
+  ``chunk_frames`` frames, Adam, gradient clipping, model selection on the validation
+  loss, early stopping, ``max_seconds``, a progress bar, an optional curriculum on the
+  number of sources and an atomic per-epoch checkpoint that a restarted ``fit`` resumes;
+- ``transform(mixtures)`` -> source magnitudes ``(n_items, n_slots, n_frames, n_bins)``,
+  computed chunk by chunk; slots of permutation-invariant models are re-ordered from
+  chunk to chunk so that slot ``k`` stays the same source;
+- ``separate(audio)`` -> waveforms, by masking the mixture's STFT and inverting it with
+  the mixture's phase (:meth:`decomp.audio.Spectrogram.separate`);
+- ``save``/``decomp.load`` (the network's weights are fitted state).
+
+Subclasses implement :meth:`_build_network`, :meth:`_training_losses` and
+:meth:`_forward`, and may override :meth:`_n_slots`, :meth:`_curriculum` and
+:meth:`_align_chunks`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.optimize
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted
+from tqdm import tqdm
+
+from decomp._backend import resolve_device
+from decomp._checkpoint import load_checkpoint, save_checkpoint
+from decomp._validation import check_spectrogram
+from decomp.audio.io import _check_audio
+from decomp.audio.spectrogram import Spectrogram
+from decomp.exceptions import NonFiniteLossError
+from decomp.losses import permutation_invariant_loss
+from decomp.persistence import Persistent
+
+__all__ = [
+    "AmortizedSeparator",
+    "DEFAULT_FRONT_END",
+    "compress_magnitude",
+    "pit_magnitude_loss",
+]
+
+DEFAULT_FRONT_END = Spectrogram(sample_rate=16000, n_fft=512, hop_length=256, kind="linear")
+"""The separators' default front end: 16 kHz, 32 ms Hann frames, 16 ms hop, 257 linear
+magnitude bins (small enough to train on a 2-core CPU)."""
+
+_CHECKPOINT_FORMAT = "decomp-separator-checkpoint"
+# Parameters that may change between a run and its resumption.
+_RESUMABLE_PARAMS = ("progress", "checkpoint", "max_seconds", "max_epochs", "patience",
+                     "device")
+
+
+# ----------------------------------------------------------------------- shared helpers
+def compress_magnitude(magnitude: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
+    """Scale-free log compression: ``log1p(magnitude / mean(|mixture|))`` per item.
+
+    Dividing by the mixture's mean magnitude makes network inputs and losses independent
+    of the recording level; ``log1p`` keeps quiet partials visible.
+
+    Parameters
+    ----------
+    magnitude : Tensor of shape (batch, ..., n_frames, n_bins)
+        Non-negative magnitudes (the mixture itself or source estimates / targets).
+    mixture : Tensor of shape (batch, n_frames, n_bins)
+        The mixture magnitudes that set each item's reference level.
+
+    Returns
+    -------
+    Tensor of the shape of ``magnitude``
+    """
+    reference = mixture.mean(dim=(-2, -1)).clamp_min(1e-8)  # (batch,)
+    reference = reference.reshape(-1, *([1] * (magnitude.ndim - 1)))
+    return torch.log1p(magnitude / reference)
+
+
+def pit_magnitude_loss(
+    estimates: torch.Tensor, sources: torch.Tensor, mixture: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Permutation-invariant MSE between compressed source magnitudes.
+
+    Targets are padded with silent sources up to the number of estimates and every slot
+    is scored (:func:`decomp.losses.permutation_invariant_loss` with
+    ``unmatched="silence"``), so slots without a source learn silence.
+
+    Parameters
+    ----------
+    estimates : Tensor of shape (batch, n_slots, n_frames, n_bins)
+    sources : Tensor of shape (batch, n_sources, n_frames, n_bins), n_sources <= n_slots
+    mixture : Tensor of shape (batch, n_frames, n_bins)
+
+    Returns
+    -------
+    loss : Tensor of shape ()
+    permutation : Tensor of shape (batch, n_sources), int64
+    """
+    return permutation_invariant_loss(
+        compress_magnitude(estimates, mixture), compress_magnitude(sources, mixture),
+        pairwise="mse", unmatched="silence",
+    )
+
+
+def _as_float32(value: Any, device: torch.device) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(device=device, dtype=torch.float32)
+    return torch.as_tensor(np.asarray(value, dtype=np.float32), device=device)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1; got {value!r}.")
+    return int(value)
+
+
+# ------------------------------------------------------------------------- estimator
+class AmortizedSeparator(Persistent, BaseEstimator):
+    """Base of the amortized separators (AudioSlots, BlockVAE, MHUNet, SoundOfPixels).
+
+    Not used directly: subclasses add their architecture's parameters. Parameters below
+    are shared by all.
+
+    Parameters
+    ----------
+    front_end : Spectrogram, optional
+        Turns waveforms into magnitude spectrograms (``fit`` on waveforms, ``separate``)
+        and masks back into waveforms. Must give magnitudes: ``kind="linear"``, with any
+        ``frequency_scale``, and ``db_normalization=False`` (a network may normalise its
+        input itself). Default :data:`DEFAULT_FRONT_END`.
+    chunk_frames : int, default=64
+        Frames per training crop and per inference chunk (about 1 s at the default hop).
+    max_epochs : int, default=100
+        Passes over the training mixtures (one random crop of each per pass).
+    batch_size : int, default=16
+        Crops per optimisation step.
+    learning_rate : float, default=1e-3
+        Adam step size.
+    validation_fraction : float, default=0.1
+        Share of the mixtures held out to select the epoch kept and to stop early; 0
+        selects on the training loss.
+    patience : int, default=20
+        Stop after this many epochs without a lower validation loss.
+    max_grad_norm : float or None, default=5.0
+        Gradient-norm clipping (None: none).
+    max_seconds : float, optional
+        Stop training (keeping the best epoch) after this many seconds.
+    checkpoint : path, optional
+        File written after every epoch; a later ``fit`` with the same data and settings
+        resumes from it (``max_epochs`` and ``patience`` may grow).
+    device : str or torch.device, default="auto"
+        Where the network trains and runs (``"auto"``: CUDA when available).
+    random_state : int, RandomState or None
+        Seeds the weights, the split, the crops and the batch order.
+    progress : bool, default=False
+        Show a progress bar over epochs with the training and validation losses.
+    """
+
+    _parameter_constraints: dict = {
+        "front_end": [Spectrogram, None],
+        "chunk_frames": [Interval(Integral, 4, None, closed="left")],
+        "max_epochs": [Interval(Integral, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "max_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
+        "max_seconds": [Interval(Real, 0, None, closed="neither"), None],
+        "checkpoint": [str, Path, None],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "progress": ["boolean"],
+    }
+
+    #: Whether the outputs are unordered, so the base re-orders them from one inference
+    #: chunk to the next (:meth:`_align_chunks`); False for per-class outputs or models
+    #: that order their outputs themselves.
+    _permutation_invariant: bool = True
+    #: Whether the model needs source labels in ``fit`` (and takes them in ``transform``).
+    _requires_labels: bool = False
+
+    def __init__(
+        self,
+        *,
+        front_end: Spectrogram | None = None,
+        chunk_frames: int = 64,
+        max_epochs: int = 100,
+        batch_size: int = 16,
+        learning_rate: float = 1e-3,
+        validation_fraction: float = 0.1,
+        patience: int = 20,
+        max_grad_norm: float | None = 5.0,
+        max_seconds: float | None = None,
+        checkpoint: str | Path | None = None,
+        device: str | torch.device = "auto",
+        random_state: Any = None,
+        progress: bool = False,
+    ) -> None:
+        self.front_end = front_end
+        self.chunk_frames = chunk_frames
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.max_grad_norm = max_grad_norm
+        self.max_seconds = max_seconds
+        self.checkpoint = checkpoint
+        self.device = device
+        self.random_state = random_state
+        self.progress = progress
+
+    # ------------------------------------------------------------- subclass hooks
+    def _build_network(self) -> torch.nn.Module:
+        """A fresh network for ``n_features_in_`` bins, ``n_slots_`` slots, ``classes_``."""
+        raise NotImplementedError
+
+    def _training_losses(
+        self, network: torch.nn.Module, batch: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Losses of one batch; ``"loss"`` is minimised, other entries are logged.
+
+        ``batch`` holds ``"mixture"`` (B, T, F), ``"sources"`` (B, S, T, F) (zero
+        slots where an item has fewer sources), ``"present"`` (B, S) bool and, when
+        labels were given, ``"labels"`` (B, S) int64 class indices (-1 where absent).
+        """
+        raise NotImplementedError
+
+    def _forward(
+        self, network: torch.nn.Module, mixture: torch.Tensor, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Inference on chunks: mixture (B, T, F) -> (source magnitudes (B, n_out, T, F),
+        masks (B, n_out, T, F) on the front end's bins, or None to use ratio masks of the
+        magnitudes). ``labels`` (B, n_out) are requested class indices, or None."""
+        raise NotImplementedError
+
+    def _n_slots(self, max_sources: int, n_classes: int | None) -> int:
+        """Number of output slots given the largest source count seen in ``fit``."""
+        return max_sources
+
+    def _curriculum(self, epoch: int, max_sources: int) -> int:
+        """Largest source count trained on in ``epoch`` (1-based); default: all."""
+        return max_sources
+
+    # ---------------------------------------------------------------- validation
+    def _front_end(self) -> Spectrogram:
+        front_end = DEFAULT_FRONT_END if self.front_end is None else self.front_end
+        if front_end.kind != "linear" or front_end.db_normalization:
+            raise ValueError(
+                f"{type(self).__name__} needs a front end that gives magnitudes "
+                f"(kind='linear', db_normalization=False); got {front_end!r}. The networks "
+                "compress and normalise their input themselves."
+            )
+        return front_end
+
+    def _check_training_data(
+        self, mixtures: Any, sources: Any, labels: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]:
+        """-> mixtures (N, T, F), sources (N, S, T, F) as float32 CPU tensors, labels."""
+        from decomp.data.mixtures import MixtureSet
+
+        owner = type(self).__name__
+        if isinstance(mixtures, MixtureSet):
+            if sources is not None:
+                raise ValueError(f"{owner}.fit takes a MixtureSet alone or mixtures and "
+                                 "sources; got a MixtureSet and sources.")
+            if labels is None:
+                labels = mixtures.instruments
+            mixtures, sources = mixtures.mixtures, mixtures.sources
+        if sources is None:
+            raise ValueError(f"{owner}.fit needs the sources of every mixture: "
+                             "fit(mixtures, sources).")
+        ndim = getattr(mixtures, "ndim", np.ndim(mixtures))
+        if ndim == 2:  # waveforms (n_items, n_samples)
+            mixture_audio = _check_audio(mixtures, name="mixtures", allow_batch=True)
+            source_audio = sources if isinstance(sources, torch.Tensor) else np.asarray(sources)
+            if source_audio.ndim == 3:  # the audio check takes at most (n_items, n_samples)
+                _check_audio(source_audio.reshape(-1, source_audio.shape[-1]), name="sources",
+                             allow_batch=True)
+            if source_audio.ndim != 3 or source_audio.shape[0] != mixture_audio.shape[0] \
+                    or source_audio.shape[-1] != mixture_audio.shape[-1]:
+                raise ValueError(
+                    "with waveform mixtures of shape (n_items, n_samples) = "
+                    f"{tuple(mixture_audio.shape)}, sources must have shape (n_items, "
+                    f"n_sources, n_samples); got {tuple(source_audio.shape)}.")
+            front_end = self.front_end_
+            mixtures = front_end(_as_float32(mixture_audio, torch.device("cpu")))
+            flat = _as_float32(source_audio, torch.device("cpu")).flatten(0, 1)
+            sources = front_end(flat).unflatten(0, tuple(source_audio.shape[:2]))
+        elif ndim == 3:
+            mixtures = check_spectrogram(mixtures, name="mixtures", owner=owner)
+            sources = _check_source_spectrograms(sources, owner)
+        else:
+            raise ValueError(
+                f"mixtures must be spectrograms of shape (n_items, n_frames, n_bins) or "
+                f"waveforms of shape (n_items, n_samples); got an array of shape "
+                f"{tuple(np.shape(mixtures))}.")
+        mixtures = _as_float32(mixtures, torch.device("cpu"))
+        sources = _as_float32(sources, torch.device("cpu"))
+        if sources.ndim != 4 or sources.shape[0] != mixtures.shape[0] \
+                or sources.shape[2:] != mixtures.shape[1:]:
+            raise ValueError(
+                f"sources must have shape (n_items, n_sources, n_frames, n_bins) = "
+                f"({mixtures.shape[0]}, n_sources, {mixtures.shape[1]}, {mixtures.shape[2]}) "
+                f"to match mixtures of shape {tuple(mixtures.shape)}; got "
+                f"{tuple(sources.shape)}.")
+        if mixtures.shape[0] < 1 or sources.shape[1] < 1:
+            raise ValueError("fit needs at least one mixture with at least one source.")
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.shape != tuple(sources.shape[:2]):
+                raise ValueError(
+                    f"labels must have shape (n_items, n_sources) = {tuple(sources.shape[:2])}, "
+                    f"one class per source ('' for an unused slot); got {labels.shape}.")
+        elif self._requires_labels:
+            raise ValueError(f"{owner}.fit needs labels: the class of every source, shape "
+                             "(n_items, n_sources) ('' for an unused slot).")
+        return mixtures, sources, labels
+
+    # ----------------------------------------------------------------------- fit
+    def fit(self, mixtures: Any, sources: Any = None, labels: Any = None) -> AmortizedSeparator:
+        """Train the network on mixtures and their sources.
+
+        Parameters
+        ----------
+        mixtures : array-like or MixtureSet
+            Magnitude spectrograms from ``front_end``, shape (n_items, n_frames,
+            n_bins), or waveforms at its sample rate, shape (n_items, n_samples)
+            (converted here). A :class:`decomp.data.MixtureSet` supplies mixtures,
+            sources and labels (its ``instruments``) at once.
+        sources : array-like
+            The isolated sources in the same form as ``mixtures``: shape (n_items,
+            n_sources, n_frames, n_bins) or (n_items, n_sources, n_samples); all-zero
+            slots mark mixtures with fewer sources.
+        labels : array-like of str or int, shape (n_items, n_sources), optional
+            Class of each source (``""`` or ``-1`` for an unused slot). Required by
+            label-conditioned models; models with one output per class use them to
+            assign sources to outputs; permutation-invariant models record them only.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError, TypeError
+            If an input has the wrong rank or shapes disagree, holds NaN/inf or negative
+            magnitudes, labels are missing where needed, a checkpoint belongs to another
+            run, or a parameter is invalid.
+        NonFiniteLossError
+            If every batch of an epoch gives a non-finite loss.
+        """
+        self._validate_params()
+        started = time.perf_counter()
+        self.front_end_ = self._front_end()
+        mixtures, sources, labels = self._check_training_data(mixtures, sources, labels)
+        present = sources.flatten(2).amax(dim=2) > 0  # (N, S)
+        self.classes_, label_index = _encode_labels(labels, present)
+        self.n_features_in_ = int(mixtures.shape[-1])
+        self.max_sources_ = int(present.sum(dim=1).max())
+        self.n_slots_ = int(self._n_slots(int(sources.shape[1]),
+                                          None if self.classes_ is None else len(self.classes_)))
+        if sources.shape[1] > self.n_slots_:
+            # Zero-padded source slots beyond the model's outputs are dropped (labels move
+            # with their sources); a mixture with more real sources than slots is refused.
+            sources, present, label_index = _drop_empty_slots(sources, present, label_index,
+                                                              self.n_slots_)
+
+        device = resolve_device(self.device)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            network = self._build_network().to(device)
+            self._train(network, mixtures, sources, present, label_index, seed, device, started)
+        self._network = network.eval()
+        self.network_state_ = {key: value.detach().cpu().clone()
+                               for key, value in network.state_dict().items()}
+        self.training_seconds_ = time.perf_counter() - started
+        return self
+
+    def _train(
+        self,
+        network: torch.nn.Module,
+        mixtures: torch.Tensor,
+        sources: torch.Tensor,
+        present: torch.Tensor,
+        label_index: torch.Tensor | None,
+        seed: int,
+        device: torch.device,
+        started: float,
+    ) -> None:
+        """The training loop shared by every amortized separator."""
+        n_items = mixtures.shape[0]
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(n_items)
+        n_validation = (0 if self.validation_fraction == 0 or n_items < 2
+                        else min(n_items - 1, max(1, round(self.validation_fraction * n_items))))
+        validation_items, train_items = np.sort(order[:n_validation]), np.sort(order[n_validation:])
+        n_sources_per_item = present.sum(dim=1).numpy()
+        validation = _tile_chunks(mixtures, sources, present, label_index,
+                                  validation_items if n_validation else train_items,
+                                  self.chunk_frames)
+        optimizer = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
+        fingerprint = self._fingerprint(mixtures, sources, seed)
+
+        history: dict[str, list[float]] = {"train_loss": [], "validation_loss": []}
+        epoch, best_epoch, since_best, stopped_early = 0, 0, 0, False
+        checkpoint = Path(self.checkpoint) if self.checkpoint is not None else None
+        if checkpoint is not None and checkpoint.exists():
+            state = load_checkpoint(checkpoint, _CHECKPOINT_FORMAT, fingerprint,
+                                    what="separator-training")
+            network.load_state_dict(state["network"])
+            optimizer.load_state_dict(state["optimizer"])
+            best_state, best_loss = state["best_network"], state["best_loss"]
+            epoch, best_epoch, since_best = state["epoch"], state["best_epoch"], state["since_best"]
+            history = state["history"]
+            torch.set_rng_state(state["torch_rng"])
+        else:
+            best_loss = self._validation_loss(network, validation, device)
+            best_state = copy.deepcopy(network.state_dict())
+
+        bar = tqdm(total=self.max_epochs, initial=min(epoch, self.max_epochs),
+                   desc=f"training {type(self).__name__}", unit="epoch", leave=False,
+                   disable=not self.progress)
+        with bar:
+            while epoch < self.max_epochs:
+                elapsed = time.perf_counter() - started
+                if self.max_seconds is not None and elapsed > self.max_seconds:
+                    break
+                epoch += 1
+                allowed = self._curriculum(epoch, self.max_sources_)
+                items = train_items[n_sources_per_item[train_items] <= allowed]
+                if items.size == 0:
+                    items = train_items
+                epoch_rng = np.random.default_rng([seed, epoch])
+                items = epoch_rng.permutation(items)
+                network.train()
+                sums: dict[str, float] = {}
+                n_finite = 0
+                for start in range(0, items.size, self.batch_size):
+                    batch = _random_crops(mixtures, sources, present, label_index,
+                                          items[start:start + self.batch_size],
+                                          self.chunk_frames, epoch_rng, device)
+                    losses = self._training_losses(network, batch)
+                    loss = losses["loss"]
+                    optimizer.zero_grad(set_to_none=True)
+                    if not torch.isfinite(loss):
+                        continue
+                    loss.backward()
+                    if self.max_grad_norm is not None:
+                        torch.nn.utils.clip_grad_norm_(network.parameters(), self.max_grad_norm)
+                    optimizer.step()
+                    n_finite += 1
+                    for key, value in losses.items():
+                        sums[key] = sums.get(key, 0.0) + float(value.detach())
+                if n_finite == 0:
+                    network.load_state_dict(best_state)
+                    raise NonFiniteLossError(
+                        f"every batch of epoch {epoch} gave a non-finite training loss; lower "
+                        f"learning_rate (now {self.learning_rate}) or check the data.")
+                for key, value in sums.items():
+                    history.setdefault("train_loss" if key == "loss" else f"train_{key}",
+                                       []).append(value / n_finite)
+                loss_now = self._validation_loss(network, validation, device)
+                history["validation_loss"].append(loss_now)
+                if math.isfinite(loss_now) and not loss_now >= best_loss:
+                    best_loss, best_epoch, since_best = loss_now, epoch, 0
+                    best_state = copy.deepcopy(network.state_dict())
+                else:
+                    since_best += 1
+                    stopped_early = since_best >= self.patience
+                bar.update(1)
+                bar.set_postfix(train=f"{history['train_loss'][-1]:.4g}",
+                                val=f"{loss_now:.4g}", best=best_epoch)
+                if checkpoint is not None:
+                    save_checkpoint(checkpoint, {
+                        "format": _CHECKPOINT_FORMAT, "fingerprint": fingerprint,
+                        "epoch": epoch, "network": network.state_dict(),
+                        "optimizer": optimizer.state_dict(), "best_network": best_state,
+                        "best_loss": best_loss, "best_epoch": best_epoch,
+                        "since_best": since_best, "history": history,
+                        "torch_rng": torch.get_rng_state(),
+                    })
+                if stopped_early:
+                    break
+        network.load_state_dict(best_state)
+        self.history_ = {key: np.asarray(value, dtype=float) for key, value in history.items()}
+        self.n_epochs_ = int(epoch)
+        self.best_epoch_ = int(best_epoch)
+        self.best_validation_loss_ = float(best_loss)
+        self.n_train_items_ = int(train_items.size)
+        self.n_validation_items_ = int(n_validation)
+
+    def _fingerprint(self, mixtures: torch.Tensor, sources: torch.Tensor, seed: int) -> dict:
+        params = {key: repr(value) for key, value in self.get_params(deep=False).items()
+                  if key not in _RESUMABLE_PARAMS}
+        return {
+            "class": type(self).__name__, "params": repr(sorted(params.items())),
+            "shape": list(sources.shape), "seed": seed,
+            "mixture_sum": float(mixtures.double().sum()),
+            "sources_sum": float(sources.double().sum()),
+        }
+
+    def _validation_loss(self, network: torch.nn.Module, chunks: dict[str, torch.Tensor],
+                         device: torch.device) -> float:
+        network.eval()
+        total, count = 0.0, 0
+        n_chunks = chunks["mixture"].shape[0]
+        with torch.no_grad():
+            for start in range(0, n_chunks, self.batch_size):
+                batch = {key: value[start:start + self.batch_size].to(device)
+                         for key, value in chunks.items()}
+                size = batch["mixture"].shape[0]
+                total += float(self._training_losses(network, batch)["loss"]) * size
+                count += size
+        return total / count
+
+    # ------------------------------------------------------------------ inference
+    def _get_network(self) -> torch.nn.Module:
+        check_is_fitted(self, "network_state_")
+        network = getattr(self, "_network", None)
+        if network is None:
+            devices = []
+            with torch.random.fork_rng(devices=devices):
+                network = self._build_network()
+            network.load_state_dict(self.network_state_)
+            self._network = network.eval()
+        return network.to(resolve_device(self.device))
+
+    def _label_indices(self, labels: Any, n_items: int) -> torch.Tensor | None:
+        """Requested labels -> (n_items, n_requested) class indices (None: no request)."""
+        if labels is None:
+            if self._requires_labels:
+                raise ValueError(f"{type(self).__name__} separates the sources it is asked "
+                                 "for: pass labels, the classes to extract "
+                                 f"(known: {list(self.classes_)}).")
+            return None
+        if self.classes_ is None:
+            raise ValueError(f"{type(self).__name__} was fitted without labels, so its outputs "
+                             "have no classes; call it without labels.")
+        labels = np.asarray(labels)
+        if labels.ndim == 1:
+            labels = np.broadcast_to(labels, (n_items, labels.size))
+        if labels.ndim != 2 or labels.shape[0] != n_items or labels.shape[1] == 0:
+            raise ValueError(f"labels must be a sequence of classes or an array of shape "
+                             f"(n_items={n_items}, n_requested); got shape {labels.shape}.")
+        known = {value: index for index, value in enumerate(self.classes_.tolist())}
+        unknown = sorted({str(value) for value in labels.ravel().tolist() if value not in known})
+        if unknown:
+            raise ValueError(f"unknown labels {unknown}; {type(self).__name__} knows "
+                             f"{list(self.classes_)}.")
+        return torch.as_tensor(np.vectorize(known.__getitem__, otypes=[np.int64])(labels))
+
+    def _infer(self, mixtures: torch.Tensor, labels: torch.Tensor | None
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, T, F) mixtures -> source magnitudes and masks (N, n_out, T, F), chunk by chunk."""
+        network = self._get_network()
+        device = next(network.parameters()).device
+        n_items, n_frames, _ = mixtures.shape
+        chunk = self.chunk_frames
+        n_chunks = -(-n_frames // chunk)
+        padded = torch.nn.functional.pad(mixtures, (0, 0, 0, n_chunks * chunk - n_frames))
+        pieces = padded.reshape(n_items, n_chunks, chunk, -1).flatten(0, 1)  # (N*C, chunk, F)
+        piece_labels = (None if labels is None
+                        else labels.repeat_interleave(n_chunks, dim=0).to(device))
+        estimates, masks = [], []
+        with torch.no_grad():
+            for start in range(0, pieces.shape[0], self.batch_size):
+                batch_labels = (None if piece_labels is None
+                                else piece_labels[start:start + self.batch_size])
+                estimate, mask = self._forward(
+                    network, pieces[start:start + self.batch_size].to(device), batch_labels)
+                estimates.append(estimate.cpu())
+                masks.append(None if mask is None else mask.cpu())
+        estimate = torch.cat(estimates).unflatten(0, (n_items, n_chunks))  # (N, C, S, chunk, F)
+        mask = None if masks[0] is None else torch.cat(masks).unflatten(0, (n_items, n_chunks))
+        if self._permutation_invariant and labels is None and n_chunks > 1:
+            estimate, mask = self._align_chunks(estimate, mask)
+
+        def join(value: torch.Tensor) -> torch.Tensor:  # (N, C, S, chunk, F) -> (N, S, T, F)
+            return value.transpose(1, 2).flatten(2, 3)[:, :, :n_frames]
+
+        return join(estimate), None if mask is None else join(mask)
+
+    def _align_chunks(self, estimate: torch.Tensor, mask: torch.Tensor | None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Re-order each chunk's slots to follow the previous chunk's.
+
+        Slots are matched (Hungarian) by the cosine similarity of their mean spectra
+        (a source keeps its timbre from one second to the next).
+
+        estimate, mask : (N, n_chunks, n_slots, chunk_frames, n_bins)
+        """
+        estimate, mask = estimate.clone(), None if mask is None else mask.clone()
+        for item in range(estimate.shape[0]):
+            previous = estimate[item, 0].mean(dim=1)  # (S, F)
+            for index in range(1, estimate.shape[1]):
+                current = estimate[item, index].mean(dim=1)
+                similarity = torch.nn.functional.normalize(previous, dim=1, eps=1e-12) \
+                    @ torch.nn.functional.normalize(current, dim=1, eps=1e-12).T
+                _, order = scipy.optimize.linear_sum_assignment(similarity.numpy(), maximize=True)
+                order = torch.as_tensor(order)
+                estimate[item, index] = estimate[item, index, order]
+                if mask is not None:
+                    mask[item, index] = mask[item, index, order]
+                # A running profile, so a slot silent in one chunk keeps its identity.
+                previous = 0.5 * previous + 0.5 * estimate[item, index].mean(dim=1)
+        return estimate, mask
+
+    def transform(self, mixtures: Any, labels: Any = None) -> Any:
+        """Estimate the sources' magnitude spectrograms.
+
+        Parameters
+        ----------
+        mixtures : ndarray or Tensor of shape (n_frames, n_bins) or (n_items, n_frames, n_bins)
+            Magnitude spectrograms from ``front_end_`` with ``n_features_in_`` bins.
+        labels : sequence of classes, or array of shape (n_items, n_requested), optional
+            Classes to extract (label-conditioned models require it; models with one
+            output per class return those outputs, in this order).
+
+        Returns
+        -------
+        sources : ndarray or Tensor of shape ([n_items,] n_slots, n_frames, n_bins)
+            One magnitude spectrogram per slot (or requested class); like the input
+            (NumPy float32 for NumPy input).
+
+        Raises
+        ------
+        NotFittedError
+            If the model is not fitted.
+        ValueError
+            If the input has the wrong rank or bin count, holds NaN/inf or negative
+            values, or labels are missing, unexpected or unknown.
+        """
+        check_is_fitted(self, "network_state_")
+        checked = check_spectrogram(mixtures, name="mixtures", n_bins=self.n_features_in_,
+                                    owner=type(self).__name__)
+        single = checked.ndim == 2
+        batch = _as_float32(checked, torch.device("cpu"))
+        batch = batch.unsqueeze(0) if single else batch
+        estimate, _ = self._infer(batch, self._label_indices(labels, batch.shape[0]))
+        estimate = estimate[0] if single else estimate
+        if isinstance(mixtures, torch.Tensor):
+            return estimate.to(mixtures.device)
+        return estimate.numpy()
+
+    def separate(self, audio: Any, labels: Any = None) -> Any:
+        """Separate waveforms: masks applied to the mixture's STFT, inverted with its phase.
+
+        Parameters
+        ----------
+        audio : ndarray or Tensor of shape (n_samples,) or (n_items, n_samples)
+            Mixture(s) at ``front_end_.sample_rate``.
+        labels : sequence of classes, or array of shape (n_items, n_requested), optional
+            As in :meth:`transform`.
+
+        Returns
+        -------
+        sources : ndarray or Tensor of shape ([n_items,] n_slots, n_samples)
+            The masks sum to one over the slots for every model but the label-conditioned
+            ones, so the sources then sum to the mixture.
+        """
+        check_is_fitted(self, "network_state_")
+        checked = _check_audio(audio, name="audio", allow_batch=True)
+        single = checked.ndim == 1
+        waveforms = _as_float32(checked, torch.device("cpu"))
+        waveforms = waveforms.unsqueeze(0) if single else waveforms
+        features = self.front_end_(waveforms)  # (N, T, F)
+        estimate, masks = self._infer(features, self._label_indices(labels, waveforms.shape[0]))
+        outputs = []
+        for index in range(waveforms.shape[0]):
+            if masks is None:
+                outputs.append(self.front_end_.separate(waveforms[index], estimate[index]))
+            else:
+                outputs.append(self.front_end_.separate(waveforms[index], masks=masks[index]))
+        result = outputs[0] if single else torch.stack(outputs)
+        if isinstance(audio, torch.Tensor):
+            return result.to(audio.device)
+        return result.numpy()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = True
+        return tags
+
+
+# ---------------------------------------------------------------------- data helpers
+def _check_source_spectrograms(sources: Any, owner: str) -> Any:
+    if isinstance(sources, torch.Tensor):
+        value = sources
+    else:
+        value = np.asarray(sources)
+    if value.ndim != 4:
+        raise ValueError(f"sources must have shape (n_items, n_sources, n_frames, n_bins) for "
+                         f"spectrogram mixtures; got an array of shape {tuple(value.shape)}.")
+    flat = value.reshape(-1, *value.shape[2:]) if value.shape[0] * value.shape[1] else value
+    check_spectrogram(flat, name="sources", owner=owner)
+    return value
+
+
+def _encode_labels(labels: np.ndarray | None, present: torch.Tensor
+                   ) -> tuple[np.ndarray | None, torch.Tensor | None]:
+    """Labels -> (sorted classes, (N, S) int64 class indices with -1 for unused slots)."""
+    if labels is None:
+        return None, None
+    unused = np.zeros(labels.shape, dtype=bool)
+    if labels.dtype.kind in "US":
+        unused = labels == ""
+    elif labels.dtype.kind in "iu":
+        unused = labels < 0
+    elif labels.dtype.kind == "O":
+        unused = np.vectorize(lambda value: value in ("", None), otypes=[bool])(labels)
+    classes = np.unique(labels[~unused])
+    if classes.size == 0:
+        raise ValueError("labels mark every source as unused.")
+    index = np.full(labels.shape, -1, dtype=np.int64)
+    index[~unused] = np.searchsorted(classes, labels[~unused])
+    silent_labelled = (~unused) & ~present.numpy()
+    index[silent_labelled] = -1  # a labelled but silent stem is absent
+    return classes, torch.as_tensor(index)
+
+
+def _drop_empty_slots(sources: torch.Tensor, present: torch.Tensor,
+                      label_index: torch.Tensor | None, n_slots: int
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Move each item's present sources to the front and keep the first ``n_slots``."""
+    if int(present.sum(dim=1).max()) > n_slots:
+        raise ValueError(f"a mixture has {int(present.sum(dim=1).max())} sources but the model "
+                         f"has {n_slots} slots.")
+    order = torch.argsort((~present).to(torch.int8), dim=1, stable=True)[:, :n_slots]
+    sources = torch.gather(sources, 1, order[:, :, None, None].expand(-1, -1, *sources.shape[2:]))
+    present = torch.gather(present, 1, order)
+    if label_index is not None:
+        label_index = torch.gather(label_index, 1, order)
+    return sources, present, label_index
+
+
+def _batch_dict(mixture: torch.Tensor, sources: torch.Tensor, present: torch.Tensor,
+                labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    batch = {"mixture": mixture, "sources": sources, "present": present}
+    if labels is not None:
+        batch["labels"] = labels
+    return batch
+
+
+def _random_crops(mixtures: torch.Tensor, sources: torch.Tensor, present: torch.Tensor,
+                  label_index: torch.Tensor | None, items: np.ndarray, chunk: int,
+                  rng: np.random.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    """One random ``chunk``-frame crop of each item (zero-padded if the item is shorter)."""
+    n_frames = mixtures.shape[1]
+    if n_frames < chunk:
+        pad = chunk - n_frames
+        mixture = torch.nn.functional.pad(mixtures[items], (0, 0, 0, pad))
+        source = torch.nn.functional.pad(sources[items], (0, 0, 0, pad))
+    else:
+        starts = rng.integers(0, n_frames - chunk + 1, size=items.size)
+        frames = torch.as_tensor(starts[:, None] + np.arange(chunk))  # (B, chunk)
+        index = torch.as_tensor(items)
+        mixture = mixtures[index[:, None], frames]
+        source = sources[index[:, None, None], torch.arange(sources.shape[1])[None, :, None],
+                         frames[:, None, :]]
+    labels = None if label_index is None else label_index[items].to(device)
+    # A source silent within its crop is absent from that crop.
+    crop_present = (source.flatten(2).amax(dim=2) > 0) & present[items]
+    if labels is not None:
+        labels = torch.where(crop_present.to(device), labels, -1)
+    return _batch_dict(mixture.to(device), source.to(device), crop_present.to(device), labels)
+
+
+def _tile_chunks(mixtures: torch.Tensor, sources: torch.Tensor, present: torch.Tensor,
+                 label_index: torch.Tensor | None, items: np.ndarray, chunk: int
+                 ) -> dict[str, torch.Tensor]:
+    """Every non-overlapping ``chunk``-frame tile of the items (the last one zero-padded)."""
+    n_frames = mixtures.shape[1]
+    n_chunks = -(-n_frames // chunk)
+    pad = n_chunks * chunk - n_frames
+    index = torch.as_tensor(items)
+    mixture = torch.nn.functional.pad(mixtures[index], (0, 0, 0, pad))
+    source = torch.nn.functional.pad(sources[index], (0, 0, 0, pad))
+    mixture = mixture.unflatten(1, (n_chunks, chunk)).flatten(0, 1)
+    source = source.unflatten(2, (n_chunks, chunk)).transpose(1, 2).flatten(0, 1)
+    crop_present = (source.flatten(2).amax(dim=2) > 0) & \
+        present[index].repeat_interleave(n_chunks, dim=0)
+    labels = None
+    if label_index is not None:
+        labels = torch.where(crop_present, label_index[index].repeat_interleave(n_chunks, 0), -1)
+    return _batch_dict(mixture, source, crop_present, labels)
+

@@ -1,0 +1,264 @@
+"""The amortized separators' shared base: data checks, training loop, chunked inference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import NotFittedError
+
+from decomp.audio import Spectrogram
+from decomp.data.mixtures import MixtureSet
+from decomp.estimators.amortized.base import (
+    AmortizedSeparator,
+    _random_crops,
+    _tile_chunks,
+    compress_magnitude,
+    pit_magnitude_loss,
+)
+from decomp.exceptions import NonFiniteLossError
+
+N_BINS = 17
+
+
+class FrameMasker(AmortizedSeparator):
+    """A frame-wise softmax-mask network: the smallest model the base can train."""
+
+    _parameter_constraints = {**AmortizedSeparator._parameter_constraints, "n_slots": [int],
+                              "max_sources_curriculum": [int, None], "poison": ["boolean"]}
+
+    def __init__(self, n_slots=2, *, max_sources_curriculum=None, poison=False, **params):
+        super().__init__(**params)
+        self.n_slots = n_slots
+        self.max_sources_curriculum = max_sources_curriculum
+        self.poison = poison
+
+    def get_params(self, deep=True):
+        # The base's parameters come through **params, which scikit-learn cannot see.
+        params = {name: getattr(self, name) for name in AmortizedSeparator._get_param_names()}
+        params.update(n_slots=self.n_slots, max_sources_curriculum=self.max_sources_curriculum,
+                      poison=self.poison)
+        return params
+
+    def _n_slots(self, max_sources, n_classes):
+        return self.n_slots
+
+    def _curriculum(self, epoch, max_sources):
+        self.seen_epochs = getattr(self, "seen_epochs", []) + [epoch]
+        return self.max_sources_curriculum or max_sources
+
+    def _build_network(self):
+        return torch.nn.Sequential(torch.nn.Linear(self.n_features_in_, 32), torch.nn.Tanh(),
+                                   torch.nn.Linear(32, self.n_features_in_ * self.n_slots_))
+
+    def _forward(self, network, mixture, labels):
+        logits = network(compress_magnitude(mixture, mixture))
+        masks = logits.unflatten(-1, (self.n_slots_, -1)).transpose(1, 2).softmax(dim=1)
+        return masks * mixture[:, None], masks
+
+    def _training_losses(self, network, batch):
+        self.batch_sizes = getattr(self, "batch_sizes", []) + [int(batch["mixture"].shape[0])]
+        self.batch_sources = getattr(self, "batch_sources", []) + [batch["present"].sum(1)]
+        estimates, _ = self._forward(network, batch["mixture"], None)
+        loss, _ = pit_magnitude_loss(estimates, batch["sources"], batch["mixture"])
+        if self.poison:
+            loss = loss * float("nan")
+        return {"loss": loss, "twice": 2 * loss}
+
+
+def _data(n_items=20, n_frames=40, seed=0):
+    """Two sources with fixed disjoint spectral templates and random activations."""
+    rng = np.random.default_rng(seed)
+    templates = np.zeros((2, N_BINS))
+    templates[0, :8] = rng.random(8) + 0.5
+    templates[1, 9:] = rng.random(N_BINS - 9) + 0.5
+    activations = rng.random((n_items, 2, n_frames, 1)) + 0.1
+    sources = (activations * templates[None, :, None, :]).astype(np.float32)
+    return sources.sum(axis=1), sources
+
+
+@pytest.fixture(scope="module")
+def data():
+    return _data()
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    mixtures, sources = data
+    return FrameMasker(chunk_frames=8, max_epochs=80, learning_rate=0.01, patience=80,
+                       random_state=0).fit(mixtures, sources)
+
+
+def test_training_lowers_the_validation_loss_and_records_history(fitted):
+    history = fitted.history_
+    assert history["validation_loss"].shape == (fitted.n_epochs_,)
+    assert history["train_twice"] == pytest.approx(2 * history["train_loss"], rel=1e-5)
+    assert fitted.best_validation_loss_ < 0.5 * history["validation_loss"][0]
+    assert fitted.n_train_items_ + fitted.n_validation_items_ == 20
+    assert fitted.n_validation_items_ == 2
+    assert fitted.training_seconds_ > 0
+
+
+def test_transform_shapes_and_types(fitted, data):
+    mixtures, _ = data
+    batch = fitted.transform(mixtures[:3])
+    assert batch.shape == (3, 2, 40, N_BINS) and batch.dtype == np.float32
+    single = fitted.transform(mixtures[0])
+    np.testing.assert_allclose(single, batch[0], rtol=1e-5, atol=1e-6)
+    tensor = fitted.transform(torch.as_tensor(mixtures[:2]))
+    assert isinstance(tensor, torch.Tensor) and tensor.shape == (2, 2, 40, N_BINS)
+    # Softmax masks: the slots sum to the mixture.
+    np.testing.assert_allclose(batch.sum(axis=1), mixtures[:3], rtol=1e-4, atol=1e-5)
+
+
+def test_transform_separates_the_planted_sources(fitted, data):
+    mixtures, sources = data
+    estimates = fitted.transform(mixtures[:4])
+    for item in range(4):
+        errors = [np.abs(estimates[item, order] - sources[item]).mean()
+                  for order in ([0, 1], [1, 0])]
+        assert min(errors) < 0.1 * np.abs(sources[item]).mean()
+
+
+def test_chunks_keep_each_source_in_its_slot(fitted, data):
+    mixtures, sources = data
+    long_mixture = np.concatenate([mixtures[0], mixtures[1], mixtures[2]])  # 120 frames
+    estimates = fitted.transform(long_mixture)  # 15 chunks of 8 frames
+    first = sources[0, 0].mean(axis=0) > 0  # the bins of source 0
+    slot = int(estimates[:, :8][:, :, first].sum(axis=(1, 2)).argmax())
+    share = estimates[slot][:, first].sum() / estimates[:, :, first].sum()
+    assert share > 0.95
+
+
+def test_same_seed_same_model_and_resume_from_checkpoint(tmp_path, data):
+    mixtures, sources = data
+    params = dict(chunk_frames=8, random_state=3, patience=100)
+    straight = FrameMasker(max_epochs=6, **params).fit(mixtures, sources)
+    again = FrameMasker(max_epochs=6, **params).fit(mixtures, sources)
+    for key, value in straight.network_state_.items():
+        torch.testing.assert_close(value, again.network_state_[key])
+    path = tmp_path / "run.ckpt"
+    FrameMasker(max_epochs=3, checkpoint=path, **params).fit(mixtures, sources)
+    resumed = FrameMasker(max_epochs=6, checkpoint=path, **params).fit(mixtures, sources)
+    assert resumed.n_epochs_ == 6
+    np.testing.assert_allclose(resumed.history_["train_loss"], straight.history_["train_loss"],
+                               rtol=1e-5)
+    for key, value in straight.network_state_.items():
+        torch.testing.assert_close(value, resumed.network_state_[key])
+    with pytest.raises(ValueError, match="other data or settings"):
+        FrameMasker(max_epochs=6, checkpoint=path, **{**params, "learning_rate": 0.1}).fit(
+            mixtures, sources)
+
+
+def test_max_seconds_and_early_stopping(data):
+    mixtures, sources = data
+    timed = FrameMasker(chunk_frames=8, max_epochs=1000, max_seconds=0.5,
+                        random_state=0).fit(mixtures, sources)
+    assert 1 <= timed.n_epochs_ < 1000
+    patient = FrameMasker(chunk_frames=8, max_epochs=1000, patience=2, learning_rate=0.3,
+                          random_state=0).fit(mixtures, sources)
+    assert patient.n_epochs_ < 1000
+    assert patient.n_epochs_ - patient.best_epoch_ == 2
+
+
+def test_curriculum_limits_the_items_of_early_epochs():
+    rng = np.random.default_rng(1)
+    sources = rng.random((10, 3, 12, N_BINS)).astype(np.float32)
+    sources[:6, 2] = 0  # six mixtures of two sources, four of three
+    model = FrameMasker(n_slots=3, max_sources_curriculum=2, chunk_frames=8, max_epochs=2,
+                        validation_fraction=0, batch_size=64, random_state=0)
+    model.fit(sources.sum(1), sources)
+    # Training batches (not the validation pass) hold only two-source mixtures.
+    training = [count for count in model.batch_sources if count.numel() == 6]
+    assert training and all(int(count.max()) == 2 for count in training)
+    assert model.seen_epochs == [1, 2]
+
+
+def test_fit_accepts_waveforms_and_mixture_sets():
+    rng = np.random.default_rng(2)
+    front_end = Spectrogram(sample_rate=8000, n_fft=32, hop_length=16, kind="linear")
+    sources = (0.1 * rng.standard_normal((6, 2, 800))).astype(np.float32)
+    mixtures = sources.sum(axis=1)
+    model = FrameMasker(front_end=front_end, chunk_frames=8, max_epochs=2, random_state=0)
+    model.fit(mixtures, sources)
+    assert model.n_features_in_ == N_BINS and model.transform(front_end(mixtures[0])).shape == \
+        (2, 51, N_BINS)
+    separated = model.separate(mixtures[:2])
+    assert separated.shape == (2, 2, 800)
+    np.testing.assert_allclose(separated.sum(axis=1), mixtures[:2], atol=1e-4)
+    assert model.separate(torch.as_tensor(mixtures[0])).shape == (2, 800)
+
+    labels = np.array([["flute", "oboe"]] * 6)
+    mixture_set = MixtureSet(mixtures=mixtures, sources=sources, n_sources=np.full(6, 2),
+                             instruments=labels, sample_rate=8000, peak_scale=np.ones(6))
+    model.fit(mixture_set)
+    assert list(model.classes_) == ["flute", "oboe"]
+
+
+def test_zero_padded_source_slots_are_dropped_to_fit_the_slots():
+    rng = np.random.default_rng(3)
+    sources = np.zeros((8, 4, 12, N_BINS), dtype=np.float32)
+    sources[:, 1] = rng.random((8, 12, N_BINS))
+    sources[:, 3] = rng.random((8, 12, N_BINS))
+    model = FrameMasker(n_slots=2, chunk_frames=8, max_epochs=1, random_state=0)
+    model.fit(sources.sum(1), sources)
+    sources[0, 0] = 1.0  # now one mixture has three sources for two slots
+    with pytest.raises(ValueError, match="3 sources but the model has 2 slots"):
+        model.fit(sources.sum(1), sources)
+
+
+def test_crops_and_tiles():
+    mixtures = torch.arange(2 * 10 * 3, dtype=torch.float32).reshape(2, 10, 3)
+    sources = torch.stack([mixtures, torch.zeros_like(mixtures)], dim=1)
+    present = torch.tensor([[True, False], [True, False]])
+    crops = _random_crops(mixtures, sources, present, None, np.array([1, 0]), 4,
+                          np.random.default_rng(0), torch.device("cpu"))
+    assert crops["mixture"].shape == (2, 4, 3) and crops["sources"].shape == (2, 2, 4, 3)
+    torch.testing.assert_close(crops["sources"][:, 0], crops["mixture"])
+    assert crops["present"].tolist() == [[True, False], [True, False]]
+    tiles = _tile_chunks(mixtures, sources, present, torch.tensor([[0, -1], [0, -1]]),
+                         np.array([0, 1]), 4)
+    assert tiles["mixture"].shape == (6, 4, 3)  # 3 tiles per item, the last zero-padded
+    torch.testing.assert_close(tiles["mixture"][1], mixtures[0, 4:8])
+    assert tiles["labels"][:, 1].eq(-1).all()
+
+
+def test_non_finite_loss_is_reported(data):
+    mixtures, sources = data
+    with pytest.raises(NonFiniteLossError, match="lower learning_rate"):
+        FrameMasker(poison=True, chunk_frames=8, max_epochs=2).fit(mixtures, sources)
+
+
+@pytest.mark.parametrize(
+    ("mixtures", "sources", "match"),
+    [
+        (np.ones((2, 8, N_BINS)), np.ones((2, 8, N_BINS)), r"sources must have shape \(n_items"),
+        (np.ones((2, 8, N_BINS)), np.ones((3, 2, 8, N_BINS)), "to match mixtures"),
+        (np.ones((2, 8, N_BINS)), np.ones((2, 2, 8, N_BINS + 1)), "to match mixtures"),
+        (np.ones((8,)), np.ones((2, 8)), r"got an array of shape \(8,\)"),
+        (np.full((2, 8, N_BINS), np.nan), np.ones((2, 2, 8, N_BINS)), "NaN"),
+        (np.ones((2, 8, N_BINS)), -np.ones((2, 2, 8, N_BINS)), "negative"),
+        (np.ones((2, 100)), np.ones((2, 100)), r"\(n_items, n_sources, n_samples\)"),
+    ],
+)
+def test_bad_training_data(mixtures, sources, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        FrameMasker(chunk_frames=8, max_epochs=1).fit(mixtures, sources)
+
+
+def test_bad_calls(fitted, data):
+    mixtures, sources = data
+    with pytest.raises(NotFittedError):
+        FrameMasker().transform(mixtures)
+    with pytest.raises(ValueError, match="bins"):
+        fitted.transform(np.ones((8, N_BINS + 2)))
+    with pytest.raises(ValueError, match="fitted without labels"):
+        fitted.transform(mixtures, labels=["flute"])
+    with pytest.raises(ValueError, match="needs the sources"):
+        FrameMasker().fit(mixtures)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        FrameMasker(chunk_frames=8, max_epochs=1).fit(mixtures, sources, labels=["a", "b"])
+    with pytest.raises(ValueError, match="gives magnitudes"):
+        FrameMasker(front_end=Spectrogram(kind="log")).fit(mixtures, sources)
+    with pytest.raises(ValueError, match="chunk_frames"):
+        FrameMasker(chunk_frames=0).fit(mixtures, sources)
