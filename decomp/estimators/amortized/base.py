@@ -248,7 +248,8 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         raise NotImplementedError
 
     def _n_slots(self, max_sources: int, n_classes: int | None) -> int:
-        """Number of output slots given the largest source count seen in ``fit``."""
+        """Number of output slots, given the largest number of (non-silent) sources in one
+        training mixture and the number of classes (None without labels)."""
         return max_sources
 
     def _curriculum(self, epoch: int, max_sources: int) -> int:
@@ -371,7 +372,7 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         self.classes_, label_index = _encode_labels(labels, present)
         self.n_features_in_ = int(mixtures.shape[-1])
         self.max_sources_ = int(present.sum(dim=1).max())
-        self.n_slots_ = int(self._n_slots(int(sources.shape[1]),
+        self.n_slots_ = int(self._n_slots(self.max_sources_,
                                           None if self.classes_ is None else len(self.classes_)))
         if sources.shape[1] > self.n_slots_:
             # Zero-padded source slots beyond the model's outputs are dropped (labels move
@@ -432,6 +433,7 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         else:
             best_loss = self._validation_loss(network, validation, device)
             best_state = copy.deepcopy(network.state_dict())
+            history["initial_validation_loss"] = [best_loss]  # epoch 0: the initial weights
 
         bar = tqdm(total=self.max_epochs, initial=min(epoch, self.max_epochs),
                    desc=f"training {type(self).__name__}", unit="epoch", leave=False,
@@ -537,7 +539,13 @@ class AmortizedSeparator(Persistent, BaseEstimator):
             devices = []
             with torch.random.fork_rng(devices=devices):
                 network = self._build_network()
-            network.load_state_dict(self.network_state_)
+            try:
+                network.load_state_dict(self.network_state_)
+            except RuntimeError:
+                raise ValueError(
+                    f"the fitted weights do not fit the network that {type(self).__name__}'s "
+                    "current parameters describe (were they changed with set_params after "
+                    "fit?); fit again or restore the parameters.") from None
             self._network = network.eval()
         return network.to(resolve_device(self.device))
 
@@ -691,6 +699,11 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         if isinstance(audio, torch.Tensor):
             return result.to(audio.device)
         return result.numpy()
+
+    def set_params(self, **params: Any) -> AmortizedSeparator:
+        """Set parameters; the network is rebuilt from them at the next inference."""
+        self._network = None
+        return super().set_params(**params)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

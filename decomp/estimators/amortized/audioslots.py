@@ -1,0 +1,459 @@
+"""AudioSlots: slot-centric source separation (Reddy et al., 2023).
+
+A mixture's magnitude spectrogram is cut into time-frequency patches, encoded by a
+Transformer, grouped into ``n_slots`` source embeddings by slot attention, and every
+slot is decoded on its own by a spatial broadcast decoder. The encoder is
+permutation-equivariant in the slots and the training loss is permutation-invariant, so
+the slots form an unordered set of sources.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+import torch
+from sklearn.utils._param_validation import Interval
+from torch import nn
+
+from decomp.audio.spectrogram import Spectrogram
+from decomp.estimators.amortized.base import (
+    AmortizedSeparator,
+    compress_magnitude,
+    pit_magnitude_loss,
+)
+
+__all__ = ["AudioSlots", "AudioSlotsNetwork", "SlotAttention"]
+
+
+class SlotAttention(nn.Module):
+    """Slot attention (Locatello et al., 2020): inputs (B, N, D) -> slots (B, K, D).
+
+    All slots start as samples of one learned Gaussian, so the module is
+    permutation-equivariant: permuting the initial slots permutes the output slots. In
+    training the samples are fresh; in evaluation they are a fixed draw stored with the
+    weights (buffer ``eval_noise``), which makes inference deterministic. (Starting every
+    slot at the mean would not: identical slots receive identical updates and never
+    separate.)
+
+    Parameters
+    ----------
+    n_slots : int
+        Number of slots K.
+    dim : int
+        Size D of the inputs and the slots.
+    n_iterations : int
+        Rounds of attention + GRU update.
+    hidden_dim : int
+        Width of the residual MLP after each update.
+    """
+
+    def __init__(self, n_slots: int, dim: int, n_iterations: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.n_slots = n_slots
+        self.n_iterations = n_iterations
+        self.scale = dim**-0.5
+        self.slots_mu = nn.Parameter(torch.randn(1, 1, dim) * dim**-0.5)
+        self.slots_log_sigma = nn.Parameter(torch.full((1, 1, dim), math.log(dim**-0.5)))
+        self.register_buffer("eval_noise", torch.randn(n_slots, dim))
+        self.norm_inputs = nn.LayerNorm(dim)
+        self.norm_slots = nn.LayerNorm(dim)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(dim, dim, bias=False)
+        self.to_v = nn.Linear(dim, dim, bias=False)
+        self.gru = nn.GRUCell(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden_dim), nn.ReLU(),
+                                 nn.Linear(hidden_dim, dim))
+
+    def initial_slots(self, batch_size: int) -> torch.Tensor:
+        """Initial slots (batch_size, K, D): fresh samples in training, fixed in eval."""
+        mu = self.slots_mu.expand(batch_size, self.n_slots, -1)
+        if self.training:
+            noise = torch.randn_like(mu)
+        else:
+            noise = self.eval_noise.unsqueeze(0).expand(batch_size, -1, -1)
+        return mu + self.slots_log_sigma.exp() * noise
+
+    def forward(self, inputs: torch.Tensor, slots: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """inputs (B, N, D), optional initial slots (B, K, D) -> slots (B, K, D) and the
+        last attention (B, K, N) (each input's weights sum to one over the slots)."""
+        batch_size, _, dim = inputs.shape
+        if slots is None:
+            slots = self.initial_slots(batch_size)
+        inputs = self.norm_inputs(inputs)
+        keys, values = self.to_k(inputs), self.to_v(inputs)
+        attention = inputs.new_zeros(batch_size, slots.shape[1], inputs.shape[1])
+        for _ in range(self.n_iterations):
+            previous = slots
+            queries = self.to_q(self.norm_slots(slots))
+            logits = torch.einsum("bkd,bnd->bkn", queries, keys) * self.scale
+            # Softmax over the slots: the slots compete for every input token.
+            attention = logits.softmax(dim=1) + 1e-8
+            weights = attention / attention.sum(dim=-1, keepdim=True)
+            updates = torch.einsum("bkn,bnd->bkd", weights, values)
+            slots = self.gru(updates.reshape(-1, dim), previous.reshape(-1, dim))
+            slots = slots.reshape(batch_size, -1, dim)
+            slots = slots + self.mlp(self.norm_mlp(slots))
+        return slots, attention
+
+
+class AudioSlotsNetwork(nn.Module):
+    """The AudioSlots network: mixture magnitudes -> per-slot masks and generated spectra.
+
+    Parameters
+    ----------
+    n_bins : int
+        Frequency bins F of the input.
+    chunk_frames : int
+        Longest input (frames) the positional embeddings cover.
+    n_slots, patch_frames, patch_bins, embed_dim, n_layers, n_heads, n_iterations, decoder_hidden
+        As in :class:`AudioSlots`.
+    """
+
+    #: Feature maps per slot between the patch decoder and the 3x3 output convolution.
+    decoder_channels = 8
+
+    def __init__(self, *, n_bins: int, chunk_frames: int, n_slots: int, patch_frames: int,
+                 patch_bins: int, embed_dim: int, n_layers: int, n_heads: int,
+                 n_iterations: int, decoder_hidden: int) -> None:
+        super().__init__()
+        self.n_bins = n_bins
+        self.chunk_frames = chunk_frames
+        self.patch_frames = patch_frames
+        self.patch_bins = patch_bins
+        self.grid = (-(-chunk_frames // patch_frames), -(-n_bins // patch_bins))
+        patch_size = patch_frames * patch_bins
+        self.patch_embedding = nn.Linear(patch_size, embed_dim)
+        self.encoder_position = nn.Parameter(0.02 * torch.randn(*self.grid, embed_dim))
+        if n_layers > 0:
+            layer = nn.TransformerEncoderLayer(
+                embed_dim, n_heads, dim_feedforward=2 * embed_dim, dropout=0.0,
+                activation="gelu", batch_first=True, norm_first=True)
+            self.encoder: nn.Module = nn.TransformerEncoder(
+                layer, n_layers, norm=nn.LayerNorm(embed_dim), enable_nested_tensor=False)
+        else:
+            self.encoder = nn.Identity()
+        self.slot_attention = SlotAttention(n_slots, embed_dim, n_iterations, decoder_hidden)
+        self.decoder_position = nn.Parameter(0.02 * torch.randn(*self.grid, embed_dim))
+        channels = self.decoder_channels
+        self.decoder = nn.Sequential(
+            nn.Linear(embed_dim, decoder_hidden), nn.GELU(),
+            nn.Linear(decoder_hidden, decoder_hidden), nn.GELU(),
+            nn.Linear(decoder_hidden, channels * patch_size),
+        )
+        # A 3x3 convolution at full resolution smooths the seams between decoded patches.
+        self.output = nn.Sequential(nn.GELU(), nn.Conv2d(channels, 2, 3, padding=1))
+
+    def forward(self, mixture: torch.Tensor, slots: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Separate a batch of chunks.
+
+        Parameters
+        ----------
+        mixture : Tensor of shape (batch, n_frames, n_bins)
+            Magnitudes, ``n_frames <= chunk_frames``.
+        slots : Tensor of shape (batch, n_slots, embed_dim), optional
+            Initial slots (default: :meth:`SlotAttention.initial_slots`).
+
+        Returns
+        -------
+        masks : Tensor of shape (batch, n_slots, n_frames, n_bins)
+            Softmax over the slots of the mask logits: non-negative, summing to one.
+        generated : Tensor of shape (batch, n_slots, n_frames, n_bins)
+            Each slot's directly generated spectrogram in the compressed units of
+            :func:`~decomp.estimators.amortized.base.compress_magnitude` (>= 0).
+        """
+        batch_size, n_frames, n_bins = mixture.shape
+        if n_bins != self.n_bins or n_frames > self.chunk_frames:
+            raise ValueError(
+                f"the AudioSlots network takes chunks of at most {self.chunk_frames} frames "
+                f"of {self.n_bins} bins; got shape {tuple(mixture.shape)}.")
+        pt, pf = self.patch_frames, self.patch_bins
+        rows, columns = -(-n_frames // pt), -(-n_bins // pf)
+        features = compress_magnitude(mixture, mixture)
+        features = nn.functional.pad(features, (0, columns * pf - n_bins,
+                                                0, rows * pt - n_frames))
+        patches = features.reshape(batch_size, rows, pt, columns, pf).permute(0, 1, 3, 2, 4)
+        tokens = self.patch_embedding(patches.reshape(batch_size, rows, columns, pt * pf))
+        tokens = tokens + self.encoder_position[:rows, :columns]
+        tokens = self.encoder(tokens.flatten(1, 2))  # (B, rows * columns, D)
+        slots, _ = self.slot_attention(tokens, slots)  # (B, K, D)
+        n_slots = slots.shape[1]
+
+        # Spatial broadcast: every slot is decoded alone, on the whole patch grid.
+        grid = slots[:, :, None, None, :] + self.decoder_position[:rows, :columns]
+        decoded = self.decoder(grid)  # (B, K, rows, columns, C * pt * pf)
+        channels = self.decoder_channels
+        decoded = decoded.reshape(batch_size * n_slots, rows, columns, channels, pt, pf)
+        decoded = decoded.permute(0, 3, 1, 4, 2, 5).reshape(
+            batch_size * n_slots, channels, rows * pt, columns * pf)
+        output = self.output(decoded)[:, :, :n_frames, :n_bins]
+        output = output.reshape(batch_size, n_slots, 2, n_frames, n_bins)
+        generated = nn.functional.softplus(output[:, :, 0])
+        masks = output[:, :, 1].softmax(dim=1)
+        return masks, generated
+
+
+class AudioSlots(AmortizedSeparator):
+    """AudioSlots: a slot-centric, permutation-invariant source separator.
+
+    The mixture's magnitude spectrogram (compressed with
+    :func:`~decomp.estimators.amortized.base.compress_magnitude`) is split into patches of
+    ``patch_frames x patch_bins``, embedded linearly with a learned 2-D positional
+    embedding and encoded by a Transformer. Slot attention (Locatello et al., 2020) then
+    gathers the patch tokens into ``n_slots`` slot embeddings: every slot starts as a
+    sample of the same learned Gaussian and the slots compete for tokens (softmax over the
+    slots), so the encoder is permutation-equivariant. A spatial broadcast decoder
+    decodes each slot on its own: the slot embedding is copied to every cell of the patch
+    grid, a positional embedding is added, an MLP maps each cell to a patch of feature
+    maps and a 3x3 convolution gives two channels per bin: a mask logit and a generated
+    (compressed) magnitude.
+
+    **Masks instead of direct generation.** The paper generates each source's spectrogram
+    directly from its slot. Here the separated sources are ``masks * mixture`` with
+    ``masks`` the softmax over the slots of the mask logits, as the alpha masks of
+    slot-attention autoencoders: the masks sum to one in every bin, so the sources sum to
+    the mixture exactly, no slot can put energy where the mixture has none, and the
+    sources inherit the mixture's fine structure that a small decoder would blur. It also
+    makes :meth:`separate` exact (masking the mixture's STFT). The paper's route is kept
+    as a second output channel, trained with the same loss on the same slot assignment
+    (weight ``generation_weight``); it shapes the slot embeddings (each slot must describe
+    its source well enough to draw it) but is not used to separate. Slots without a source
+    are trained towards silence (the loss scores them against all-zero targets).
+
+    **Loss.** Permutation-invariant MSE between compressed magnitudes
+    (:func:`~decomp.estimators.amortized.base.pit_magnitude_loss`: the best assignment of
+    slots to sources, unmatched slots against silence), plus ``generation_weight`` times
+    the MSE of the generated spectrograms under that assignment.
+
+    Inference runs on chunks of ``chunk_frames`` frames (the positional embeddings cover
+    one chunk); slots are re-ordered from chunk to chunk so that slot ``k`` follows one
+    source (see :class:`~decomp.estimators.amortized.base.AmortizedSeparator`).
+
+    Parameters
+    ----------
+    n_slots : int, default=4
+        Number of slots (outputs); at least the largest number of sources of a training
+        mixture.
+    patch_frames : int, default=4
+        Frames per patch (the input is zero-padded to a multiple and cropped back).
+    patch_bins : int, default=16
+        Frequency bins per patch (likewise padded).
+    embed_dim : int, default=64
+        Size of the patch tokens and the slots; a multiple of ``n_heads``.
+    n_layers : int, default=2
+        Transformer encoder layers (pre-norm; 0: slot attention on the patch embeddings).
+    n_heads : int, default=4
+        Attention heads per Transformer layer.
+    n_iterations : int, default=3
+        Slot-attention rounds.
+    decoder_hidden : int, default=64
+        Width of the decoder MLP and of the slot-attention MLP.
+    generation_weight : float, default=0.1
+        Weight of the loss on the directly generated spectrograms (0: train the masks
+        only).
+    front_end : Spectrogram, optional
+        Magnitude front end for waveforms (default
+        :data:`~decomp.estimators.amortized.base.DEFAULT_FRONT_END`).
+    chunk_frames : int, default=64
+        Frames per training crop and per inference chunk.
+    max_epochs : int, default=100
+        Passes over the training mixtures.
+    batch_size : int, default=16
+        Crops per optimisation step.
+    learning_rate : float, default=1e-3
+        Adam step size.
+    validation_fraction : float, default=0.1
+        Share of the mixtures held out for model selection and early stopping.
+    patience : int, default=20
+        Epochs without a lower validation loss before stopping.
+    max_grad_norm : float or None, default=5.0
+        Gradient-norm clipping (None: none).
+    max_seconds : float, optional
+        Training time limit in seconds.
+    checkpoint : path, optional
+        Per-epoch checkpoint that a later ``fit`` resumes.
+    device : str or torch.device, default="auto"
+        Where the network trains and runs.
+    random_state : int, RandomState or None
+        Seeds the weights, the slot noise, the split, the crops and the batch order.
+    progress : bool, default=False
+        Show a progress bar.
+
+    Attributes
+    ----------
+    front_end_ : Spectrogram
+        The front end used.
+    n_features_in_ : int
+        Frequency bins F of the training spectrograms.
+    n_slots_ : int
+        Number of outputs (``n_slots``).
+    max_sources_ : int
+        Largest number of sources in a training mixture.
+    classes_ : ndarray of str or None
+        Source labels seen in ``fit`` (recorded only; the slots are unordered).
+    network_state_ : dict of str to Tensor
+        The weights of the selected epoch (an :class:`AudioSlotsNetwork`).
+    history_ : dict of str to ndarray
+        Per-epoch ``train_loss`` and ``validation_loss`` and, when
+        ``generation_weight > 0``, the parts of the training loss, ``train_separation``
+        and ``train_generation``.
+    n_epochs_ : int
+        Epochs run.
+    best_epoch_ : int
+        Epoch whose weights were kept (0: the initial weights).
+    best_validation_loss_ : float
+        Its validation loss.
+    n_train_items_, n_validation_items_ : int
+        Sizes of the split.
+    training_seconds_ : float
+        Duration of ``fit``.
+
+    See Also
+    --------
+    AudioSlotsNetwork : the network, usable alone.
+    decomp.losses.permutation_invariant_loss : the assignment search behind the loss.
+
+    Notes
+    -----
+    Shapes: ``transform`` takes (n_frames, n_bins) or (n_items, n_frames, n_bins)
+    magnitudes and returns (n_slots, n_frames, n_bins) or (n_items, n_slots, n_frames,
+    n_bins); ``separate`` takes (n_samples,) or (n_items, n_samples) waveforms and returns
+    (n_slots, n_samples) or (n_items, n_slots, n_samples).
+
+    References
+    ----------
+    P. Reddy, S. Wisdom, K. Greff, J. R. Hershey and T. Kipf, "AudioSlots: A slot-centric
+    generative model for audio separation", ICASSP 2023 workshops, arXiv:2305.05591.
+
+    F. Locatello et al., "Object-centric learning with slot attention", NeurIPS 2020.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from decomp.estimators.amortized.audioslots import AudioSlots
+    >>> generator = torch.Generator().manual_seed(0)
+    >>> sources = torch.rand(8, 2, 16, 33, generator=generator)  # (items, sources, T, F)
+    >>> mixtures = sources.sum(dim=1)
+    >>> model = AudioSlots(n_slots=3, embed_dim=16, n_heads=2, decoder_hidden=16,
+    ...                    chunk_frames=8, max_epochs=2, device="cpu", random_state=0)
+    >>> model = model.fit(mixtures, sources)
+    >>> model.transform(mixtures[0]).shape
+    torch.Size([3, 16, 33])
+    """
+
+    _parameter_constraints: dict = {
+        **AmortizedSeparator._parameter_constraints,
+        "n_slots": [Interval(Integral, 1, None, closed="left")],
+        "patch_frames": [Interval(Integral, 1, None, closed="left")],
+        "patch_bins": [Interval(Integral, 1, None, closed="left")],
+        "embed_dim": [Interval(Integral, 1, None, closed="left")],
+        "n_layers": [Interval(Integral, 0, None, closed="left")],
+        "n_heads": [Interval(Integral, 1, None, closed="left")],
+        "n_iterations": [Interval(Integral, 1, None, closed="left")],
+        "decoder_hidden": [Interval(Integral, 1, None, closed="left")],
+        "generation_weight": [Interval(Real, 0, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        *,
+        n_slots: int = 4,
+        patch_frames: int = 4,
+        patch_bins: int = 16,
+        embed_dim: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        n_iterations: int = 3,
+        decoder_hidden: int = 64,
+        generation_weight: float = 0.1,
+        front_end: Spectrogram | None = None,
+        chunk_frames: int = 64,
+        max_epochs: int = 100,
+        batch_size: int = 16,
+        learning_rate: float = 1e-3,
+        validation_fraction: float = 0.1,
+        patience: int = 20,
+        max_grad_norm: float | None = 5.0,
+        max_seconds: float | None = None,
+        checkpoint: str | Path | None = None,
+        device: str | torch.device = "auto",
+        random_state: Any = None,
+        progress: bool = False,
+    ) -> None:
+        super().__init__(
+            front_end=front_end, chunk_frames=chunk_frames, max_epochs=max_epochs,
+            batch_size=batch_size, learning_rate=learning_rate,
+            validation_fraction=validation_fraction, patience=patience,
+            max_grad_norm=max_grad_norm, max_seconds=max_seconds, checkpoint=checkpoint,
+            device=device, random_state=random_state, progress=progress,
+        )
+        self.n_slots = n_slots
+        self.patch_frames = patch_frames
+        self.patch_bins = patch_bins
+        self.embed_dim = embed_dim
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.n_iterations = n_iterations
+        self.decoder_hidden = decoder_hidden
+        self.generation_weight = generation_weight
+
+    def fit(self, mixtures: Any, sources: Any = None, labels: Any = None) -> AudioSlots:
+        """Train the network on mixtures and their sources.
+
+        See :meth:`AmortizedSeparator.fit`; additionally raises ``ValueError`` if
+        ``embed_dim`` is not a multiple of ``n_heads`` or a training mixture has more
+        sources than ``n_slots``.
+        """
+        self._validate_params()
+        self._check_architecture()
+        return super().fit(mixtures, sources, labels)
+
+    def _check_architecture(self) -> None:
+        if self.n_layers > 0 and self.embed_dim % self.n_heads:
+            raise ValueError(
+                f"embed_dim ({self.embed_dim}) must be a multiple of n_heads "
+                f"({self.n_heads}): each attention head gets embed_dim / n_heads features.")
+
+    # ------------------------------------------------------------- subclass hooks
+    def _n_slots(self, max_sources: int, n_classes: int | None) -> int:
+        present = max_sources
+        if present > self.n_slots:
+            raise ValueError(
+                f"a training mixture has {present} sources but AudioSlots has n_slots="
+                f"{self.n_slots}; set n_slots >= {present}.")
+        return self.n_slots
+
+    def _build_network(self) -> AudioSlotsNetwork:
+        return AudioSlotsNetwork(
+            n_bins=self.n_features_in_, chunk_frames=self.chunk_frames,
+            n_slots=self.n_slots_, patch_frames=self.patch_frames,
+            patch_bins=self.patch_bins, embed_dim=self.embed_dim, n_layers=self.n_layers,
+            n_heads=self.n_heads, n_iterations=self.n_iterations,
+            decoder_hidden=self.decoder_hidden,
+        )
+
+    def _training_losses(self, network: torch.nn.Module, batch: dict[str, torch.Tensor]
+                         ) -> dict[str, torch.Tensor]:
+        mixture, sources = batch["mixture"], batch["sources"]
+        masks, generated = network(mixture)
+        separation, permutation = pit_magnitude_loss(masks * mixture.unsqueeze(1), sources,
+                                                     mixture)
+        if self.generation_weight == 0:
+            return {"loss": separation}
+        # Targets in slot order under the masks' assignment; unmatched slots stay silent.
+        targets = torch.zeros_like(generated)
+        index = permutation[:, :, None, None].expand(-1, -1, *generated.shape[2:])
+        targets = targets.scatter(1, index, compress_magnitude(sources, mixture))
+        generation = (generated - targets).square().mean()
+        return {"loss": separation + self.generation_weight * generation,
+                "separation": separation.detach(), "generation": generation.detach()}
+
+    def _forward(self, network: torch.nn.Module, mixture: torch.Tensor,
+                 labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        masks, _ = network(mixture)
+        return masks * mixture.unsqueeze(1), masks

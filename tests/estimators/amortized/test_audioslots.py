@@ -1,0 +1,242 @@
+"""AudioSlots: shapes, mask sums, permutation symmetry, training, save/load, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+import decomp
+from decomp.audio import Spectrogram
+from decomp.estimators.amortized.audioslots import AudioSlots, AudioSlotsNetwork
+
+N_ITEMS, N_FRAMES, N_BINS, CHUNK = 24, 48, 33, 16
+SMALL = dict(n_slots=3, patch_frames=4, patch_bins=16, embed_dim=32, n_layers=1,
+             n_heads=4, decoder_hidden=32, chunk_frames=CHUNK, batch_size=8,
+             learning_rate=3e-3, device="cpu", random_state=0)
+
+
+def _synthetic(n_items: int = N_ITEMS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two sources per mixture: random on/off activations times fixed spectral templates
+    (a low harmonic comb and a high one), with small random gain changes."""
+    rng = np.random.default_rng(seed)
+    bins = np.arange(N_BINS)
+    templates = np.stack([
+        sum(np.exp(-0.5 * (bins - f) ** 2) / k for k, f in enumerate((3, 6, 9, 12), 1)),
+        sum(np.exp(-0.5 * (bins - f) ** 2) / k for k, f in enumerate((17, 22, 27, 32), 1)),
+    ])  # (2, F)
+    gates = rng.random((n_items, 2, N_FRAMES)) < 0.7
+    gains = rng.uniform(0.3, 1.5, (n_items, 2, N_FRAMES)) * gates
+    sources = gains[..., None] * templates[None, :, None, :] + 1e-3  # (N, 2, T, F)
+    return sources.sum(axis=1).astype(np.float32), sources.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return _synthetic()
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    mixtures, sources = data
+    return AudioSlots(**SMALL, max_epochs=8).fit(mixtures, sources)
+
+
+def _network(n_slots: int = 3) -> AudioSlotsNetwork:
+    torch.manual_seed(0)
+    return AudioSlotsNetwork(n_bins=N_BINS, chunk_frames=CHUNK, n_slots=n_slots,
+                             patch_frames=4, patch_bins=16, embed_dim=32, n_layers=1,
+                             n_heads=4, n_iterations=3, decoder_hidden=32).eval()
+
+
+# --------------------------------------------------------------------- outputs
+def test_transform_shapes_numpy_and_torch(fitted, data):
+    mixtures, _ = data
+    single = fitted.transform(mixtures[0])
+    assert isinstance(single, np.ndarray) and single.dtype == np.float32
+    assert single.shape == (3, N_FRAMES, N_BINS)
+    batch = fitted.transform(torch.as_tensor(mixtures[:5]))
+    assert isinstance(batch, torch.Tensor) and batch.shape == (5, 3, N_FRAMES, N_BINS)
+    # A short input (less than one chunk) is padded and cropped back.
+    assert fitted.transform(mixtures[0, :7]).shape == (3, 7, N_BINS)
+    assert fitted.n_slots_ == 3 and fitted.n_features_in_ == N_BINS
+    assert fitted.max_sources_ == 2 and fitted.classes_ is None
+
+
+def test_masks_sum_to_one_so_sources_sum_to_mixture(fitted, data):
+    mixtures, _ = data
+    estimates = fitted.transform(mixtures[:4])
+    assert (estimates >= 0).all()
+    np.testing.assert_allclose(estimates.sum(axis=1), mixtures[:4], rtol=1e-4, atol=1e-5)
+    masks, generated = _network()(torch.as_tensor(mixtures[:4, :CHUNK]))
+    torch.testing.assert_close(masks.sum(dim=1), torch.ones(4, CHUNK, N_BINS))
+    assert generated.shape == masks.shape and (generated >= 0).all()
+
+
+def test_transform_is_deterministic(fitted, data):
+    mixtures, _ = data
+    np.testing.assert_array_equal(fitted.transform(mixtures[:3]), fitted.transform(mixtures[:3]))
+
+
+# ---------------------------------------------------------------- permutations
+def test_network_is_permutation_equivariant_in_the_slots(data):
+    network = _network(n_slots=4)
+    mixture = torch.as_tensor(data[0][:3, :CHUNK])
+    slots = network.slot_attention.initial_slots(3)
+    order = torch.tensor([2, 0, 3, 1])
+    with torch.no_grad():
+        masks, generated = network(mixture, slots)
+        masks_permuted, generated_permuted = network(mixture, slots[:, order])
+    torch.testing.assert_close(masks_permuted, masks[:, order], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(generated_permuted, generated[:, order], rtol=1e-4, atol=1e-5)
+
+
+def test_loss_is_invariant_to_the_order_of_the_targets(data):
+    model = AudioSlots(**SMALL)
+    network = _network()
+    mixture = torch.as_tensor(data[0][:6, :CHUNK])
+    sources = torch.as_tensor(data[1][:6, :, :CHUNK])
+    batch = {"mixture": mixture, "sources": sources}
+    with torch.no_grad():
+        losses = model._training_losses(network, batch)
+        swapped = model._training_losses(network, {**batch, "sources": sources.flip(1)})
+    assert set(losses) == {"loss", "separation", "generation"}
+    for key in losses:
+        torch.testing.assert_close(losses[key], swapped[key])
+
+
+# -------------------------------------------------------------------- training
+def test_one_optimisation_step_lowers_the_loss(data):
+    model = AudioSlots(**SMALL)
+    network = _network()
+    batch = {"mixture": torch.as_tensor(data[0][:8, :CHUNK]),
+             "sources": torch.as_tensor(data[1][:8, :, :CHUNK])}
+    loss = model._training_losses(network, batch)["loss"]
+    loss.backward()
+    with torch.no_grad():
+        for parameter in network.parameters():
+            if parameter.grad is not None:
+                parameter -= 1e-2 * parameter.grad
+        after = model._training_losses(network, batch)["loss"]
+    assert after < loss.detach()
+
+
+def test_training_lowers_the_validation_loss(fitted):
+    history = fitted.history_
+    assert fitted.n_epochs_ == 8 and history["validation_loss"].shape == (8,)
+    assert set(history) == {"train_loss", "validation_loss", "train_separation",
+                            "train_generation", "initial_validation_loss"}
+    assert fitted.best_epoch_ >= 1
+    assert history["validation_loss"].min() < 0.9 * history["validation_loss"][0]
+    assert history["train_loss"][-1] < history["train_loss"][0]
+    assert fitted.n_validation_items_ == 2 and fitted.training_seconds_ > 0
+
+
+def test_generation_weight_zero_trains_the_masks_only(data):
+    mixtures, sources = data
+    model = AudioSlots(**{**SMALL, "generation_weight": 0.0}, max_epochs=1)
+    model.fit(mixtures[:8], sources[:8])
+    assert set(model.history_) == {"train_loss", "validation_loss", "initial_validation_loss"}
+
+
+# ------------------------------------------------------------ persistence, audio
+def test_save_load_round_trip(fitted, data, tmp_path):
+    path = fitted.save(tmp_path / "audioslots.decomp")
+    loaded = decomp.load(path)
+    assert isinstance(loaded, AudioSlots)
+    assert loaded.get_params() == fitted.get_params()
+    np.testing.assert_array_equal(loaded.transform(data[0][:3]), fitted.transform(data[0][:3]))
+
+
+def test_separate_waveforms_with_a_small_front_end():
+    rng = np.random.default_rng(1)
+    n_samples = 1600  # 0.2 s at 8 kHz
+    time = np.arange(n_samples) / 8000
+    sources = np.stack([
+        np.stack([0.3 * np.sin(2 * np.pi * rng.uniform(200, 600) * time),
+                  0.2 * np.sin(2 * np.pi * rng.uniform(2000, 3500) * time)])
+        for _ in range(6)
+    ]).astype(np.float32)  # (6, 2, n_samples)
+    front_end = Spectrogram(sample_rate=8000, n_fft=64, hop_length=32, kind="linear")
+    model = AudioSlots(**{**SMALL, "front_end": front_end}, max_epochs=1)
+    model.fit(sources.sum(axis=1), sources)
+    assert model.n_features_in_ == 33
+    separated = model.separate(sources[0].sum(axis=0))
+    assert separated.shape == (3, n_samples)
+    np.testing.assert_allclose(separated.sum(axis=0), sources[0].sum(axis=0), atol=1e-4)
+    batch = model.separate(torch.as_tensor(sources[:2].sum(axis=1)))
+    assert isinstance(batch, torch.Tensor) and batch.shape == (2, 3, n_samples)
+
+
+# ------------------------------------------------------------------ bad input
+def test_bad_training_inputs(data):
+    mixtures, sources = data
+    model = AudioSlots(**SMALL, max_epochs=1)
+    with pytest.raises(ValueError, match="mixtures must be spectrograms"):
+        model.fit(mixtures[None], sources)
+    with pytest.raises(ValueError, match="sources must have shape"):
+        model.fit(mixtures, sources[:-1])
+    with pytest.raises(ValueError, match="sources must have shape"):
+        model.fit(mixtures, sources[0])
+    bad = mixtures.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        model.fit(bad, sources)
+    many = np.concatenate([sources, sources[:, :2]], axis=1)  # 4 sources, 3 slots
+    with pytest.raises(ValueError, match="n_slots=3"):
+        model.fit(many.sum(axis=1), many)
+
+
+def test_zero_padded_source_slots_beyond_n_slots_are_dropped(data):
+    mixtures, sources = data
+    padded = np.concatenate([sources[:8], np.zeros_like(sources[:8])], axis=1)  # 4 > 3
+    model = AudioSlots(**SMALL, max_epochs=1).fit(mixtures[:8], padded)
+    assert model.n_slots_ == 3 and model.max_sources_ == 2
+
+
+def test_bad_parameters(data):
+    mixtures, sources = data
+    with pytest.raises(ValueError, match=r"embed_dim \(30\).*n_heads \(4\)"):
+        AudioSlots(**{**SMALL, "embed_dim": 30}).fit(mixtures, sources)
+    with pytest.raises(ValueError, match="n_slots"):
+        AudioSlots(**{**SMALL, "n_slots": 0}).fit(mixtures, sources)
+    with pytest.raises(ValueError, match="generation_weight"):
+        AudioSlots(**{**SMALL, "generation_weight": -1.0}).fit(mixtures, sources)
+    with pytest.raises(ValueError, match="front end that gives magnitudes"):
+        AudioSlots(**{**SMALL, "front_end": Spectrogram(kind="log")}).fit(mixtures, sources)
+
+
+def test_bad_inference_inputs(fitted, data):
+    mixtures, _ = data
+    with pytest.raises(NotFittedError):
+        AudioSlots().transform(mixtures)
+    with pytest.raises(NotFittedError):
+        AudioSlots().separate(np.zeros(800, dtype=np.float32))
+    with pytest.raises(ValueError, match="33"):
+        fitted.transform(mixtures[:, :, :20])
+    with pytest.raises(ValueError, match="dimensions"):
+        fitted.transform(mixtures[None])
+    bad = mixtures[:2].copy()
+    bad[1, 3, 4] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        fitted.transform(bad)
+    with pytest.raises(ValueError, match="chunks of at most"):
+        _network()(torch.ones(1, CHUNK + 1, N_BINS))
+
+
+# -------------------------------------------------------------------- sklearn
+def test_get_params_and_clone(fitted):
+    params = fitted.get_params()
+    for name in ("n_slots", "patch_frames", "patch_bins", "embed_dim", "n_layers",
+                 "n_heads", "n_iterations", "decoder_hidden", "generation_weight",
+                 "front_end", "chunk_frames", "max_epochs", "batch_size", "learning_rate",
+                 "validation_fraction", "patience", "max_grad_norm", "max_seconds",
+                 "checkpoint", "device", "random_state", "progress"):
+        assert name in params
+    copy = clone(fitted)
+    assert copy.get_params() == params
+    assert not hasattr(copy, "network_state_")
+    copy.set_params(n_slots=5)
+    assert copy.n_slots == 5 and fitted.n_slots == 3
