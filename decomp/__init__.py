@@ -7,23 +7,40 @@ and torch tensors in give tensors out.
 Subpackages: :mod:`decomp.engine` (inference loop, divergences), :mod:`decomp.audio`
 (front end), :mod:`decomp.data` (rendered data), :mod:`decomp.metrics`,
 :mod:`decomp.flows` (flow dictionaries and their training), :mod:`decomp.transcription`
-(piano transcription).
+(piano transcription), :mod:`decomp.separation` (separation baselines and scoring); the
+amortized separators (AudioSlots, BlockVAE, MHUNet, SoundOfPixels) live in
+:mod:`decomp.estimators.amortized`.
 """
 
 from decomp import audio, data, engine, flows, losses, metrics, separation, transcription
 from decomp._version import __version__
-from decomp.estimators import DDS1, DDS2, DDS3, NMF, Decomposition, FlowDecomposition
+from decomp.estimators import (
+    DDS1,
+    DDS2,
+    DDS3,
+    NMF,
+    AudioSlots,
+    BlockVAE,
+    Decomposition,
+    FlowDecomposition,
+    MHUNet,
+    SoundOfPixels,
+)
 from decomp.persistence import load
 from decomp.transcription import PianoTranscriber
 
 __all__ = [
+    "AudioSlots",
+    "BlockVAE",
     "DDS1",
     "DDS2",
     "DDS3",
     "NMF",
     "Decomposition",
     "FlowDecomposition",
+    "MHUNet",
     "PianoTranscriber",
+    "SoundOfPixels",
     "__version__",
     "audio",
     "data",

@@ -1,4 +1,4 @@
-"""The ``decomp`` command line: ``decomp transcribe``, ``decomp demo``."""
+"""The ``decomp`` command line: ``decomp transcribe``, ``decomp separate``, ``decomp demo``."""
 
 from __future__ import annotations
 
@@ -39,6 +39,21 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--reference", nargs="*", default=None,
                             help="ground-truth MIDI files, one per audio file, for --plot")
     transcribe.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    separate = commands.add_parser(
+        "separate", help="separate recordings into sources with a trained separator",
+        description="Separate audio files with a saved separator (AudioSlots, BlockVAE, "
+        "MHUNet, SoundOfPixels or NMFSeparator; see benchmarks/separation_table.py "
+        "--save-dir). Writes <name>-<k>.wav per source (or <name>-<label>.wav with "
+        "--labels) into --out, at the model's sample rate.",
+    )
+    separate.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG)")
+    separate.add_argument("--model", required=True, help="a saved separator (.decomp)")
+    separate.add_argument("--out", required=True, help="output directory")
+    separate.add_argument("--labels", nargs="+", default=None,
+                          help="classes to extract, for models that take labels "
+                          "(SoundOfPixels, MHUNet trained with labels, NMFSeparator)")
+    separate.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     demo = commands.add_parser(
         "demo", help="render a piece with a held-out SoundFont and transcribe it",
@@ -105,6 +120,41 @@ def _transcribe(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _separate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from decomp.audio import load_audio, write_audio
+    from decomp.persistence import load
+
+    try:
+        separator = load(args.model)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not (hasattr(separator, "separate") and hasattr(separator, "front_end_")):
+        print(f"error: {args.model} holds a {type(separator).__name__}, not a separator.",
+              file=sys.stderr)
+        return 2
+    sample_rate = separator.front_end_.sample_rate
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for audio in tqdm(args.audio, desc="separating", unit="file", disable=args.no_progress):
+        path = Path(audio)
+        try:
+            mixture, _ = load_audio(path, sample_rate)
+            sources = separator.separate(mixture, args.labels)  # (n_sources, n_samples)
+            names = args.labels or [str(index) for index in range(len(sources))]
+            for name, source in zip(names, sources, strict=True):
+                write_audio(out / f"{path.stem}-{name}.wav", source, sample_rate)
+        except Exception as error:  # one bad file must not stop the others
+            failures += 1
+            print(f"error: {audio}: {error}", file=sys.stderr)
+    if failures:
+        print(f"{failures} of {len(args.audio)} file(s) failed.", file=sys.stderr)
+    return 1 if failures else 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from decomp.audio import write_audio
     from decomp.data import DEFAULT_PROTOCOL
@@ -156,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "transcribe":
         return _transcribe(args)
+    if args.command == "separate":
+        return _separate(args)
     if args.command == "demo":
         return _demo(args)
     parser.print_help()

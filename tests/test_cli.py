@@ -83,3 +83,47 @@ def test_transcribe_with_a_shipped_dds_model(tmp_path, tiny_chords):
     arrays = np.load(tmp_path / "chords.npz")
     assert arrays["pitches"].tolist() == list(range(36, 96))
     assert arrays["activations"].shape[1] == 60
+
+
+@pytest.fixture
+def saved_separator(tmp_path):
+    """A tiny AudioSlots on an 8 kHz, 33-bin front end, trained for one epoch."""
+    from decomp.audio import Spectrogram
+    from decomp.estimators.amortized import AudioSlots
+
+    rng = np.random.default_rng(0)
+    sources = (0.1 * rng.standard_normal((4, 2, 2000))).astype(np.float32)
+    front_end = Spectrogram(sample_rate=8000, n_fft=64, hop_length=32, kind="linear")
+    model = AudioSlots(n_slots=2, embed_dim=16, n_layers=1, n_heads=2, decoder_hidden=16,
+                       front_end=front_end, chunk_frames=16, max_epochs=1, random_state=0)
+    return model.fit(sources.sum(axis=1), sources).save(tmp_path / "separator.decomp")
+
+
+def test_separate_writes_one_wav_per_source(tmp_path, saved_separator, capsys):
+    from decomp.audio import load_audio
+
+    mixture = (0.1 * np.random.default_rng(1).standard_normal(3000)).astype(np.float32)
+    good = write_audio(tmp_path / "mix.wav", mixture, 8000)
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"not audio")
+    out = tmp_path / "stems"
+    status = main(["separate", str(good), str(bad), "--model", str(saved_separator),
+                   "--out", str(out), "--no-progress"])
+    assert status == 1 and "1 of 2 file(s) failed" in capsys.readouterr().err
+    stems = [load_audio(out / f"mix-{index}.wav", None)[0] for index in range(2)]
+    assert all(stem.shape == (3000,) for stem in stems)
+    np.testing.assert_allclose(stems[0] + stems[1], mixture, atol=1e-4)
+
+
+def test_separate_argument_errors(tmp_path, saved_separator, saved_model, capsys):
+    mixture = write_audio(tmp_path / "mix.wav", np.zeros(800, dtype=np.float32), 8000)
+    assert main(["separate", str(mixture), "--model", str(tmp_path / "missing.decomp"),
+                 "--out", str(tmp_path)]) == 2
+    assert "no model file" in capsys.readouterr().err
+    assert main(["separate", str(mixture), "--model", str(saved_model),
+                 "--out", str(tmp_path)]) == 2
+    assert "not a separator" in capsys.readouterr().err
+    # Labels for a model without classes: the file fails with the model's message.
+    assert main(["separate", str(mixture), "--model", str(saved_separator), "--labels",
+                 "violin", "--out", str(tmp_path), "--no-progress"]) == 1
+    assert "fitted without labels" in capsys.readouterr().err

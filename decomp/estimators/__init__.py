@@ -1,8 +1,9 @@
 """Estimators: thin choices of blocks, objective and post-processing over the engine."""
 
+from decomp.estimators.amortized import AudioSlots, BlockVAE, MHUNet, SoundOfPixels
 from decomp.estimators.base import BaseDecomposer
 from decomp.estimators.dds import DDS1, DDS2, DDS3, FlowDecomposition
 from decomp.estimators.nmf import NMF, Decomposition
 
-__all__ = ["BaseDecomposer", "DDS1", "DDS2", "DDS3", "Decomposition", "FlowDecomposition",
-           "NMF"]
+__all__ = ["AudioSlots", "BaseDecomposer", "BlockVAE", "DDS1", "DDS2", "DDS3", "Decomposition",
+           "FlowDecomposition", "MHUNet", "NMF", "SoundOfPixels"]

@@ -187,8 +187,10 @@ class AmortizedSeparator(Persistent, BaseEstimator):
 
     #: Whether the outputs are unordered, so the base re-orders them from one inference
     #: chunk to the next (:meth:`_align_chunks`); False for per-class outputs or models
-    #: that order their outputs themselves.
+    #: that order their outputs themselves. A subclass may make it a property.
     _permutation_invariant: bool = True
+    #: The front end used when ``front_end`` is None.
+    _default_front_end: Spectrogram = DEFAULT_FRONT_END
     #: Whether the model needs source labels in ``fit`` (and takes them in ``transform``).
     _requires_labels: bool = False
 
@@ -258,7 +260,7 @@ class AmortizedSeparator(Persistent, BaseEstimator):
 
     # ---------------------------------------------------------------- validation
     def _front_end(self) -> Spectrogram:
-        front_end = DEFAULT_FRONT_END if self.front_end is None else self.front_end
+        front_end = self._default_front_end if self.front_end is None else self.front_end
         if front_end.kind != "linear" or front_end.db_normalization:
             raise ValueError(
                 f"{type(self).__name__} needs a front end that gives magnitudes "
@@ -581,8 +583,13 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         n_items, n_frames, _ = mixtures.shape
         chunk = self.chunk_frames
         n_chunks = -(-n_frames // chunk)
-        padded = torch.nn.functional.pad(mixtures, (0, 0, 0, n_chunks * chunk - n_frames))
-        pieces = padded.reshape(n_items, n_chunks, chunk, -1).flatten(0, 1)  # (N*C, chunk, F)
+        # Chunks start every `chunk` frames; the last one ends at the last frame (it overlaps
+        # its neighbour rather than being zero-padded, which would change the statistics a
+        # network normalises its input with). Only an input shorter than a chunk is padded.
+        starts = [min(index * chunk, max(n_frames - chunk, 0)) for index in range(n_chunks)]
+        padded = torch.nn.functional.pad(mixtures, (0, 0, 0, max(chunk - n_frames, 0)))
+        pieces = torch.stack([padded[:, start:start + chunk] for start in starts], dim=1)
+        pieces = pieces.flatten(0, 1)  # (N * n_chunks, chunk, F)
         piece_labels = (None if labels is None
                         else labels.repeat_interleave(n_chunks, dim=0).to(device))
         estimates, masks = [], []
@@ -599,8 +606,12 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         if self._permutation_invariant and labels is None and n_chunks > 1:
             estimate, mask = self._align_chunks(estimate, mask)
 
+        # The overlapping last chunk contributes only the frames after its predecessor's.
+        keep = [slice(index * chunk - start, chunk) for index, start in enumerate(starts)]
+
         def join(value: torch.Tensor) -> torch.Tensor:  # (N, C, S, chunk, F) -> (N, S, T, F)
-            return value.transpose(1, 2).flatten(2, 3)[:, :, :n_frames]
+            parts = [value[:, index, :, frames] for index, frames in enumerate(keep)]
+            return torch.cat(parts, dim=2)[:, :, :n_frames]
 
         return join(estimate), None if mask is None else join(mask)
 
