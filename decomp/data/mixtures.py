@@ -328,6 +328,9 @@ _MELODY_STEP_WEIGHTS = np.exp(-np.abs(_MELODY_STEPS) / 2.5)
 _MELODY_STEP_PROBABILITIES = _MELODY_STEP_WEIGHTS / _MELODY_STEP_WEIGHTS.sum()
 
 
+_MIN_NOTE_SECONDS = 0.05
+
+
 def _random_melody(
     rng: np.random.Generator,
     instrument: GMInstrument,
@@ -352,6 +355,8 @@ def _random_melody(
         pitch = int(np.clip(pitch + step, instrument.lowest, instrument.highest))
         velocity = int(rng.integers(velocity_range[0], velocity_range[1] + 1))
         end = min(time + 0.9 * length, duration)
+        if end - time < _MIN_NOTE_SECONDS:
+            break  # a sliver at the very end would be inaudible
         notes.append([pitch, velocity, round(time, 6), round(end, 6)])
         time += length
     return notes

@@ -7,6 +7,7 @@ on disk (:mod:`decomp.data.cache`), keyed by the MIDI bytes and the rendering pa
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import os
@@ -53,6 +54,20 @@ def midi_to_bytes(midi: pretty_midi.PrettyMIDI) -> bytes:
     return buffer.getvalue()
 
 
+def _without_empty_notes(midi: pretty_midi.PrettyMIDI) -> pretty_midi.PrettyMIDI:
+    """``midi`` without notes that start and end on the same tick (a copy if any are)."""
+
+    def empty(note: pretty_midi.Note) -> bool:
+        return midi.time_to_tick(note.end) <= midi.time_to_tick(note.start)
+
+    if not any(empty(note) for instrument in midi.instruments for note in instrument.notes):
+        return midi
+    midi = copy.deepcopy(midi)
+    for instrument in midi.instruments:
+        instrument.notes = [note for note in instrument.notes if not empty(note)]
+    return midi
+
+
 def _fluidsynth_binary() -> str:
     binary = shutil.which("fluidsynth")
     if binary is None:
@@ -64,7 +79,8 @@ def _fluidsynth_binary() -> str:
 
 
 def run_writing_wav(
-    command: list[str], wav_path: Path, program: str, context: str, *, dtype: str = "float32"
+    command: list[str], wav_path: Path, program: str, context: str, *, dtype: str = "float32",
+    timeout: float = 300.0,
 ) -> tuple[np.ndarray, int]:
     """Run an external program that writes ``wav_path`` and read what it wrote.
 
@@ -82,6 +98,8 @@ def run_writing_wav(
         What it was doing, for the error message (e.g. "rendering with FluidR3_GM.sf2").
     dtype : str, default="float32"
         Sample type read back.
+    timeout : float, default=300.0
+        Seconds after which the program is stopped (a runaway render fills the disk).
 
     Returns
     -------
@@ -92,12 +110,16 @@ def run_writing_wav(
     Raises
     ------
     RuntimeError
-        If the program exits with an error or writes no file; the message quotes its
-        output.
+        If the program exits with an error, writes no file or runs past ``timeout``; the
+        message quotes its output.
     """
-    result = subprocess.run(
-        command, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
-    )
+    try:
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
+                                text=True, check=False, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(
+            f"{program} did not finish within {timeout:.0f} s {context}; it was stopped."
+        ) from None
     if result.returncode != 0 or not wav_path.is_file():
         raise RuntimeError(
             f"{program} failed (exit status {result.returncode}) {context}: "
@@ -108,7 +130,7 @@ def run_writing_wav(
 
 
 def _run_fluidsynth(
-    midi_bytes: bytes, soundfont: Path, sample_rate: int, gain: float
+    midi_bytes: bytes, soundfont: Path, sample_rate: int, gain: float, seconds: float
 ) -> np.ndarray:
     """Render with the FluidSynth CLI in a temporary directory; returns (n_samples, 2) float32."""
     binary = _fluidsynth_binary()
@@ -133,8 +155,10 @@ def _run_fluidsynth(
             str(soundfont),
             str(midi_path),
         ]  # fmt: skip
+        # FluidSynth renders far faster than real time; a render that takes longer than
+        # the music itself has run away (e.g. a note that is never released).
         audio, rate = run_writing_wav(command, wav_path, "fluidsynth",
-                                      f"rendering with {soundfont}")
+                                      f"rendering with {soundfont}", timeout=30.0 + seconds)
     if rate != sample_rate:
         raise RuntimeError(f"fluidsynth wrote {rate} Hz audio; {sample_rate} Hz was asked for.")
     return audio
@@ -167,7 +191,10 @@ def render_midi(
     midi : pretty_midi.PrettyMIDI or path
         What to play. A ``PrettyMIDI`` is written to a standard MIDI file first (note times
         are then quantised to its ticks; read it back with :func:`midi_to_bytes` and
-        ``pretty_midi.PrettyMIDI(io.BytesIO(...))`` for labels that match exactly).
+        ``pretty_midi.PrettyMIDI(io.BytesIO(...))`` for labels that match exactly). Notes
+        shorter than one tick are left out: pretty_midi writes their note-off before
+        their note-on, which would leave the note sounding, and a sustaining instrument
+        would keep FluidSynth rendering forever.
     soundfont : str or path
         A name from :data:`decomp.data.soundfonts.SOUNDFONTS` or a ``.sf2``/``.sf3`` path.
     sample_rate : int, default 16000
@@ -223,13 +250,13 @@ def render_midi(
     gain = _check_number(gain, "gain", 0.0, 10.0, low_open=True)
     release_tail = _check_number(release_tail, "release_tail", 0.0, 60.0, low_open=False)
     sample_rate = int(sample_rate)
-    midi_bytes = midi_to_bytes(pm)
+    midi_bytes = midi_to_bytes(_without_empty_notes(pm))
     # The length comes from the MIDI as FluidSynth will read it (tick-quantised).
     end_time = pretty_midi.PrettyMIDI(io.BytesIO(midi_bytes)).get_end_time()
     n_samples = int(round((end_time + release_tail) * sample_rate))
 
     def compute() -> dict[str, np.ndarray]:
-        stereo = _run_fluidsynth(midi_bytes, font_path, sample_rate, gain)
+        stereo = _run_fluidsynth(midi_bytes, font_path, sample_rate, gain, end_time)
         mono = stereo.mean(axis=1, dtype=np.float64).astype(np.float32)
         audio = np.zeros(n_samples, dtype=np.float32)
         audio[: min(n_samples, mono.size)] = mono[:n_samples]

@@ -184,3 +184,19 @@ def test_run_writing_wav_reads_what_the_program_wrote(tmp_path):
     audio, rate = run_writing_wav([sys.executable, "-c", script, str(wav_path)], wav_path,
                                   "tool", "writing")
     assert audio.shape == (8, 2) and audio.dtype == np.float32 and rate == 16000
+
+
+def test_run_writing_wav_stops_a_runaway_program(tmp_path):
+    command = [sys.executable, "-c", "import time; time.sleep(30)"]
+    with pytest.raises(RuntimeError, match=r"tool did not finish within 1 s with x"):
+        run_writing_wav(command, tmp_path / "out.wav", "tool", "with x", timeout=1.0)
+
+
+def test_a_note_shorter_than_a_tick_is_left_out():
+    # A zero-length clarinet note at the end: pretty_midi writes its note-off first, and
+    # FluidSynth used to render the never-released note until the disk was full.
+    notes = [(60, 80, 0.1, 0.5), (62, 80, 0.999999, 1.0)]
+    audio = render_midi(_midi(notes, program=71), "timgm6mb", 8000, cache=False)
+    reference = render_midi(_midi(notes[:1], program=71), "timgm6mb", 8000, cache=False)
+    assert audio.shape == reference.shape == (int(round((0.5 + DEFAULT_RELEASE_TAIL) * 8000)),)
+    np.testing.assert_allclose(audio, reference, atol=1e-6)
