@@ -38,10 +38,13 @@ import numpy as np
 import torch
 
 from decomp.data import MixtureSet, instrument_mixtures, speech_mixtures
-from decomp.estimators.amortized import MHUNet, SoundOfPixels
-from decomp.estimators.amortized.audioslots import AudioSlots
-from decomp.estimators.amortized.base import DEFAULT_FRONT_END
-from decomp.estimators.amortized.blockvae import BlockVAE
+from decomp.estimators.amortized import (
+    DEFAULT_FRONT_END,
+    AudioSlots,
+    BlockVAE,
+    MHUNet,
+    SoundOfPixels,
+)
 from decomp.separation import NMFSeparator, evaluate_separation, ideal_ratio_mask
 
 TRAIN_FONTS = ("fluidr3", "timgm6mb")
@@ -122,8 +125,7 @@ def separate(method: str, model: Any, test: MixtureSet) -> np.ndarray:
     if method == "nmf":
         return np.stack([model.separate(mixture, list(item_labels))
                          for mixture, item_labels in zip(test.mixtures, labels, strict=True)])
-    takes_labels = method == "sop" or (method == "mhunet" and model.classes_ is not None
-                                       and not model.permutation_invariant_)
+    takes_labels = method == "sop" or (method == "mhunet" and model.classes_ is not None)
     return model.separate(test.mixtures, labels if takes_labels else None)
 
 

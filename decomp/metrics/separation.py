@@ -187,12 +187,16 @@ def _safe_db(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor
 
 
 def _solve(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    solution, info = torch.linalg.solve_ex(gram, rhs)
+    # Gram matrices are symmetric positive (semi-)definite, so Cholesky suffices. It also
+    # avoids the batched LU of torch 2.13's CPU build, which fails with "oneMKL ERROR:
+    # Parameter 6 was incorrect on entry to DLASWP" and never returns once
+    # torch.set_num_threads has been called in the process.
+    factor, info = torch.linalg.cholesky_ex(gram)
     if bool((info != 0).any()):
-        # An exactly singular Gram matrix (e.g. linearly dependent references): like
-        # bss_eval, fall back to the minimum-norm least-squares solution.
-        solution = torch.linalg.pinv(gram, hermitian=True) @ rhs
-    return solution
+        # A singular Gram matrix (e.g. linearly dependent references): like bss_eval,
+        # fall back to the minimum-norm least-squares solution.
+        return torch.linalg.pinv(gram, hermitian=True) @ rhs
+    return torch.cholesky_solve(rhs, factor)
 
 
 def _bss_eval(

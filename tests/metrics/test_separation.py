@@ -344,3 +344,24 @@ def test_complex_input_message():
         si_sdr(np.ones(8), np.ones(8, dtype=complex))
     with pytest.raises(TypeError, match=r"estimates must hold real numbers; got dtype torch.compl"):
         bss_eval(torch.ones(2, 600, dtype=torch.complex64), torch.ones(2, 600))
+
+
+def test_bss_eval_survives_set_num_threads():
+    # torch 2.13's CPU batched LU failed (oneMKL DLASWP errors, then a hang) once
+    # set_num_threads had been called; run in a child so this process keeps its threads.
+    import subprocess
+    import sys
+
+    script = (
+        "import torch; torch.set_num_threads(2)\n"
+        "from decomp.metrics import bss_eval\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "refs = torch.randn(3, 2, 4000, generator=g, dtype=torch.float64)\n"
+        "est = refs + 0.1 * torch.randn(3, 2, 4000, generator=g, dtype=torch.float64)\n"
+        "sdr, sir, sar = bss_eval(est, refs, filter_length=512)\n"
+        "assert torch.isfinite(sdr).all() and sdr.min() > 15, sdr\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                               timeout=120, check=False)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "oneMKL ERROR" not in completed.stdout + completed.stderr
