@@ -22,6 +22,7 @@ NOTEBOOKS = [
     "01_nmf_basics.ipynb",
     "02_piano_transcription.ipynb",
     "03_differentiable_dictionary_search.ipynb",
+    "04_amortized_separation.ipynb",
 ]
 CELL_TIMEOUT = 300  # seconds per cell
 

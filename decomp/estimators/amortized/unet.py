@@ -320,9 +320,15 @@ class MHUNet(_UNetSeparator):
         channels keep training feasible on a CPU.
     base_channels : int, default=16
         Channels of the first level, doubled at every level.
-    loss : {"l1", "bce"}, default="l1"
-        Distance between predicted and target ratio masks: weighted L1 (Sound of Pixels'
-        choice for ratio masks) or weighted binary cross-entropy with soft targets.
+    loss : {"bce", "l1"}, default="bce"
+        Distance between predicted and target ratio masks: weighted binary cross-entropy
+        with soft targets, or weighted L1 (Sound of Pixels' choice for ratio masks). With
+        one head per class most heads' targets are zero in most mixtures, and L1, whose
+        minimiser is the median, first drives every mask to zero: trained for 100 s on
+        the separation table's instrument data, every head predicted about 0.03
+        everywhere and the separated sources were worse than the mixture (-1.2 dB
+        SI-SDRi on training mixtures), where cross-entropy, whose minimiser is the mean,
+        gave +2.0 dB.
     curriculum_epochs : int, default=20
         Epochs over which the largest number of sources per training mixture grows
         linearly from 2 to the largest in the data (epoch 1: 2; epoch
@@ -439,7 +445,7 @@ class MHUNet(_UNetSeparator):
         *,
         n_levels: int = 4,
         base_channels: int = 16,
-        loss: str = "l1",
+        loss: str = "bce",
         curriculum_epochs: int = 20,
         normalize_masks: bool = True,
         front_end: Spectrogram | None = None,
