@@ -119,7 +119,7 @@ class AudioSlotsNetwork(nn.Module):
 
     def __init__(self, *, n_bins: int, chunk_frames: int, n_slots: int, patch_frames: int,
                  patch_bins: int, embed_dim: int, n_layers: int, n_heads: int,
-                 n_iterations: int, decoder_hidden: int) -> None:
+                 n_iterations: int, decoder_hidden: int, feature_channels: int = 0) -> None:
         super().__init__()
         self.n_bins = n_bins
         self.chunk_frames = chunk_frames
@@ -147,6 +147,13 @@ class AudioSlotsNetwork(nn.Module):
         )
         # A 3x3 convolution at full resolution smooths the seams between decoded patches.
         self.output = nn.Sequential(nn.GELU(), nn.Conv2d(channels, 2, 3, padding=1))
+        self.feature_channels = feature_channels
+        if feature_channels > 0:
+            # Full-resolution features of the mixture, read out by each slot (see AudioSlots).
+            self.mixture_features = nn.Sequential(
+                nn.Conv2d(1, feature_channels, 3, padding=1), nn.GELU(),
+                nn.Conv2d(feature_channels, feature_channels, 3, padding=1))
+            self.slot_readout = nn.Linear(embed_dim, feature_channels)
 
     def forward(self, mixture: torch.Tensor, slots: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,7 +201,12 @@ class AudioSlotsNetwork(nn.Module):
         output = self.output(decoded)[:, :, :n_frames, :n_bins]
         output = output.reshape(batch_size, n_slots, 2, n_frames, n_bins)
         generated = nn.functional.softplus(output[:, :, 0])
-        masks = output[:, :, 1].softmax(dim=1)
+        mask_logits = output[:, :, 1]
+        if self.feature_channels > 0:
+            maps = self.mixture_features(features[:, None, :n_frames, :n_bins])  # (B, C, T, F)
+            mask_logits = mask_logits + torch.einsum(
+                "bkc,bctf->bktf", self.slot_readout(slots), maps)
+        masks = mask_logits.softmax(dim=1)
         return masks, generated
 
 
@@ -224,6 +236,19 @@ class AudioSlots(AmortizedSeparator):
     (weight ``generation_weight``); it shapes the slot embeddings (each slot must describe
     its source well enough to draw it) but is not used to separate. Slots without a source
     are trained towards silence (the loss scores them against all-zero targets).
+
+    **Reading the mixture at full resolution.** A slot is one vector (``embed_dim``
+    numbers) and the broadcast decoder sees nothing else, so it can only draw a smooth
+    mask: it cannot say which harmonic of which frame belongs to its source. In the
+    separation table's instrument runs (480 s of training on this 2-core CPU) the pure
+    broadcast decoder never left the trivial solution of one slot holding the whole
+    mixture (SIR 0.9 dB, SI-SDR improvement 0.4 dB). With ``feature_channels > 0`` a
+    small convolutional network computes ``feature_channels`` feature maps of the
+    compressed mixture at full resolution, and each slot adds to its mask logits the
+    dot product of a linear read-out of the slot with these maps (as Sound of Pixels
+    combines its spectral components with weights from the video). The slots still decide
+    everything; the maps only give them the detail to decide with. ``feature_channels=0``
+    is the pure spatial broadcast decoder.
 
     **Loss.** Permutation-invariant MSE between compressed magnitudes
     (:func:`~decomp.estimators.amortized.base.pit_magnitude_loss`: the best assignment of
@@ -256,6 +281,9 @@ class AudioSlots(AmortizedSeparator):
     generation_weight : float, default=0.1
         Weight of the loss on the directly generated spectrograms (0: train the masks
         only).
+    feature_channels : int, default=16
+        Full-resolution mixture feature maps read out by every slot into its mask
+        logits (see above; 0: the pure spatial broadcast decoder).
     front_end : Spectrogram, optional
         Magnitude front end for waveforms (default
         :data:`~decomp.estimators.amortized.base.DEFAULT_FRONT_END`).
@@ -357,6 +385,7 @@ class AudioSlots(AmortizedSeparator):
         "n_iterations": [Interval(Integral, 1, None, closed="left")],
         "decoder_hidden": [Interval(Integral, 1, None, closed="left")],
         "generation_weight": [Interval(Real, 0, None, closed="left")],
+        "feature_channels": [Interval(Integral, 0, None, closed="left")],
     }
 
     def __init__(
@@ -371,6 +400,7 @@ class AudioSlots(AmortizedSeparator):
         n_iterations: int = 3,
         decoder_hidden: int = 64,
         generation_weight: float = 0.1,
+        feature_channels: int = 16,
         front_end: Spectrogram | None = None,
         chunk_frames: int = 64,
         max_epochs: int = 100,
@@ -401,6 +431,7 @@ class AudioSlots(AmortizedSeparator):
         self.n_iterations = n_iterations
         self.decoder_hidden = decoder_hidden
         self.generation_weight = generation_weight
+        self.feature_channels = feature_channels
 
     def fit(self, mixtures: Any, sources: Any = None, labels: Any = None) -> AudioSlots:
         """Train the network on mixtures and their sources.
@@ -434,7 +465,7 @@ class AudioSlots(AmortizedSeparator):
             n_slots=self.n_slots_, patch_frames=self.patch_frames,
             patch_bins=self.patch_bins, embed_dim=self.embed_dim, n_layers=self.n_layers,
             n_heads=self.n_heads, n_iterations=self.n_iterations,
-            decoder_hidden=self.decoder_hidden,
+            decoder_hidden=self.decoder_hidden, feature_channels=self.feature_channels,
         )
 
     def _training_losses(self, network: torch.nn.Module, batch: dict[str, torch.Tensor]

@@ -141,6 +141,19 @@ def test_generation_weight_zero_trains_the_masks_only(data):
     assert set(model.history_) == {"train_loss", "validation_loss", "initial_validation_loss"}
 
 
+def test_feature_read_out_can_be_switched_off(data):
+    mixtures, sources = data
+    pure = AudioSlots(**{**SMALL, "feature_channels": 0}, max_epochs=1).fit(mixtures[:8],
+                                                                            sources[:8])
+    network = pure._get_network()
+    assert not hasattr(network, "mixture_features")
+    assert not any(key.startswith("slot_readout") for key in pure.network_state_)
+    estimates = pure.transform(mixtures[:2])
+    np.testing.assert_allclose(estimates.sum(axis=1), mixtures[:2], rtol=1e-4, atol=1e-5)
+    with_features = AudioSlots(**SMALL, max_epochs=1).fit(mixtures[:8], sources[:8])
+    assert with_features.network_state_["slot_readout.weight"].shape == (16, SMALL["embed_dim"])
+
+
 # ------------------------------------------------------------ persistence, audio
 def test_save_load_round_trip(fitted, data, tmp_path):
     path = fitted.save(tmp_path / "audioslots.decomp")
