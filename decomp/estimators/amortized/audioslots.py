@@ -247,8 +247,9 @@ class AudioSlots(AmortizedSeparator):
     compressed mixture at full resolution, and each slot adds to its mask logits the
     dot product of a linear read-out of the slot with these maps (as Sound of Pixels
     combines its spectral components with weights from the video). The slots still decide
-    everything; the maps only give them the detail to decide with. ``feature_channels=0``
-    is the pure spatial broadcast decoder.
+    everything; the maps only give them the detail to decide with (in the same 480 s run
+    this raised SDR only from 0.8 to 1.2 dB: the slots still mostly collapse on that
+    budget). ``feature_channels=0`` is the pure spatial broadcast decoder.
 
     **Loss.** Permutation-invariant MSE between compressed magnitudes
     (:func:`~decomp.estimators.amortized.base.pit_magnitude_loss`: the best assignment of
