@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from decomp._checkpoint import load_checkpoint, save_checkpoint
+from decomp._training import load_checkpoint, run_epoch, save_checkpoint
 from decomp._validation import check_finite
 from decomp.exceptions import NonFiniteLossError
 from decomp.flows.base import DictionaryFlow
@@ -292,7 +292,21 @@ def fit_flow(
         best_loss = _mean_validation_loss(flow, X_validation, y_validation, 4 * batch_size)
         best_state = copy.deepcopy(flow.state_dict())
 
+    def adversary_step(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        adversary_optimizer.zero_grad(set_to_none=True)
+        flow.adversary_loss(*batch).backward()
+        adversary_optimizer.step()
+
     n_train = X_train.shape[0]
+
+    def batches(order: torch.Tensor) -> Any:
+        """(X, y) mini-batches of the training rows in ``order``."""
+        for start in range(0, n_train, batch_size):
+            batch = order[start:start + batch_size]
+            if batch.numel() < 2 and n_train >= 2:
+                continue  # a lone row gives a degenerate batch statistic
+            yield X_train[batch], y_train[batch]
+
     bar = tqdm(total=max_epochs, initial=min(epoch, max_epochs), desc=desc,
                disable=not progress, unit="epoch", leave=False)
     with bar:
@@ -304,30 +318,11 @@ def fit_flow(
             order = torch.as_tensor(
                 np.random.default_rng([random_state, epoch]).permutation(n_train),
                 device=device)
-            sums: dict[str, float] = {}
-            n_finite = 0
-            for start in range(0, n_train, batch_size):
-                batch = order[start:start + batch_size]
-                if batch.numel() < 2 and n_train >= 2:
-                    continue  # a lone row gives a degenerate batch statistic
-                X_batch, y_batch = X_train[batch], y_train[batch]
-                losses = flow.training_losses(X_batch, y_batch)
-                loss = losses["loss"]
-                if not torch.isfinite(loss):
-                    flow_optimizer.zero_grad(set_to_none=True)
-                    continue
-                flow_optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(_flow_parameters(flow), max_grad_norm)
-                flow_optimizer.step()
-                if adversary_optimizer is not None:
-                    adversary_optimizer.zero_grad(set_to_none=True)
-                    flow.adversary_loss(X_batch, y_batch).backward()
-                    adversary_optimizer.step()
-                n_finite += 1
-                for key, value in losses.items():
-                    sums[key] = sums.get(key, 0.0) + float(value.detach())
+
+            means, n_finite = run_epoch(
+                batches(order), lambda batch: flow.training_losses(*batch), flow_optimizer,
+                _flow_parameters(flow), max_grad_norm,
+                adversary_step if adversary_optimizer is not None else None)
             if n_finite == 0:
                 flow.load_state_dict(best_state)
                 raise NonFiniteLossError(
@@ -335,9 +330,9 @@ def fit_flow(
                     f"the learning rate (now {learning_rate}) or check the data's scale."
                 )
             flow.eval()
-            train_losses.append(sums.pop("loss") / n_finite)
-            for key, value in sums.items():
-                extras.setdefault(key, []).append(value / n_finite)
+            train_losses.append(means.pop("loss"))
+            for key, value in means.items():
+                extras.setdefault(key, []).append(value)
             validation = _mean_validation_loss(flow, X_validation, y_validation, 4 * batch_size)
             validation_losses.append(validation)
             if math.isfinite(validation) and (not math.isfinite(best_loss)

@@ -453,11 +453,10 @@ class AudioSlots(AmortizedSeparator):
 
     # ------------------------------------------------------------- subclass hooks
     def _n_slots(self, max_sources: int, n_classes: int | None) -> int:
-        present = max_sources
-        if present > self.n_slots:
+        if max_sources > self.n_slots:
             raise ValueError(
-                f"a training mixture has {present} sources but AudioSlots has n_slots="
-                f"{self.n_slots}; set n_slots >= {present}.")
+                f"a training mixture has {max_sources} sources but AudioSlots has n_slots="
+                f"{self.n_slots}; set n_slots >= {max_sources}.")
         return self.n_slots
 
     def _build_network(self) -> AudioSlotsNetwork:

@@ -41,7 +41,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm import tqdm
 
 from decomp._backend import resolve_device
-from decomp._checkpoint import load_checkpoint, save_checkpoint
+from decomp._training import load_checkpoint, run_epoch, save_checkpoint
 from decomp._validation import check_spectrogram
 from decomp.audio.io import _check_audio
 from decomp.audio.spectrogram import Spectrogram
@@ -453,32 +453,21 @@ class AmortizedSeparator(Persistent, BaseEstimator):
                 epoch_rng = np.random.default_rng([seed, epoch])
                 items = epoch_rng.permutation(items)
                 network.train()
-                sums: dict[str, float] = {}
-                n_finite = 0
-                for start in range(0, items.size, self.batch_size):
-                    batch = _random_crops(mixtures, sources, present, label_index,
-                                          items[start:start + self.batch_size],
-                                          self.chunk_frames, epoch_rng, device)
-                    losses = self._training_losses(network, batch)
-                    loss = losses["loss"]
-                    optimizer.zero_grad(set_to_none=True)
-                    if not torch.isfinite(loss):
-                        continue
-                    loss.backward()
-                    if self.max_grad_norm is not None:
-                        torch.nn.utils.clip_grad_norm_(network.parameters(), self.max_grad_norm)
-                    optimizer.step()
-                    n_finite += 1
-                    for key, value in losses.items():
-                        sums[key] = sums.get(key, 0.0) + float(value.detach())
+                crops = (_random_crops(mixtures, sources, present, label_index,
+                                       items[start:start + self.batch_size],
+                                       self.chunk_frames, epoch_rng, device)
+                         for start in range(0, items.size, self.batch_size))
+                means, n_finite = run_epoch(
+                    crops, lambda batch: self._training_losses(network, batch), optimizer,
+                    list(network.parameters()), self.max_grad_norm)
                 if n_finite == 0:
                     network.load_state_dict(best_state)
                     raise NonFiniteLossError(
                         f"every batch of epoch {epoch} gave a non-finite training loss; lower "
                         f"learning_rate (now {self.learning_rate}) or check the data.")
-                for key, value in sums.items():
+                for key, value in means.items():
                     history.setdefault("train_loss" if key == "loss" else f"train_{key}",
-                                       []).append(value / n_finite)
+                                       []).append(value)
                 loss_now = self._validation_loss(network, validation, device)
                 history["validation_loss"].append(loss_now)
                 if math.isfinite(loss_now) and not loss_now >= best_loss:
@@ -538,8 +527,9 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         check_is_fitted(self, "network_state_")
         network = getattr(self, "_network", None)
         if network is None:
-            devices = []
-            with torch.random.fork_rng(devices=devices):
+            # The network is rebuilt only to receive the fitted weights; fork_rng keeps its
+            # random initialisation from moving the caller's global generator.
+            with torch.random.fork_rng(devices=[]):
                 network = self._build_network()
             try:
                 network.load_state_dict(self.network_state_)
