@@ -38,7 +38,7 @@ from scipy.signal import resample_poly
 
 from decomp.data.cache import cached_arrays
 from decomp.data.piano import _check_font_name, _check_int, _check_random_state, _check_seconds
-from decomp.data.render import render_midi, run_writing_wav
+from decomp.data.render import check_sample_rate, render_midi, run_writing_wav
 from decomp.data.soundfonts import resolve_soundfont
 from decomp.exceptions import MissingDependencyError
 
@@ -60,7 +60,6 @@ MAX_SOURCES = 7
 PEAK_CEILING = 0.99
 """Mixtures and stems are scaled together so that no sample exceeds this magnitude."""
 
-_MIN_SAMPLE_RATE, _MAX_SAMPLE_RATE = 8000, 96000
 _SILENT_RMS = 1e-6  # below this (about -120 dBFS) a stem cannot be level-normalised
 
 
@@ -155,17 +154,6 @@ class MixtureSet:
 
 
 # ----------------------------------------------------------------------------- checks
-
-
-def _check_sample_rate(sample_rate: Any) -> int:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
-        raise TypeError(f"sample_rate must be an int (Hz); got {type(sample_rate).__name__}.")
-    if not _MIN_SAMPLE_RATE <= sample_rate <= _MAX_SAMPLE_RATE:
-        raise ValueError(
-            f"sample_rate must lie in [{_MIN_SAMPLE_RATE}, {_MAX_SAMPLE_RATE}] Hz; "
-            f"got {sample_rate}."
-        )
-    return int(sample_rate)
 
 
 def _check_range(value: Any, name: str, low: float, high: float) -> tuple[float, float]:
@@ -458,7 +446,7 @@ def instrument_mixtures(
     duration = _check_seconds(duration, "duration", positive=True)
     if duration > 60:
         raise ValueError(f"duration must be at most 60 seconds; got {duration}.")
-    sample_rate = _check_sample_rate(sample_rate)
+    sample_rate = check_sample_rate(sample_rate)
     level_range = _check_range(level_range, "level_range", -80.0, 0.0)
     low_velocity, high_velocity = (
         int(v) for v in _check_range(velocity_range, "velocity_range", 1, 127)
@@ -645,7 +633,7 @@ def speech_mixtures(
     duration = _check_seconds(duration, "duration", positive=True)
     if duration > 60:
         raise ValueError(f"duration must be at most 60 seconds; got {duration}.")
-    sample_rate = _check_sample_rate(sample_rate)
+    sample_rate = check_sample_rate(sample_rate)
     relative_range = _check_range(relative_level_range, "relative_level_range", -30.0, 30.0)
     rng = _check_random_state(random_state)
     binary = _espeak_binary()

@@ -47,6 +47,18 @@ _MIN_SAMPLE_RATE, _MAX_SAMPLE_RATE = 8000, 96000
 _SILENCE_PEAK = 1e-4
 
 
+def check_sample_rate(sample_rate: Any, note: str = "") -> int:
+    """Check a synthesis rate: an int in [8000, 96000] Hz (``note`` is added to the message)."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
+        raise TypeError(f"sample_rate must be an int (Hz); got {type(sample_rate).__name__}.")
+    if not _MIN_SAMPLE_RATE <= sample_rate <= _MAX_SAMPLE_RATE:
+        raise ValueError(
+            f"sample_rate must lie in [{_MIN_SAMPLE_RATE}, {_MAX_SAMPLE_RATE}] Hz{note}; "
+            f"got {sample_rate}."
+        )
+    return int(sample_rate)
+
+
 def midi_to_bytes(midi: pretty_midi.PrettyMIDI) -> bytes:
     """The standard-MIDI-file bytes that ``midi.write`` produces."""
     buffer = io.BytesIO()
@@ -240,16 +252,9 @@ def render_midi(
     """
     pm = _load_midi(midi)
     font_path = resolve_soundfont(soundfont)
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
-        raise TypeError(f"sample_rate must be an int (Hz); got {type(sample_rate).__name__}.")
-    if not _MIN_SAMPLE_RATE <= sample_rate <= _MAX_SAMPLE_RATE:
-        raise ValueError(
-            f"sample_rate must lie in [{_MIN_SAMPLE_RATE}, {_MAX_SAMPLE_RATE}] Hz (FluidSynth's "
-            f"range); got {sample_rate}."
-        )
+    sample_rate = check_sample_rate(sample_rate, " (FluidSynth's range)")
     gain = _check_number(gain, "gain", 0.0, 10.0, low_open=True)
     release_tail = _check_number(release_tail, "release_tail", 0.0, 60.0, low_open=False)
-    sample_rate = int(sample_rate)
     midi_bytes = midi_to_bytes(_without_empty_notes(pm))
     # The length comes from the MIDI as FluidSynth will read it (tick-quantised).
     end_time = pretty_midi.PrettyMIDI(io.BytesIO(midi_bytes)).get_end_time()
