@@ -99,8 +99,8 @@ def build(method: str, dataset: str, args: argparse.Namespace) -> Any:
     seconds = args.train_seconds if dataset == "instruments" else args.speech_train_seconds
     common = dict(max_epochs=100000, max_seconds=seconds, patience=args.patience,
                   random_state=0, progress=args.progress, device=args.device)
-    # Smaller than the defaults where a CPU budget of minutes favours more steps: in
-    # 100-150 s pilot runs these gained 0.5 (AudioSlots) to 3 dB (MHUNet) SI-SDRi.
+    # Smaller than the defaults (and a larger step) where a CPU budget of minutes favours
+    # more optimisation steps over width; chosen in short pilot runs, not tuned further.
     if method == "audioslots":
         return AudioSlots(n_slots=4, embed_dim=32, n_layers=1, patch_bins=32, decoder_hidden=32,
                           learning_rate=3e-3, **common)

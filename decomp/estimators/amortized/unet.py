@@ -324,11 +324,10 @@ class MHUNet(_UNetSeparator):
         Distance between predicted and target ratio masks: weighted binary cross-entropy
         with soft targets, or weighted L1 (Sound of Pixels' choice for ratio masks). With
         one head per class most heads' targets are zero in most mixtures, and L1, whose
-        minimiser is the median, first drives every mask to zero: trained for 100 s on
-        the separation table's instrument data, every head predicted about 0.03
-        everywhere and the separated sources were worse than the mixture (-1.2 dB
-        SI-SDRi on training mixtures), where cross-entropy, whose minimiser is the mean,
-        gave +2.0 dB.
+        minimiser is the median, first drives every mask towards zero (in short pilot
+        runs on the separation table's instrument data the heads' masks stayed near
+        zero everywhere and the outputs were worse than the mixture); cross-entropy,
+        whose minimiser is the mean, keeps a gradient towards the present sources.
     curriculum_epochs : int, default=20
         Epochs over which the largest number of sources per training mixture grows
         linearly from 2 to the largest in the data (epoch 1: 2; epoch
