@@ -8,12 +8,13 @@ tensors, numbers, strings, lists and dicts, so it is read with ``weights_only=Tr
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from decomp._files import atomic_write
 
 __all__ = ["load_checkpoint", "run_epoch", "save_checkpoint"]
 
@@ -73,11 +74,13 @@ def run_epoch(
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically (a temporary file, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(state, partial)
-    os.replace(partial, path)  # an interrupted save never leaves a torn file
+    """Write ``state`` to ``path`` atomically (a unique temporary file, then a rename).
+
+    An interrupted save leaves the previous checkpoint; two runs saving the same path
+    never collide.
+    """
+    with atomic_write(path) as file:
+        torch.save(state, file)
 
 
 def load_checkpoint(

@@ -6,12 +6,71 @@ Each check names the argument, what was expected and what was got, and raises
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.utils._param_validation import Interval, Options
 
-__all__ = ["check_spectrogram", "check_labels", "check_array_like", "check_finite"]
+from decomp._backend import DEVICE_OPTIONS, is_device
+
+__all__ = [
+    "DEVICE",
+    "RANDOM_STATE",
+    "DeviceOption",
+    "StrictInterval",
+    "check_spectrogram",
+    "check_labels",
+    "check_array_like",
+    "check_finite",
+]
+
+
+# --- parameter constraints (scikit-learn's ``_parameter_constraints`` mechanism) ------------
+class StrictInterval(Interval):
+    """scikit-learn's :class:`~sklearn.utils._param_validation.Interval` without booleans.
+
+    To Python (and to scikit-learn's ``Interval``) ``True`` is the int 1, so
+    ``n_components=True`` would pass and fail later inside torch. decomp refuses it with
+    the usual message: "The 'n_components' parameter of NMF must be an int in the range
+    [1, inf) or None. Got True instead."
+    """
+
+    def is_satisfied_by(self, val: Any) -> bool:
+        if isinstance(val, (bool, np.bool_)):
+            return False
+        return super().is_satisfied_by(val)
+
+
+class DeviceOption(Options):
+    """The ``device`` values every estimator accepts (see :func:`decomp._backend.is_device`).
+
+    Only the form is checked here; whether CUDA is there is checked when the device is
+    resolved (:func:`decomp._backend.resolve_device`), with its own message. (An
+    ``Options`` subclass because scikit-learn's validator takes only its own constraint
+    classes.)
+    """
+
+    def __init__(self) -> None:
+        super().__init__((str, torch.device), {"auto", "cpu", "cuda"})
+
+    def is_satisfied_by(self, val: Any) -> bool:
+        return is_device(val)
+
+    def __str__(self) -> str:
+        return DEVICE_OPTIONS
+
+
+#: Constraint list of a ``device`` parameter.
+DEVICE: list = [DeviceOption()]
+#: Constraint list of a ``random_state`` parameter: scikit-learn's, without booleans.
+RANDOM_STATE: list = [
+    StrictInterval(Integral, 0, 2**32 - 1, closed="both"), np.random.RandomState, None,
+]
+
+
+# --- input checks ------------------------------------------------------------------------
 
 
 def check_array_like(value: Any, name: str) -> Any:

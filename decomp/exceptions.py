@@ -6,6 +6,7 @@ from sklearn.exceptions import NotFittedError
 
 __all__ = [
     "AudioFileError",
+    "AudioWarning",
     "DecompError",
     "MissingDependencyError",
     "ModelFileError",
@@ -26,7 +27,20 @@ class MissingDependencyError(DecompError, RuntimeError):
 
 
 class ModelFileError(DecompError, ValueError):
-    """A saved model file is corrupt, foreign or from an incompatible version."""
+    """A saved model file is corrupt, foreign, unsafe or from an incompatible version.
+
+    Attributes
+    ----------
+    reason : str
+        What is wrong with the file, without its path.
+    path : str or None
+        The file, when known; the message then reads ``"<path>: <reason>"``.
+    """
+
+    def __init__(self, reason: str, path: str | None = None) -> None:
+        self.reason = reason
+        self.path = path
+        super().__init__(f"{path}: {reason}" if path is not None else reason)
 
 
 class NonFiniteLossError(DecompError, FloatingPointError):
@@ -37,4 +51,12 @@ class AudioFileError(DecompError, ValueError):
     """An audio file exists but cannot be decoded, or holds no samples.
 
     The message names the file and the decoder's reason.
+    """
+
+
+class AudioWarning(UserWarning):
+    """Audio that decomp reads but suspects: near-silent, beyond full scale, or shorter
+    than its file header says.
+
+    The message names the file (when there is one) and what was measured.
     """

@@ -1,28 +1,80 @@
 """Saving and loading fitted models: ``estimator.save(path)`` and ``decomp.load(path)``.
 
 A model file is a torch archive holding only tensors, numbers, strings, lists and
-dicts (it is read with ``weights_only=True``, so loading never runs pickled code):
-the class name, the hyper-parameters, the fitted state and the library version.
+dicts: the class name, the hyper-parameters, the fitted state and the library version.
+
+Loading is safe by construction. The archive is read with ``weights_only=True``, so no
+pickled code runs, and the names in it are resolved only against a registry: the
+subclasses of :class:`Persistent` (the estimators) and the registered value types
+(:class:`~decomp.flows.DictionaryFlow` subclasses and
+:class:`~decomp.audio.Spectrogram`). Before any constructor is called, a restored
+estimator's parameters must be among its constructor's parameters and its fitted state
+must name public attributes ending in ``_``. Anything else in a file (another
+function or class of decomp or of any other module, an unknown key, a malformed
+manifest) is refused with :class:`~decomp.exceptions.ModelFileError`, before anything is
+called. What restoring a registered class does is what its constructor and
+``from_dict`` do: store arguments and weights.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from decomp._files import atomic_write
 from decomp._version import __version__
 from decomp.exceptions import ModelFileError
 
-__all__ = ["Persistent", "save", "load", "encode", "decode", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["Persistent", "save", "load", "encode", "decode", "register_value_type",
+           "registered_classes", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "decomp-model"
 FORMAT_VERSION = 1
-_ALLOWED_MODULE_PREFIX = "decomp."
+# Deeper nesting than any model needs; a crafted file must not exhaust the stack.
+_MAX_DEPTH = 64
+# A fitted attribute: public, ending in "_" (scikit-learn's convention). This also keeps
+# a file from setting dunders such as ``__class__`` or private state.
+_STATE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*_\Z")
+
+# Qualified name -> class. Estimators register by subclassing Persistent; value types
+# (objects saved through to_dict/from_dict) through register_value_type.
+_ESTIMATOR_CLASSES: dict[str, type] = {}
+_VALUE_TYPES: dict[str, type] = {}
+
+
+def register_value_type(cls: type) -> type:
+    """Allow ``cls`` to be saved and restored through ``to_dict`` / ``from_dict``.
+
+    Only registered value types (and :class:`Persistent` estimators) are restored by
+    :func:`load`; use as a class decorator or call it once per class.
+    """
+    if not (callable(getattr(cls, "to_dict", None)) and callable(getattr(cls, "from_dict",
+                                                                          None))):
+        raise TypeError(f"{cls.__name__} needs to_dict() and a classmethod from_dict().")
+    _VALUE_TYPES[_qualified_name(cls)] = cls
+    return cls
+
+
+def registered_classes() -> dict[str, list[str]]:
+    """The qualified class names :func:`load` restores, by kind (for docs and audits)."""
+    _import_registrations()
+    return {"estimators": sorted(_ESTIMATOR_CLASSES), "value types": sorted(_VALUE_TYPES)}
+
+
+def _import_registrations() -> None:
+    # Importing the package defines (and so registers) every model class. The module
+    # name is fixed here, never taken from a file.
+    importlib.import_module("decomp")
+    from decomp.audio.spectrogram import Spectrogram
+
+    _VALUE_TYPES.setdefault(_qualified_name(Spectrogram), Spectrogram)
 
 
 def encode(value: Any) -> Any:
@@ -48,47 +100,117 @@ def encode(value: Any) -> Any:
                 "params": encode(value.get_params(deep=False)),
                 "state": encode(value._get_state())}
     if hasattr(value, "to_dict") and hasattr(type(value), "from_dict"):
-        cls = type(value)
-        return {"__object__": f"{cls.__module__}.{cls.__qualname__}",
-                "state": encode(value.to_dict())}
+        _import_registrations()
+        name = _qualified_name(type(value))
+        if _VALUE_TYPES.get(name) is not type(value):
+            raise TypeError(
+                f"cannot save a {type(value).__name__}: {name} is not a registered value "
+                "type (see decomp.persistence.register_value_type), so it could not be "
+                "loaded back."
+            )
+        return {"__object__": name, "state": encode(value.to_dict())}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"cannot save a value of type {type(value).__name__}: {value!r}")
 
 
 def decode(value: Any) -> Any:
-    """Inverse of :func:`encode`."""
+    """Inverse of :func:`encode`; anything :func:`encode` does not write is refused.
+
+    Raises
+    ------
+    ModelFileError
+        For an entry of unknown form, a class that is not registered, parameters a
+        class does not take, or nesting deeper than any model needs.
+    """
+    return _decode(value, 0)
+
+
+_ATOMS = (type(None), bool, int, float, str, torch.Tensor)
+
+
+def _decode(value: Any, depth: int) -> Any:
+    if depth > _MAX_DEPTH:
+        raise ModelFileError(f"the model file nests entries deeper than {_MAX_DEPTH} levels.")
+    depth += 1
     if isinstance(value, list):
-        return [decode(item) for item in value]
-    if not isinstance(value, dict):
+        return [_decode(item, depth) for item in value]
+    if isinstance(value, _ATOMS):
         return value
-    if "__ndarray__" in value:
+    if not isinstance(value, dict):
+        raise ModelFileError(f"unexpected entry of type {type(value).__name__} in model file.")
+    keys = set(value)
+    if keys == {"__ndarray__"} and isinstance(value["__ndarray__"], torch.Tensor):
         return value["__ndarray__"].numpy()
-    if "__ndarray_list__" in value:
-        array = np.asarray(value["__ndarray_list__"])
+    if (keys == {"__ndarray_list__", "dtype"} and isinstance(value["__ndarray_list__"], list)
+            and value["dtype"] in ("O", "U", "S")):
+        array = np.asarray(_decode(value["__ndarray_list__"], depth))
+        if array.dtype.kind not in "OUS":
+            raise ModelFileError("a text array in the model file holds non-text entries.")
         return array.astype(object) if value["dtype"] == "O" else array
-    if "__tensor__" in value:
+    if keys == {"__tensor__"} and isinstance(value["__tensor__"], torch.Tensor):
         return value["__tensor__"]
-    if "__dict__" in value:
-        return {decode(key): decode(item) for key, item in value["__dict__"]}
-    if "__tuple__" in value:
-        return tuple(decode(item) for item in value["__tuple__"])
-    if "__range__" in value:
+    if keys == {"__dict__"} and isinstance(value["__dict__"], list):
+        pairs = value["__dict__"]
+        if not all(isinstance(pair, list) and len(pair) == 2 for pair in pairs):
+            raise ModelFileError("a mapping in the model file is not a list of pairs.")
+        keys_and_items = [(_decode(key, depth), _decode(item, depth)) for key, item in pairs]
+        if not all(isinstance(key, (type(None), bool, int, float, str, tuple))
+                   for key, _ in keys_and_items):
+            raise ModelFileError("a mapping in the model file has a key of unhashable type.")
+        try:
+            return dict(keys_and_items)
+        except TypeError:
+            raise ModelFileError("a mapping in the model file has an unhashable key.") from None
+    if keys == {"__tuple__"} and isinstance(value["__tuple__"], list):
+        return tuple(_decode(item, depth) for item in value["__tuple__"])
+    if (keys == {"__range__"} and isinstance(value["__range__"], list)
+            and len(value["__range__"]) == 3
+            and all(type(item) is int for item in value["__range__"])
+            and value["__range__"][2] != 0):
         return range(*value["__range__"])
-    if "__estimator__" in value:
-        return _restore(_resolve_class(value["__estimator__"]), value["params"], value["state"])
-    if "__object__" in value:
-        return _resolve_class(value["__object__"]).from_dict(decode(value["state"]))
-    raise ModelFileError(f"unknown entry in model file: keys {sorted(value)}")
+    if keys == {"__estimator__", "params", "state"}:
+        cls = _resolve_class(value["__estimator__"], _ESTIMATOR_CLASSES, "estimator")
+        return _restore(cls, value["params"], value["state"], depth)
+    if keys == {"__object__", "state"}:
+        cls = _resolve_class(value["__object__"], _VALUE_TYPES, "value type")
+        return cls.from_dict(_decode(value["state"], depth))
+    shown = sorted(str(key)[:40] for key in keys)[:8]
+    raise ModelFileError(f"unknown entry in model file: keys {shown}")
 
 
 def _qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _restore(cls: type, params: Any, state: Any) -> Any:
-    estimator = cls(**decode(params))
-    estimator._set_state(decode(state))
+def _parameter_names(cls: type) -> set[str]:
+    signature = inspect.signature(cls.__init__)
+    return {parameter.name for parameter in list(signature.parameters.values())[1:]
+            if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)}
+
+
+def _restore(cls: type, params: Any, state: Any, depth: int = 0) -> Any:
+    """``cls(**params)`` with its fitted ``state``, after checking both against ``cls``."""
+    params = _decode(params, depth)
+    state = _decode(state, depth)
+    name = _qualified_name(cls)
+    if not isinstance(params, dict) or not all(isinstance(key, str) for key in params):
+        raise ModelFileError(f"the parameters of {name} in the model file are not a mapping.")
+    unknown = sorted(set(params) - _parameter_names(cls))
+    if unknown:
+        raise ModelFileError(
+            f"the model file gives {name} parameters it does not take: {unknown[:8]}."
+        )
+    if not isinstance(state, dict) or not all(
+            isinstance(key, str) and _STATE_NAME.match(key) for key in state):
+        bad = sorted(str(key)[:40] for key in (state if isinstance(state, dict) else {})
+                     if not (isinstance(key, str) and _STATE_NAME.match(key)))
+        raise ModelFileError(
+            f"the fitted state of {name} in the model file must map public attribute names "
+            f"ending in '_' to values; got {bad[:8] or type(state).__name__}."
+        )
+    estimator = cls(**params)
+    estimator._set_state(state)
     return estimator
 
 
@@ -96,9 +218,14 @@ class Persistent:
     """Mixin for estimators that save their parameters and fitted state.
 
     The fitted state is every public attribute ending in ``_`` (scikit-learn's
-    convention); values may be arrays, tensors, numbers, strings, containers, objects
-    with ``to_dict``/``from_dict`` and other :class:`Persistent` estimators.
+    convention); values may be arrays, tensors, numbers, strings, containers, registered
+    value types (see :func:`register_value_type`) and other :class:`Persistent`
+    estimators. Every subclass is registered for :func:`load` when it is defined.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _ESTIMATOR_CLASSES[_qualified_name(cls)] = cls
 
     def _get_state(self) -> dict[str, Any]:
         return {
@@ -125,26 +252,29 @@ class Persistent:
         return save(self, path)
 
 
-def _resolve_class(qualified_name: str) -> type:
-    if not qualified_name.startswith(_ALLOWED_MODULE_PREFIX):
+def _resolve_class(qualified_name: Any, registry: dict[str, type], kind: str) -> type:
+    """The registered class of that name; nothing is imported or called by name."""
+    if not isinstance(qualified_name, str):
         raise ModelFileError(
-            f"the model file names class {qualified_name!r}, which is not part of decomp."
+            f"the model file names a class by a {type(qualified_name).__name__}, not a string."
         )
-    module_name, _, class_name = qualified_name.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError):
+    _import_registrations()
+    cls = registry.get(qualified_name)
+    if cls is None:
+        shown = qualified_name if len(qualified_name) <= 120 else qualified_name[:117] + "..."
         raise ModelFileError(
-            f"the model file names class {qualified_name!r}, which this version of decomp "
-            f"({__version__}) does not have."
-        ) from None
+            f"the model file names {shown!r}, which is not a registered decomp {kind} in "
+            f"this version of decomp ({__version__}); nothing was loaded."
+        )
+    return cls
 
 
 def save(estimator: Any, path: str | os.PathLike) -> Path:
     """Write a fitted estimator (or any decomp object with ``_get_state``) to ``path``.
 
-    Returns the path written. The file is written to a temporary name first and then
-    moved, so an interrupted save never leaves a truncated model behind.
+    Returns the path written. The file is written under a unique temporary name in the
+    same folder, fsync'ed and then moved, so an interrupted save leaves the previous model
+    (or none) and concurrent saves of the same path never collide.
     """
     path = Path(path)
     payload = {
@@ -155,49 +285,94 @@ def save(estimator: Any, path: str | os.PathLike) -> Path:
         "params": encode(estimator.get_params(deep=False)),
         "state": encode(estimator._get_state()),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".part")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
+    with atomic_write(path) as file:
+        torch.save(payload, file)
     return path
 
 
 def load(path: str | os.PathLike) -> Any:
     """Load a model written by ``save``.
 
+    Only registered decomp classes are restored (see the module docstring): a crafted
+    file cannot make loading call any other function or class.
+
     Raises
     ------
     FileNotFoundError
         If ``path`` does not exist.
     ModelFileError
-        If the file is not a decomp model, is corrupt, or needs a newer decomp.
+        If the file is not a decomp model, is corrupt, names anything that is not a
+        registered decomp class, or needs a newer decomp. The message names the file.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or an os.PathLike; got {type(path).__name__}.")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no model file at {str(path)!r}.")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a damaged archive
-        raise ModelFileError(
-            f"{str(path)!r} is not a readable decomp model file ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else 'no detail'})."
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ModelFileError(f"{str(path)!r} is not a decomp model file.")
-    if payload.get("format_version", 0) > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{str(path)!r} was written by decomp {payload.get('library_version')} in format "
-            f"{payload['format_version']}; this decomp ({__version__}) reads format "
-            f"{FORMAT_VERSION} and older. Upgrade decomp to load it."
-        )
-    cls = _resolve_class(payload["class"])
+    except Exception as error:  # torch raises many types for a damaged or foreign archive
+        raise ModelFileError(f"not a readable decomp model file ({_torch_load_detail(error)}).",
+                             str(path)) from None
     try:
-        estimator = _restore(cls, payload["params"], payload["state"])
-    except ModelFileError:
-        raise
+        class_name = _check_manifest(payload)
+        return _restore(_resolve_class(class_name, _ESTIMATOR_CLASSES, "estimator"),
+                        payload["params"], payload["state"])
+    except ModelFileError as error:
+        raise ModelFileError(error.reason, str(path)) from None
+    except RecursionError:
+        raise ModelFileError("the model file nests entries too deeply.", str(path)) from None
     except Exception as error:
+        # A registered class refused the stored parameters or weights.
         raise ModelFileError(
-            f"{str(path)!r} holds a {payload['class']} that this decomp cannot restore "
-            f"({type(error).__name__}: {error})."
+            f"it holds a {payload['class']} that this decomp cannot restore "
+            f"({type(error).__name__}: {_first_line(error)}).", str(path)
         ) from None
-    return estimator
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else "no detail"
+
+
+def _torch_load_detail(error: BaseException) -> str:
+    """The useful part of torch.load's message: the refused global, or the first sentence."""
+    text = str(error)
+    if text.startswith("Weights only load failed"):
+        # torch's advice here is to load with weights_only=False: exactly what must not be
+        # done with an untrusted file, so only the refused object is reported.
+        refused = [line.strip() for line in text.splitlines()
+                   if "GLOBAL" in line or "WeightsUnpickler error" in line]
+        detail = f": {refused[0][:160].rstrip('.')}" if refused else ""
+        return f"it holds pickled Python objects, which are never loaded{detail}"
+    sentence = _first_line(error).split(". ")[0].rstrip(".")
+    return f"{type(error).__name__}: {sentence}"
+
+
+_MANIFEST_KEYS = ("format", "format_version", "library_version", "class", "params", "state")
+
+
+def _check_manifest(payload: Any) -> str:
+    """Check the file's top level; returns the class name it stores."""
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelFileError(f"not a decomp model file (no 'format': {FORMAT!r} entry).")
+    version = payload.get("format_version")
+    if type(version) is not int or version < 1:
+        raise ModelFileError(
+            f"the model file's format_version must be a positive int; got {version!r:.40}; "
+            "the file is damaged."
+        )
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"written by decomp {str(payload.get('library_version')):.40} in format "
+            f"{version}; this decomp ({__version__}) reads format {FORMAT_VERSION} and older. "
+            "Upgrade decomp to load it."
+        )
+    missing = [key for key in _MANIFEST_KEYS if key not in payload]
+    if missing:
+        raise ModelFileError(f"the model file lacks the entries {missing}; it is damaged.")
+    if not isinstance(payload["library_version"], str):
+        raise ModelFileError("the model file's library_version is not a string.")
+    if not isinstance(payload["class"], str):
+        raise ModelFileError("the model file's class entry is not a string.")
+    return payload["class"]

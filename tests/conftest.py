@@ -60,3 +60,16 @@ def tiny_transcriber(tiny_protocol) -> PianoTranscriber:
 @pytest.fixture(scope="session")
 def tiny_chords(tiny_protocol):
     return tiny_protocol.test_chords(polyphony=2, n_chords=6, random_state=3)
+
+
+def save_tiny_separator(folder):
+    """Save a tiny AudioSlots (8 kHz, 33-bin front end, one epoch) in ``folder``; its path."""
+    from decomp.audio import Spectrogram
+    from decomp.estimators.amortized import AudioSlots
+
+    rng = np.random.default_rng(0)
+    sources = (0.1 * rng.standard_normal((4, 2, 2000))).astype(np.float32)
+    front_end = Spectrogram(sample_rate=8000, n_fft=64, hop_length=32, kind="linear")
+    model = AudioSlots(n_slots=2, embed_dim=16, n_layers=1, n_heads=2, decoder_hidden=16,
+                       front_end=front_end, chunk_frames=16, max_epochs=1, random_state=0)
+    return model.fit(sources.sum(axis=1), sources).save(folder / "separator.decomp")

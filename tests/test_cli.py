@@ -1,5 +1,7 @@
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,6 +9,7 @@ import pytest
 import decomp.data
 from decomp.audio import write_audio
 from decomp.cli import main
+from tests.conftest import save_tiny_separator
 
 
 @pytest.fixture
@@ -87,16 +90,7 @@ def test_transcribe_with_a_shipped_dds_model(tmp_path, tiny_chords):
 
 @pytest.fixture
 def saved_separator(tmp_path):
-    """A tiny AudioSlots on an 8 kHz, 33-bin front end, trained for one epoch."""
-    from decomp.audio import Spectrogram
-    from decomp.estimators.amortized import AudioSlots
-
-    rng = np.random.default_rng(0)
-    sources = (0.1 * rng.standard_normal((4, 2, 2000))).astype(np.float32)
-    front_end = Spectrogram(sample_rate=8000, n_fft=64, hop_length=32, kind="linear")
-    model = AudioSlots(n_slots=2, embed_dim=16, n_layers=1, n_heads=2, decoder_hidden=16,
-                       front_end=front_end, chunk_frames=16, max_epochs=1, random_state=0)
-    return model.fit(sources.sum(axis=1), sources).save(tmp_path / "separator.decomp")
+    return save_tiny_separator(tmp_path)
 
 
 def test_separate_writes_one_wav_per_source(tmp_path, saved_separator, capsys):
@@ -127,3 +121,270 @@ def test_separate_argument_errors(tmp_path, saved_separator, saved_model, capsys
     assert main(["separate", str(mixture), "--model", str(saved_separator), "--labels",
                  "violin", "--out", str(tmp_path), "--no-progress"]) == 1
     assert "fitted without labels" in capsys.readouterr().err
+
+
+# --- errors and safety: refusals before work, one-line errors, --debug ---------------------
+
+
+def _error_lines(text):
+    return [line for line in text.splitlines() if line.startswith("error:")]
+
+
+def _assert_one_line_error(text, *fragments):
+    """Exactly one ``error:`` line, holding every fragment, and no traceback."""
+    lines = _error_lines(text)
+    assert len(lines) == 1, text
+    assert "Traceback" not in text
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    """Fail the test if a command loads or fits a model (its checks must come first)."""
+    import decomp.persistence
+    import decomp.transcription
+
+    class LoadedTooEarly(BaseException):  # not an Exception: the CLI must not catch it
+        pass
+
+    def refuse(*args, **kwargs):
+        raise LoadedTooEarly("a model was loaded before the checks")
+
+    monkeypatch.setattr(decomp.persistence, "load", refuse)
+    monkeypatch.setattr(decomp.transcription, "default_transcriber", refuse)
+
+
+def test_colliding_outputs_are_refused_before_any_work(tmp_path, no_model_loading, capsys):
+    (tmp_path / "sub").mkdir()
+    first, second = tmp_path / "s.ogg", tmp_path / "sub" / "s.wav"
+    out = tmp_path / "out"
+    for command in (["transcribe", "--model", str(tmp_path / "model.decomp")],
+                    ["transcribe"],  # the default transcriber would be fitted: not before
+                    ["separate", "--model", str(tmp_path / "separator.decomp")],
+                    ["separate", "--labels", "a", "b", "--model",
+                     str(tmp_path / "separator.decomp")]):
+        assert main([*command, str(first), str(second), "--out", str(out)]) == 2
+        _assert_one_line_error(capsys.readouterr().err, str(first), str(second),
+                               "would both write")
+        assert not out.exists()
+    # The same file twice is named as such.
+    assert main(["transcribe", str(first), str(first), "--out", str(out)]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "given twice")
+    # The --help text says what happens.
+    for command in ("transcribe", "separate"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "rename one or run them" in " ".join(capsys.readouterr().out.split())
+
+
+def test_outputs_never_overwrite_inputs_references_or_the_model(tmp_path, saved_model,
+                                                                  no_model_loading, capsys):
+    audio = tmp_path / "chords.wav"
+    audio.write_bytes(b"audio")
+    truth = tmp_path / "chords.mid"
+    truth.write_bytes(b"ground truth")
+    # --out on the audio's own folder would overwrite the ground truth beside it.
+    assert main(["transcribe", str(audio), "--model", str(saved_model), "--out",
+                 str(tmp_path), "--plot"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, str(audio), str(truth), "ground truth")
+    # ... and a --reference file in --out.
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    reference = other / "chords.mid"
+    reference.write_bytes(b"reference")
+    assert main(["transcribe", str(audio), "--model", str(saved_model), "--out", str(other),
+                 "--plot", "--reference", str(reference)]) == 2
+    _assert_one_line_error(capsys.readouterr().err, str(audio), str(reference), "--reference")
+    # ... and the --model file, whatever its name.
+    model = other / "chords.npz"
+    model.write_bytes(saved_model.read_bytes())
+    assert main(["transcribe", str(audio), "--model", str(model), "--out", str(other)]) == 2
+    _assert_one_line_error(capsys.readouterr().err, str(model), "--model")
+    # ... and an input: a stem that separate would write, with or without --labels.
+    stem = other / "chords-1.wav"
+    stem.write_bytes(b"an input")
+    for labels in ([], ["--labels", "1"]):
+        assert main(["separate", str(audio), str(stem), "--model", str(saved_model),
+                     "--out", str(other), *labels]) == 2
+        _assert_one_line_error(capsys.readouterr().err, str(audio), str(stem), "input")
+    assert truth.read_bytes() == b"ground truth" and reference.read_bytes() == b"reference"
+    assert stem.read_bytes() == b"an input" and audio.read_bytes() == b"audio"
+
+
+def test_out_must_be_a_writable_folder(tmp_path, no_model_loading, monkeypatch, capsys):
+    audio = tmp_path / "mix.wav"
+    model = tmp_path / "model.decomp"
+    a_file = tmp_path / "taken"
+    a_file.write_bytes(b"not a folder")
+    for command in (["transcribe", str(audio), "--model", str(model)],
+                    ["transcribe", str(audio)],
+                    ["separate", str(audio), "--model", str(model)]):
+        assert main([*command, "--out", str(a_file)]) == 2
+        _assert_one_line_error(capsys.readouterr().err, str(a_file), "not a folder")
+        assert main([*command, "--out", str(a_file / "sub")]) == 2  # cannot be created
+        _assert_one_line_error(capsys.readouterr().err, str(a_file), "is a file")
+    assert a_file.read_bytes() == b"not a folder"
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if os.geteuid() == 0:  # root may write there anyway: let os.access answer as for a user
+        access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, **kwargs: (
+            Path(path) != locked and access(path, mode, **kwargs)))
+    try:
+        for command in (["transcribe", str(audio), "--model", str(model)],
+                        ["separate", str(audio), "--model", str(model)]):
+            for out in (locked, locked / "new"):
+                assert main([*command, "--out", str(out)]) == 2
+                _assert_one_line_error(capsys.readouterr().err, str(out), "not writable")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_separate_out_an_existing_file_with_a_real_model(tmp_path, saved_separator, capsys):
+    mixture = write_audio(tmp_path / "mix.wav", np.zeros(800, dtype=np.float32), 8000)
+    taken = tmp_path / "stems"
+    taken.write_bytes(b"")
+    assert main(["separate", str(mixture), "--model", str(saved_separator), "--out",
+                 str(taken), "--no-progress"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, str(taken))
+
+
+def test_bad_model_files_are_one_line_errors(tmp_path, saved_model, capsys):
+    import torch
+
+    payload = torch.load(saved_model, weights_only=True)
+    del payload["class"]
+    classless = tmp_path / "classless.decomp"
+    torch.save(payload, classless)
+    garbage = tmp_path / "garbage.decomp"
+    garbage.write_bytes(b"not a model at all")
+    audio = tmp_path / "a.wav"
+    for model in (classless, garbage):
+        for command in ("transcribe", "separate"):
+            assert main([command, str(audio), "--model", str(model), "--out",
+                         str(tmp_path / "out")]) == 2
+            _assert_one_line_error(capsys.readouterr().err, f"error: {model}: ")
+    # The program itself prints no traceback either.
+    completed = subprocess.run(
+        [sys.executable, "-m", "decomp.cli", "transcribe", str(audio), "--model",
+         str(classless), "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert completed.returncode == 2
+    _assert_one_line_error(completed.stderr, str(classless))
+
+
+def test_models_of_the_wrong_kind_are_refused_up_front(tmp_path, saved_model, saved_separator,
+                                                       capsys):
+    audio = tmp_path / "a.wav"  # never read: the refusal comes first
+    out = tmp_path / "out"
+    assert main(["transcribe", str(audio), "--model", str(saved_separator),
+                 "--out", str(out)]) == 2
+    _assert_one_line_error(capsys.readouterr().err, str(saved_separator), "AudioSlots",
+                           "not a piano transcriber")
+    assert main(["separate", str(audio), "--model", str(saved_model), "--out", str(out)]) == 2
+    _assert_one_line_error(capsys.readouterr().err, str(saved_model), "PianoTranscriber",
+                           "not a separator")
+    assert not out.exists()
+
+
+def test_demo_bars_must_be_positive(capsys):
+    for bars in ("0", "-3", "two"):
+        with pytest.raises(SystemExit) as raised:
+            main(["demo", "--bars", bars])
+        assert raised.value.code == 2
+        error = capsys.readouterr().err
+        assert "--bars" in error and ">= 1" in error and "Traceback" not in error
+
+
+def test_missing_dependency_is_one_line_and_debug_shows_it(tmp_path, monkeypatch, capsys):
+    import decomp.transcription
+    from decomp.exceptions import MissingDependencyError
+
+    message = ("The 'fluidsynth' program was not found on PATH; decomp renders piano data "
+               "with it. Install it with `apt-get install fluidsynth`.")
+
+    def missing(*args, **kwargs):
+        raise MissingDependencyError(message)
+
+    monkeypatch.setattr(decomp.transcription, "default_transcriber", missing)
+    command = ["transcribe", str(tmp_path / "a.wav"), "--out", str(tmp_path / "out")]
+    assert main(command) == 1
+    assert _assert_one_line_error(capsys.readouterr().err) == f"error: {message}"
+    for debug in (["--debug", *command], [*command, "--debug"]):
+        with pytest.raises(MissingDependencyError):
+            main(debug)
+
+
+def test_interrupt_exits_130_without_a_traceback(tmp_path, monkeypatch, capsys):
+    import decomp.transcription
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(decomp.transcription, "default_transcriber", interrupted)
+    assert main(["transcribe", str(tmp_path / "a.wav"), "--out", str(tmp_path)]) == 130
+    error = capsys.readouterr().err
+    assert error.splitlines()[-1] == "interrupted" and "Traceback" not in error
+
+
+def test_unexpected_errors_per_file_are_one_line(tmp_path, saved_model, tiny_chords,
+                                                 monkeypatch, capsys):
+    from decomp.transcription import PianoTranscriber
+
+    original = PianoTranscriber.transcribe
+
+    def transcribe(self, audio, *args, **kwargs):
+        if "bug" in str(audio):
+            raise RuntimeError("something broke\nsecond line of detail")
+        return original(self, audio, *args, **kwargs)
+
+    monkeypatch.setattr(PianoTranscriber, "transcribe", transcribe)
+    good = write_audio(tmp_path / "chords.wav", tiny_chords.audio, tiny_chords.sample_rate)
+    bug = write_audio(tmp_path / "bug.wav", tiny_chords.audio, tiny_chords.sample_rate)
+    out = tmp_path / "out"
+    command = ["transcribe", str(bug), str(good), "--model", str(saved_model), "--out",
+               str(out), "--no-progress"]
+    assert main(command) == 1
+    error = capsys.readouterr().err
+    line = _assert_one_line_error(error)
+    assert line == f"error: {bug}: RuntimeError: something broke"
+    assert "second line" not in error and (out / "chords.npz").exists()
+    assert main([*command, "--debug"]) == 1  # the others still run; the traceback is shown
+    error = capsys.readouterr().err
+    assert "Traceback" in error and "second line of detail" in error
+
+
+def test_separate_streams_identical_stems_and_writes_atomically(tmp_path, saved_separator,
+                                                               monkeypatch, capsys):
+    import decomp
+    from decomp.audio import load_audio
+    from decomp.estimators.amortized import base
+
+    monkeypatch.setattr(base, "STREAM_SEGMENT_FRAMES", 40)  # many segments on a short file
+    rng = np.random.default_rng(2)
+    mixture = (0.1 * rng.standard_normal(20011)).astype(np.float32)  # 626 frames, 40 chunks
+    good = write_audio(tmp_path / "mix.wav", mixture, 8000)
+    out = tmp_path / "stems"
+    assert main(["separate", str(good), "--model", str(saved_separator), "--out", str(out),
+                 "--no-progress"]) == 0
+    expected = decomp.load(saved_separator).separate(mixture)
+    stems = np.stack([load_audio(out / f"mix-{index}.wav", None)[0] for index in range(2)])
+    np.testing.assert_allclose(stems, expected, rtol=0, atol=1e-5)
+
+    # A failure after some segments were written leaves neither new stem.
+    original = base._stream_segments
+
+    def failing(*args, **kwargs):
+        for count, segment in enumerate(original(*args, **kwargs)):
+            if count == 5:
+                raise RuntimeError("interrupted")
+            yield segment
+
+    monkeypatch.setattr(base, "_stream_segments", failing)
+    other = write_audio(tmp_path / "other.wav", mixture, 8000)
+    assert main(["separate", str(other), "--model", str(saved_separator), "--out", str(out),
+                 "--no-progress"]) == 1
+    assert "interrupted" in capsys.readouterr().err
+    assert sorted(path.name for path in out.iterdir()) == ["mix-0.wav", "mix-1.wav"]

@@ -5,13 +5,27 @@ Everything here is time-major: a waveform is ``(n_samples,)``, a spectrogram
 librosa's ``(n_bins, n_frames)``.
 """
 
-from decomp.audio.io import AudioFileError, load_audio, write_audio
+from decomp.audio.io import (
+    MIN_SAMPLE_RATE,
+    SILENCE_FLOOR_DBFS,
+    AudioFileError,
+    AudioStream,
+    audio_level,
+    check_level,
+    load_audio,
+    write_audio,
+)
 from decomp.audio.pianoroll import midi_to_roll, roll_to_midi, roll_to_notes
 from decomp.audio.spectrogram import Spectrogram, frame_times, from_librosa, to_librosa
 
 __all__ = [
+    "MIN_SAMPLE_RATE",
+    "SILENCE_FLOOR_DBFS",
     "AudioFileError",
+    "AudioStream",
     "Spectrogram",
+    "audio_level",
+    "check_level",
     "frame_times",
     "from_librosa",
     "load_audio",

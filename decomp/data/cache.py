@@ -5,17 +5,18 @@ an optional ``<key>.mid`` next to it for inspection. The key is the SHA-256 of a
 JSON of the parameters, the decomp version and, when a SoundFont is involved, that file's
 path, size and modification time, so replacing a font invalidates what it rendered.
 
-Every file is written to a temporary name in the same directory and moved into place with
-``os.replace`` (atomic on POSIX), so parallel or interrupted runs never leave a half-written
-entry under a real name. An entry that still fails to load is deleted and reported as a miss.
+Every file is written by :func:`decomp._files.atomic_write` (a unique temporary name in
+the same directory, fsync, ``os.replace``), so parallel or interrupted runs never leave a
+half-written entry under a real name. An entry that still fails to load is deleted and
+reported as a miss.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,11 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from decomp._files import write_atomically
 from decomp._version import __version__
 
 __all__ = [
     "CACHE_ENV",
     "cache_dir",
+    "writable_cache_dir",
     "cache_key",
     "load_entry",
     "store_entry",
@@ -41,12 +44,50 @@ CACHE_ENV = "DECOMP_CACHE_DIR"
 def cache_dir() -> Path:
     """The cache directory: ``$DECOMP_CACHE_DIR`` if set (and non-empty), else ``~/.cache/decomp``.
 
-    The directory is not created here; :func:`store_entry` creates it when first needed.
+    The directory is not created here; :func:`writable_cache_dir` creates it when first
+    needed.
     """
     override = os.environ.get(CACHE_ENV)
     if override:
         return Path(override).expanduser()
     return Path.home() / ".cache" / "decomp"
+
+
+def writable_cache_dir(*parts: str) -> Path:
+    """``cache_dir() / parts``, created if missing and checked to be writable.
+
+    Parameters
+    ----------
+    *parts : str
+        Sub-folders, e.g. ``"models"``.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    OSError
+        (``NotADirectoryError``, ``FileExistsError``, ``PermissionError``...) with one line
+        naming the cache folder, the cause and the fix: set ``DECOMP_CACHE_DIR`` to a
+        writable folder.
+    """
+    root = cache_dir()
+    directory = root.joinpath(*parts)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except OSError as exc:
+        blocking = next((parent for parent in reversed((directory, *directory.parents))
+                         if parent.exists() and not parent.is_dir()), None)
+        cause = (f"{blocking} is a file, not a folder" if blocking is not None
+                 else exc.strerror or str(exc))
+        message = (f"the decomp cache folder {root} cannot be used ({cause}); set "
+                   f"{CACHE_ENV} to a writable folder.")
+        raise (type(exc)(exc.errno, message) if exc.errno is not None
+               else type(exc)(message)) from exc
+    return directory
 
 
 def _to_json(value: Any) -> Any:
@@ -147,23 +188,6 @@ def load_entry(
         return None
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write via ``write(file)`` to a temporary sibling, fsync, then ``os.replace`` it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-
-
 def store_entry(
     key: str,
     arrays: Mapping[str, np.ndarray],
@@ -190,10 +214,12 @@ def store_entry(
     pathlib.Path
         The ``.npz`` file.
     """
+    if directory is None:
+        directory = writable_cache_dir()
     path = _entry_path(key, ".npz", directory)
     if midi_bytes is not None:
-        _atomic_write(path.with_suffix(".mid"), lambda file: file.write(midi_bytes))
-    _atomic_write(path, lambda file: np.savez(file, **dict(arrays)))
+        write_atomically(path.with_suffix(".mid"), lambda file: file.write(midi_bytes))
+    write_atomically(path, lambda file: np.savez(file, **dict(arrays)))
     return path
 
 

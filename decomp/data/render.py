@@ -22,6 +22,7 @@ import numpy as np
 import pretty_midi
 import soundfile
 
+from decomp._files import write_atomically
 from decomp.audio.pianoroll import _load_midi
 from decomp.data.cache import cached_arrays
 from decomp.data.soundfonts import resolve_soundfont
@@ -149,7 +150,7 @@ def _run_fluidsynth(
     with tempfile.TemporaryDirectory(prefix="decomp-render-") as tmp:
         midi_path = Path(tmp) / "in.mid"
         wav_path = Path(tmp) / "out.wav"
-        midi_path.write_bytes(midi_bytes)
+        write_atomically(midi_path, lambda file: file.write(midi_bytes))
         command = [
             binary,
             "-n",  # no MIDI input driver

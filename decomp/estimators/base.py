@@ -10,8 +10,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import StrOptions
 
-from decomp._backend import resolve_device, resolve_dtype, to_tensor
-from decomp._validation import check_spectrogram
+from decomp._backend import check_memory, resolve_device, resolve_dtype, to_tensor
+from decomp._validation import DEVICE, RANDOM_STATE, check_spectrogram
 from decomp.persistence import Persistent
 
 __all__ = ["BaseDecomposer"]
@@ -24,14 +24,25 @@ class BaseDecomposer(Persistent, TransformerMixin, BaseEstimator):
     arguments in ``__init__`` and learn attributes ending in ``_`` in ``fit``. Fitted
     attributes are NumPy arrays, so estimators pickle, clone and save the same way on
     every device; computation happens in torch on ``device``.
+
+    ``fit`` and ``transform`` start with :meth:`_validate_params`, before anything is
+    allocated: numeric parameters use :class:`~decomp._validation.StrictInterval`
+    (scikit-learn's ``Interval`` refusing booleans), ``device`` is checked for its form
+    and for CUDA being there. Sizes that depend on the data are checked against the free
+    memory by :meth:`_check_memory` before the engine allocates anything.
     """
 
     _parameter_constraints: dict = {
-        "device": [str, torch.device],
+        "device": DEVICE,
         "dtype": [StrOptions({"float32", "float64"}), None],
-        "random_state": ["random_state"],
+        "random_state": RANDOM_STATE,
         "progress": ["boolean"],
     }
+
+    def _validate_params(self) -> None:
+        """scikit-learn's parameter check, then whether the requested device is there."""
+        super()._validate_params()
+        self._torch_device()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -41,7 +52,18 @@ class BaseDecomposer(Persistent, TransformerMixin, BaseEstimator):
 
     # --- backend ---------------------------------------------------------------------
     def _torch_device(self) -> torch.device:
-        return resolve_device(self.device)
+        return resolve_device(self.device, owner=type(self).__name__)
+
+    def _check_memory(
+        self, n_elements: int, itemsize: int, *, method: str, what: str, hint: str
+    ) -> None:
+        """Refuse (``MemoryError``) ``n_elements`` of ``itemsize`` bytes beyond the free memory.
+
+        ``n_elements`` is a lower bound of what ``method`` allocates, so a refusal never
+        stops a run that would fit; ``what`` says what it is for and how it was counted.
+        """
+        check_memory(int(n_elements) * int(itemsize), device=self._torch_device(),
+                     who=f"{type(self).__name__}.{method}", what=what, hint=hint)
 
     def _torch_dtype(self, X: Any) -> torch.dtype:
         """The compute dtype: ``dtype`` when set, else float64 for float64 input, else float32."""

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from decomp._backend import like_input, to_tensor
-from decomp._validation import check_labels
+from decomp._validation import StrictInterval, check_labels
 from decomp.engine import BETA_LOSSES, Block, beta_loss_to_float, initialize_activations, minimize
 from decomp.estimators.base import BaseDecomposer
 from decomp.estimators.flow_objective import FlowDictionaryObjective
@@ -75,25 +75,26 @@ class _FlowDecomposer(BaseDecomposer):
 
     _parameter_constraints: dict = {
         **BaseDecomposer._parameter_constraints,
-        "likelihood_weight": [Interval(Real, 0, None, closed="left"), None],
-        "beta_loss": [StrOptions(set(BETA_LOSSES)), Real],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, 0, None, closed="left")],
+        "likelihood_weight": [StrictInterval(Real, 0, None, closed="left"), None],
+        "beta_loss": [StrOptions(set(BETA_LOSSES)),
+                      StrictInterval(Real, None, None, closed="neither")],
+        "max_iter": [StrictInterval(Integral, 1, None, closed="left")],
+        "tol": [StrictInterval(Real, 0, None, closed="left")],
         "activation_solver": [StrOptions({"mu", "adam"})],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "latent_learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "patience": [Interval(Integral, 1, None, closed="left")],
-        "n_flow_steps": [Interval(Integral, 1, None, closed="left"), None],
-        "hidden_features": [Interval(Integral, 1, None, closed="left"), None],
-        "n_hidden_layers": [Interval(Integral, 1, None, closed="left"), None],
+        "learning_rate": [StrictInterval(Real, 0, None, closed="neither")],
+        "latent_learning_rate": [StrictInterval(Real, 0, None, closed="neither")],
+        "patience": [StrictInterval(Integral, 1, None, closed="left")],
+        "n_flow_steps": [StrictInterval(Integral, 1, None, closed="left"), None],
+        "hidden_features": [StrictInterval(Integral, 1, None, closed="left"), None],
+        "n_hidden_layers": [StrictInterval(Integral, 1, None, closed="left"), None],
         "flow": [DictionaryFlow, None],
-        "max_epochs": [Interval(Integral, 0, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "flow_learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
-        "early_stopping_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [StrictInterval(Integral, 0, None, closed="left")],
+        "batch_size": [StrictInterval(Integral, 1, None, closed="left")],
+        "flow_learning_rate": [StrictInterval(Real, 0, None, closed="neither")],
+        "validation_fraction": [StrictInterval(Real, 0, 1, closed="left")],
+        "early_stopping_epochs": [StrictInterval(Integral, 1, None, closed="left")],
         "checkpoint": [str, os.PathLike, None],
-        "max_training_seconds": [Interval(Real, 0, None, closed="neither"), None],
+        "max_training_seconds": [StrictInterval(Real, 0, None, closed="neither"), None],
     }
 
     def __init__(
@@ -157,6 +158,25 @@ class _FlowDecomposer(BaseDecomposer):
             random_state=seed,
         )
 
+    def _flow_weight_count(self, n_sources: int, n_bins: int) -> int:
+        """Weights of the flow :meth:`_make_flow` builds (its dense layers' matrices).
+
+        ``n_sources`` RealNVPs of ``n_flow_steps`` couplings, each an MLP from
+        ``n_bins // 2`` inputs through ``n_hidden_layers`` layers of ``hidden_features``
+        to ``2 * (n_bins - n_bins // 2)`` outputs; biases are left out (a lower bound).
+        """
+        return n_sources * self._coupling_weight_count(n_bins)
+
+    def _coupling_weight_count(self, n_bins: int) -> int:
+        """Dense-layer weights of all coupling MLPs of one flow."""
+        hidden = self.hidden_features or self._default_hidden_features
+        n_layers = self.n_hidden_layers or self._default_hidden_layers
+        n_steps = self.n_flow_steps or self._default_flow_steps
+        n_conditioning = n_bins // 2
+        per_step = hidden * (n_conditioning + 2 * (n_bins - n_conditioning)) \
+            + (n_layers - 1) * hidden * hidden
+        return n_steps * per_step
+
     def _likelihood_weight(self) -> float:
         if self.likelihood_weight is None:
             return self._default_likelihood_weight
@@ -180,6 +200,17 @@ class _FlowDecomposer(BaseDecomposer):
         Returns
         -------
         self
+
+        Raises
+        ------
+        ValueError, TypeError
+            Before anything is computed: a parameter outside its constraints (the
+            message names it, what is allowed and what was got; booleans are not ints),
+            a CUDA ``device`` on a machine without it, or bad ``X``/``y``.
+        MemoryError
+            Before the flow is built, if its weights need more than the free memory of
+            ``device``; :meth:`decompose` checks its codes, dictionary and activations
+            the same way.
         """
         self._validate_params()
         if y is None:
@@ -207,6 +238,16 @@ class _FlowDecomposer(BaseDecomposer):
                 )
             history: dict[str, Any] = {}
         else:
+            n_weights = self._flow_weight_count(int(sources.size), n_bins)
+            self._check_memory(
+                2 * n_weights, 4, method="fit",
+                what=(f"the flow's {n_weights:,} weights ({sources.size} source(s) of {n_bins} "
+                      f"bins, n_flow_steps={self.n_flow_steps or self._default_flow_steps}, "
+                      f"hidden_features={self.hidden_features or self._default_hidden_features}"
+                      f", n_hidden_layers={self.n_hidden_layers or self._default_hidden_layers}"
+                      "; float32 x 2 copies: weights and gradients)"),
+                hint="Lower n_flow_steps, hidden_features or n_hidden_layers.",
+            )
             flow = self._make_flow(int(sources.size), n_bins, seed)
             flow = flow.to(self._torch_device())
             result = fit_flow(
@@ -320,7 +361,9 @@ class _FlowDecomposer(BaseDecomposer):
         FlowDecomposition
         """
         check_is_fitted(self)
+        self._validate_params()
         batch, single = self._batch(X, n_bins=self.n_features_in_)
+        self._check_search_memory(batch)
         flow = self._device_flow(batch.dtype, batch.device)
         n_items, n_frames, _ = batch.shape
         labels = self._component_labels(batch.device)
@@ -382,6 +425,27 @@ class _FlowDecomposer(BaseDecomposer):
             dictionary=shown(W),
             latent_codes=shown(Z),
             source_activations=shown(sources),
+        )
+
+    def _check_search_memory(self, batch: torch.Tensor) -> None:
+        """Refuse, before allocating, a search whose codes, dictionary and activations
+        exceed the free memory (each counted twice: value and gradient; the flow's
+        intermediate activations are left out, so this is a lower bound)."""
+        n_items, n_frames, n_bins = batch.shape
+        n_components = self.sources_.size * self._components_per_source()
+        rows = n_items * (n_frames if self._per_frame else 1) * n_components
+        itemsize = batch.element_size()
+        per_row = self.flow_.n_latent + n_bins
+        layout = f"{n_frames} frames x " if self._per_frame else ""
+        self._check_memory(
+            2 * (rows * per_row + n_items * n_frames * n_components), itemsize,
+            method="transform",
+            what=(f"its codes and dictionary ({n_items} item(s) x {layout}{n_components} "
+                  f"components x (n_latent={self.flow_.n_latent} + n_bins={n_bins})) and "
+                  f"activations ({n_items} x {n_frames} frames x {n_components}), "
+                  f"{itemsize} bytes x 2 copies"),
+            hint=("Pass fewer frames or items at a time" + (
+                "." if self._per_frame else ", or lower n_components_per_source.")),
         )
 
     def _sum_by_source(self, H: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
@@ -552,7 +616,7 @@ class DDS2(_FlowDecomposer):
 
     _parameter_constraints: dict = {
         **_FlowDecomposer._parameter_constraints,
-        "n_components_per_source": [Interval(Integral, 1, None, closed="left")],
+        "n_components_per_source": [StrictInterval(Integral, 1, None, closed="left")],
     }
 
     def __init__(
@@ -623,6 +687,12 @@ class DDS3(DDS2):
     _default_hidden_features = 256
     _default_hidden_layers = 2
     _default_likelihood_weight = 1.0
+
+    def _flow_weight_count(self, n_sources: int, n_bins: int) -> int:
+        """One Glow for all sources: its coupling MLPs plus an (n_bins, n_bins) LU mixing
+        matrix per step."""
+        n_steps = self.n_flow_steps or self._default_flow_steps
+        return self._coupling_weight_count(n_bins) + n_steps * n_bins * n_bins
 
     def _make_flow(self, n_sources: int, n_bins: int, seed: int) -> DictionaryFlow:
         from decomp.flows import ConditionalGlow

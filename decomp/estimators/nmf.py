@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from decomp._backend import like_input, to_tensor
-from decomp._validation import check_labels
+from decomp._validation import StrictInterval, check_labels
 from decomp.engine import (
     BETA_LOSSES,
     BetaNMFObjective,
@@ -65,7 +65,12 @@ class NMF(BaseDecomposer):
     ----------
     n_components : int, optional
         Number of dictionary rows learned by ``fit(X)``; None uses ``n_bins``. Ignored
-        by ``fit(X, y)`` (see ``dictionary``).
+        by ``fit(X, y)`` (see ``dictionary``). At most ``max(n_frames, n_bins)`` of the
+        training data: ``min(n_frames, n_bins)`` components already reconstruct any
+        non-negative ``X`` exactly, so beyond the larger one a factorisation can only add
+        redundant components (over-complete, sparse dictionaries up to that size are
+        allowed). ``fit`` also refuses, before allocating, factors that would not fit in
+        the free memory of ``device`` (``MemoryError`` giving the size in GB).
     beta_loss : str or float, default="kullback-leibler"
         The β-divergence minimised: ``"frobenius"`` (β=2), ``"kullback-leibler"``
         (β=1), ``"itakura-saito"`` (β=0), the short ``"euclidean"``, ``"kl"``, ``"is"``,
@@ -95,7 +100,9 @@ class NMF(BaseDecomposer):
     learning_rate : float, default=0.05
         Adam step size, relative to the initial level of each block.
     device : str or torch.device, default="auto"
-        Where to compute; ``"auto"`` picks CUDA when available.
+        Where to compute: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"`` or a ``torch.device`` of type cpu or cuda. Anything else, or CUDA on a
+        machine without it, is refused when ``fit``/``transform`` starts.
     dtype : {"float32", "float64"}, optional
         Compute dtype; None follows the input (float64 stays float64, others float32).
     random_state : int, RandomState or None
@@ -134,17 +141,18 @@ class NMF(BaseDecomposer):
 
     _parameter_constraints: dict = {
         **BaseDecomposer._parameter_constraints,
-        "n_components": [Interval(Integral, 1, None, closed="left"), None],
-        "beta_loss": [StrOptions(set(BETA_LOSSES)), Real],
+        "n_components": [StrictInterval(Integral, 1, None, closed="left"), None],
+        "beta_loss": [StrOptions(set(BETA_LOSSES)),
+                      StrictInterval(Real, None, None, closed="neither")],
         "solver": [StrOptions({"mu", "adam"})],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, 0, None, closed="left")],
-        "alpha": [Interval(Real, 0, None, closed="left")],
-        "l1_ratio": [Interval(Real, 0, 1, closed="both")],
+        "max_iter": [StrictInterval(Integral, 1, None, closed="left")],
+        "tol": [StrictInterval(Real, 0, None, closed="left")],
+        "alpha": [StrictInterval(Real, 0, None, closed="left")],
+        "l1_ratio": [StrictInterval(Real, 0, 1, closed="both")],
         "init": [StrOptions({"nndsvda", "random"})],
         "dictionary": [StrOptions({"frames", "nmf"})],
-        "n_components_per_source": [Interval(Integral, 1, None, closed="left"), None],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "n_components_per_source": [StrictInterval(Integral, 1, None, closed="left"), None],
+        "learning_rate": [StrictInterval(Real, 0, None, closed="neither")],
     }
 
     def __init__(
@@ -239,6 +247,17 @@ class NMF(BaseDecomposer):
         Returns
         -------
         self : NMF
+
+        Raises
+        ------
+        ValueError, TypeError
+            Before anything is computed: a parameter outside its constraints (the
+            message names it, what is allowed and what was got; booleans are not ints),
+            a CUDA ``device`` on a machine without it, ``n_components`` above
+            ``max(n_frames, n_bins)``, or bad ``X``/``y``.
+        MemoryError
+            Before allocating, if the factors need more than the free memory of
+            ``device`` (the message gives the size in GB).
         """
         self._fit(X, y)
         return self
@@ -271,7 +290,9 @@ class NMF(BaseDecomposer):
         frames = batch.reshape(-1, n_bins)
         self.n_features_in_ = n_bins
         if y is None:
-            H, W, result = self._fit_unsupervised(frames, self.n_components or n_bins)
+            n_components = self.n_components or n_bins
+            self._check_n_components(frames, n_components)
+            H, W, result = self._fit_unsupervised(frames, n_components)
             self.components_ = W.cpu().numpy()
             self.component_sources_ = np.arange(W.shape[0])
             self.sources_ = np.arange(W.shape[0])
@@ -289,6 +310,32 @@ class NMF(BaseDecomposer):
         labels = check_labels(y, batch_shape[0])
         self._fit_supervised(frames, labels)
         return None
+
+    def _check_n_components(self, frames: torch.Tensor, n_components: int) -> None:
+        """Refuse, before allocating, factors beyond the free memory or the data's size.
+
+        ``frames`` is (n_frames, n_bins). The memory bound counts ``H`` (n_frames,
+        n_components) and ``W`` (n_components, n_bins) twice (each value and its update),
+        a lower bound of what the engine holds.
+        """
+        n_frames, n_bins = frames.shape
+        itemsize = frames.element_size()
+        self._check_memory(
+            2 * n_components * (n_frames + n_bins), itemsize,
+            method="fit",
+            what=(f"its factors (n_components={n_components} x (n_frames={n_frames} + "
+                  f"n_bins={n_bins}) x {itemsize} bytes x 2 copies)"),
+            hint="Lower n_components, or fit on fewer frames.",
+        )
+        limit = max(n_frames, n_bins)
+        if n_components > limit:
+            raise ValueError(
+                f"The 'n_components' parameter of NMF must be at most max(n_frames, n_bins) "
+                f"= {limit} for X of {n_frames} frames and {n_bins} bins. Got {n_components} "
+                f"instead: min(n_frames, n_bins) = {min(n_frames, n_bins)} components already "
+                "reconstruct X exactly (H = X and W = identity, or H = identity and W = X), "
+                "so more can only be redundant."
+            )
 
     def _fit_unsupervised(self, frames: torch.Tensor, n_components: int, desc: str = "NMF fit"):
         H, W = initialize_nmf(frames, n_components, method=self.init, generator=self._generator())
@@ -344,7 +391,17 @@ class NMF(BaseDecomposer):
         Decomposition
         """
         check_is_fitted(self)
+        self._validate_params()
         batch, single = self._batch(X, n_bins=self.n_features_in_)
+        n_items, n_frames, _ = batch.shape
+        itemsize = batch.element_size()
+        self._check_memory(
+            2 * n_items * n_frames * self.n_components_, itemsize,
+            method="transform",
+            what=(f"the activations ({n_items} item(s) x {n_frames} frames x "
+                  f"n_components_={self.n_components_} x {itemsize} bytes x 2 copies)"),
+            hint="Pass fewer frames or items at a time.",
+        )
         W = torch.as_tensor(self.components_, dtype=batch.dtype, device=batch.device)
         H = initialize_activations(batch, W)
         result = self._run(batch, W, H, learn_dictionary=False, desc="NMF transform",

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from decomp.exceptions import DecompError
+from decomp.persistence import register_value_type
 
 __all__ = ["ConditionedDictionary", "DictionaryFlow", "InverseNotAvailable"]
 
@@ -48,6 +49,11 @@ class DictionaryFlow(torch.nn.Module):
     them when maximum likelihood is not the whole objective. Saving relies on
     :meth:`config` (the constructor arguments) through :meth:`to_dict`/:meth:`from_dict`.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Every concrete flow can be saved inside a model and restored by decomp.load.
+        register_value_type(cls)
 
     n_sources: int
     n_features: int

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, clone
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from decomp.audio.io import _check_audio
+from decomp._backend import resolve_device
+from decomp._validation import DEVICE, RANDOM_STATE, StrictInterval
+from decomp.audio.io import AudioStream, _check_audio
 from decomp.audio.spectrogram import Spectrogram
 from decomp.engine import BETA_LOSSES
+from decomp.estimators.amortized.base import _stream_segments, _write_stems
 from decomp.estimators.nmf import NMF
 from decomp.persistence import Persistent
 
@@ -202,16 +206,22 @@ class NMFSeparator(Persistent, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "n_components_per_source": [Interval(Integral, 1, None, closed="left")],
+        "n_components_per_source": [StrictInterval(Integral, 1, None, closed="left")],
         "front_end": [Spectrogram, None],
-        "beta_loss": [StrOptions(set(BETA_LOSSES)), Real],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, 0, None, closed="left")],
-        "mask_power": [Interval(Real, 0, None, closed="neither")],
-        "device": [str, torch.device],
-        "random_state": ["random_state"],
+        "beta_loss": [StrOptions(set(BETA_LOSSES)),
+                      StrictInterval(Real, None, None, closed="neither")],
+        "max_iter": [StrictInterval(Integral, 1, None, closed="left")],
+        "tol": [StrictInterval(Real, 0, None, closed="left")],
+        "mask_power": [StrictInterval(Real, 0, None, closed="neither")],
+        "device": DEVICE,
+        "random_state": RANDOM_STATE,
         "progress": ["boolean"],
     }
+
+    def _validate_params(self) -> None:
+        """scikit-learn's parameter check, then whether the requested device is there."""
+        super()._validate_params()
+        resolve_device(self.device, owner=type(self).__name__)
 
     def __init__(
         self,
@@ -319,6 +329,14 @@ class NMFSeparator(Persistent, BaseEstimator):
     def separate(self, mixture: Any, classes: Sequence[Any] | None = None) -> Any:
         """Separate the requested classes from a mixture by NMF-based soft masking.
 
+        A long mixture is separated in segments of 2048 frames (about 65 s at a hop of
+        512), each with more than a window of context on both sides, so the working
+        memory (STFT, features, activations, masks) is that of one segment, not of the
+        recording; only the mixture and the estimates are whole. With a fixed number of
+        NMF iterations (``tol=0``) the result equals that of one pass over the whole
+        mixture (frames are independent under a fixed dictionary); with the default
+        stopping rule each segment stops on its own.
+
         Parameters
         ----------
         mixture : ndarray or Tensor of shape (n_samples,) or (n_items, n_samples)
@@ -341,23 +359,130 @@ class NMFSeparator(Persistent, BaseEstimator):
             repeated, or none is given.
         """
         check_is_fitted(self)
+        self._validate_params()
         requested = self._check_classes(classes)
         mixture = _check_audio(mixture, name="mixture", allow_batch=True)
-        model, columns = self._restricted_model(requested)
-        features = self.front_end_(mixture)  # ([n_items,] n_frames, n_bins)
-        activations = torch.as_tensor(model.transform(features))  # (..., n_frames, K)
-        dictionary = torch.as_tensor(model.components_, dtype=activations.dtype,
-                                     device=activations.device)  # (K, n_bins)
-        # Each class's part of the model: (..., n_classes, n_frames, n_bins).
-        parts = torch.stack([
-            activations[..., torch.as_tensor(cols, device=activations.device)]
-            @ dictionary[torch.as_tensor(cols, device=activations.device)]
-            for cols in columns
-        ], dim=-3)
-        if not isinstance(mixture, torch.Tensor):
-            parts = parts.cpu().numpy()
+        separate_segment, n_outputs = self._segment_separator(requested)
         if mixture.ndim == 1:
-            return self.front_end_.separate(mixture, parts, power=self.mask_power)
-        outputs = [self.front_end_.separate(item, item_parts, power=self.mask_power)
-                   for item, item_parts in zip(mixture, parts, strict=True)]
+            return _in_segments(mixture, separate_segment, self.front_end_, n_outputs)
+        outputs = [_in_segments(item, separate_segment, self.front_end_, n_outputs)
+                   for item in mixture]
         return torch.stack(outputs) if isinstance(mixture, torch.Tensor) else np.stack(outputs)
+
+    def _segment_separator(self, requested: np.ndarray) -> tuple[Any, int]:
+        """(function separating one segment (n,) -> (n_classes, n), n_classes)."""
+        model, columns = self._restricted_model(requested)
+
+        def separate_segment(segment: Any) -> Any:  # (n,) -> (n_classes, n)
+            features = self.front_end_(segment)  # (n_frames, n_bins)
+            activations = torch.as_tensor(model.transform(features))  # (n_frames, K)
+            dictionary = torch.as_tensor(model.components_, dtype=activations.dtype,
+                                         device=activations.device)  # (K, n_bins)
+            # Each class's part of the model: (n_classes, n_frames, n_bins).
+            parts = torch.stack([
+                activations[..., torch.as_tensor(cols, device=activations.device)]
+                @ dictionary[torch.as_tensor(cols, device=activations.device)]
+                for cols in columns
+            ], dim=-3)
+            if not isinstance(segment, torch.Tensor):
+                parts = parts.cpu().numpy()
+            return self.front_end_.separate(segment, parts, power=self.mask_power)
+
+        return separate_segment, len(columns)
+
+    def separate_stream(self, blocks: Iterable[Any], classes: Sequence[Any] | None = None, *,
+                        segment_frames: int | None = None) -> Iterator[np.ndarray]:
+        """Separate a long mixture given block by block, in bounded memory.
+
+        The segments of :meth:`separate` (2048 frames by default, each with more than a
+        window of context on both sides) are separated as soon as their samples have
+        arrived, so only a segment and its margins are held, and the concatenated
+        output equals :meth:`separate` of the whole mixture (the same segments are
+        computed, with the same stopping rule).
+
+        Parameters
+        ----------
+        blocks : iterable of array-like of shape (n_block_samples,)
+            Consecutive samples at the front end's sample rate (e.g. a
+            :class:`decomp.audio.AudioStream`).
+        classes : sequence of labels, optional
+            As in :meth:`separate`.
+        segment_frames : int, optional
+            Hops of samples per segment (default 2048, as :meth:`separate`).
+
+        Yields
+        ------
+        estimates : ndarray of shape (n_classes, n_segment_samples), float32
+            Consecutive segments of the separated classes.
+        """
+        check_is_fitted(self)
+        self._validate_params()
+        if segment_frames is not None and (isinstance(segment_frames, bool) or not isinstance(
+                segment_frames, Integral) or segment_frames < 1):
+            raise ValueError(f"segment_frames must be an int >= 1; got {segment_frames!r}.")
+        separate_segment, _ = self._segment_separator(self._check_classes(classes))
+        yield from _stream_segments(blocks, lambda samples, first: separate_segment(samples),
+                                    self.front_end_, segment_frames or _SEGMENT_FRAMES)
+
+    def separate_file(self, path: Any, out_paths: Any, classes: Sequence[Any] | None = None,
+                      *, segment_frames: int | None = None,
+                      block_frames: int = 65536) -> list[Path]:
+        """Separate an audio file into one file per class, streaming (bounded memory).
+
+        The file is read block by block (:class:`decomp.audio.AudioStream`, resampled to
+        the front end's rate), separated by :meth:`separate_stream` and written
+        incrementally; every stem is written atomically and an error leaves none of them.
+
+        Parameters
+        ----------
+        path : path-like
+            The mixture.
+        out_paths : sequence of path-like, or callable
+            One path per class, or a function of the number of classes returning them.
+            WAV files are written as 32-bit float.
+        classes : sequence of labels, optional
+            As in :meth:`separate`.
+        segment_frames, block_frames : int
+            Segment size (hops) and file frames read per block.
+
+        Returns
+        -------
+        paths : list of Path
+        """
+        sample_rate = self.front_end_.sample_rate
+        stream = AudioStream(path, sample_rate, block_frames=block_frames)
+        return _write_stems(self.separate_stream(stream, classes, segment_frames=segment_frames),
+                            out_paths, sample_rate)
+
+
+#: Frames of one segment of :meth:`NMFSeparator.separate` (about 65 s at a hop of 512).
+_SEGMENT_FRAMES = 2048
+
+
+def _in_segments(audio: Any, separate: Any, front_end: Spectrogram, n_outputs: int,
+                 segment_frames: int | None = None) -> Any:
+    """Apply ``separate`` ((n,) -> (n_outputs, n)) to a long waveform segment by segment.
+
+    Each segment owns ``segment_frames`` hops of samples and is separated with a margin
+    of more than one window on both sides, so every frame whose window touches the
+    samples it owns lies wholly inside it: its STFT frames, masks and overlap-add are
+    those of the whole waveform (for a per-frame separation; NMF's stopping rule is per
+    segment). Working memory is that of one segment, not of the recording.
+
+    audio : (n_samples,) ndarray or Tensor -> (n_outputs, n_samples), like ``audio``
+    """
+    hop = front_end.hop_length
+    n_samples = int(audio.shape[-1])
+    step = (segment_frames or _SEGMENT_FRAMES) * hop
+    if n_samples <= step:
+        return separate(audio)
+    margin = (-(-front_end.n_fft // hop) + 1) * hop  # samples of context, whole hops
+    if isinstance(audio, torch.Tensor):
+        output = torch.empty((n_outputs, n_samples), dtype=audio.dtype, device=audio.device)
+    else:
+        output = np.empty((n_outputs, n_samples), dtype=np.float32)
+    for start in range(0, n_samples, step):
+        stop = min(start + step, n_samples)
+        first, last = max(0, start - margin), min(n_samples, stop + margin)
+        output[:, start:stop] = separate(audio[first:last])[:, start - first:stop - first]
+    return output

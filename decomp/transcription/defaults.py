@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ from decomp.data import (
     random_chords,
     random_piece,
 )
+from decomp.data.cache import writable_cache_dir
 from decomp.estimators import NMF
+from decomp.exceptions import ModelFileError
 from decomp.transcription.piano import PianoTranscriber
 
 __all__ = [
@@ -261,7 +264,9 @@ def default_transcriber(
     protocol : PianoProtocol
         Training data protocol (``"nmf"`` only; the shipped models use the default).
     use_cache : bool
-        Load/save the fitted NMF model under ``decomp.data.cache_dir() / "models"``.
+        Load/save the fitted NMF model under ``decomp.data.cache_dir() / "models"``. A
+        cached file that cannot be loaded (truncated, corrupt) is refitted and replaced,
+        with a ``RuntimeWarning`` naming it.
 
     Returns
     -------
@@ -292,10 +297,21 @@ def default_transcriber(
             transcriber.chunk_frames = 256
         return transcriber
     settings = PianoTranscriber(front_end=default_front_end(), decomposer=default_decomposer())
-    path = cache_dir() / "models" / f"{method}-{_settings_key(settings, protocol)}.decomp"
-    if use_cache and path.exists():
-        return load(path)
+    name = f"{method}-{_settings_key(settings, protocol)}.decomp"
+    if use_cache:
+        path = cache_dir() / "models" / name
+        if path.exists():
+            try:
+                return load(path)
+            except ModelFileError as error:
+                warnings.warn(
+                    f"the cached default transcriber {path} cannot be loaded ({error.reason}); "
+                    "fitting it again and replacing the file.",
+                    RuntimeWarning, stacklevel=2,
+                )
+        # Check the cache folder before the fit, not after it.
+        path = writable_cache_dir("models") / name
     transcriber = fit_transcriber(settings, protocol)
     if use_cache:
-        transcriber.save(path)
+        transcriber.save(path)  # atomic: a concurrent reader sees the old file or the new
     return transcriber

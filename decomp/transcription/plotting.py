@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from decomp._files import atomic_write, suffix_format
 from decomp.transcription.piano import Transcription
 
 __all__ = ["plot_transcription"]
@@ -63,7 +64,10 @@ def plot_transcription(
         figure.suptitle(title)
     figure.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    try:
+        # The temporary's name ends in ".part": the format comes from the target's suffix.
+        with atomic_write(path) as file:
+            figure.savefig(file, dpi=110, format=suffix_format(path))
+    finally:
+        plt.close(figure)
     return path

@@ -9,7 +9,7 @@ import pytest
 import soundfile
 import torch
 
-from decomp.audio.io import AudioFileError, load_audio, write_audio
+from decomp.audio.io import AudioFileError, audio_level, load_audio, write_audio
 from decomp.exceptions import DecompError
 
 
@@ -39,7 +39,8 @@ def test_wav_round_trip_is_exact_and_float32(tmp_path):
 def test_float_wav_keeps_samples_beyond_one(tmp_path):
     # The point of writing float WAV: nothing clips.
     audio = np.array([0.0, 1.5, -2.0, 0.25], dtype=np.float32)
-    loaded, _ = load_audio(write_audio(tmp_path / "loud.wav", audio, 16000))
+    with pytest.warns(UserWarning, match="beyond full scale"):  # read as it is, with a word
+        loaded, _ = load_audio(write_audio(tmp_path / "loud.wav", audio, 16000))
     np.testing.assert_array_equal(loaded, audio)
 
 
@@ -200,3 +201,124 @@ def test_write_into_missing_folder_names_the_path(tmp_path):
     path = tmp_path / "missing" / "a.wav"
     with pytest.raises(FileNotFoundError, match=r"missing.*a\.wav.*folder does not exist"):
         write_audio(path, _sine(440, 16000), 16000)
+
+
+@pytest.mark.parametrize("name", ["a.flac", "b.OGG", "c.wav"])
+def test_write_goes_through_the_atomic_writer(tmp_path, name):
+    # The temporary ends in ".part": the format must follow the target's extension.
+    path = write_audio(tmp_path / name, _sine(440, 16000), 16000)
+    assert soundfile.info(path).format == path.suffix.lstrip(".").upper()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = write_audio(tmp_path / "a.wav", _sine(440, 16000), 16000)
+    before = path.read_bytes()
+
+    def interrupted(file, *args, **kwargs):
+        file.write(b"RIFF half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(soundfile, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_audio(path, _sine(880, 16000), 16000)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["a.wav"]
+
+
+# ------------------------------------------------------- streaming reads and input checks
+
+
+def _first_audio_warning(record):
+    from decomp.exceptions import AudioWarning
+
+    return [str(w.message) for w in record if issubclass(w.category, AudioWarning)]
+
+
+@pytest.mark.parametrize("file_rate, channels", [(16000, 1), (44100, 2), (11025, 1)])
+def test_stream_equals_load_audio(tmp_path, file_rate, channels, recwarn):
+    from decomp.audio import AudioStream
+
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal((channels, 3 * file_rate))).astype(np.float32)
+    path = write_audio(tmp_path / "noise.flac", audio, file_rate, subtype="PCM_24")
+    loaded, _ = load_audio(path, 16000)
+    stream = AudioStream(path, 16000, block_frames=1000)
+    blocks = list(stream)
+    assert len(blocks) > 10 and all(block.dtype == np.float32 and block.size for block in blocks)
+    np.testing.assert_array_equal(np.concatenate(blocks), loaded)
+    assert stream.n_samples == loaded.size
+    assert stream.level == pytest.approx(audio_level(loaded, 16000))
+    assert not _first_audio_warning(recwarn)
+
+
+def test_audio_level_ignores_dc_and_measures_the_loudest_window():
+    t = np.arange(32000) / 16000
+    sine = 0.1 * np.sin(2 * np.pi * 440 * t)
+    assert audio_level(sine, 16000) == pytest.approx(20 * np.log10(0.1 / np.sqrt(2)), abs=0.05)
+    assert audio_level(sine + 0.5, 16000) == pytest.approx(audio_level(sine, 16000), abs=0.05)
+    assert audio_level(np.full(16000, 0.25), 16000) < -200
+    # Silence with one loud 0.1 s burst is as loud as the burst.
+    burst = np.zeros(32000)
+    burst[16000:17600] = sine[:1600]
+    assert audio_level(burst, 16000) == pytest.approx(audio_level(sine, 16000), abs=0.5)
+    # Any cut into blocks gives the same level.
+    from decomp.audio.io import _LevelMeter
+
+    meter = _LevelMeter(16000)
+    for start in range(0, sine.size, 777):
+        meter.add(sine[start:start + 777])
+    assert meter.level() == pytest.approx(audio_level(sine, 16000), abs=1e-9)
+
+
+def test_truncated_wav_warns_with_both_lengths(tmp_path):
+    from decomp.audio import AudioStream
+    from decomp.exceptions import AudioWarning
+
+    path = tmp_path / "cut.wav"
+    soundfile.write(path, _sine(440, 16000, seconds=2.0), 16000, subtype="PCM_16")
+    data = path.read_bytes()
+    path.write_bytes(data[:44 + 2 * 16000])  # header + 1 s of the 2 s announced
+    pattern = r"cut\.wav.*shorter than its header says.*16000 frames \(1\.00 s\) of the 32000"
+    with pytest.warns(AudioWarning, match=pattern):
+        audio, _ = load_audio(path)
+    assert audio.shape == (16000,)
+    with pytest.warns(AudioWarning, match=pattern):
+        assert sum(block.size for block in AudioStream(path)) == 16000
+
+
+def test_whole_wav_and_unknown_data_size_do_not_warn(tmp_path, recwarn):
+    path = tmp_path / "whole.wav"
+    soundfile.write(path, _sine(440, 16000), 16000, subtype="PCM_16")
+    load_audio(path)
+    # A recorder that never finished its header writes 0xFFFFFFFF as the data size.
+    data = bytearray(path.read_bytes())
+    data[40:44] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(data))
+    load_audio(path)
+    assert not _first_audio_warning(recwarn)
+
+
+def test_beyond_full_scale_and_near_silence_warn_naming_the_file(tmp_path):
+    from decomp.audio import AudioStream
+    from decomp.exceptions import AudioWarning
+
+    loud = write_audio(tmp_path / "loud.wav", 1000 * _sine(440, 16000), 16000)
+    with pytest.warns(AudioWarning, match=r"loud\.wav.*beyond full scale.*peak is 500"):
+        load_audio(loud)
+    with pytest.warns(AudioWarning, match=r"loud\.wav.*beyond full scale"):
+        list(AudioStream(loud))
+    quiet = write_audio(tmp_path / "hiss.wav", 1e-5 * _sine(440, 16000), 16000)
+    with pytest.warns(AudioWarning, match=r"hiss\.wav.*near-silent.*-109\.0 dBFS"):
+        load_audio(quiet)
+
+
+def test_stream_refuses_a_rate_below_the_minimum(tmp_path):
+    from decomp.audio import MIN_SAMPLE_RATE, AudioStream
+
+    path = write_audio(tmp_path / "low.wav", _sine(440, 4000), 4000)
+    with pytest.raises(ValueError, match=r"low\.wav.*4000 Hz, below the 8000 Hz"):
+        AudioStream(path, 16000, min_sample_rate=MIN_SAMPLE_RATE)
+    assert sum(block.size for block in AudioStream(path, 16000)) == 4000  # no minimum asked
+    with pytest.raises(FileNotFoundError):
+        AudioStream(tmp_path / "missing.wav")

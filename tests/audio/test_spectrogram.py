@@ -493,3 +493,53 @@ def test_solos_options_round_trip():
     defaults = Spectrogram().get_params()
     assert defaults["frequency_scale"] == "linear" and defaults["db_normalization"] is False
     assert repr(Spectrogram()) == "Spectrogram()"
+
+
+# ------------------------------------------------------------------------------ streaming
+
+
+@pytest.mark.parametrize("front_end", [
+    Spectrogram(),
+    Spectrogram(n_fft=1023, hop_length=300, kind="linear", frequency_scale="log", n_bins=200),
+])
+@pytest.mark.parametrize("n_samples", [1, 511, 512, 5000, 40001])
+@pytest.mark.parametrize("chunk_frames, block", [(1, 700), (7, 3333), (32, 10**6)])
+def test_stream_equals_the_whole_transform(front_end, n_samples, chunk_frames, block):
+    audio = np.random.default_rng(n_samples).standard_normal(n_samples).astype(np.float32)
+    blocks = [audio[start:start + block] for start in range(0, n_samples, block)]
+    chunks = list(front_end.stream(blocks, chunk_frames=chunk_frames))
+    assert all(chunk.shape[0] == chunk_frames for chunk in chunks[:-1])
+    np.testing.assert_array_equal(np.concatenate(chunks), front_end(audio))
+
+
+def test_stream_holds_about_one_chunk_of_samples():
+    front_end = Spectrogram()
+    consumed = []
+
+    def blocks():
+        for index in range(1000):  # 1000 blocks of 0.1 s
+            consumed.append(index)
+            yield np.zeros(1600, dtype=np.float32)
+
+    first = next(front_end.stream(blocks(), chunk_frames=64))  # 64 frames ~ 2 s
+    assert first.shape == (64, front_end.n_bins)
+    assert len(consumed) < 25
+
+
+def test_stream_of_cqt_features_is_close_to_the_whole_transform():
+    front_end = Spectrogram(kind="log-cqt", compression=100.0, bins_per_octave=24, fmin=55.0)
+    t = np.arange(16000 * 6) / 16000
+    audio = (0.3 * np.sin(2 * np.pi * 60 * t) + 0.2 * np.sin(2 * np.pi * 1000 * t)
+             + 0.01 * np.random.default_rng(0).standard_normal(t.size)).astype(np.float32)
+    streamed = np.concatenate(list(front_end.stream(np.split(audio, 12), chunk_frames=48)))
+    np.testing.assert_allclose(streamed, front_end(audio), rtol=0, atol=5e-4)
+
+
+def test_stream_refusals():
+    with pytest.raises(ValueError, match="normalises each spectrogram by its own extremes"):
+        next(Spectrogram(kind="linear", db_normalization=True).stream(
+            [np.zeros(100, np.float32)], chunk_frames=8))
+    with pytest.raises(ValueError, match="blocks holds no samples"):
+        next(Spectrogram().stream([], chunk_frames=8))
+    with pytest.raises(ValueError, match="'chunk_frames' parameter"):
+        next(Spectrogram().stream([np.zeros(100, np.float32)], chunk_frames=0))

@@ -183,3 +183,34 @@ def test_parallel_writers_leave_a_valid_entry(tmp_path):
     assert errors == []
     np.testing.assert_array_equal(load_entry(key, directory=tmp_path)["x"], value)
     assert [p.name for p in Path(tmp_path).iterdir()] == [f"{key}.npz"]
+
+
+def test_writable_cache_dir_creates_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("DECOMP_CACHE_DIR", str(tmp_path / "cache"))
+    assert cache.writable_cache_dir("models") == tmp_path / "cache" / "models"
+    assert (tmp_path / "cache" / "models").is_dir()
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_cache_dir_that_is_a_file_gives_one_clear_error(tmp_path, monkeypatch, below):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    root = blocker / below if below else blocker
+    monkeypatch.setenv("DECOMP_CACHE_DIR", str(root))
+    with pytest.raises(OSError) as caught:
+        store_entry(cache_key({"a": 1}), {"x": np.arange(3)})
+    message = str(caught.value)
+    assert f"the decomp cache folder {root} cannot be used" in message
+    assert f"{blocker} is a file, not a folder" in message
+    assert "set DECOMP_CACHE_DIR to a writable folder" in message
+    assert "\n" not in message and ".part" not in message
+
+
+def test_unwritable_cache_dir_gives_one_clear_error(tmp_path, monkeypatch):
+    # Tests may run as root, for whom chmod does not deny: fake the refusal instead.
+    monkeypatch.setenv("DECOMP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cache.os, "access", lambda path, mode: False)
+    with pytest.raises(PermissionError, match=(
+            rf"decomp cache folder {tmp_path} cannot be used \(Permission denied\); "
+            "set DECOMP_CACHE_DIR to a writable folder")):
+        cache.writable_cache_dir("models")

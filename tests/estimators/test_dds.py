@@ -9,8 +9,11 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 import decomp
+import decomp._backend
 from decomp import DDS1, DDS2, DDS3
+from decomp.estimators import dds as dds_module
 from decomp.exceptions import ModelFileError
+from decomp.flows import StackedRealNVP
 from decomp.metrics import precision_of_source_attribution
 
 N_SOURCES, N_BINS = 4, 24
@@ -186,6 +189,36 @@ def test_bad_parameters():
         DDS2(likelihood_weight=-1).fit(np.ones((10, 4)), np.zeros(10))
     with pytest.raises(ValueError, match="n_components_per_source"):
         DDS2(n_components_per_source=0).fit(np.ones((10, 4)), np.zeros(10))
+
+
+@pytest.mark.parametrize("cls", [DDS1, DDS2, DDS3])
+def test_a_flow_beyond_the_free_memory_is_refused_before_building_it(cls, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("the flow was built before its size was checked")
+
+    monkeypatch.setattr(cls, "_make_flow", fail)
+    X, y = np.ones((10, N_BINS)), np.repeat([0, 1], 5)
+    # 2 sources x 4 steps x 10**9 hidden units x 36 in/outputs alone are over 1 TB.
+    with pytest.raises(MemoryError, match=rf"{cls.__name__}\.fit needs at least [\d,.]+ GB for "
+                                          r"the flow's [\d,]+ weights \(2 source\(s\) of 24 bins"):
+        cls(hidden_features=10**9).fit(X, y)
+
+
+@pytest.mark.parametrize("cls", [DDS1, DDS2])
+def test_a_search_beyond_the_free_memory_is_refused_before_allocating(cls, monkeypatch):
+    flow = StackedRealNVP(2, N_BINS, n_blocks=1, hidden_features=4, random_state=0)
+    model = cls.from_flow(flow, [0, 1])
+    if cls is DDS2:
+        model.set_params(n_components_per_source=10**9)
+        expected = (r"DDS2\.transform needs at least [\d,.]+ GB for its codes and dictionary "
+                    r"\(1 item\(s\) x 2000000000 components x \(n_latent=24 \+ n_bins=24\)\)")
+    else:
+        monkeypatch.setattr(decomp._backend, "available_memory", lambda device: 1000)
+        expected = (r"DDS1\.transform needs at least [\d,.]+ GB for its codes and dictionary "
+                    r"\(1 item\(s\) x 30 frames x 2 components")
+    monkeypatch.setattr(dds_module, "minimize", lambda *args, **kwargs: 1 / 0)
+    with pytest.raises(MemoryError, match=expected):
+        model.transform(np.ones((30, N_BINS), dtype=np.float32))
 
 
 def test_given_flow_must_match_the_data(fitted_dds2):

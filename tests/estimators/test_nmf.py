@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +8,9 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import decomp
+import decomp._backend
 from decomp import NMF
+from decomp.estimators import nmf as nmf_module
 from decomp.exceptions import ModelFileError
 
 
@@ -190,6 +194,58 @@ def test_bad_input_after_fit(planted):
         NMF().transform(X)
 
 
+@pytest.fixture
+def no_engine(monkeypatch):
+    """Fail if NMF reaches its initialisation or the engine: size checks must come first."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("NMF allocated its factors before checking their size")
+
+    for name in ("initialize_nmf", "initialize_activations", "minimize"):
+        monkeypatch.setattr(nmf_module, name, fail)
+
+
+def test_factors_beyond_the_free_memory_are_refused_before_allocating(no_engine, monkeypatch):
+    X = np.random.default_rng(0).random((40, 12)).astype(np.float32)
+    # On any machine: 10**9 components of 52 floats are 416 GB.
+    with pytest.raises(MemoryError, match=r"NMF\.fit needs at least 416\.0 GB for its factors"):
+        NMF(n_components=10**9).fit(X)
+    monkeypatch.setattr(decomp._backend, "available_memory", lambda device: 10**9)
+    with pytest.raises(MemoryError, match=re.escape(
+            "NMF.fit needs at least 416.0 GB for its factors (n_components=1000000000 x "
+            "(n_frames=40 + n_bins=12) x 4 bytes x 2 copies), but only 1.0 GB of memory is "
+            "available on cpu. Lower n_components, or fit on fewer frames.")):
+        NMF(n_components=10**9).fit(X)
+
+
+def test_transform_refuses_a_batch_beyond_the_free_memory(monkeypatch, planted):
+    X, _, _ = planted
+    model = NMF(n_components=3, max_iter=5, random_state=0).fit(X)
+    monkeypatch.setattr(decomp._backend, "available_memory", lambda device: 1000)
+    with pytest.raises(MemoryError, match=re.escape(
+            "GB for the activations (2 item(s) x 60 frames x n_components_=3 x 8 bytes x 2 "
+            "copies), but only 0.0 GB of memory is available on cpu. Pass fewer frames")):
+        model.transform(np.stack([X, X]))
+
+
+def test_more_components_than_frames_and_bins_are_refused(no_engine):
+    X = np.random.default_rng(0).random((40, 12))
+    message = ("The 'n_components' parameter of NMF must be at most max(n_frames, n_bins) = 40 "
+               "for X of 40 frames and 12 bins. Got {} instead: min(n_frames, n_bins) = 12 "
+               "components already reconstruct X exactly")
+    for n_components in (41, 10**6):
+        with pytest.raises(ValueError, match=re.escape(message.format(n_components))):
+            NMF(n_components=n_components).fit(X)
+    # A batch counts as one sequence of frames.
+    with pytest.raises(ValueError, match=r"= 80 for X of 80 frames"):
+        NMF(n_components=81).fit(np.stack([X, X]))
+
+
+def test_over_complete_up_to_the_larger_dimension_is_allowed():
+    X = np.random.default_rng(0).random((40, 12))
+    assert NMF(n_components=40, max_iter=5).fit(X).components_.shape == (40, 12)
+
+
 def test_save_and_load_round_trip(tmp_path, planted):
     X, _, _ = planted
     model = NMF(n_components=3, beta_loss="itakura-saito", random_state=0).fit(X + 0.1,
@@ -216,7 +272,7 @@ def test_load_errors(tmp_path):
         decomp.load(garbage)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    with pytest.raises(ModelFileError, match="is not a decomp model file"):
+    with pytest.raises(ModelFileError, match="not a decomp model file"):
         decomp.load(foreign)
     future = tmp_path / "future.decomp"
     torch.save({"format": "decomp-model", "format_version": 99, "library_version": "9.0"},

@@ -136,3 +136,76 @@ def test_nmf_separator_bad_inputs(separator):
         NMFSeparator().fit({"a": []})
     with pytest.raises(TypeError):
         NMFSeparator().fit({"a": [np.arange(100)]})
+
+
+def test_nmf_separator_works_in_segments_like_the_whole_recording(separator, monkeypatch):
+    import copy
+
+    from decomp.separation import baselines
+
+    rng = np.random.default_rng(0)
+    notes = [tone(rng.choice(A_PITCHES), A_HARMONICS) + tone(rng.choice(B_PITCHES), B_HARMONICS)
+             for _ in range(8)]
+    mixture = np.concatenate(notes)  # 4 s = 500 frames at hop 64
+    exact = copy.deepcopy(separator)
+    exact.model_.set_params(tol=0.0, max_iter=30)  # frames are then independent in NMF
+    whole = exact.separate(mixture)
+    # Segments of 64 frames: 8 segments, each separated with its margin.
+    monkeypatch.setattr(baselines, "_SEGMENT_FRAMES", 64)
+    calls = []
+    original = baselines._in_segments
+
+    def counting(audio, separate, *args, **kwargs):
+        def counted(segment):
+            calls.append(segment.shape[-1])
+            return separate(segment)
+        return original(audio, counted, *args, **kwargs)
+
+    monkeypatch.setattr(baselines, "_in_segments", counting)
+    segmented = exact.separate(mixture)
+    assert len(calls) == 8 and max(calls) < mixture.size // 4
+    np.testing.assert_allclose(segmented, whole, rtol=0, atol=1e-5)
+    tensor = exact.separate(torch.as_tensor(mixture))
+    np.testing.assert_allclose(tensor.numpy(), whole, rtol=0, atol=1e-5)
+
+
+def test_nmf_separator_streams_like_separate(separator, monkeypatch, tmp_path):
+    import soundfile
+
+    from decomp.audio import write_audio
+    from decomp.separation import baselines
+
+    rng = np.random.default_rng(1)
+    notes = [tone(rng.choice(A_PITCHES), A_HARMONICS) + tone(rng.choice(B_PITCHES), B_HARMONICS)
+             for _ in range(6)]
+    mixture = (0.3 * np.concatenate(notes)).astype(np.float32)  # 375 frames at hop 64
+    monkeypatch.setattr(baselines, "_SEGMENT_FRAMES", 64)  # 6 segments, as streamed below
+    whole = separator.separate(mixture, ["b", "a"])
+    blocks = np.array_split(mixture, 37)
+    segments = list(separator.separate_stream(blocks, ["b", "a"]))
+    assert len(segments) == 6 and all(segment.shape[0] == 2 for segment in segments)
+    np.testing.assert_allclose(np.concatenate(segments, axis=1), whole, rtol=0, atol=1e-5)
+
+    path = write_audio(tmp_path / "mix.wav", mixture, SAMPLE_RATE)
+    outs = [tmp_path / "b.wav", tmp_path / "a.wav"]
+    assert separator.separate_file(path, outs, ["b", "a"], block_frames=1000) == outs
+    stems = np.stack([soundfile.read(out, dtype="float32")[0] for out in outs])
+    np.testing.assert_allclose(stems, whole, rtol=0, atol=1e-5)
+
+    # An error mid-way (after some segments were written) leaves no new stem.
+    original = baselines._stream_segments
+    produced = []
+
+    def failing(*args, **kwargs):
+        for segment in original(*args, **kwargs):
+            produced.append(segment)
+            if len(produced) == 3:
+                raise OSError("disk full")
+            yield segment
+
+    monkeypatch.setattr(baselines, "_stream_segments", failing)
+    with pytest.raises(OSError, match="disk full"):
+        separator.separate_file(path, [tmp_path / "x.wav", tmp_path / "y.wav"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "b.wav", "mix.wav"]
+    with pytest.raises(ValueError, match="segment_frames"):
+        next(separator.separate_stream(blocks, segment_frames=0))

@@ -143,3 +143,174 @@ def test_evaluate_transcriber_matches_the_metrics(tiny_transcriber, tiny_chords)
     np.testing.assert_array_equal(
         scores.reference_roll, tiny_chords.roll(scores.transcription.times,
                                                 scores.transcription.pitches))
+
+
+def _small_transcription(value: float):
+    from decomp.transcription.piano import Transcription
+
+    roll = np.zeros((20, 3), dtype=bool)
+    roll[5:15, 1] = True
+    midi = pretty_midi.PrettyMIDI()
+    piano = pretty_midi.Instrument(program=0)
+    piano.notes.append(pretty_midi.Note(velocity=80, pitch=61, start=0.1, end=0.3))
+    midi.instruments.append(piano)
+    return Transcription(times=np.arange(20) * 0.02, pitches=np.array([60, 61, 62]),
+                         activations=np.full((20, 3), value), roll=roll, midi=midi)
+
+
+def test_an_interrupted_transcription_save_keeps_the_previous_files(tmp_path, monkeypatch):
+    from decomp.transcription import piano
+
+    midi_path, arrays_path = _small_transcription(1.0).save(tmp_path / "new", "piece")
+    before = {midi_path: midi_path.read_bytes(), arrays_path: arrays_path.read_bytes()}
+
+    def interrupted(file, **arrays):
+        file.write(b"PK\x03\x04 half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(piano.np, "savez_compressed", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _small_transcription(2.0).save(tmp_path / "new", "piece")
+    monkeypatch.undo()
+    assert arrays_path.read_bytes() == before[arrays_path]
+    with np.load(arrays_path) as arrays:
+        assert (arrays["activations"] == 1.0).all()
+    assert pretty_midi.PrettyMIDI(str(midi_path)).instruments[0].notes[0].pitch == 61
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["piece.mid", "piece.npz"]
+
+
+# --------------------------------------------------------------- streaming and honest inputs
+
+
+def _with_chunk_frames(transcriber, chunk_frames):
+    import copy
+
+    small = copy.deepcopy(transcriber)
+    small.chunk_frames = chunk_frames
+    return small
+
+
+def _notes(transcription):
+    return [(note.pitch, note.start, note.end, note.velocity)
+            for note in transcription.midi.instruments[0].notes]
+
+
+@pytest.mark.parametrize("file_rate", [16000, 22050])
+def test_streamed_file_equals_in_memory_samples(tmp_path, tiny_transcriber, tiny_chords,
+                                                file_rate, recwarn):
+    import librosa
+
+    from decomp.audio import load_audio
+
+    audio = librosa.resample(tiny_chords.audio, orig_sr=tiny_chords.sample_rate,
+                             target_sr=file_rate)
+    path = write_audio(tmp_path / "chords.wav", 0.5 * audio, file_rate)
+    # Tiny chunks, so the recording is read and decomposed in many pieces.
+    transcriber = _with_chunk_frames(tiny_transcriber, 16)
+    streamed = transcriber.transcribe(path)
+    in_memory = transcriber.transcribe(load_audio(path, 16000)[0])
+    assert streamed.roll.shape[0] > 5 * 16
+    np.testing.assert_array_equal(streamed.activations, in_memory.activations)
+    np.testing.assert_array_equal(streamed.roll, in_memory.roll)
+    np.testing.assert_array_equal(streamed.times, in_memory.times)
+    assert _notes(streamed) == _notes(in_memory) and _notes(streamed)
+    assert not [w for w in recwarn if issubclass(w.category, decomp.exceptions.AudioWarning)]
+
+
+def test_chunks_per_batch_does_not_change_the_result(tiny_transcriber, tiny_chords):
+    features = Spectrogram().transform(tiny_chords.audio)
+    transcriber = _with_chunk_frames(tiny_transcriber, 16)
+    one_by_one = transcriber.transcribe_features(features)  # the CPU default: 1 per batch
+    transcriber._chunks_per_batch = {"cpu": 4}
+    batched = transcriber.transcribe_features(features)
+    # Each item of a batch stops on its own, so batching changes nothing that matters.
+    np.testing.assert_allclose(one_by_one.activations, batched.activations, rtol=0,
+                               atol=1e-4 * float(batched.activations.max()))
+    np.testing.assert_array_equal(one_by_one.roll, batched.roll)
+
+
+def _noise(level_dbfs, seconds=3.0, rate=16000, offset=0.0):
+    rng = np.random.default_rng(0)
+    return (offset + 10 ** (level_dbfs / 20) * rng.standard_normal(int(seconds * rate))
+            ).astype(np.float32)
+
+
+@pytest.mark.parametrize("name, audio", [
+    ("hiss", _noise(-90)),
+    ("dc-offset", _noise(-100, offset=0.2)),
+])
+def test_near_silence_gives_no_notes_and_a_warning(tmp_path, tiny_transcriber, name, audio):
+    from decomp.exceptions import AudioWarning
+
+    path = write_audio(tmp_path / f"{name}.wav", audio, 16000)
+    with pytest.warns(AudioWarning, match=rf"{name}\.wav.*near-silent.*-60 dBFS floor"):
+        from_file = tiny_transcriber.transcribe(path)
+    with pytest.warns(AudioWarning, match="near-silent"):
+        from_samples = tiny_transcriber.transcribe(audio)
+    for result in (from_file, from_samples):
+        assert not result.roll.any() and not result.midi.instruments[0].notes
+
+
+def test_quiet_real_piano_is_still_transcribed(tmp_path, tiny_transcriber, tiny_chords,
+                                               recwarn):
+    from decomp.audio import audio_level
+
+    level = audio_level(tiny_chords.audio, tiny_chords.sample_rate)
+    quiet = tiny_chords.audio * np.float32(10 ** ((-40 - level) / 20))  # at -40 dBFS
+    assert audio_level(quiet, 16000) == pytest.approx(-40, abs=0.01)
+    result = tiny_transcriber.transcribe(write_audio(tmp_path / "quiet.wav", quiet, 16000))
+    reference = tiny_chords.roll(result.times, result.pitches)
+    assert frame_scores(result.roll, reference)["f1"] > 0.7
+    assert not [w for w in recwarn if issubclass(w.category, decomp.exceptions.AudioWarning)]
+
+
+def test_audio_beyond_full_scale_warns(tmp_path, tiny_transcriber, tiny_chords):
+    from decomp.exceptions import AudioWarning
+
+    loud = 1000 * tiny_chords.audio / np.abs(tiny_chords.audio).max()
+    path = write_audio(tmp_path / "loud.wav", loud, 16000)
+    with pytest.warns(AudioWarning, match=r"loud\.wav.*beyond full scale.*peak is 1000"):
+        result = tiny_transcriber.transcribe(path)
+    assert result.roll.any()
+    with pytest.warns(AudioWarning, match="beyond full scale"):
+        tiny_transcriber.transcribe(loud)
+
+
+def test_truncated_file_warns(tmp_path, tiny_transcriber, tiny_chords):
+    import soundfile
+
+    from decomp.exceptions import AudioWarning
+
+    path = tmp_path / "cut.wav"
+    soundfile.write(path, tiny_chords.audio, 16000, subtype="PCM_16")
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])  # the header still announces every frame
+    with pytest.warns(AudioWarning, match=r"cut\.wav.*shorter than its header says"):
+        result = tiny_transcriber.transcribe(path)
+    assert result.roll.shape[0] < tiny_transcriber.transcribe(tiny_chords.audio).roll.shape[0]
+
+
+def test_sample_rate_too_low_is_refused(tmp_path, tiny_transcriber):
+    path = write_audio(tmp_path / "phone.wav", _noise(-20, rate=4000), 4000)
+    with pytest.raises(ValueError, match=r"phone\.wav.*4000 Hz, below the 8000 Hz needed"):
+        tiny_transcriber.transcribe(path)
+
+
+def test_streamed_file_with_a_constant_q_front_end_is_close_to_in_memory(
+        tmp_path, tiny_protocol, tiny_chords):
+    import copy
+
+    front_end = Spectrogram(kind="log-cqt", compression=100.0, bins_per_octave=24, fmin=55.0)
+    notes = tiny_protocol.training_notes()[0]
+    features, roll = protocol_features(notes, front_end, tiny_protocol.pitches)
+    X, y = labelled_frames(features, roll, tiny_protocol.pitches)
+    transcriber = PianoTranscriber(
+        decomposer=NMF(n_components_per_source=4, max_iter=50, tol=0.0, random_state=0),
+        front_end=front_end, threshold=0.2, chunk_frames=16).fit(X, y)
+    path = write_audio(tmp_path / "chords.wav", tiny_chords.audio, 16000)
+    streamed = transcriber.transcribe(path)
+    in_memory = copy.deepcopy(transcriber).transcribe(tiny_chords.audio)
+    top = float(in_memory.activations.max())
+    np.testing.assert_allclose(streamed.activations, in_memory.activations, rtol=0,
+                               atol=1e-3 * top)
+    assert (streamed.roll != in_memory.roll).mean() < 0.01

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sklearn.utils._param_validation import Interval
 from torch import nn
 
+from decomp._validation import StrictInterval
 from decomp.audio.spectrogram import Spectrogram
 from decomp.estimators.amortized.base import (
     AmortizedSeparator,
@@ -377,16 +377,16 @@ class AudioSlots(AmortizedSeparator):
 
     _parameter_constraints: dict = {
         **AmortizedSeparator._parameter_constraints,
-        "n_slots": [Interval(Integral, 1, None, closed="left")],
-        "patch_frames": [Interval(Integral, 1, None, closed="left")],
-        "patch_bins": [Interval(Integral, 1, None, closed="left")],
-        "embed_dim": [Interval(Integral, 1, None, closed="left")],
-        "n_layers": [Interval(Integral, 0, None, closed="left")],
-        "n_heads": [Interval(Integral, 1, None, closed="left")],
-        "n_iterations": [Interval(Integral, 1, None, closed="left")],
-        "decoder_hidden": [Interval(Integral, 1, None, closed="left")],
-        "generation_weight": [Interval(Real, 0, None, closed="left")],
-        "feature_channels": [Interval(Integral, 0, None, closed="left")],
+        "n_slots": [StrictInterval(Integral, 1, None, closed="left")],
+        "patch_frames": [StrictInterval(Integral, 1, None, closed="left")],
+        "patch_bins": [StrictInterval(Integral, 1, None, closed="left")],
+        "embed_dim": [StrictInterval(Integral, 1, None, closed="left")],
+        "n_layers": [StrictInterval(Integral, 0, None, closed="left")],
+        "n_heads": [StrictInterval(Integral, 1, None, closed="left")],
+        "n_iterations": [StrictInterval(Integral, 1, None, closed="left")],
+        "decoder_hidden": [StrictInterval(Integral, 1, None, closed="left")],
+        "generation_weight": [StrictInterval(Real, 0, None, closed="left")],
+        "feature_channels": [StrictInterval(Integral, 0, None, closed="left")],
     }
 
     def __init__(

@@ -15,6 +15,9 @@ its outputs become source spectrograms:
   chunk to chunk so that slot ``k`` stays the same source;
 - ``separate(audio)`` -> waveforms, by masking the mixture's STFT and inverting it with
   the mixture's phase (:meth:`decomp.audio.Spectrogram.separate`);
+- ``separate_stream(blocks)`` / ``separate_file(path, out_paths)``: the same separation of
+  a waveform given block by block, in bounded memory (the same chunks, batches and slot
+  alignment, the iSTFT segment by segment), written stem by stem atomically;
 - ``save``/``decomp.load`` (the network's weights are fitted state).
 
 Subclasses implement :meth:`_build_network`, :meth:`_training_losses` and
@@ -24,9 +27,12 @@ Subclasses implement :meth:`_build_network`, :meth:`_training_losses` and
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import itertools
 import math
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -36,13 +42,13 @@ import scipy.optimize
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 from tqdm import tqdm
 
 from decomp._backend import resolve_device
+from decomp._files import atomic_write, suffix_format
 from decomp._training import load_checkpoint, run_epoch, save_checkpoint
-from decomp._validation import check_spectrogram
+from decomp._validation import DEVICE, RANDOM_STATE, StrictInterval, check_spectrogram
 from decomp.audio.io import _check_audio
 from decomp.audio.spectrogram import Spectrogram
 from decomp.exceptions import NonFiniteLossError
@@ -127,6 +133,121 @@ def _positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+# ------------------------------------------------------------------- streaming helpers
+#: Frames owned by one synthesis segment of a streamed separation (about 33 s at a hop of
+#: 256 samples, 65 s at 512).
+STREAM_SEGMENT_FRAMES = 2048
+
+
+def _checked_blocks(blocks: Iterable[Any]) -> Iterator[np.ndarray]:
+    """Blocks of samples -> 1-d float32 NumPy blocks; NaN/inf is refused."""
+    for index, block in enumerate(blocks):
+        if isinstance(block, torch.Tensor):
+            block = block.detach().cpu().numpy()
+        block = np.asarray(block, dtype=np.float32)
+        if block.ndim != 1:
+            raise ValueError(f"blocks must be 1-d arrays of samples; block {index} has shape "
+                             f"{block.shape}.")
+        if not np.isfinite(block).all():
+            raise ValueError(f"block {index} of the audio holds NaN or inf samples.")
+        yield block
+
+
+def _stream_segments(blocks: Iterable[Any], separate: Callable[[np.ndarray, int], np.ndarray],
+                     front_end: Spectrogram, segment_frames: int | None = None
+                     ) -> Iterator[np.ndarray]:
+    """Separate a waveform given block by block, one segment at a time.
+
+    Each segment owns ``segment_frames`` hops of samples and is passed to ``separate``
+    (``(samples, first) -> (n_outputs, n)``, ``first`` the global index of the first
+    sample, always a whole number of hops) with a margin of more than one window on both
+    sides, so every STFT frame whose window touches the samples it owns lies wholly
+    inside it. A waveform of at most one segment is passed whole. Only a segment and its
+    margins are held, so memory does not grow with the recording.
+
+    Yields (n_outputs, n_owned) float32 arrays whose concatenation covers every sample.
+    """
+    hop = front_end.hop_length
+    step = (segment_frames or STREAM_SEGMENT_FRAMES) * hop
+    margin = (-(-front_end.n_fft // hop) + 1) * hop  # samples of context, whole hops
+    buffer = np.zeros(0, dtype=np.float32)
+    buffer_start, start = 0, 0  # global index of buffer[0]; first sample not yet yielded
+    pending: list[np.ndarray] = []
+    n_samples = 0
+
+    def segment(stop: int, last: int) -> np.ndarray:
+        nonlocal buffer, buffer_start
+        first = max(0, start - margin)
+        samples = buffer[first - buffer_start:last - buffer_start]
+        output = np.asarray(separate(samples, first), dtype=np.float32)
+        return output[:, start - first:stop - first]
+
+    def drop() -> None:  # keep only the samples the next segment's left margin needs
+        nonlocal buffer, buffer_start
+        keep = max(0, start - margin)
+        buffer, buffer_start = buffer[keep - buffer_start:], keep
+
+    for block in _checked_blocks(blocks):
+        pending.append(block)
+        n_samples += block.size
+        if n_samples < start + step + margin:
+            continue
+        buffer = np.concatenate([buffer, *pending])
+        pending = []
+        while n_samples >= start + step + margin:
+            yield segment(start + step, start + step + margin)
+            start += step
+            drop()
+    if n_samples == 0:
+        raise ValueError("blocks holds no samples; there is nothing to separate.")
+    buffer = np.concatenate([buffer, *pending])
+    if start == 0 and n_samples <= step:
+        yield np.asarray(separate(buffer, 0), dtype=np.float32)
+        return
+    while start < n_samples:
+        stop = min(start + step, n_samples)
+        yield segment(stop, min(n_samples, stop + margin))
+        start = stop
+        drop()
+
+
+def _write_stems(segments: Iterable[np.ndarray],
+                 out_paths: Sequence[str | Path] | Callable[[int], Sequence[str | Path]],
+                 sample_rate: int) -> list[Path]:
+    """Write streamed (n_sources, n) segments to one audio file per source, atomically.
+
+    Every file is opened through :func:`decomp._files.atomic_write` (nested, one per
+    stem), so an error at any point leaves none of the new stems (earlier files keep
+    their old content). ``out_paths`` is a sequence of paths, or a function of the number
+    of sources that returns them (when that number is known only from the first segment).
+    WAV files are written as 32-bit float, like :func:`decomp.audio.write_audio`.
+    """
+    import soundfile
+
+    with contextlib.ExitStack() as stack:
+        files: list[Any] = []
+        paths: list[Path] = []
+        for segment in segments:
+            if not files:
+                paths = [Path(path) for path in
+                         (out_paths(segment.shape[0]) if callable(out_paths) else out_paths)]
+                if len(paths) != segment.shape[0]:
+                    raise ValueError(f"{len(paths)} output paths given for "
+                                     f"{segment.shape[0]} separated sources.")
+                for path in paths:
+                    raw = stack.enter_context(atomic_write(path))
+                    file_format = (suffix_format(path, upper=True) or "WAV")
+                    subtype = "FLOAT" if file_format == "WAV" else None
+                    files.append(stack.enter_context(soundfile.SoundFile(
+                        raw, "w", samplerate=int(sample_rate), channels=1,
+                        format=file_format, subtype=subtype)))
+            for file, source in zip(files, segment, strict=True):
+                file.write(np.ascontiguousarray(source, dtype=np.float32))
+        if not files:
+            raise ValueError("the separation yielded no samples.")
+    return paths
+
+
 # ------------------------------------------------------------------------- estimator
 class AmortizedSeparator(Persistent, BaseEstimator):
     """Base of the amortized separators (AudioSlots, BlockVAE, MHUNet, SoundOfPixels).
@@ -171,17 +292,17 @@ class AmortizedSeparator(Persistent, BaseEstimator):
 
     _parameter_constraints: dict = {
         "front_end": [Spectrogram, None],
-        "chunk_frames": [Interval(Integral, 4, None, closed="left")],
-        "max_epochs": [Interval(Integral, 0, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
-        "patience": [Interval(Integral, 1, None, closed="left")],
-        "max_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
-        "max_seconds": [Interval(Real, 0, None, closed="neither"), None],
+        "chunk_frames": [StrictInterval(Integral, 4, None, closed="left")],
+        "max_epochs": [StrictInterval(Integral, 0, None, closed="left")],
+        "batch_size": [StrictInterval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrictInterval(Real, 0, None, closed="neither")],
+        "validation_fraction": [StrictInterval(Real, 0, 1, closed="left")],
+        "patience": [StrictInterval(Integral, 1, None, closed="left")],
+        "max_grad_norm": [StrictInterval(Real, 0, None, closed="neither"), None],
+        "max_seconds": [StrictInterval(Real, 0, None, closed="neither"), None],
         "checkpoint": [str, Path, None],
-        "device": [str, torch.device],
-        "random_state": ["random_state"],
+        "device": DEVICE,
+        "random_state": RANDOM_STATE,
         "progress": ["boolean"],
     }
 
@@ -700,6 +821,159 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         if isinstance(audio, torch.Tensor):
             return result.to(audio.device)
         return result.numpy()
+
+    def _stream_outputs(self, features: Iterable[np.ndarray], labels: torch.Tensor | None
+                        ) -> Iterator[tuple[torch.Tensor, bool]]:
+        """Feature chunks (n, F) in order -> per-frame outputs ``(values (S, n, F), is_mask)``.
+
+        The chunks, batches, overlapping last chunk and slot alignment of :meth:`_infer`
+        on the whole spectrogram, computed as the frames arrive: the alignment's running
+        profile is carried from chunk to chunk.
+        """
+        network = self._get_network()
+        device = next(network.parameters()).device
+        chunk = self.chunk_frames
+        align = self._permutation_invariant and labels is None
+        previous: torch.Tensor | None = None
+        pieces: list[tuple[torch.Tensor, slice]] = []  # (chunk, F) inputs, frames to keep
+
+        def run() -> Iterator[tuple[torch.Tensor, bool]]:
+            nonlocal previous
+            batch = torch.stack([piece for piece, _ in pieces]).to(device)
+            batch_labels = None if labels is None else labels.expand(len(pieces), -1).to(device)
+            with torch.no_grad():
+                estimate, mask = self._forward(network, batch, batch_labels)
+            estimate = estimate.cpu()
+            mask = None if mask is None else mask.cpu()
+            for index, (_, keep) in enumerate(pieces):
+                current = estimate[index]
+                current_mask = None if mask is None else mask[index]
+                if align:
+                    if previous is None:
+                        previous = current.mean(dim=1)
+                    else:
+                        profile = current.mean(dim=1)
+                        similarity = torch.nn.functional.normalize(previous, dim=1, eps=1e-12) \
+                            @ torch.nn.functional.normalize(profile, dim=1, eps=1e-12).T
+                        _, order = scipy.optimize.linear_sum_assignment(similarity.numpy(),
+                                                                        maximize=True)
+                        order = torch.as_tensor(order)
+                        current = current[order]
+                        current_mask = None if current_mask is None else current_mask[order]
+                        previous = 0.5 * previous + 0.5 * current.mean(dim=1)
+                if current_mask is None:
+                    yield current[:, keep], False
+                else:
+                    yield current_mask[:, keep], True
+            pieces.clear()
+
+        last_full: torch.Tensor | None = None
+        for features_chunk in features:
+            frames = torch.as_tensor(np.asarray(features_chunk, dtype=np.float32))
+            count = frames.shape[0]
+            if count == chunk:
+                pieces.append((frames, slice(0, chunk)))
+                last_full = frames
+            elif last_full is not None:  # the last chunk overlaps its predecessor
+                pieces.append((torch.cat([last_full[count:], frames]), slice(chunk - count, chunk)))
+            else:  # shorter than one chunk: zero-padded
+                pieces.append((torch.nn.functional.pad(frames, (0, 0, 0, chunk - count)),
+                               slice(0, count)))
+            if len(pieces) == self.batch_size:
+                yield from run()
+        if pieces:
+            yield from run()
+
+    def separate_stream(self, blocks: Iterable[Any], labels: Any = None, *,
+                        segment_frames: int | None = None) -> Iterator[np.ndarray]:
+        """Separate a long mixture given block by block, in bounded memory.
+
+        The mixture's features are computed chunk by chunk
+        (:meth:`decomp.audio.Spectrogram.stream`), the network runs on the inference
+        chunks of :meth:`transform` (the same chunks and batches, with the slot
+        alignment's state carried from chunk to chunk), and the masked STFT is inverted
+        segment by segment, each with more than a window of context on both sides. Only
+        a segment, a batch of chunks and their margins are held at a time, so memory
+        does not grow with the recording, and the concatenated output equals
+        :meth:`separate` of the whole mixture up to float round-off.
+
+        Parameters
+        ----------
+        blocks : iterable of array-like of shape (n_block_samples,)
+            Consecutive samples at ``front_end_.sample_rate`` (e.g. a
+            :class:`decomp.audio.AudioStream`).
+        labels : sequence of classes, optional
+            As in :meth:`separate`, for one mixture.
+        segment_frames : int, optional
+            Hops of samples per output segment (default 2048).
+
+        Yields
+        ------
+        sources : ndarray of shape (n_slots, n_segment_samples), float32
+            Consecutive segments of the separated sources.
+        """
+        check_is_fitted(self, "network_state_")
+        if segment_frames is not None:
+            segment_frames = _positive_int(segment_frames, "segment_frames")
+        front_end = self.front_end_
+        hop = front_end.hop_length
+        label_index = self._label_indices(labels, 1)
+        audio_blocks, feature_blocks = itertools.tee(_checked_blocks(blocks))
+        outputs = self._stream_outputs(
+            front_end.stream(feature_blocks, chunk_frames=self.chunk_frames), label_index)
+        buffered: list[torch.Tensor] = []
+        buffer_start, buffer_end, is_mask = 0, 0, False  # global frames held
+
+        def separate_segment(samples: np.ndarray, first: int) -> np.ndarray:
+            nonlocal buffered, buffer_start, buffer_end, is_mask
+            first_frame = first // hop
+            stop_frame = first_frame + front_end.n_frames(samples.size)
+            while buffer_end < stop_frame:
+                values, is_mask = next(outputs)
+                buffered.append(values)
+                buffer_end += values.shape[1]
+            held = torch.cat(buffered, dim=1)[:, first_frame - buffer_start:]
+            buffered, buffer_start = [held], first_frame  # earlier frames are done
+            values = held[:, :stop_frame - first_frame]
+            if is_mask:
+                return front_end.separate(samples, masks=values.numpy())
+            return front_end.separate(samples, values.numpy())
+
+        yield from _stream_segments(audio_blocks, separate_segment, front_end, segment_frames)
+
+    def separate_file(self, path: str | Path,
+                      out_paths: Sequence[str | Path] | Callable[[int], Sequence[str | Path]],
+                      labels: Any = None, *, segment_frames: int | None = None,
+                      block_frames: int = 65536) -> list[Path]:
+        """Separate an audio file into one file per source, streaming (bounded memory).
+
+        The file is read block by block (:class:`decomp.audio.AudioStream`, resampled to
+        ``front_end_.sample_rate``), separated by :meth:`separate_stream` and written
+        incrementally; every stem is written atomically and an error leaves none of them.
+
+        Parameters
+        ----------
+        path : path-like
+            The mixture.
+        out_paths : sequence of path-like, or callable
+            One path per output source, or a function of the number of sources that
+            returns them. WAV files are written as 32-bit float.
+        labels : sequence of classes, optional
+            As in :meth:`separate`.
+        segment_frames, block_frames : int
+            Output segment size (hops) and file frames read per block.
+
+        Returns
+        -------
+        paths : list of Path
+            The written stems.
+        """
+        from decomp.audio.io import AudioStream
+
+        front_end = self.front_end_
+        stream = AudioStream(path, front_end.sample_rate, block_frames=block_frames)
+        return _write_stems(self.separate_stream(stream, labels, segment_frames=segment_frames),
+                            out_paths, front_end.sample_rate)
 
     def set_params(self, **params: Any) -> AmortizedSeparator:
         """Set parameters; the network is rebuilt from them at the next inference."""

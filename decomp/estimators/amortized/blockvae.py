@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 import torch
-from sklearn.utils._param_validation import Interval
 
+from decomp._validation import StrictInterval
 from decomp.audio.spectrogram import Spectrogram
 from decomp.estimators.amortized.base import AmortizedSeparator, compress_magnitude
 from decomp.losses import pairwise_mse
@@ -453,14 +453,14 @@ training_seconds_
 
     _parameter_constraints: dict = {
         **AmortizedSeparator._parameter_constraints,
-        "n_blocks": [Interval(Integral, 1, None, closed="left")],
-        "block_size": [Interval(Integral, 1, None, closed="left")],
-        "hidden_size": [Interval(Integral, 1, None, closed="left")],
-        "kernel_size": [Interval(Integral, 1, None, closed="left")],
-        "kl_weight": [Interval(Real, 0, None, closed="left")],
-        "permutation_temperature": [Interval(Real, 0, None, closed="neither")],
-        "sinkhorn_iterations": [Interval(Integral, 1, None, closed="left")],
-        "memory_momentum": [Interval(Real, 0, 1, closed="left")],
+        "n_blocks": [StrictInterval(Integral, 1, None, closed="left")],
+        "block_size": [StrictInterval(Integral, 1, None, closed="left")],
+        "hidden_size": [StrictInterval(Integral, 1, None, closed="left")],
+        "kernel_size": [StrictInterval(Integral, 1, None, closed="left")],
+        "kl_weight": [StrictInterval(Real, 0, None, closed="left")],
+        "permutation_temperature": [StrictInterval(Real, 0, None, closed="neither")],
+        "sinkhorn_iterations": [StrictInterval(Integral, 1, None, closed="left")],
+        "memory_momentum": [StrictInterval(Real, 0, 1, closed="left")],
     }
 
     # The memory orders the blocks itself (in _forward), from the latents the base's

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from torch import nn
 from torch.nn import functional
 
+from decomp._validation import StrictInterval
 from decomp.audio.spectrogram import Spectrogram, _db_normalize
 from decomp.estimators.amortized.base import AmortizedSeparator, compress_magnitude
 from decomp.losses import permutation_invariant_loss
@@ -432,10 +433,10 @@ class MHUNet(_UNetSeparator):
 
     _parameter_constraints: dict = {
         **AmortizedSeparator._parameter_constraints,
-        "n_levels": [Interval(Integral, 1, None, closed="left")],
-        "base_channels": [Interval(Integral, 1, None, closed="left")],
+        "n_levels": [StrictInterval(Integral, 1, None, closed="left")],
+        "base_channels": [StrictInterval(Integral, 1, None, closed="left")],
         "loss": [StrOptions({"l1", "bce"})],
-        "curriculum_epochs": [Interval(Integral, 0, None, closed="left")],
+        "curriculum_epochs": [StrictInterval(Integral, 0, None, closed="left")],
         "normalize_masks": ["boolean"],
     }
 
@@ -677,10 +678,10 @@ class SoundOfPixels(_UNetSeparator):
 
     _parameter_constraints: dict = {
         **AmortizedSeparator._parameter_constraints,
-        "n_components": [Interval(Integral, 1, None, closed="left")],
-        "n_levels": [Interval(Integral, 1, None, closed="left")],
-        "base_channels": [Interval(Integral, 1, None, closed="left")],
-        "absent_weight": [Interval(Real, 0, None, closed="left")],
+        "n_components": [StrictInterval(Integral, 1, None, closed="left")],
+        "n_levels": [StrictInterval(Integral, 1, None, closed="left")],
+        "base_channels": [StrictInterval(Integral, 1, None, closed="left")],
+        "absent_weight": [StrictInterval(Real, 0, None, closed="left")],
     }
 
     _permutation_invariant = False

@@ -253,3 +253,17 @@ def test_get_params_and_clone(fitted):
     assert not hasattr(copy, "network_state_")
     copy.set_params(n_slots=5)
     assert copy.n_slots == 5 and fitted.n_slots == 3
+
+
+def test_separate_stream_equals_separate(data):
+    # A mixture many chunks and several segments long, streamed in odd blocks.
+    mixtures, sources = data
+    front_end = Spectrogram(sample_rate=8000, n_fft=64, hop_length=32, kind="linear")
+    model = AudioSlots(**{**SMALL, "front_end": front_end, "batch_size": 3}, max_epochs=1)
+    model.fit(mixtures[:8], sources[:8])
+    rng = np.random.default_rng(5)
+    audio = (0.3 * rng.standard_normal(32 * 150 + 7)).astype(np.float32)  # 151 frames
+    streamed = list(model.separate_stream(np.array_split(audio, 13), segment_frames=20))
+    assert len(streamed) > 5
+    joined = np.concatenate(streamed, axis=1)
+    np.testing.assert_allclose(joined, model.separate(audio), rtol=0, atol=1e-5)

@@ -262,3 +262,98 @@ def test_bad_calls(fitted, data):
         FrameMasker(front_end=Spectrogram(kind="log")).fit(mixtures, sources)
     with pytest.raises(ValueError, match="chunk_frames"):
         FrameMasker(chunk_frames=0).fit(mixtures, sources)
+
+
+# ------------------------------------------------------------------------- streaming
+STREAM_FRONT_END = Spectrogram(sample_rate=8000, n_fft=32, hop_length=8, kind="linear")
+
+
+@pytest.fixture(scope="module")
+def stream_model(data):
+    mixtures, sources = data
+    return FrameMasker(front_end=STREAM_FRONT_END, chunk_frames=8, batch_size=3, max_epochs=2,
+                       random_state=0).fit(mixtures, sources)
+
+
+@pytest.mark.parametrize("n_samples", [5, 60, 2003, 2048])
+def test_separate_stream_equals_separate(stream_model, n_samples):
+    # Several segments of 16 hops, 3-chunk batches, blocks of odd sizes, an overlapping
+    # last chunk; the whole-array path is the reference.
+    rng = np.random.default_rng(1)
+    audio = rng.standard_normal(n_samples).astype(np.float32)
+    blocks = np.array_split(audio, max(1, n_samples // 97))
+    streamed = list(stream_model.separate_stream(blocks, segment_frames=16))
+    joined = np.concatenate(streamed, axis=1)
+    np.testing.assert_allclose(joined, stream_model.separate(audio), atol=1e-5)
+    if n_samples > 16 * 8 + 40:
+        assert len(streamed) > 1
+
+
+def test_chunk_alignment_is_carried_across_segments(stream_model):
+    # Swap the slots of every other chunk: the carried profile must undo it everywhere.
+    swapped = FrameMasker(**stream_model.get_params())
+    swapped.__dict__.update({k: v for k, v in stream_model.__dict__.items() if k.endswith("_")})
+    calls = []
+
+    def forward(network, mixture, labels):
+        estimate, masks = FrameMasker._forward(swapped, network, mixture, labels)
+        flip = torch.tensor([(len(calls) * mixture.shape[0] + index) % 2 == 1
+                             for index in range(mixture.shape[0])])
+        calls.append(1)
+        estimate = torch.where(flip[:, None, None, None], estimate.flip(1), estimate)
+        masks = torch.where(flip[:, None, None, None], masks.flip(1), masks)
+        return estimate, masks
+
+    swapped._forward = forward
+    audio = np.random.default_rng(2).standard_normal(1500).astype(np.float32)
+    streamed = np.concatenate(list(swapped.separate_stream([audio], segment_frames=16)), axis=1)
+    calls.clear()
+    np.testing.assert_allclose(streamed, swapped.separate(audio), atol=1e-5)
+
+
+def test_separate_file_writes_stems_atomically(stream_model, tmp_path):
+    import soundfile
+
+    from decomp.audio import write_audio
+
+    audio = (0.1 * np.random.default_rng(3).standard_normal(3000)).astype(np.float32)
+    mixture = write_audio(tmp_path / "mix.wav", audio, 8000)
+    paths = stream_model.separate_file(mixture, lambda n: [tmp_path / f"s{k}.wav"
+                                                           for k in range(n)],
+                                       segment_frames=16, block_frames=500)
+    assert [path.name for path in paths] == ["s0.wav", "s1.wav"]
+    stems = np.stack([soundfile.read(path, dtype="float32")[0] for path in paths])
+    np.testing.assert_allclose(stems, stream_model.separate(audio), atol=1e-5)
+
+    def failing(blocks):
+        for index, block in enumerate(blocks):
+            if index == 3:
+                raise RuntimeError("disk gone")
+            yield block
+
+    original = stream_model.separate_stream
+    stream_model.separate_stream = lambda blocks, *args, **kwargs: original(
+        failing(blocks), *args, **kwargs)
+    try:
+        with pytest.raises(RuntimeError, match="disk gone"):
+            stream_model.separate_file(mixture, [tmp_path / "t0.wav", tmp_path / "t1.wav"],
+                                       segment_frames=16, block_frames=500)
+    finally:
+        del stream_model.separate_stream
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["mix.wav", "s0.wav", "s1.wav"]
+
+
+def test_separate_stream_bad_input(stream_model):
+    with pytest.raises(NotFittedError):
+        next(FrameMasker().separate_stream([np.zeros(100, np.float32)]))
+    with pytest.raises(ValueError, match="NaN"):
+        list(stream_model.separate_stream([np.zeros(50, np.float32), np.full(50, np.nan)]))
+    with pytest.raises(ValueError, match="no samples"):
+        list(stream_model.separate_stream([]))
+    with pytest.raises(ValueError, match="1-d"):
+        list(stream_model.separate_stream([np.zeros((2, 50), np.float32)]))
+    with pytest.raises(ValueError, match="segment_frames"):
+        next(stream_model.separate_stream([np.zeros(100, np.float32)], segment_frames=0))
+    torch_blocks = [torch.zeros(300), torch.ones(200) * 0.1]
+    joined = np.concatenate(list(stream_model.separate_stream(torch_blocks)), axis=1)
+    assert joined.shape == (2, 500)

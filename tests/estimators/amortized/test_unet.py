@@ -411,3 +411,17 @@ def test_clone_keeps_parameters(estimator):
     assert copy is not model and copy.get_params() == model.get_params()
     assert copy.n_levels == 3 and copy.front_end is None
     assert not hasattr(copy, "network_state_")
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_separate_stream_equals_separate(data, labelled):
+    mixtures, sources, labels = data
+    front_end = Spectrogram(sample_rate=8000, n_fft=64, hop_length=16, kind="linear")
+    model = MHUNet(max_epochs=1, **{**SMALL, "front_end": front_end, "batch_size": 2})
+    model.fit(mixtures, sources, labels if labelled else None)
+    request = ["flute", "cello"] if labelled else None
+    audio = (0.3 * np.random.default_rng(4).standard_normal(16 * 100 + 3)).astype(np.float32)
+    streamed = list(model.separate_stream(np.array_split(audio, 9), request, segment_frames=24))
+    assert len(streamed) > 3
+    joined = np.concatenate(streamed, axis=1)
+    np.testing.assert_allclose(joined, model.separate(audio, request), rtol=0, atol=1e-5)

@@ -1,0 +1,76 @@
+"""Device resolution and the memory check shared by every estimator."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from decomp import _backend
+from decomp._backend import (
+    DEVICE_OPTIONS,
+    available_memory,
+    check_memory,
+    is_device,
+    resolve_device,
+)
+
+CPU = torch.device("cpu")
+
+
+def test_auto_and_none_pick_cuda_when_present():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device(None).type == expected
+    assert resolve_device("cpu") == CPU
+    assert resolve_device(torch.device("cpu")) == CPU
+
+
+@pytest.mark.parametrize("device", ["bogus", "meta", "cuda:x", "CPU", 3, torch.device("meta")])
+def test_malformed_devices_get_the_parameter_message(device):
+    assert not is_device(device)
+    message = f"The 'device' parameter of NMF must be {DEVICE_OPTIONS}. Got {device!r} instead."
+    with pytest.raises(ValueError, match=re.escape(message)):
+        resolve_device(device, owner="NMF")
+    with pytest.raises(TypeError, match=re.escape("The 'device' parameter must be")):
+        resolve_device(device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", torch.device("cuda", 1)])
+def test_cuda_without_cuda_is_a_clear_error(device):
+    with pytest.raises(ValueError, match=re.escape(
+            f"The 'device' parameter of DDS2 is {device!r}, but CUDA is not available (")):
+        resolve_device(device, owner="DDS2")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_missing_gpu_index_is_a_clear_error():
+    count = torch.cuda.device_count()
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(ValueError, match=re.escape(
+            f"is 'cuda:{count}', but only {count} CUDA device(s) are visible")):
+        resolve_device(f"cuda:{count}")
+
+
+def test_available_memory_is_a_positive_byte_count():
+    available = available_memory(CPU)
+    assert available is None or available > 0
+    if torch.cuda.is_available():
+        assert available_memory(torch.device("cuda")) > 0
+
+
+def test_check_memory_refuses_beyond_the_free_memory(monkeypatch):
+    monkeypatch.setattr(_backend, "available_memory", lambda device: 8 * 10**9)
+    check_memory(8 * 10**9, device=CPU, who="NMF.fit", what="its factors", hint="Lower it.")
+    with pytest.raises(MemoryError, match=re.escape(
+            "NMF.fit needs at least 12,345.7 GB for its factors, but only 8.0 GB of memory is "
+            "available on cpu. Lower it.")):
+        check_memory(12_345_678_901_234, device=CPU, who="NMF.fit", what="its factors",
+                     hint="Lower it.")
+
+
+def test_unknown_free_memory_never_refuses(monkeypatch):
+    monkeypatch.setattr(_backend, "available_memory", lambda device: None)
+    check_memory(10**18, device=CPU, who="NMF.fit", what="its factors", hint="")
