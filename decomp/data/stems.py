@@ -42,6 +42,7 @@ from decomp.data.piano import _check_int, _check_seconds
 from decomp.data.protocol import DEFAULT_PROTOCOL
 from decomp.data.render import check_sample_rate
 from decomp.data.soundfonts import resolve_soundfont
+from decomp.exceptions import MissingDependencyError
 
 __all__ = [
     "TRAINING_SOUNDFONTS",
@@ -176,7 +177,7 @@ def _check_training_fonts(soundfonts: Any) -> list[tuple[str, Path]]:
     test_font = DEFAULT_PROTOCOL.test_soundfont
     try:
         test_path = resolve_soundfont(test_font)
-    except Exception:  # not installed: then only its name can be refused
+    except MissingDependencyError:  # not installed: then only its name can be refused
         test_path = None
     resolved = []
     for font in soundfonts:

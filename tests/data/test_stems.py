@@ -113,6 +113,13 @@ def test_bank_refuses_the_test_font(counting_renderer):
     assert counting_renderer == []
 
 
+@requires_font("musescore-lite")
+def test_bank_refuses_the_test_font_given_as_a_path(counting_renderer):
+    with pytest.raises(ValueError, match="held-out test font 'musescore-lite'"):
+        instrument_stems([resolve_soundfont("musescore-lite")], **TINY)
+    assert counting_renderer == []
+
+
 def test_bank_melodies_depend_on_seed_font_and_instrument_only(fresh_cache_dir,
                                                                counting_renderer):
     full = instrument_stems(["timgm6mb"], ["violin", "flute"], n_melodies=2, seconds=1.0)
