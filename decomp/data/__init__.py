@@ -1,5 +1,6 @@
 """Data sets rendered from MIDI (isolated piano notes, random chords, short pieces, instrument
-mixtures) and two-speaker speech mixtures synthesised with espeak-ng.
+mixtures) and two-speaker speech mixtures synthesised with espeak-ng; stem banks and
+endless dynamically mixed training streams.
 
 Nothing is downloaded: MIDI is generated here and rendered with FluidSynth and the
 General-MIDI SoundFonts that Debian packages install; renders are cached on disk.
@@ -28,6 +29,15 @@ from decomp.data.piano import (
 from decomp.data.protocol import DEFAULT_PROTOCOL, PianoProtocol
 from decomp.data.render import render_midi
 from decomp.data.soundfonts import SOUNDFONTS, available_soundfonts, resolve_soundfont
+from decomp.data.stems import (
+    TRAINING_SOUNDFONTS,
+    Augmentation,
+    MixtureExample,
+    MixtureStream,
+    StemBank,
+    instrument_stems,
+    speech_stems,
+)
 
 __all__ = [
     "DEFAULT_INSTRUMENTS",
@@ -53,4 +63,11 @@ __all__ = [
     "render_midi",
     "render_piano_midi",
     "resolve_soundfont",
+    "TRAINING_SOUNDFONTS",
+    "Augmentation",
+    "MixtureExample",
+    "MixtureStream",
+    "StemBank",
+    "instrument_stems",
+    "speech_stems",
 ]
