@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decomp.flows.base import ConditionedDictionary, DictionaryFlow, InverseNotAvailable
 from decomp.flows.glow import PAPER_GLOW_CONFIG, ConditionalGlow
+from decomp.flows.nflows_adapter import NflowsDictionary
 from decomp.flows.realnvp import SingleSourceRealNVP, StackedRealNVP
 from decomp.flows.training import FlowTrainingResult, fit_flow, stratified_split
 
@@ -14,6 +15,7 @@ __all__ = [
     "DictionaryFlow",
     "FlowTrainingResult",
     "InverseNotAvailable",
+    "NflowsDictionary",
     "SingleSourceRealNVP",
     "StackedRealNVP",
     "fit_flow",

@@ -1,30 +1,27 @@
 """Training flow dictionaries: :func:`fit_flow`.
 
-One loop trains every :class:`~decomp.flows.DictionaryFlow`: Adam on mini-batches of
-labelled frames, a stratified train/validation split, model selection on the validation
-criterion, early stopping, a progress bar and a checkpoint that lets a long run resume
-where it stopped. What is minimised is the flow's business (``training_losses``; an
-adversary, if the flow has one, gets its own optimiser and ``adversary_loss``), so the
-per-source RealNVP and the conditional Glow share this loop.
+Every :class:`~decomp.flows.DictionaryFlow` trains the same way: Adam on mini-batches of
+labelled frames and a stratified train/validation split, run by the library's one
+training loop (:func:`decomp._training.train`: model selection on the validation
+criterion, early stopping, time budget, progress bar, and a checkpoint with the random
+states that lets a long run resume exactly where it stopped). What is minimised is the
+flow's business (``training_losses``; an adversary, if the flow has one, gets its own
+optimiser and ``adversary_loss``), so the per-source RealNVP and the conditional Glow
+share this loop.
 """
 
 from __future__ import annotations
 
-import copy
-import math
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from decomp._training import load_checkpoint, run_epoch, save_checkpoint
+from decomp._training import train
 from decomp._validation import check_finite
-from decomp.exceptions import NonFiniteLossError
 from decomp.flows.base import DictionaryFlow
 
 __all__ = ["FlowTrainingResult", "fit_flow", "stratified_split"]
@@ -198,8 +195,10 @@ def fit_flow(
         Seeds the split and the batch order (epoch ``e`` shuffles with seed
         ``(random_state, e)``, so a resumed run sees the same batches).
     checkpoint : path, optional
-        File written after every epoch (atomically). If it exists when training
-        starts, training resumes from it; its settings must match.
+        File written after every epoch (atomically), with the weights, optimisers, best
+        weights, history and random states. If it exists when training starts, training
+        resumes from it exactly (its settings must match; ``max_epochs``, ``patience``
+        and ``max_seconds`` may change).
     max_seconds : float, optional
         Stop (keeping the best weights) once this much time has passed.
     progress : bool, default=False
@@ -242,8 +241,7 @@ def fit_flow(
     y_all = torch.as_tensor(y_np, device=device)
     X_train, y_train = X_all[train_index], y_all[train_index]
     X_validation, y_validation = X_all[validation_index], y_all[validation_index]
-    select_on_train = X_validation.shape[0] == 0
-    if select_on_train:
+    if X_validation.shape[0] == 0:  # select on the training loss
         X_validation, y_validation = X_train, y_train
 
     flow_optimizer = torch.optim.Adam(_flow_parameters(flow), lr=learning_rate)
@@ -262,35 +260,13 @@ def fit_flow(
         "batch_size": int(batch_size),
     }
 
-    train_losses: list[float] = []
-    validation_losses: list[float] = []
-    extras: dict[str, list[float]] = {}
-    best_epoch, since_best, epoch = 0, 0, 0
-    stopped_early = False
-    checkpoint_path = Path(checkpoint) if checkpoint is not None else None
-    if checkpoint_path is not None and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path, _CHECKPOINT_FORMAT, fingerprint,
-                                what="flow-training")
-        flow.load_state_dict(state["flow"])
-        flow_optimizer.load_state_dict(state["flow_optimizer"])
-        if adversary_optimizer is not None:
-            adversary_optimizer.load_state_dict(state["adversary_optimizer"])
-        best_state = state["best_flow"]
-        best_epoch, since_best, epoch = state["best_epoch"], state["since_best"], state["epoch"]
-        best_loss = state["best_loss"]
-        train_losses, validation_losses = state["train_loss"], state["validation_loss"]
-        extras = state["extra"]
-        stopped_early = state["stopped_early"]
-    else:
+    def initialize() -> None:
         flow.train()
         with torch.no_grad():
             first = torch.as_tensor(
                 np.random.default_rng(random_state).permutation(X_train.shape[0])[:4096],
                 device=device)
             flow.initialize_from_data(X_train[first], y_train[first])
-        flow.eval()
-        best_loss = _mean_validation_loss(flow, X_validation, y_validation, 4 * batch_size)
-        best_state = copy.deepcopy(flow.state_dict())
 
     def adversary_step(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         adversary_optimizer.zero_grad(set_to_none=True)
@@ -299,83 +275,42 @@ def fit_flow(
 
     n_train = X_train.shape[0]
 
-    def batches(order: torch.Tensor) -> Any:
-        """(X, y) mini-batches of the training rows in ``order``."""
+    def epoch_batches(epoch: int) -> Any:
+        """(X, y) mini-batches of the training rows, shuffled with seed (random_state, epoch)."""
+        order = torch.as_tensor(np.random.default_rng([random_state, epoch]).permutation(n_train),
+                                device=device)
         for start in range(0, n_train, batch_size):
             batch = order[start:start + batch_size]
             if batch.numel() < 2 and n_train >= 2:
                 continue  # a lone row gives a degenerate batch statistic
             yield X_train[batch], y_train[batch]
 
-    bar = tqdm(total=max_epochs, initial=min(epoch, max_epochs), desc=desc,
-               disable=not progress, unit="epoch", leave=False)
-    with bar:
-        while epoch < max_epochs and not stopped_early:
-            if max_seconds is not None and time.perf_counter() - started > max_seconds:
-                break
-            epoch += 1
-            flow.train()
-            order = torch.as_tensor(
-                np.random.default_rng([random_state, epoch]).permutation(n_train),
-                device=device)
-
-            means, n_finite = run_epoch(
-                batches(order), lambda batch: flow.training_losses(*batch), flow_optimizer,
-                _flow_parameters(flow), max_grad_norm,
-                adversary_step if adversary_optimizer is not None else None)
-            if n_finite == 0:
-                flow.load_state_dict(best_state)
-                raise NonFiniteLossError(
-                    f"every batch of epoch {epoch} gave a non-finite training loss; lower "
-                    f"the learning rate (now {learning_rate}) or check the data's scale."
-                )
-            flow.eval()
-            train_losses.append(means.pop("loss"))
-            for key, value in means.items():
-                extras.setdefault(key, []).append(value)
-            validation = _mean_validation_loss(flow, X_validation, y_validation, 4 * batch_size)
-            validation_losses.append(validation)
-            if math.isfinite(validation) and (not math.isfinite(best_loss)
-                                              or validation < best_loss):
-                best_loss, best_epoch, since_best = validation, epoch, 0
-                best_state = copy.deepcopy(flow.state_dict())
-            else:
-                since_best += 1
-                stopped_early = since_best >= patience
-            bar.update(1)
-            bar.set_postfix(train=f"{train_losses[-1]:.4g}", val=f"{validation:.4g}",
-                            best=best_epoch)
-            if checkpoint_path is not None:
-                save_checkpoint(checkpoint_path, {
-                    "format": _CHECKPOINT_FORMAT,
-                    "fingerprint": fingerprint,
-                    "epoch": epoch,
-                    "flow": flow.state_dict(),
-                    "flow_optimizer": flow_optimizer.state_dict(),
-                    "adversary_optimizer": (adversary_optimizer.state_dict()
-                                            if adversary_optimizer is not None else None),
-                    "best_flow": best_state,
-                    "best_epoch": best_epoch,
-                    "best_loss": best_loss,
-                    "since_best": since_best,
-                    "train_loss": train_losses,
-                    "validation_loss": validation_losses,
-                    "extra": extras,
-                    "stopped_early": stopped_early,
-                })
-
-    flow.load_state_dict(best_state)
-    flow.eval()
+    result = train(
+        flow, lambda batch: flow.training_losses(*batch),
+        lambda: _mean_validation_loss(flow, X_validation, y_validation, 4 * batch_size),
+        epoch_batches, flow_optimizer,
+        max_epochs=max_epochs, patience=patience, max_seconds=max_seconds, started=started,
+        parameters=_flow_parameters(flow), max_grad_norm=max_grad_norm,
+        after_step=adversary_step if adversary_optimizer is not None else None,
+        stateful=({"adversary_optimizer": adversary_optimizer}
+                  if adversary_optimizer is not None else None),
+        on_start=initialize, checkpoint=checkpoint, checkpoint_format=_CHECKPOINT_FORMAT,
+        fingerprint=fingerprint, what="flow-training",
+        non_finite_hint=(f"lower the learning rate (now {learning_rate}) or check the data's "
+                         "scale."),
+        progress=progress, desc=desc,
+    )
+    history = dict(result.history)
     return FlowTrainingResult(
-        train_loss=np.asarray(train_losses, dtype=float),
-        validation_loss=np.asarray(validation_losses, dtype=float),
-        best_epoch=int(best_epoch),
-        best_validation_loss=float(best_loss),
-        n_epochs=int(epoch),
-        stopped_early=bool(stopped_early),
+        train_loss=history.pop("train_loss"),
+        validation_loss=history.pop("validation_loss"),
+        best_epoch=result.best_epoch,
+        best_validation_loss=result.best_validation_loss,
+        n_epochs=result.n_epochs,
+        stopped_early=result.stopped_early,
         seconds=time.perf_counter() - started,
         n_train=int(train_index.size),
         n_validation=int(validation_index.size),
-        extra={key: np.asarray(value, dtype=float) for key, value in extras.items()},
+        extra={key.removeprefix("train_"): value for key, value in history.items()},
     )
 

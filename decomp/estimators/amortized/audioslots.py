@@ -312,6 +312,10 @@ class AudioSlots(AmortizedSeparator):
         Seeds the weights, the slot noise, the split, the crops and the batch order.
     progress : bool, default=False
         Show a progress bar.
+    steps_per_epoch : int, default=100
+        Batches per epoch when fitting on a :class:`decomp.data.MixtureStream`.
+    num_workers : int, default=0
+        DataLoader workers that mix a stream's batches (0: in this process).
 
     Attributes
     ----------
@@ -415,6 +419,8 @@ class AudioSlots(AmortizedSeparator):
         device: str | torch.device = "auto",
         random_state: Any = None,
         progress: bool = False,
+        steps_per_epoch: int = 100,
+        num_workers: int = 0,
     ) -> None:
         super().__init__(
             front_end=front_end, chunk_frames=chunk_frames, max_epochs=max_epochs,
@@ -422,6 +428,7 @@ class AudioSlots(AmortizedSeparator):
             validation_fraction=validation_fraction, patience=patience,
             max_grad_norm=max_grad_norm, max_seconds=max_seconds, checkpoint=checkpoint,
             device=device, random_state=random_state, progress=progress,
+            steps_per_epoch=steps_per_epoch, num_workers=num_workers,
         )
         self.n_slots = n_slots
         self.patch_frames = patch_frames

@@ -7,9 +7,13 @@ its outputs become source spectrograms:
 
 - ``fit(mixtures, sources[, labels])`` on spectrograms or waveforms (converted by the
   front end), with an item-level train/validation split, random crops of
-  ``chunk_frames`` frames, Adam, gradient clipping, model selection on the validation
-  loss, early stopping, ``max_seconds``, a progress bar, an optional curriculum on the
-  number of sources and an atomic per-epoch checkpoint that a restarted ``fit`` resumes;
+  ``chunk_frames`` frames and an optional curriculum on the number of sources, or
+  ``fit(stream)`` on a :class:`decomp.data.MixtureStream` (epochs of ``steps_per_epoch``
+  batches through a DataLoader, a fixed validation set drawn with another seed); both
+  hand their batches, loss and validation to the library's one training loop
+  (:func:`decomp._training.train`: Adam, gradient clipping, model selection on the
+  validation loss, early stopping, ``max_seconds``, a progress bar and an atomic
+  per-epoch checkpoint, random states included, that a restarted ``fit`` resumes);
 - ``transform(mixtures)`` -> source magnitudes ``(n_items, n_slots, n_frames, n_bins)``,
   computed chunk by chunk; slots of permutation-invariant models are re-ordered from
   chunk to chunk so that slot ``k`` stays the same source;
@@ -30,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
-import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from numbers import Integral, Real
@@ -43,15 +46,13 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
-from tqdm import tqdm
 
 from decomp._backend import resolve_device
 from decomp._files import atomic_write, suffix_format
-from decomp._training import load_checkpoint, run_epoch, save_checkpoint
+from decomp._training import train
 from decomp._validation import DEVICE, RANDOM_STATE, StrictInterval, check_spectrogram
 from decomp.audio.io import _check_audio
 from decomp.audio.spectrogram import Spectrogram
-from decomp.exceptions import NonFiniteLossError
 from decomp.losses import permutation_invariant_loss
 from decomp.persistence import Persistent
 
@@ -265,7 +266,8 @@ class AmortizedSeparator(Persistent, BaseEstimator):
     chunk_frames : int, default=64
         Frames per training crop and per inference chunk (about 1 s at the default hop).
     max_epochs : int, default=100
-        Passes over the training mixtures (one random crop of each per pass).
+        Passes over the training mixtures (one random crop of each per pass), or epochs
+        of ``steps_per_epoch`` batches of a stream.
     batch_size : int, default=16
         Crops per optimisation step.
     learning_rate : float, default=1e-3
@@ -288,6 +290,13 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         Seeds the weights, the split, the crops and the batch order.
     progress : bool, default=False
         Show a progress bar over epochs with the training and validation losses.
+    steps_per_epoch : int, default=100
+        Batches per epoch when fitting on a :class:`decomp.data.MixtureStream` (fixed
+        mixtures make an epoch of one crop per training item instead).
+    num_workers : int, default=0
+        DataLoader worker processes that mix a stream's batches (0: in this process).
+        The batches depend on it, except that 0 and 1 give the same ones (see the
+        streams guide).
     """
 
     _parameter_constraints: dict = {
@@ -304,6 +313,8 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         "device": DEVICE,
         "random_state": RANDOM_STATE,
         "progress": ["boolean"],
+        "steps_per_epoch": [StrictInterval(Integral, 1, None, closed="left")],
+        "num_workers": [StrictInterval(Integral, 0, None, closed="left")],
     }
 
     #: Whether the outputs are unordered, so the base re-orders them from one inference
@@ -331,6 +342,8 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         device: str | torch.device = "auto",
         random_state: Any = None,
         progress: bool = False,
+        steps_per_epoch: int = 100,
+        num_workers: int = 0,
     ) -> None:
         self.front_end = front_end
         self.chunk_frames = chunk_frames
@@ -345,6 +358,8 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.progress = progress
+        self.steps_per_epoch = steps_per_epoch
+        self.num_workers = num_workers
 
     # ------------------------------------------------------------- subclass hooks
     def _build_network(self) -> torch.nn.Module:
@@ -456,23 +471,32 @@ class AmortizedSeparator(Persistent, BaseEstimator):
 
     # ----------------------------------------------------------------------- fit
     def fit(self, mixtures: Any, sources: Any = None, labels: Any = None) -> AmortizedSeparator:
-        """Train the network on mixtures and their sources.
+        """Train the network on mixtures and their sources, or on a mixture stream.
 
         Parameters
         ----------
-        mixtures : array-like or MixtureSet
+        mixtures : array-like, MixtureSet or MixtureStream
             Magnitude spectrograms from ``front_end``, shape (n_items, n_frames,
             n_bins), or waveforms at its sample rate, shape (n_items, n_samples)
             (converted here). A :class:`decomp.data.MixtureSet` supplies mixtures,
-            sources and labels (its ``instruments``) at once.
+            sources and labels (its ``instruments``) at once. A
+            :class:`decomp.data.MixtureStream` (at the front end's sample rate) is mixed
+            on the fly: an epoch is then ``steps_per_epoch`` batches drawn through a
+            ``torch.utils.data.DataLoader`` with ``num_workers`` workers (epoch ``e``
+            draws the stream's sequence ``stream.epoch + e``), and validation uses a
+            fixed set of ``round(validation_fraction * steps_per_epoch * batch_size)``
+            mixtures drawn once from a copy of the stream with another seed (with
+            ``validation_fraction=0``, the epoch's training loss selects). The stream's
+            labels (indices into ``stream.classes``) become the model's classes.
         sources : array-like
             The isolated sources in the same form as ``mixtures``: shape (n_items,
             n_sources, n_frames, n_bins) or (n_items, n_sources, n_samples); all-zero
-            slots mark mixtures with fewer sources.
+            slots mark mixtures with fewer sources. Not given with a stream.
         labels : array-like of str or int, shape (n_items, n_sources), optional
             Class of each source (``""`` or ``-1`` for an unused slot). Required by
             label-conditioned models; models with one output per class use them to
             assign sources to outputs; permutation-invariant models record them only.
+            Not given with a stream.
 
         Returns
         -------
@@ -482,146 +506,200 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         ------
         ValueError, TypeError
             If an input has the wrong rank or shapes disagree, holds NaN/inf or negative
-            magnitudes, labels are missing where needed, a checkpoint belongs to another
-            run, or a parameter is invalid.
+            magnitudes, labels are missing where needed, a stream's sample rate differs
+            from the front end's, a checkpoint belongs to another run, or a parameter is
+            invalid.
         NonFiniteLossError
             If every batch of an epoch gives a non-finite loss.
         """
+        from decomp.data.stems import MixtureStream
+
         self._validate_params()
         started = time.perf_counter()
         self.front_end_ = self._front_end()
-        mixtures, sources, labels = self._check_training_data(mixtures, sources, labels)
-        present = sources.flatten(2).amax(dim=2) > 0  # (N, S)
-        self.classes_, label_index = _encode_labels(labels, present)
-        self.n_features_in_ = int(mixtures.shape[-1])
-        self.max_sources_ = int(present.sum(dim=1).max())
-        self.n_slots_ = int(self._n_slots(self.max_sources_,
-                                          None if self.classes_ is None else len(self.classes_)))
-        if sources.shape[1] > self.n_slots_:
-            # Zero-padded source slots beyond the model's outputs are dropped (labels move
-            # with their sources); a mixture with more real sources than slots is refused.
-            sources, present, label_index = _drop_empty_slots(sources, present, label_index,
-                                                              self.n_slots_)
-
         device = resolve_device(self.device)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        if isinstance(mixtures, MixtureStream):
+            if sources is not None or labels is not None:
+                raise ValueError(f"{type(self).__name__}.fit takes a MixtureStream alone (it "
+                                 "yields sources and labels); got sources or labels too.")
+            plan = self._stream_plan(mixtures, seed, device)
+        else:
+            plan = self._array_plan(mixtures, sources, labels, seed, device)
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             network = self._build_network().to(device)
-            self._train(network, mixtures, sources, present, label_index, seed, device, started)
+            self._train(network, plan, device, started)
         self._network = network.eval()
         self.network_state_ = {key: value.detach().cpu().clone()
                                for key, value in network.state_dict().items()}
         self.training_seconds_ = time.perf_counter() - started
         return self
 
-    def _train(
-        self,
-        network: torch.nn.Module,
-        mixtures: torch.Tensor,
-        sources: torch.Tensor,
-        present: torch.Tensor,
-        label_index: torch.Tensor | None,
-        seed: int,
-        device: torch.device,
-        started: float,
-    ) -> None:
-        """The training loop shared by every amortized separator."""
+    def _set_shapes(self, n_bins: int, max_sources: int, classes: np.ndarray | None) -> None:
+        """Record the fitted sizes that ``_build_network`` reads."""
+        self.classes_ = classes
+        self.n_features_in_ = int(n_bins)
+        self.max_sources_ = int(max_sources)
+        self.n_slots_ = int(self._n_slots(self.max_sources_,
+                                          None if classes is None else len(classes)))
+
+    def _array_plan(self, mixtures: Any, sources: Any, labels: Any, seed: int,
+                    device: torch.device) -> dict[str, Any]:
+        """Training on fixed mixtures: an item-level split, one random crop per item."""
+        mixtures, sources, labels = self._check_training_data(mixtures, sources, labels)
+        present = sources.flatten(2).amax(dim=2) > 0  # (N, S)
+        classes, label_index = _encode_labels(labels, present)
+        self._set_shapes(mixtures.shape[-1], int(present.sum(dim=1).max()), classes)
+        if sources.shape[1] > self.n_slots_:
+            # Zero-padded source slots beyond the model's outputs are dropped (labels move
+            # with their sources); a mixture with more real sources than slots is refused.
+            sources, present, label_index = _drop_empty_slots(sources, present, label_index,
+                                                              self.n_slots_)
         n_items = mixtures.shape[0]
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(n_items)
+        order = np.random.default_rng(seed).permutation(n_items)
         n_validation = (0 if self.validation_fraction == 0 or n_items < 2
                         else min(n_items - 1, max(1, round(self.validation_fraction * n_items))))
         validation_items, train_items = np.sort(order[:n_validation]), np.sort(order[n_validation:])
         n_sources_per_item = present.sum(dim=1).numpy()
-        validation = _tile_chunks(mixtures, sources, present, label_index,
-                                  validation_items if n_validation else train_items,
-                                  self.chunk_frames)
-        optimizer = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
-        fingerprint = self._fingerprint(mixtures, sources, seed)
 
-        history: dict[str, list[float]] = {"train_loss": [], "validation_loss": []}
-        epoch, best_epoch, since_best, stopped_early = 0, 0, 0, False
-        checkpoint = Path(self.checkpoint) if self.checkpoint is not None else None
-        if checkpoint is not None and checkpoint.exists():
-            state = load_checkpoint(checkpoint, _CHECKPOINT_FORMAT, fingerprint,
-                                    what="separator-training")
-            network.load_state_dict(state["network"])
-            optimizer.load_state_dict(state["optimizer"])
-            best_state, best_loss = state["best_network"], state["best_loss"]
-            epoch, best_epoch, since_best = state["epoch"], state["best_epoch"], state["since_best"]
-            history = state["history"]
-            torch.set_rng_state(state["torch_rng"])
-        else:
-            best_loss = self._validation_loss(network, validation, device)
-            best_state = copy.deepcopy(network.state_dict())
-            history["initial_validation_loss"] = [best_loss]  # epoch 0: the initial weights
+        def epoch_batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+            allowed = self._curriculum(epoch, self.max_sources_)
+            items = train_items[n_sources_per_item[train_items] <= allowed]
+            if items.size == 0:
+                items = train_items
+            epoch_rng = np.random.default_rng([seed, epoch])
+            items = epoch_rng.permutation(items)
+            return (_random_crops(mixtures, sources, present, label_index,
+                                  items[start:start + self.batch_size], self.chunk_frames,
+                                  epoch_rng, device)
+                    for start in range(0, items.size, self.batch_size))
 
-        bar = tqdm(total=self.max_epochs, initial=min(epoch, self.max_epochs),
-                   desc=f"training {type(self).__name__}", unit="epoch", leave=False,
-                   disable=not self.progress)
-        with bar:
-            while epoch < self.max_epochs:
-                elapsed = time.perf_counter() - started
-                if self.max_seconds is not None and elapsed > self.max_seconds:
-                    break
-                epoch += 1
-                allowed = self._curriculum(epoch, self.max_sources_)
-                items = train_items[n_sources_per_item[train_items] <= allowed]
-                if items.size == 0:
-                    items = train_items
-                epoch_rng = np.random.default_rng([seed, epoch])
-                items = epoch_rng.permutation(items)
-                network.train()
-                crops = (_random_crops(mixtures, sources, present, label_index,
-                                       items[start:start + self.batch_size],
-                                       self.chunk_frames, epoch_rng, device)
-                         for start in range(0, items.size, self.batch_size))
-                means, n_finite = run_epoch(
-                    crops, lambda batch: self._training_losses(network, batch), optimizer,
-                    list(network.parameters()), self.max_grad_norm)
-                if n_finite == 0:
-                    network.load_state_dict(best_state)
-                    raise NonFiniteLossError(
-                        f"every batch of epoch {epoch} gave a non-finite training loss; lower "
-                        f"learning_rate (now {self.learning_rate}) or check the data.")
-                for key, value in means.items():
-                    history.setdefault("train_loss" if key == "loss" else f"train_{key}",
-                                       []).append(value)
-                loss_now = self._validation_loss(network, validation, device)
-                history["validation_loss"].append(loss_now)
-                if math.isfinite(loss_now) and not loss_now >= best_loss:
-                    best_loss, best_epoch, since_best = loss_now, epoch, 0
-                    best_state = copy.deepcopy(network.state_dict())
-                else:
-                    since_best += 1
-                    stopped_early = since_best >= self.patience
-                bar.update(1)
-                bar.set_postfix(train=f"{history['train_loss'][-1]:.4g}",
-                                val=f"{loss_now:.4g}", best=best_epoch)
-                if checkpoint is not None:
-                    save_checkpoint(checkpoint, {
-                        "format": _CHECKPOINT_FORMAT, "fingerprint": fingerprint,
-                        "epoch": epoch, "network": network.state_dict(),
-                        "optimizer": optimizer.state_dict(), "best_network": best_state,
-                        "best_loss": best_loss, "best_epoch": best_epoch,
-                        "since_best": since_best, "history": history,
-                        "torch_rng": torch.get_rng_state(),
-                    })
-                if stopped_early:
-                    break
-        network.load_state_dict(best_state)
-        self.history_ = {key: np.asarray(value, dtype=float) for key, value in history.items()}
-        self.n_epochs_ = int(epoch)
-        self.best_epoch_ = int(best_epoch)
-        self.best_validation_loss_ = float(best_loss)
-        self.n_train_items_ = int(train_items.size)
-        self.n_validation_items_ = int(n_validation)
+        return {
+            "epoch_batches": epoch_batches,
+            "validation": _tile_chunks(mixtures, sources, present, label_index,
+                                       validation_items if n_validation else train_items,
+                                       self.chunk_frames),
+            "fingerprint": self._fingerprint(mixtures, sources, seed),
+            "n_train": int(train_items.size), "n_validation": int(n_validation),
+        }
 
-    def _fingerprint(self, mixtures: torch.Tensor, sources: torch.Tensor, seed: int) -> dict:
+    def _stream_plan(self, stream: Any, seed: int, device: torch.device) -> dict[str, Any]:
+        """Training on a MixtureStream: ``steps_per_epoch`` fresh batches per epoch."""
+        front_end = self.front_end_
+        if stream.sample_rate != front_end.sample_rate:
+            raise ValueError(f"the MixtureStream's sample rate ({stream.sample_rate} Hz) must "
+                             f"equal the front end's ({front_end.sample_rate} Hz).")
+        n_bins = front_end(torch.zeros(1, stream.crop_samples)).shape[-1]
+        self._set_shapes(n_bins, stream.max_sources, np.asarray(stream.classes))
+
+        def features(examples: Any, allowed: int) -> tuple[torch.Tensor, ...]:
+            """A collated batch of examples -> spectrograms, presence and class indices."""
+            n_sources = torch.as_tensor(examples.n_sources)
+            keep = n_sources <= allowed
+            keep = keep if bool(keep.any()) else torch.ones_like(keep)
+            waveforms = torch.as_tensor(examples.mixture, dtype=torch.float32)[keep]
+            source_waveforms = torch.as_tensor(examples.sources, dtype=torch.float32)[keep]
+            mixture = front_end(waveforms)  # (B, T, F)
+            sources = front_end(source_waveforms.flatten(0, 1)).unflatten(
+                0, tuple(source_waveforms.shape[:2]))  # (B, S, T, F)
+            present = sources.flatten(2).amax(dim=2) > 0
+            label_index = torch.where(present, torch.as_tensor(examples.labels)[keep], -1)
+            if sources.shape[1] > self.n_slots_:
+                sources, present, label_index = _drop_empty_slots(sources, present,
+                                                                  label_index, self.n_slots_)
+            return mixture, sources, present, label_index
+
+        def epoch_batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+            allowed = self._curriculum(epoch, self.max_sources_)
+            epoch_stream = copy.copy(stream)  # the caller's stream keeps its epoch
+            epoch_stream.set_epoch(stream.epoch + epoch)
+            # The loader's own seed comes from this generator, not from the global one.
+            generator = torch.Generator().manual_seed(
+                int(np.random.default_rng([seed, epoch, 1]).integers(2**62)))
+            loader = torch.utils.data.DataLoader(epoch_stream, batch_size=self.batch_size,
+                                                 num_workers=self.num_workers,
+                                                 generator=generator)
+            epoch_rng = np.random.default_rng([seed, epoch])
+            for examples in itertools.islice(loader, self.steps_per_epoch):
+                mixture, sources, present, label_index = features(examples, allowed)
+                yield _random_crops(mixture, sources, present, label_index,
+                                    np.arange(mixture.shape[0]), self.chunk_frames, epoch_rng,
+                                    device)
+
+        n_validation = 0
+        if self.validation_fraction > 0:
+            n_validation = max(1, round(self.validation_fraction * self.steps_per_epoch
+                                        * self.batch_size))
+        validation = None
+        if n_validation:
+            held_out = copy.copy(stream)
+            held_out.random_state = int(np.random.SeedSequence(
+                [stream.random_state, 0x7E57]).generate_state(1)[0])  # another seed
+            held_out.set_epoch(0)
+            examples = list(itertools.islice(iter(held_out), n_validation))
+            collated = torch.utils.data.default_collate(examples)
+            mixture, sources, present, label_index = features(collated, self.max_sources_)
+            validation = _tile_chunks(mixture, sources, present, label_index,
+                                      np.arange(mixture.shape[0]), self.chunk_frames)
+        stems_sum = sum(float(np.sum(row, dtype=np.float64)) for row in stream._stems)
+        described = (stream.random_state, stream.epoch, stream.classes, stream.sample_rate,
+                     stream.crop_samples, stream.min_sources, stream.max_sources,
+                     stream.level_range, stream.augmentation, len(stream._stems), stems_sum)
         params = {key: repr(value) for key, value in self.get_params(deep=False).items()
                   if key not in _RESUMABLE_PARAMS}
+        return {
+            "epoch_batches": epoch_batches, "validation": validation,
+            "fingerprint": {"class": type(self).__name__, "params": repr(sorted(params.items())),
+                            "seed": seed, "stream": repr(described)},
+            "n_train": self.steps_per_epoch * self.batch_size, "n_validation": n_validation,
+        }
+
+    def _train(self, network: torch.nn.Module, plan: dict[str, Any], device: torch.device,
+               started: float) -> None:
+        """Hand the network, its loss, its validation and its batches to the one loop."""
+        validation = plan["validation"]
+        optimizer = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
+        epoch_loss = [0.0, 0]  # without validation data: the epoch's training loss selects
+
+        def losses_of(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            losses = self._training_losses(network, batch)
+            if validation is None and torch.isfinite(losses["loss"]):
+                epoch_loss[0] += float(losses["loss"].detach())
+                epoch_loss[1] += 1
+            return losses
+
+        def epoch_batches(epoch: int) -> Iterable[dict[str, torch.Tensor]]:
+            epoch_loss[:] = [0.0, 0]
+            return plan["epoch_batches"](epoch)
+
+        def validate() -> float:
+            if validation is not None:
+                return self._validation_loss(network, validation, device)
+            return epoch_loss[0] / epoch_loss[1] if epoch_loss[1] else float("nan")
+
+        result = train(
+            network, losses_of, validate, epoch_batches, optimizer,
+            max_epochs=self.max_epochs, patience=self.patience, max_seconds=self.max_seconds,
+            started=started, max_grad_norm=self.max_grad_norm, checkpoint=self.checkpoint,
+            checkpoint_format=_CHECKPOINT_FORMAT, fingerprint=plan["fingerprint"],
+            what="separator-training",
+            non_finite_hint=f"lower learning_rate (now {self.learning_rate}) or check the data.",
+            progress=self.progress, desc=f"training {type(self).__name__}",
+        )
+        self.history_ = {**result.history,
+                         "initial_validation_loss": np.asarray([result.initial_validation_loss])}
+        self.n_epochs_ = result.n_epochs
+        self.best_epoch_ = result.best_epoch
+        self.best_validation_loss_ = result.best_validation_loss
+        self.n_train_items_ = plan["n_train"]
+        self.n_validation_items_ = plan["n_validation"]
+
+    def _fingerprint(self, mixtures: torch.Tensor, sources: torch.Tensor, seed: int) -> dict:
+        # The stream settings do not act on fixed mixtures, so they may change too.
+        params = {key: repr(value) for key, value in self.get_params(deep=False).items()
+                  if key not in (*_RESUMABLE_PARAMS, "steps_per_epoch", "num_workers")}
         return {
             "class": type(self).__name__, "params": repr(sorted(params.items())),
             "shape": list(sources.shape), "seed": seed,

@@ -389,7 +389,8 @@ class BlockVAE(AmortizedSeparator):
         EMA momentum of the memory statistics (about ``1 / (1 - momentum)`` batches of
         memory).
     front_end, chunk_frames, max_epochs, batch_size, learning_rate, validation_fraction, \
-patience, max_grad_norm, max_seconds, checkpoint, device, random_state, progress
+patience, max_grad_norm, max_seconds, checkpoint, device, random_state, progress, \
+steps_per_epoch, num_workers
         Shared training and inference parameters; see
         :class:`~decomp.estimators.amortized.base.AmortizedSeparator`.
 
@@ -491,6 +492,8 @@ training_seconds_
         device: str | torch.device = "auto",
         random_state: Any = None,
         progress: bool = False,
+        steps_per_epoch: int = 100,
+        num_workers: int = 0,
     ) -> None:
         super().__init__(
             front_end=front_end, chunk_frames=chunk_frames, max_epochs=max_epochs,
@@ -498,6 +501,7 @@ training_seconds_
             validation_fraction=validation_fraction, patience=patience,
             max_grad_norm=max_grad_norm, max_seconds=max_seconds, checkpoint=checkpoint,
             device=device, random_state=random_state, progress=progress,
+            steps_per_epoch=steps_per_epoch, num_workers=num_workers,
         )
         self.n_blocks = n_blocks
         self.block_size = block_size

@@ -368,6 +368,10 @@ class MHUNet(_UNetSeparator):
         Seeds the weights, the split, the crops and the batch order.
     progress : bool, default=False
         Show a progress bar over epochs.
+    steps_per_epoch : int, default=100
+        Batches per epoch when fitting on a :class:`decomp.data.MixtureStream`.
+    num_workers : int, default=0
+        DataLoader workers that mix a stream's batches (0: in this process).
 
     See :class:`~decomp.estimators.amortized.base.AmortizedSeparator` for the training
     settings in full.
@@ -461,6 +465,8 @@ class MHUNet(_UNetSeparator):
         device: str | torch.device = "auto",
         random_state: Any = None,
         progress: bool = False,
+        steps_per_epoch: int = 100,
+        num_workers: int = 0,
     ) -> None:
         super().__init__(
             front_end=front_end, chunk_frames=chunk_frames, max_epochs=max_epochs,
@@ -468,6 +474,7 @@ class MHUNet(_UNetSeparator):
             validation_fraction=validation_fraction, patience=patience,
             max_grad_norm=max_grad_norm, max_seconds=max_seconds, checkpoint=checkpoint,
             device=device, random_state=random_state, progress=progress,
+            steps_per_epoch=steps_per_epoch, num_workers=num_workers,
         )
         self.n_levels = n_levels
         self.base_channels = base_channels
@@ -616,6 +623,10 @@ class SoundOfPixels(_UNetSeparator):
         Seeds the weights, the split, the crops and the batch order.
     progress : bool, default=False
         Show a progress bar over epochs.
+    steps_per_epoch : int, default=100
+        Batches per epoch when fitting on a :class:`decomp.data.MixtureStream`.
+    num_workers : int, default=0
+        DataLoader workers that mix a stream's batches (0: in this process).
 
     See :class:`~decomp.estimators.amortized.base.AmortizedSeparator` for the training
     settings in full.
@@ -707,6 +718,8 @@ class SoundOfPixels(_UNetSeparator):
         device: str | torch.device = "auto",
         random_state: Any = None,
         progress: bool = False,
+        steps_per_epoch: int = 100,
+        num_workers: int = 0,
     ) -> None:
         super().__init__(
             front_end=front_end, chunk_frames=chunk_frames, max_epochs=max_epochs,
@@ -714,6 +727,7 @@ class SoundOfPixels(_UNetSeparator):
             validation_fraction=validation_fraction, patience=patience,
             max_grad_norm=max_grad_norm, max_seconds=max_seconds, checkpoint=checkpoint,
             device=device, random_state=random_state, progress=progress,
+            steps_per_epoch=steps_per_epoch, num_workers=num_workers,
         )
         self.n_components = n_components
         self.n_levels = n_levels

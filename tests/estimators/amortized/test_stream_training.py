@@ -1,0 +1,106 @@
+"""Separators trained on a MixtureStream: epochs of steps, fixed validation, resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from decomp.audio import Spectrogram
+from decomp.data import MixtureStream
+from decomp.estimators.amortized import AudioSlots, MHUNet
+
+FRONT_END = Spectrogram(sample_rate=8000, n_fft=64, hop_length=32, kind="linear")
+MODELS = {
+    "MHUNet": (MHUNet, dict(n_levels=2, base_channels=4, curriculum_epochs=0)),
+    "AudioSlots": (AudioSlots, dict(n_slots=2, patch_frames=4, patch_bins=11, embed_dim=16,
+                                    n_layers=1, n_heads=2, decoder_hidden=16)),
+}
+
+
+def _stream(random_state: int = 0) -> MixtureStream:
+    """Three tonal classes, two stems each, at 8 kHz: a stream of 2-source mixtures."""
+    rng = np.random.default_rng(7)
+    time = np.arange(4000) / 8000
+    stems, labels = [], []
+    for label, frequency in (("low", 220.0), ("mid", 880.0), ("high", 2200.0)):
+        for _ in range(2):
+            envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(1, 3) * time) ** 2
+            stems.append(0.3 * envelope * np.sin(2 * np.pi * frequency * time
+                                                 + rng.uniform(0, 2 * np.pi)))
+            labels.append(label)
+    return MixtureStream(np.array(stems, dtype=np.float32), labels, sample_rate=8000,
+                         crop_samples=1024, random_state=random_state)
+
+
+def _model(name: str, **params):
+    cls, architecture = MODELS[name]
+    settings = dict(front_end=FRONT_END, chunk_frames=16, batch_size=4, steps_per_epoch=3,
+                    max_epochs=2, validation_fraction=0.5, patience=10, learning_rate=3e-3,
+                    device="cpu", random_state=0)
+    return cls(**architecture, **{**settings, **params})
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_fit_on_a_stream_is_reproducible_and_resumes(name, tmp_path):
+    stream = _stream()
+    model = _model(name).fit(stream)
+    assert model.n_epochs_ == 2 and model.history_["train_loss"].shape == (2,)
+    assert np.isfinite(model.history_["validation_loss"]).all()
+    assert model.n_train_items_ == 12 and model.n_validation_items_ == 6  # 0.5 * 3 * 4
+    assert list(model.classes_) == ["high", "low", "mid"]
+    assert stream.epoch == 0  # the caller's stream is left as it was
+    mixture = FRONT_END(torch.as_tensor(next(iter(stream)).mixture))
+    estimates = model.transform(mixture.numpy(), **({"labels": ["low", "mid"]}
+                                                     if name == "MHUNet" else {}))
+    assert estimates.shape == (2, *mixture.shape) and np.isfinite(estimates).all()
+
+    again = _model(name).fit(_stream())
+    for key, value in model.network_state_.items():
+        torch.testing.assert_close(again.network_state_[key], value)
+    np.testing.assert_array_equal(again.history_["train_loss"], model.history_["train_loss"])
+
+    path = tmp_path / "run.ckpt"
+    _model(name, checkpoint=path, max_epochs=1).fit(_stream())
+    resumed = _model(name, checkpoint=path).fit(_stream())
+    assert resumed.n_epochs_ == 2
+    np.testing.assert_allclose(resumed.history_["validation_loss"],
+                               model.history_["validation_loss"], rtol=1e-6)
+    for key, value in model.network_state_.items():
+        torch.testing.assert_close(resumed.network_state_[key], value)
+    with pytest.raises(ValueError, match="other data or settings"):
+        _model(name, checkpoint=path).fit(_stream(random_state=1))
+
+
+def test_stream_labels_select_the_class_heads_and_another_stream_seed_changes_the_batches():
+    model = _model("MHUNet").fit(_stream())
+    assert model.n_slots_ == 3  # one head per class of the stream
+    other = _model("MHUNet").fit(_stream(random_state=5))
+    assert not np.array_equal(other.history_["train_loss"], model.history_["train_loss"])
+
+
+def test_stream_without_validation_selects_on_the_training_loss():
+    model = _model("AudioSlots", validation_fraction=0).fit(_stream())
+    np.testing.assert_allclose(model.history_["validation_loss"], model.history_["train_loss"],
+                               rtol=1e-6)
+    assert np.isnan(model.history_["initial_validation_loss"]).all()
+    assert model.n_validation_items_ == 0
+
+
+def test_stream_refusals():
+    with pytest.raises(ValueError, match="sample rate"):
+        _model("MHUNet", front_end=Spectrogram(sample_rate=16000, n_fft=64, hop_length=32,
+                                               kind="linear")).fit(_stream())
+    with pytest.raises(ValueError, match="MixtureStream alone"):
+        _model("AudioSlots").fit(_stream(), np.zeros((1, 2, 1024)))
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        _model("AudioSlots", steps_per_epoch=0).fit(_stream())
+
+
+def test_one_dataloader_worker_gives_the_batches_of_none():
+    # The stream seeds each worker with its id, so one worker mixes what the main
+    # process would (docs/guide/streams.md, Determinism).
+    inline = _model("AudioSlots", max_epochs=1).fit(_stream())
+    worker = _model("AudioSlots", max_epochs=1, num_workers=1).fit(_stream())
+    for key, value in inline.network_state_.items():
+        torch.testing.assert_close(worker.network_state_[key], value)
