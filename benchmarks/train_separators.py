@@ -1,0 +1,258 @@
+"""Train one amortized separator on an endless mixture stream, then score it on the test font.
+
+    python benchmarks/train_separators.py --model mhunet --minutes 20 \\
+        --checkpoint-dir runs/mhunet [--seed 0] [--no-augment] [--sources 2 3] \\
+        [--base-channels 8] [--learning-rate 3e-3] [--evaluate-only]
+
+Training: the chosen separator (``mhunet``: MHUNet, one head per instrument, as a
+stream always carries labels; ``sop``: SoundOfPixels; ``audioslots``; ``blockvae``) is fitted on a
+:class:`decomp.data.MixtureStream` of the default instrument stem bank
+(:func:`decomp.data.instrument_stems`: the training fonts fluidr3 and timgm6mb only, as the
+data policy requires), 2-source mixtures by default (``--sources 2 3`` for 2 or 3), with
+every :class:`decomp.data.Augmentation` on (``--no-augment`` turns it off). Each epoch is
+``--steps-per-epoch`` fresh batches; the model's own validation set is a fixed draw of the
+same stream under another seed (training fonts, so it measures fitting, not
+generalisation to a new timbre). Each crop is mixed exactly one training chunk long, so
+no mixing is wasted and every validation chunk is whole.
+
+Resumption: everything lives in ``--checkpoint-dir``: ``checkpoint.pt`` (written after
+every epoch by the estimator's ``checkpoint`` parameter: weights, optimiser, random
+states), ``budget.json`` (the training seconds spent by earlier runs) and, once a run
+ends, ``model.decomp``. Re-running the same command continues where the last run stopped
+until ``--minutes`` of training in all are spent (raise ``--minutes`` to train on); a
+run killed mid-epoch loses that epoch and the time it took is not counted. Any change of
+a setting that shapes training (sizes, stream, seed, ...) is refused by the checkpoint.
+``--evaluate-only`` loads ``model.decomp`` and only evaluates.
+
+Evaluation: the test sets of ``benchmarks/separation_table.py`` (``--n-test`` mixtures of
+2 (and, with ``--test-sources 2 3``, 3) instruments rendered with the held-out font
+musescore-lite, 4 s, seeds 102 / 103), its semi-supervised NMF baseline (dictionaries from
+the stems of its 400 fixed training-font mixtures) and the oracle ideal ratio mask. Models
+that take labels (MHUNet with class heads, SoundOfPixels, NMF) get each test mixture's
+true instruments. Scores: :func:`decomp.separation.evaluate_separation`'s bss_eval SDR /
+SIR / SAR and SI-SDR improvement (dB), side by side.
+
+Output: the table, and JSON (``--json``, default ``<checkpoint-dir>/results.json``): the
+machine, the settings, the training (minutes, epochs, optimisation steps, the validation
+loss per epoch, the best epoch) and per test set the scores of the model, NMF and IRM.
+Training uses ``--threads`` torch threads (default 1) and ``--num-workers`` DataLoader
+workers (default 0: mixing in the training process, so one core is used in all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from separation_table import TEST_FONT, TRAIN_FONTS, concatenate, separate, stems_by_class
+
+import decomp
+from decomp import __version__
+from decomp.data import Augmentation, MixtureStream, instrument_mixtures, instrument_stems
+from decomp.estimators.amortized import (
+    DEFAULT_FRONT_END,
+    AudioSlots,
+    BlockVAE,
+    MHUNet,
+    SoundOfPixels,
+)
+from decomp.separation import NMFSeparator, evaluate_separation
+
+MODELS = ("mhunet", "sop", "audioslots", "blockvae")
+
+
+def crop_samples(chunk_frames: int) -> int:
+    """The longest crop whose spectrogram is exactly one training chunk.
+
+    Exactly: the validation set is cut into non-overlapping chunks with the last one
+    zero-padded, so a crop one frame longer would make half the validation chunks a
+    single frame of audio and padding (the first pilot's crop of 16384 samples did).
+    """
+    samples = (chunk_frames + 1) * DEFAULT_FRONT_END.hop_length
+    while DEFAULT_FRONT_END.n_frames(samples) > chunk_frames:
+        samples -= 1
+    if DEFAULT_FRONT_END.n_frames(samples) != chunk_frames:
+        raise ValueError(f"no crop gives exactly {chunk_frames} frames")
+    return samples
+
+
+def build(args: argparse.Namespace, checkpoint: Path, max_seconds: float) -> Any:
+    common = dict(max_epochs=10**6, max_seconds=max_seconds, patience=args.patience,
+                  batch_size=args.batch_size, chunk_frames=args.chunk_frames,
+                  steps_per_epoch=args.steps_per_epoch, num_workers=args.num_workers,
+                  checkpoint=str(checkpoint), random_state=args.seed, progress=args.progress,
+                  device=args.device)
+    if args.learning_rate is not None:
+        common["learning_rate"] = args.learning_rate
+    # The sizes of benchmarks/separation_table.py unless overridden.
+    if args.model == "mhunet":
+        common.setdefault("learning_rate", 3e-3)
+        return MHUNet(base_channels=args.base_channels or 8, n_levels=args.n_levels or 4,
+                      **common)
+    if args.model == "sop":
+        extra = {"base_channels": args.base_channels} if args.base_channels else {}
+        if args.n_levels:
+            extra["n_levels"] = args.n_levels
+        return SoundOfPixels(**extra, **common)
+    if args.model == "audioslots":
+        common.setdefault("learning_rate", 3e-3)
+        return AudioSlots(n_slots=4, embed_dim=args.embed_dim or 32, n_layers=args.n_layers or 1,
+                          patch_bins=32, decoder_hidden=args.embed_dim or 32, **common)
+    if args.model == "blockvae":
+        return BlockVAE(n_blocks=4, **common)
+    raise ValueError(args.model)
+
+
+def train(args: argparse.Namespace, directory: Path) -> tuple[Any, dict[str, Any]]:
+    directory.mkdir(parents=True, exist_ok=True)
+    budget_path = directory / "budget.json"
+    budget = json.loads(budget_path.read_text()) if budget_path.exists() else {
+        "training_seconds": 0.0, "runs": 0}
+    remaining = args.minutes * 60.0 - budget["training_seconds"]
+    started = time.perf_counter()
+    bank = instrument_stems(random_state=args.bank_seed)
+    print(f"stem bank: {bank.n_stems} stems ({len(bank.classes)} instruments x fonts "
+          f"{sorted(set(bank.fonts.tolist()))}) in {time.perf_counter() - started:.1f} s",
+          flush=True)
+    stream = MixtureStream(bank, crop_samples=crop_samples(args.chunk_frames),
+                           min_sources=args.sources[0], max_sources=args.sources[-1],
+                           augmentation=Augmentation() if args.augment else None,
+                           random_state=args.seed)
+    model = build(args, directory / "checkpoint.pt", max(remaining, 1e-3))
+    resuming = (directory / "checkpoint.pt").exists()
+    print(f"{'resuming' if resuming else 'starting'} {type(model).__name__}: "
+          f"{budget['training_seconds'] / 60:.1f} of {args.minutes:g} min spent, "
+          f"{max(remaining, 0.0) / 60:.1f} min left", flush=True)
+    model.fit(stream)
+    if remaining > 0:  # fit only loaded the checkpoint otherwise
+        budget["training_seconds"] += model.training_seconds_
+        budget["runs"] += 1
+        budget_path.write_text(json.dumps(budget, indent=2) + "\n")
+    model.set_params(checkpoint=None)  # the saved model does not point at the run's files
+    model.save(directory / "model.decomp")
+    history = {key: np.asarray(value).tolist() for key, value in model.history_.items()}
+    training = {
+        "minutes": budget["training_seconds"] / 60.0, "runs": budget["runs"],
+        "epochs": int(model.n_epochs_), "steps": int(model.n_epochs_ * args.steps_per_epoch),
+        "mixtures_seen": int(model.n_epochs_ * args.steps_per_epoch * args.batch_size),
+        "best_epoch": int(model.best_epoch_),
+        "best_validation_loss": float(model.best_validation_loss_),
+        "validation_items": int(model.n_validation_items_), "history": history,
+    }
+    (directory / "training.json").write_text(json.dumps(training, indent=2) + "\n")
+    return model, training
+
+
+def test_sets(args: argparse.Namespace) -> dict[str, Any]:
+    return {f"instruments-{count}": instrument_mixtures(
+        TEST_FONT, args.n_test, n_sources=count, duration=args.duration,
+        random_state=100 + count) for count in args.test_sources}
+
+
+def nmf_baseline(args: argparse.Namespace) -> NMFSeparator:
+    """The NMF of benchmarks/separation_table.py (its default 400 training mixtures)."""
+    per_font = args.nmf_train // len(TRAIN_FONTS)
+    train_set = concatenate([
+        instrument_mixtures(font, per_font, n_sources=(2, 3), duration=args.duration,
+                            random_state=10 + index)
+        for index, font in enumerate(TRAIN_FONTS)])
+    return NMFSeparator(n_components_per_source=16, random_state=0).fit(
+        stems_by_class(train_set, per_class=20))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=MODELS, default="mhunet")
+    parser.add_argument("--minutes", type=float, default=20.0,
+                        help="training budget in all runs of this checkpoint directory")
+    parser.add_argument("--checkpoint-dir", type=Path,
+                        help="default: train-separators/<model>")
+    parser.add_argument("--seed", type=int, default=0, help="weights and stream")
+    parser.add_argument("--bank-seed", type=int, default=0, help="melodies of the stem bank")
+    parser.add_argument("--sources", type=int, nargs="+", default=[2], choices=[2, 3],
+                        help="source counts of training mixtures (min [max])")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--base-channels", type=int, help="U-Net width (mhunet, sop)")
+    parser.add_argument("--n-levels", type=int, help="U-Net depth (mhunet, sop)")
+    parser.add_argument("--embed-dim", type=int, help="AudioSlots width")
+    parser.add_argument("--n-layers", type=int, help="AudioSlots Transformer layers")
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--chunk-frames", type=int, default=64)
+    parser.add_argument("--steps-per-epoch", type=int, default=100)
+    parser.add_argument("--patience", type=int, default=1000)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--evaluate-only", action="store_true")
+    parser.add_argument("--n-test", type=int, default=20)
+    parser.add_argument("--test-sources", type=int, nargs="+", default=[2], choices=[2, 3])
+    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--nmf-train", type=int, default=400,
+                        help="training mixtures whose stems build the NMF dictionaries")
+    parser.add_argument("--json", type=Path, help="default: <checkpoint-dir>/results.json")
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    directory = args.checkpoint_dir or Path("train-separators") / args.model
+
+    if args.evaluate_only:
+        model = decomp.load(directory / "model.decomp")
+        training_path = directory / "training.json"
+        training = json.loads(training_path.read_text()) if training_path.exists() else {}
+    else:
+        model, training = train(args, directory)
+    print(f"trained {training.get('minutes', float('nan')):.1f} min, "
+          f"{training.get('epochs', 0)} epochs, {training.get('steps', 0)} steps, best epoch "
+          f"{training.get('best_epoch', 0)}", flush=True)
+    history = training.get("history", {})
+    validation = history.get("validation_loss", [])
+    if validation:
+        initial = history.get("initial_validation_loss", [float("nan")])[0]
+        marks = sorted({0, len(validation) // 4, len(validation) // 2,
+                        3 * len(validation) // 4, len(validation) - 1})
+        trend = ", ".join(f"e{i + 1} {validation[i]:.4f}" for i in marks)
+        print(f"validation loss: initial {initial:.4f}, {trend}", flush=True)
+
+    nmf = nmf_baseline(args)
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    print("\n| test set | method | SDR | SIR | SAR | SI-SDRi |\n|---|---|---|---|---|---|")
+    for test_name, test in test_sets(args).items():
+        results[test_name] = {}
+        for method, estimator in ((args.model, model), ("nmf", nmf), ("irm", None)):
+            estimates = separate(method, estimator, test)
+            scores = evaluate_separation(estimates, test.sources, test.mixtures,
+                                         test.sample_rate, n_sources=test.n_sources)
+            row = {key: float(value) for key, value in scores.summary().items()}
+            results[test_name][method] = row
+            print(f"| {test_name} | {method} | {row['sdr']:.2f} | {row['sir']:.2f} | "
+                  f"{row['sar']:.2f} | {row['si_sdr_improvement']:.2f} |", flush=True)
+        gap = (results[test_name][args.model]["si_sdr_improvement"]
+               - results[test_name]["nmf"]["si_sdr_improvement"])
+        print(f"{test_name}: {args.model} {gap:+.2f} dB SI-SDRi against NMF", flush=True)
+
+    output = {
+        "benchmark": "train_separators",
+        "decomp_version": __version__,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpu_count": os.cpu_count(), "python": platform.python_version(),
+                    "torch": torch.__version__},
+        "settings": {key: (str(value) if isinstance(value, Path) else value)
+                     for key, value in vars(args).items()},
+        "training": training,
+        "results": results,
+    }
+    path = args.json or directory / "results.json"
+    path.write_text(json.dumps(output, indent=2, default=float) + "\n")
+    print(f"results written to {path}")
+
+
+if __name__ == "__main__":
+    main()
