@@ -411,7 +411,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str,
                   lineno: int, file: Any = None, line: str | None = None) -> None:
-    first = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    first = _first_line(str(message)) or category.__name__
     print(f"warning: {first}", file=sys.stderr if file is None else file)
 
 

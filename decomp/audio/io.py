@@ -377,11 +377,20 @@ def audio_level(audio: Any, sample_rate: int) -> float:
     >>> audio_level(np.full(16000, 0.3), 16000) < -200  # a DC offset alone
     True
     """
-    audio = _check_audio(audio, name="audio", allow_batch=False)
+    return _level(_mono_samples(audio, "audio"), sample_rate)
+
+
+def _mono_samples(audio: Any, name: str) -> np.ndarray:
+    """Checked (n_samples,) floating samples as a NumPy array."""
+    audio = _check_audio(audio, name=name, allow_batch=False)
     if isinstance(audio, torch.Tensor):
         audio = audio.detach().cpu().numpy()
+    return np.asarray(audio)
+
+
+def _level(samples: np.ndarray, sample_rate: int) -> float:
     meter = _LevelMeter(_check_sample_rate(sample_rate))
-    meter.add(np.asarray(audio))
+    meter.add(samples)
     return meter.level()
 
 
@@ -407,10 +416,9 @@ def check_level(audio: Any, sample_rate: int, *, name: str = "audio") -> float:
     level : float
         :func:`audio_level` of ``audio``, in dBFS.
     """
-    audio = _check_audio(audio, name=name, allow_batch=False)
-    values = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else audio
-    _warn_if_beyond_full_scale(name, float(np.abs(values).max()))
-    level = audio_level(values, sample_rate)
+    samples = _mono_samples(audio, name)
+    _warn_if_beyond_full_scale(name, float(np.abs(samples).max()))
+    level = _level(samples, sample_rate)
     _warn_if_silent(name, level)
     return level
 
