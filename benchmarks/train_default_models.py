@@ -1,6 +1,19 @@
-"""Train the piano DDS transcribers shipped inside the package (DDS-2 and DDS-3).
+"""Train the models shipped inside the package: piano DDS transcribers and separators.
 
-    python benchmarks/train_default_models.py [--methods dds2 dds3] [--out DIR]
+    python benchmarks/train_default_models.py [--methods dds2 dds3 instruments speech] \
+        [--out DIR] [--work-dir DIR] [--evaluate]
+
+**Separators** (``instruments``, ``speech``): each is trained by
+``benchmarks/train_separators.py`` with the fixed recipe in :data:`SEPARATOR_RECIPES`
+(seed 0, a fixed number of epochs, so the result does not depend on the machine's
+speed), in ``--work-dir/<name>`` (checkpointed every epoch: re-running the command
+resumes an interrupted training), and written to ``decomp/models/separator-<name>.decomp``
+with its weights stored in float16. ``--evaluate`` also scores it on the held-out test
+sets beside NMF and the ideal ratio mask (``<work-dir>/<name>/results.json``). Each takes
+about two hours on the 2-core reference machine with one torch thread; the model card
+(docs/guide/model-card.md) gives the figures.
+
+**Piano DDS** (``dds2``, ``dds3``):
 
 For each method: render the default protocol's isolated training notes (MIDI 36-95,
 velocities 40/64/96, fonts fluidr3 and timgm6mb), compute the DDS front end
@@ -19,12 +32,15 @@ on both). Training time on the 2-core reference machine is printed at the end.
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 
 import torch
+import train_separators
 
 from decomp.data import DEFAULT_PROTOCOL
+from decomp.pretrained import pretrained_file
 from decomp.transcription import (
     PianoTranscriber,
     default_dds_decomposer,
@@ -33,11 +49,58 @@ from decomp.transcription import (
     pretrained_path,
 )
 
+SEPARATOR_RECIPES: dict[str, list[str]] = {
+    # A blind multi-head U-Net: 3 unordered heads for mixtures of 2-3 of the 10 training
+    # instruments (fonts fluidr3 and timgm6mb, augmented), negative SI-SDR with PIT.
+    "instruments": ["--model", "mhunet", "--corpus", "instruments", "--loss", "si_sdr",
+                    "--heads", "sources", "--sources", "2", "3", "--test-sources", "2", "3",
+                    "--base-channels", "24", "--n-levels", "4", "--learning-rate", "1e-3",
+                    "--seed", "0", "--max-epochs", "{epochs}"],
+    # Two unordered heads for two espeak-ng voices.
+    "speech": ["--model", "mhunet", "--corpus", "speech", "--loss", "si_sdr",
+               "--heads", "sources", "--sources", "2", "--base-channels", "24",
+               "--n-levels", "4", "--learning-rate", "1e-3", "--seed", "0",
+               "--max-epochs", "{epochs}"],
+}
+"""``benchmarks/train_separators.py`` arguments of each shipped separator."""
+
+SEPARATOR_EPOCHS = {"instruments": 0, "speech": 0}
+"""Epochs (of 100 batches of 16 mixtures) each shipped separator trained for."""
+
+
+def train_separator(name: str, work_dir: Path, evaluate: bool) -> object:
+    """Train (or resume) the shipped separator ``name``; the fitted model."""
+    recipe = [argument.format(epochs=SEPARATOR_EPOCHS[name])
+              for argument in SEPARATOR_RECIPES[name]]
+    directory = work_dir / name
+    args = train_separators.build_parser().parse_args(
+        [*recipe, "--checkpoint-dir", str(directory), "--minutes", "100000"])
+    model, training = train_separators.train(args, directory)
+    print(f"{name}: {training['epochs']} epochs in {training['minutes']:.0f} min, best epoch "
+          f"{training['best_epoch']}", flush=True)
+    shipped = half_precision(model)
+    if evaluate:
+        train_separators.evaluate(args, shipped, training, directory)
+    return shipped
+
+
+def half_precision(model: object) -> object:
+    """A copy whose floating-point weights are stored in float16 (cast back on loading)."""
+    shipped = copy.deepcopy(model)
+    shipped.network_state_ = {key: value.half() if value.is_floating_point() else value
+                              for key, value in model.network_state_.items()}
+    shipped.__dict__.pop("_network", None)  # rebuilt from the stored weights
+    return shipped
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=["dds2", "dds3"],
-                        choices=["dds2", "dds3"])
+    parser.add_argument("--methods", nargs="+", default=["dds2", "dds3", *SEPARATOR_RECIPES],
+                        choices=["dds2", "dds3", *SEPARATOR_RECIPES])
+    parser.add_argument("--work-dir", type=Path, default=Path("train-default-models"),
+                        help="separators' checkpoints and results (resumable)")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="score each separator on the held-out test sets")
     parser.add_argument("--out", type=Path, default=None,
                         help="directory for the model files (default: inside the package)")
     parser.add_argument("--max-epochs", type=int, default=None)
@@ -50,6 +113,17 @@ def main() -> None:
     started = time.perf_counter()
     for method in args.methods:
         begun = time.perf_counter()
+        if method in SEPARATOR_RECIPES:
+            torch.set_num_threads(1)  # the recipe's epochs were timed on one thread
+            separator = train_separator(method, args.work_dir, args.evaluate)
+            path = (args.out / f"separator-{method}.decomp") if args.out \
+                else pretrained_file(method)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            separator.save(path)
+            print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in "
+                  f"{time.perf_counter() - begun:.0f} s", flush=True)
+            torch.set_num_threads(args.threads)
+            continue
         decomposer = default_dds_decomposer(method).set_params(progress=True)
         if args.max_epochs is not None:
             decomposer.set_params(max_epochs=args.max_epochs)

@@ -42,6 +42,7 @@ workers (default 0: mixing in the training process, so one core is used in all).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -55,7 +56,14 @@ from separation_table import TEST_FONT, TRAIN_FONTS, concatenate, separate, stem
 
 import decomp
 from decomp import __version__
-from decomp.data import Augmentation, MixtureStream, instrument_mixtures, instrument_stems
+from decomp.data import (
+    Augmentation,
+    MixtureStream,
+    instrument_mixtures,
+    instrument_stems,
+    speech_mixtures,
+    speech_stems,
+)
 from decomp.estimators.amortized import (
     DEFAULT_FRONT_END,
     AudioSlots,
@@ -84,7 +92,7 @@ def crop_samples(chunk_frames: int) -> int:
 
 
 def build(args: argparse.Namespace, checkpoint: Path, max_seconds: float) -> Any:
-    common = dict(max_epochs=10**6, max_seconds=max_seconds, patience=args.patience,
+    common = dict(max_epochs=args.max_epochs, max_seconds=max_seconds, patience=args.patience,
                   batch_size=args.batch_size, chunk_frames=args.chunk_frames,
                   steps_per_epoch=args.steps_per_epoch, num_workers=args.num_workers,
                   checkpoint=str(checkpoint), random_state=args.seed, progress=args.progress,
@@ -95,7 +103,7 @@ def build(args: argparse.Namespace, checkpoint: Path, max_seconds: float) -> Any
     if args.model == "mhunet":
         common.setdefault("learning_rate", 3e-3)
         return MHUNet(base_channels=args.base_channels or 8, n_levels=args.n_levels or 4,
-                      **common)
+                      loss=args.loss or "bce", heads=args.heads, **common)
     if args.model == "sop":
         extra = {"base_channels": args.base_channels} if args.base_channels else {}
         if args.n_levels:
@@ -117,10 +125,15 @@ def train(args: argparse.Namespace, directory: Path) -> tuple[Any, dict[str, Any
         "training_seconds": 0.0, "runs": 0}
     remaining = args.minutes * 60.0 - budget["training_seconds"]
     started = time.perf_counter()
-    bank = instrument_stems(random_state=args.bank_seed)
-    print(f"stem bank: {bank.n_stems} stems ({len(bank.classes)} instruments x fonts "
-          f"{sorted(set(bank.fonts.tolist()))}) in {time.perf_counter() - started:.1f} s",
-          flush=True)
+    if args.corpus == "speech":
+        bank = speech_stems(random_state=args.bank_seed)
+        print(f"stem bank: {bank.n_stems} utterances of {len(bank.classes)} espeak-ng voices "
+              f"in {time.perf_counter() - started:.1f} s", flush=True)
+    else:
+        bank = instrument_stems(random_state=args.bank_seed)
+        print(f"stem bank: {bank.n_stems} stems ({len(bank.classes)} instruments x fonts "
+              f"{sorted(set(bank.fonts.tolist()))}) in {time.perf_counter() - started:.1f} s",
+              flush=True)
     stream = MixtureStream(bank, crop_samples=crop_samples(args.chunk_frames),
                            min_sources=args.sources[0], max_sources=args.sources[-1],
                            augmentation=Augmentation() if args.augment else None,
@@ -151,6 +164,9 @@ def train(args: argparse.Namespace, directory: Path) -> tuple[Any, dict[str, Any
 
 
 def test_sets(args: argparse.Namespace) -> dict[str, Any]:
+    if args.corpus == "speech":  # the speech test set of benchmarks/separation_table.py
+        return {"speech-2": speech_mixtures(args.n_test, duration=args.speech_duration,
+                                            random_state=100)}
     return {f"instruments-{count}": instrument_mixtures(
         TEST_FONT, args.n_test, n_sources=count, duration=args.duration,
         random_state=100 + count) for count in args.test_sources}
@@ -158,6 +174,11 @@ def test_sets(args: argparse.Namespace) -> dict[str, Any]:
 
 def nmf_baseline(args: argparse.Namespace) -> NMFSeparator:
     """The NMF of benchmarks/separation_table.py (its default 400 training mixtures)."""
+    if args.corpus == "speech":
+        train_set = speech_mixtures(args.nmf_train, duration=args.speech_duration,
+                                    random_state=10)
+        return NMFSeparator(n_components_per_source=16, random_state=0).fit(
+            stems_by_class(train_set, per_class=20))
     per_font = args.nmf_train // len(TRAIN_FONTS)
     train_set = concatenate([
         instrument_mixtures(font, per_font, n_sources=(2, 3), duration=args.duration,
@@ -167,9 +188,15 @@ def nmf_baseline(args: argparse.Namespace) -> NMFSeparator:
         stems_by_class(train_set, per_class=20))
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=MODELS, default="mhunet")
+    parser.add_argument("--corpus", choices=["instruments", "speech"], default="instruments",
+                        help="training stems and test set")
+    parser.add_argument("--loss", choices=["bce", "l1", "si_sdr"], help="MHUNet's loss")
+    parser.add_argument("--heads", choices=["auto", "classes", "sources"], default="auto",
+                        help="MHUNet: one head per class or per source (PIT)")
+    parser.add_argument("--speech-duration", type=float, default=3.0)
     parser.add_argument("--minutes", type=float, default=20.0,
                         help="training budget in all runs of this checkpoint directory")
     parser.add_argument("--checkpoint-dir", type=Path,
@@ -192,6 +219,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--evaluate-only", action="store_true")
+    parser.add_argument("--curve", action="store_true",
+                        help="also score the checkpoint copies in <checkpoint-dir>/snapshots "
+                        "and plot SI-SDRi against training time (curve.png)")
     parser.add_argument("--n-test", type=int, default=20)
     parser.add_argument("--test-sources", type=int, nargs="+", default=[2], choices=[2, 3])
     parser.add_argument("--duration", type=float, default=4.0)
@@ -199,7 +229,14 @@ def main() -> None:
                         help="training mixtures whose stems build the NMF dictionaries")
     parser.add_argument("--json", type=Path, help="default: <checkpoint-dir>/results.json")
     parser.add_argument("--progress", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--max-epochs", type=int, default=10**6,
+                        help="stop after this many epochs in all (a budget that does not "
+                        "depend on the machine's speed)")
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     torch.set_num_threads(args.threads)
     directory = args.checkpoint_dir or Path("train-separators") / args.model
 
@@ -209,6 +246,12 @@ def main() -> None:
         training = json.loads(training_path.read_text()) if training_path.exists() else {}
     else:
         model, training = train(args, directory)
+    evaluate(args, model, training, directory)
+
+
+def evaluate(args: argparse.Namespace, model: Any, training: dict[str, Any],
+             directory: Path) -> dict[str, Any]:
+    """Score ``model`` beside NMF and the IRM on the test sets; print and write the JSON."""
     print(f"trained {training.get('minutes', float('nan')):.1f} min, "
           f"{training.get('epochs', 0)} epochs, {training.get('steps', 0)} steps, best epoch "
           f"{training.get('best_epoch', 0)}", flush=True)
@@ -238,6 +281,7 @@ def main() -> None:
                - results[test_name]["nmf"]["si_sdr_improvement"])
         print(f"{test_name}: {args.model} {gap:+.2f} dB SI-SDRi against NMF", flush=True)
 
+    curve = learning_curve(args, model, training, directory, results) if args.curve else None
     output = {
         "benchmark": "train_separators",
         "decomp_version": __version__,
@@ -248,10 +292,66 @@ def main() -> None:
                      for key, value in vars(args).items()},
         "training": training,
         "results": results,
+        "curve": curve,
     }
     path = args.json or directory / "results.json"
     path.write_text(json.dumps(output, indent=2, default=float) + "\n")
     print(f"results written to {path}")
+    return output
+
+
+def learning_curve(args: argparse.Namespace, model: Any, training: dict[str, Any],
+                   directory: Path, results: dict[str, Any]) -> list[dict[str, Any]]:
+    """SI-SDRi of the snapshots in ``<directory>/snapshots/*.pt`` against training time.
+
+    A snapshot is a copy of the run's checkpoint taken during training (any file with
+    the checkpoint's ``epoch`` and ``best_model``); its weights are the best epoch's up
+    to then, i.e. what a run stopped at that moment would keep. The training time of a
+    snapshot is its epoch count times the run's mean epoch time. Writes
+    ``<directory>/curve.png`` with NMF and the IRM as horizontal lines.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    minutes_per_epoch = training["minutes"] / max(training["epochs"], 1)
+    snapshots = []
+    for path in sorted((directory / "snapshots").glob("*.pt")):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        snapshots.append((int(state["epoch"]), state["best_model"]))
+    points = []
+    for epoch, weights in sorted(snapshots, key=lambda item: item[0]):
+        snapshot = copy.deepcopy(model)
+        snapshot.network_state_ = weights
+        snapshot.__dict__.pop("_network", None)
+        point = {"epoch": epoch, "minutes": epoch * minutes_per_epoch}
+        for test_name, test in test_sets(args).items():
+            scores = evaluate_separation(separate(args.model, snapshot, test), test.sources,
+                                         test.mixtures, test.sample_rate,
+                                         n_sources=test.n_sources)
+            point[test_name] = float(scores.summary()["si_sdr_improvement"])
+        print(f"snapshot epoch {epoch} ({point['minutes']:.0f} min): " + ", ".join(
+            f"{name} {value:.2f} dB" for name, value in point.items()
+            if name not in ("epoch", "minutes")), flush=True)
+        points.append(point)
+    figure, axis = plt.subplots(figsize=(6, 3.6))
+    for index, test_name in enumerate(results):
+        color = f"C{index}"
+        axis.plot([point["minutes"] for point in points], [point[test_name] for point in points],
+                  "o-", color=color, label=f"{args.model}, {test_name}")
+        for method, style in (("nmf", "--"), ("irm", ":")):
+            axis.axhline(results[test_name][method]["si_sdr_improvement"], color=color,
+                         linestyle=style, linewidth=1,
+                         label=f"{method.upper()}, {test_name}")
+    axis.set_xlabel("training time (minutes, 1 CPU thread)")
+    axis.set_ylabel("SI-SDRi (dB)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(directory / "curve.png", dpi=120)
+    plt.close(figure)
+    return points
 
 
 if __name__ == "__main__":

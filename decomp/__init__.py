@@ -9,7 +9,8 @@ Subpackages: :mod:`decomp.engine` (inference loop, divergences), :mod:`decomp.au
 :mod:`decomp.flows` (flow dictionaries and their training), :mod:`decomp.transcription`
 (piano transcription), :mod:`decomp.separation` (separation baselines and scoring); the
 amortized separators (AudioSlots, BlockVAE, MHUNet, SoundOfPixels) live in
-:mod:`decomp.estimators.amortized`.
+:mod:`decomp.estimators.amortized`. :func:`pretrained` loads a shipped model by name
+(``decomp.pretrained("instruments")``) or any saved model by path.
 """
 
 from decomp import audio, data, engine, flows, losses, metrics, separation, transcription
@@ -27,6 +28,7 @@ from decomp.estimators import (
     SoundOfPixels,
 )
 from decomp.persistence import load
+from decomp.pretrained import pretrained
 from decomp.transcription import PianoTranscriber
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "load",
     "losses",
     "metrics",
+    "pretrained",
     "separation",
     "transcription",
 ]

@@ -156,6 +156,7 @@ def _check_outputs(
 
 def build_parser() -> argparse.ArgumentParser:
     from decomp._version import __version__
+    from decomp.pretrained import SHIPPED_SEPARATORS
 
     parser = argparse.ArgumentParser(
         prog="decomp",
@@ -177,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--method", choices=["nmf", "dds1", "dds2", "dds3"], default="nmf",
                             help="decomposition method of the default model: nmf (fitted "
                             "and cached on first use) or a shipped DDS model (default: nmf)")
-    transcribe.add_argument("--model", help="a saved PianoTranscriber (overrides --method)")
+    transcribe.add_argument("--model", help="a saved PianoTranscriber (.decomp), or a shipped "
+                            "one by name: piano-dds2, piano-dds3 (overrides --method)")
     transcribe.add_argument("--out", required=True, help="output directory")
     transcribe.add_argument("--plot", action="store_true",
                             help="also write <name>.png of activity over the ground truth, "
@@ -190,13 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     separate = commands.add_parser(
         "separate", help="separate recordings into sources with a trained separator",
-        description="Separate audio files with a saved separator (AudioSlots, BlockVAE, "
-        "MHUNet, SoundOfPixels or NMFSeparator; see benchmarks/separation_table.py "
-        "--save-dir). Writes <name>-<k>.wav per source (or <name>-<label>.wav with "
-        "--labels) into --out, at the model's sample rate. " + _SAFETY,
+        description="Separate audio files with a shipped separator (--model "
+        f"{' or '.join(SHIPPED_SEPARATORS)}) or a saved one (AudioSlots, BlockVAE, MHUNet, "
+        "SoundOfPixels or NMFSeparator; see benchmarks/separation_table.py --save-dir). "
+        "Writes <name>-<k>.wav per source (or <name>-<label>.wav with --labels) into "
+        "--out, at the model's sample rate; an input at another rate is resampled to it, "
+        "with one warning line. " + _SAFETY,
     )
     separate.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG)")
-    separate.add_argument("--model", required=True, help="a saved separator (.decomp)")
+    separate.add_argument("--model", required=True,
+                          help="a shipped separator by name ("
+                          f"{', '.join(SHIPPED_SEPARATORS)}; see decomp.pretrained) or the "
+                          "path of a saved separator (.decomp)")
     separate.add_argument("--out", required=True, help="output directory")
     separate.add_argument("--labels", nargs="+", default=None,
                           help="classes to extract, for models that take labels "
@@ -225,16 +232,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _a(name: str) -> str:
-    return f"{'an' if name[:1] in 'AEIOU' else 'a'} {name}"
+    from decomp.pretrained import _with_article
+
+    return _with_article(name)
+
+
+def _model_file(model: str) -> Path:
+    """The file a --model argument stands for (a shipped name or a path), not yet read.
+
+    An unknown name is refused before any work (one line naming the shipped models).
+    """
+    from decomp.pretrained import pretrained_file
+
+    try:
+        return pretrained_file(model)
+    except ValueError as error:
+        raise _Refusal(str(error)) from None
 
 
 def _load_model(path: str, debug: bool) -> object:
-    """Load ``path`` with ``decomp.load``; any failure becomes a one-line refusal."""
+    """Load a --model (a shipped name or a path) with ``decomp.pretrained``; any failure
+    becomes a one-line refusal."""
     from decomp.exceptions import ModelFileError
-    from decomp.persistence import load
+    from decomp.pretrained import pretrained
 
     try:
-        return load(path)
+        return pretrained(path)
     except Exception as error:  # a crafted file may fail in ways load does not foresee
         if debug:
             raise
@@ -266,7 +289,7 @@ def _transcribe(args: argparse.Namespace) -> int:
     protected += [(f"the --reference file {reference}", Path(reference))
                   for reference in args.reference or []]
     if args.model:
-        protected.append((f"the --model file {args.model}", Path(args.model)))
+        protected.append((f"the --model file {args.model}", _model_file(args.model)))
     _check_outputs(outputs, protected)
     _check_output_directory(out)
     if args.model:
@@ -305,10 +328,25 @@ def _transcribe(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _announce_resampling(path: Path, sample_rate: int) -> str | None:
+    """Warn (once) when ``path`` is not at the model's rate; the warning's text, or None.
+
+    Reads only the file's header. The caller filters the library's own copy of the
+    warning (the same text) while it separates the file.
+    """
+    from decomp.audio.io import AudioStream, resampling_message
+    from decomp.exceptions import AudioWarning
+
+    file_rate = AudioStream(path, sample_rate).file_sample_rate
+    if file_rate == sample_rate:
+        return None
+    message = resampling_message(path, file_rate, sample_rate)
+    warnings.warn(message, AudioWarning, stacklevel=2)
+    return message
+
+
 def _separate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
-
-    from decomp.audio import load_audio, write_audio
 
     debug = getattr(args, "debug", False)
     # Every check below runs before the model is loaded. Without --labels the number of
@@ -318,7 +356,7 @@ def _separate(args: argparse.Namespace) -> int:
     outputs = [(audio, [out / f"{Path(audio).stem}-{name}.wav" for name in names])
                for audio in args.audio]
     protected = [(f"the input {audio}", Path(audio)) for audio in args.audio]
-    protected.append((f"the --model file {args.model}", Path(args.model)))
+    protected.append((f"the --model file {args.model}", _model_file(args.model)))
     writers = {Path(audio).stem: audio for audio in args.audio}
     resolved_out = out.resolve()
 
@@ -340,26 +378,38 @@ def _separate(args: argparse.Namespace) -> int:
     for audio in tqdm(args.audio, desc="separating", unit="file", disable=args.no_progress):
         path = Path(audio)
         try:
-            if hasattr(separator, "separate_file"):
-                # Streamed: read, separated and written segment by segment (bounded
-                # memory); every stem is written atomically, a failure leaves none.
-                def stem_paths(n_sources: int, path: Path = path) -> list[Path]:
-                    names = args.labels or [str(index) for index in range(n_sources)]
-                    return [out / f"{path.stem}-{name}.wav" for name in names]
-
-                separator.separate_file(path, stem_paths, args.labels)
-                continue
-            mixture, _ = load_audio(path, sample_rate)
-            sources = separator.separate(mixture, args.labels)  # (n_sources, n_samples)
-            names = args.labels or [str(index) for index in range(len(sources))]
-            for name, source in zip(names, sources, strict=True):
-                write_audio(out / f"{path.stem}-{name}.wav", source, sample_rate)
+            resampled = _announce_resampling(path, sample_rate)
+            with warnings.catch_warnings():
+                if resampled is not None:  # told once: not again by the library
+                    warnings.filterwarnings("ignore", message=re.escape(resampled))
+                _separate_one(separator, path, out, args.labels, sample_rate)
         except Exception as error:  # one bad file must not stop the others
             failures += 1
             _report_failure(audio, error, debug)
     if failures:
         print(f"{failures} of {len(args.audio)} file(s) failed.", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _separate_one(separator: Any, path: Path, out: Path, labels: Sequence[str] | None,
+                  sample_rate: int) -> None:
+    """Separate one file into ``out/<stem>-<k or label>.wav``."""
+    from decomp.audio import load_audio, write_audio
+
+    if hasattr(separator, "separate_file"):
+        # Streamed: read, separated and written segment by segment (bounded memory);
+        # every stem is written atomically, a failure leaves none.
+        def stem_paths(n_sources: int) -> list[Path]:
+            names = labels or [str(index) for index in range(n_sources)]
+            return [out / f"{path.stem}-{name}.wav" for name in names]
+
+        separator.separate_file(path, stem_paths, labels)
+        return
+    mixture, _ = load_audio(path, sample_rate)
+    sources = separator.separate(mixture, labels)  # (n_sources, n_samples)
+    names = labels or [str(index) for index in range(len(sources))]
+    for name, source in zip(names, sources, strict=True):
+        write_audio(out / f"{path.stem}-{name}.wav", source, sample_rate)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ __all__ = [
     "pairwise_l1",
     "pairwise_mse",
     "pairwise_neg_si_sdr",
+    "pairwise_separation_cost",
     "permutation_invariant_loss",
 ]
 
@@ -279,6 +280,56 @@ def pairwise_neg_si_sdr(estimates: torch.Tensor, targets: torch.Tensor) -> torch
     """
     _check_pair(estimates, targets, need_enough_estimates=False)
     return _pairwise_neg_si_sdr(estimates, targets)
+
+
+def pairwise_separation_cost(estimates: torch.Tensor, targets: torch.Tensor,
+                             mixtures: torch.Tensor, *,
+                             silence_floor_db: float = -30.0) -> torch.Tensor:
+    """Pairwise waveform cost that also scores estimates against silent targets.
+
+    Against a target with any non-zero sample the cost is the negative SI-SDR (dB), as
+    in :func:`pairwise_neg_si_sdr`. SI-SDR is undefined against silence, so against an
+    all-zero target (an absent source, a padded slot) the cost is the estimate's level
+    relative to the mixture, ``10 log10(||ŝ||² / ||x||² + 10^(floor / 10))`` (dB, soft
+    floored at ``silence_floor_db``, as the thresholded SNR of Wisdom et al., 2020), so
+    an estimate learns silence for an absent source and the two kinds of cost share
+    one scale. Used by the waveform loss of :class:`decomp.estimators.amortized.MHUNet`
+    with :func:`permutation_invariant_loss` (``pairwise=`` a ``functools.partial`` of
+    this with the mixtures bound).
+
+    Parameters
+    ----------
+    estimates : Tensor of shape (batch, n_estimates, n_samples)
+    targets : Tensor of shape (batch, n_targets, n_samples)
+        All-zero rows are silent targets.
+    mixtures : Tensor of shape (batch, n_samples)
+        The mixtures the estimates were separated from (the silence cost's reference).
+    silence_floor_db : float, default=-30.0
+        The silence cost's soft floor: below it an estimate is silent enough.
+
+    Returns
+    -------
+    costs : Tensor of shape (batch, n_estimates, n_targets)
+        Differentiable with respect to the estimates.
+
+    Examples
+    --------
+    >>> import torch
+    >>> mixture = torch.tensor([[1.0, -1.0, 1.0, -1.0]])
+    >>> targets = torch.stack([mixture[0], torch.zeros(4)]).unsqueeze(0)  # (1, 2, 4)
+    >>> costs = pairwise_separation_cost(0.5 * targets, targets, mixture)
+    >>> costs[0, 1, 1].round(decimals=2)  # a silent estimate for the silent target
+    tensor(-30.)
+    """
+    present = targets.abs().amax(dim=-1) > 0  # (batch, n_targets)
+    # A silent target is swapped for the mixture in the SI-SDR branch only, so that its
+    # (unused) value and gradient stay finite.
+    usable = torch.where(present[..., None], targets, mixtures[:, None])
+    neg_si_sdr = _pairwise_neg_si_sdr(estimates, usable)  # (batch, n_est, n_targets)
+    mixture_energy = mixtures.square().sum(dim=-1).clamp_min(torch.finfo(mixtures.dtype).tiny)
+    ratio = estimates.square().sum(dim=-1) / mixture_energy[:, None]  # (batch, n_est)
+    silence = 10.0 * torch.log10(ratio + 10.0 ** (silence_floor_db / 10.0))
+    return torch.where(present[:, None, :], neg_si_sdr, silence[..., None])
 
 
 PAIRWISE_LOSSES: dict[str, PairwiseLoss] = {

@@ -359,10 +359,10 @@ def test_unexpected_errors_per_file_are_one_line(tmp_path, saved_model, tiny_cho
 def test_separate_streams_identical_stems_and_writes_atomically(tmp_path, saved_separator,
                                                                monkeypatch, capsys):
     import decomp
-    from decomp.audio import load_audio
+    from decomp.audio import _segments, load_audio
     from decomp.estimators.amortized import base
 
-    monkeypatch.setattr(base, "STREAM_SEGMENT_FRAMES", 40)  # many segments on a short file
+    monkeypatch.setattr(_segments, "STREAM_SEGMENT_FRAMES", 40)  # many segments, short file
     rng = np.random.default_rng(2)
     mixture = (0.1 * rng.standard_normal(20011)).astype(np.float32)  # 626 frames, 40 chunks
     good = write_audio(tmp_path / "mix.wav", mixture, 8000)
@@ -374,7 +374,7 @@ def test_separate_streams_identical_stems_and_writes_atomically(tmp_path, saved_
     np.testing.assert_allclose(stems, expected, rtol=0, atol=1e-5)
 
     # A failure after some segments were written leaves neither new stem.
-    original = base._stream_segments
+    original = base.stream_segments
 
     def failing(*args, **kwargs):
         for count, segment in enumerate(original(*args, **kwargs)):
@@ -382,9 +382,134 @@ def test_separate_streams_identical_stems_and_writes_atomically(tmp_path, saved_
                 raise RuntimeError("interrupted")
             yield segment
 
-    monkeypatch.setattr(base, "_stream_segments", failing)
+    monkeypatch.setattr(base, "stream_segments", failing)
     other = write_audio(tmp_path / "other.wav", mixture, 8000)
     assert main(["separate", str(other), "--model", str(saved_separator), "--out", str(out),
                  "--no-progress"]) == 1
     assert "interrupted" in capsys.readouterr().err
     assert sorted(path.name for path in out.iterdir()) == ["mix-0.wav", "mix-1.wav"]
+
+
+# --- shipped separators by name, and bad input ----------------------------------------------
+
+
+@pytest.fixture
+def shipped_dir(tmp_path, monkeypatch):
+    """decomp/models stood in for by a folder holding a tiny 'instruments' separator."""
+    import importlib
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    save_tiny_separator(tmp_path).rename(folder / "separator-instruments.decomp")
+    monkeypatch.setattr(importlib.import_module("decomp.pretrained"), "_models_dir",
+                        lambda: folder)
+    return folder
+
+
+@pytest.fixture
+def saved_nmf_separator(tmp_path):
+    from decomp.audio import Spectrogram
+    from decomp.separation import NMFSeparator
+
+    rng = np.random.default_rng(0)
+    front_end = Spectrogram(sample_rate=8000, n_fft=64, hop_length=32, kind="linear")
+    separator = NMFSeparator(n_components_per_source=2, front_end=front_end, random_state=0)
+    stems = {"low": [0.1 * rng.standard_normal(2000)], "high": [rng.standard_normal(2000)]}
+    return separator.fit(stems).save(tmp_path / "nmf.decomp")
+
+
+def test_separate_with_a_shipped_name(tmp_path, shipped_dir, capsys):
+    from decomp.audio import load_audio
+
+    mixture = (0.1 * np.random.default_rng(1).standard_normal(3000)).astype(np.float32)
+    audio = write_audio(tmp_path / "mix.wav", mixture, 8000)
+    out = tmp_path / "stems"
+    assert main(["separate", str(audio), "--model", "instruments", "--out", str(out),
+                 "--no-progress"]) == 0
+    stems = [load_audio(out / f"mix-{index}.wav", None)[0] for index in range(2)]
+    np.testing.assert_allclose(stems[0] + stems[1], mixture, atol=1e-4)
+    assert _error_lines(capsys.readouterr().err) == []
+    with pytest.raises(SystemExit):
+        main(["separate", "--help"])
+    assert "instruments, speech" in " ".join(capsys.readouterr().out.split())
+
+
+def test_shipped_names_unknown_missing_or_of_the_wrong_kind(tmp_path, shipped_dir, capsys):
+    audio = tmp_path / "a.wav"  # never read: every refusal comes first
+    out = tmp_path / "out"
+    assert main(["separate", str(audio), "--model", "instrumnts", "--out", str(out)]) == 2
+    line = _assert_one_line_error(capsys.readouterr().err)
+    assert line == ("error: unknown model 'instrumnts' (did you mean 'instruments'?); shipped "
+                    "models: instruments, speech, piano-dds2, piano-dds3 (or give the path "
+                    "of a .decomp file).")
+    assert main(["separate", str(audio), "--model", "speech", "--out", str(out)]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "speech", "missing from this installation",
+                           "python benchmarks/train_default_models.py")
+    assert main(["transcribe", str(audio), "--model", "instruments", "--out", str(out)]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "error: instruments: holds an AudioSlots",
+                           "not a piano transcriber")
+    assert not out.exists()
+
+
+def test_transcribe_and_separate_take_shipped_piano_names(tmp_path, capsys):
+    audio = tmp_path / "a.wav"
+    out = tmp_path / "out"
+    assert main(["separate", str(audio), "--model", "piano-dds2", "--out", str(out)]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "piano-dds2: holds a PianoTranscriber",
+                           "not a separator")
+    with pytest.raises(SystemExit):
+        main(["transcribe", "--help"])
+    assert "piano-dds2, piano-dds3" in " ".join(capsys.readouterr().out.split())
+
+
+def test_separate_tells_once_that_a_file_is_resampled(tmp_path, saved_separator,
+                                                       saved_nmf_separator, capsys):
+    from decomp.audio import load_audio
+
+    t = np.arange(16000) / 16000
+    audio = write_audio(tmp_path / "mix.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(
+        np.float32), 16000)
+    for model in (saved_separator, saved_nmf_separator):  # the library warns for the latter
+        out = tmp_path / f"stems-{model.stem}"
+        assert main(["separate", str(audio), "--model", str(model), "--out", str(out),
+                     "--no-progress"]) == 0
+        warned = [line for line in capsys.readouterr().err.splitlines()
+                  if line.startswith("warning:")]
+        assert warned == [f"warning: Audio file {str(audio)!r} is sampled at 16000 Hz; "
+                          "resampling it to 8000 Hz, the model's rate."], model
+        stems = sorted(out.iterdir())
+        assert len(stems) == 2
+        for stem in stems:
+            samples, rate = load_audio(stem, None)
+            assert rate == 8000 and samples.shape == (8000,)
+
+
+def test_separate_a_silent_file_gives_silent_stems(tmp_path, saved_separator,
+                                                   saved_nmf_separator, capsys):
+    from decomp.audio import load_audio
+    from decomp.exceptions import AudioWarning
+
+    audio = write_audio(tmp_path / "silence.wav", np.zeros(4000, dtype=np.float32), 8000)
+    for model in (saved_separator, saved_nmf_separator):
+        out = tmp_path / f"stems-{model.stem}"
+        assert main(["separate", str(audio), "--model", str(model), "--out", str(out),
+                     "--no-progress"]) == 0
+        error = capsys.readouterr().err
+        assert _error_lines(error) == [] and "near-silent" in error
+        stems = sorted(out.iterdir())
+        assert len(stems) == 2
+        for stem in stems:
+            with pytest.warns(AudioWarning, match="near-silent"):
+                samples = load_audio(stem, None)[0]
+            assert samples.shape == (4000,) and np.isfinite(samples).all()
+            assert not np.abs(samples).any()
+
+
+def test_separate_unknown_labels_name_the_known_ones(tmp_path, saved_nmf_separator, capsys):
+    audio = write_audio(tmp_path / "mix.wav", 0.1 * np.ones(2000, dtype=np.float32), 8000)
+    out = tmp_path / "stems"
+    assert main(["separate", str(audio), "--model", str(saved_nmf_separator), "--labels",
+                 "low", "violin", "--out", str(out), "--no-progress"]) == 1
+    _assert_one_line_error(capsys.readouterr().err, str(audio), "unknown classes ['violin']",
+                           "['high', 'low']")
+    assert list(out.iterdir()) == []

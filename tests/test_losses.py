@@ -402,3 +402,31 @@ def test_bad_pairwise_results_and_too_large_exact_search_are_refused():
 def test_bad_permutations_are_refused(permutation, error, match):
     with pytest.raises(error, match=match):
         apply_permutation(GOOD_ESTIMATES, permutation)
+
+
+# ------------------------------------------------------------- separation cost
+def test_separation_cost_is_neg_si_sdr_for_present_targets_and_level_for_silent_ones():
+    from decomp.losses import pairwise_separation_cost
+
+    rng = np.random.default_rng(0)
+    targets = torch.tensor(rng.standard_normal((2, 3, 400)), dtype=torch.float32)
+    targets[1, 2] = 0  # an absent source
+    mixtures = targets.sum(dim=1)
+    estimates = targets + 0.3 * torch.tensor(rng.standard_normal((2, 3, 400)),
+                                             dtype=torch.float32)
+    estimates.requires_grad_(True)
+    costs = pairwise_separation_cost(estimates, targets, mixtures)
+    assert costs.shape == (2, 3, 3)
+    pairs = torch.broadcast_tensors(estimates[0, :, None].detach(), targets[0, None])
+    expected = -si_sdr(*pairs)
+    torch.testing.assert_close(costs[0].detach(), expected.to(costs.dtype), rtol=1e-4, atol=1e-4)
+    level = estimates[1].detach().square().sum(-1) / mixtures[1].square().sum()
+    torch.testing.assert_close(costs[1, :, 2].detach(), 10 * torch.log10(level + 1e-3))
+    costs.sum().backward()
+    assert torch.isfinite(estimates.grad).all()
+    # A silent estimate for the silent target reaches the floor; a loud one pays for it.
+    silent = pairwise_separation_cost(torch.zeros(1, 1, 400), torch.zeros(1, 1, 400),
+                                      mixtures[:1], silence_floor_db=-20.0)
+    assert float(silent) == pytest.approx(-20.0)
+    loud = pairwise_separation_cost(mixtures[:1, None], torch.zeros(1, 1, 400), mixtures[:1])
+    assert float(loud) == pytest.approx(10 * np.log10(1 + 1e-3), abs=1e-5)

@@ -35,6 +35,7 @@ __all__ = [
     "AudioWarning",
     "audio_level",
     "load_audio",
+    "resampling_message",
     "write_audio",
 ]
 
@@ -450,6 +451,11 @@ class AudioStream:
     min_sample_rate : int, optional
         Refuse (``ValueError``) a file whose own rate is lower, e.g.
         :data:`MIN_SAMPLE_RATE`. Default: no minimum.
+    warn_resampling : bool, default=False
+        Warn (an :class:`~decomp.exceptions.AudioWarning`, once per iteration, before
+        the first block) when the file's rate is not ``sample_rate``, naming both rates:
+        for models that work at one rate, whose users should know their file was
+        resampled (:func:`resampling_message`).
 
     Attributes
     ----------
@@ -492,6 +498,7 @@ class AudioStream:
         *,
         block_frames: int = 65536,
         min_sample_rate: int | None = None,
+        warn_resampling: bool = False,
     ) -> None:
         self.path = _check_existing_file(path)
         info = _file_info(self.path)
@@ -511,6 +518,7 @@ class AudioStream:
                     f"{self.sample_rate} Hz): its header is wrong or it cannot hold the "
                     "frequencies analysed. Resample it from a better source."
                 )
+        self.warn_resampling = bool(warn_resampling)
         self.n_channels = int(info.channels)
         self.declared_frames = _declared_frames(self.path, info)
         self.n_samples: int | None = None
@@ -524,6 +532,9 @@ class AudioStream:
     def __iter__(self) -> Iterator[np.ndarray]:
         resampler = None
         if self.sample_rate != self.file_sample_rate:
+            if self.warn_resampling:
+                warnings.warn(resampling_message(self.path, self.file_sample_rate,
+                                                 self.sample_rate), AudioWarning, stacklevel=2)
             import soxr  # librosa's resampling backend; imported only when needed
 
             resampler = soxr.ResampleStream(self.file_sample_rate, self.sample_rate, 1,
@@ -560,6 +571,21 @@ class AudioStream:
         _warn_if_short(self.path, self.declared_frames, frames_read, self.file_sample_rate)
         _warn_if_beyond_full_scale(name, peak)
         _warn_if_silent(name, self.level)
+
+
+def resampling_message(path: str | os.PathLike, file_sample_rate: int, sample_rate: int) -> str:
+    """The one line that tells a user their file is resampled for a model.
+
+    ``AudioStream(..., warn_resampling=True)`` warns with it, and so does the command
+    line; being one text, a caller can filter the library's copy of a warning it gave.
+
+    Examples
+    --------
+    >>> resampling_message("mix.wav", 44100, 16000)
+    "Audio file 'mix.wav' is sampled at 44100 Hz; resampling it to 16000 Hz, the model's rate."
+    """
+    return (f"Audio file {str(path)!r} is sampled at {file_sample_rate} Hz; resampling it to "
+            f"{sample_rate} Hz, the model's rate.")
 
 
 def write_audio(

@@ -912,15 +912,28 @@ class Spectrogram:
                 "inverted; use a smaller hop_length."
             )
         signal = _to_tensor(audio)
-        spectrum = self._stft(signal)  # (n_frames, n_fft // 2 + 1) complex
         gains = _to_tensor(masks).to(device=signal.device, dtype=signal.dtype)  # (S, T, n_bins)
-        gains = self._masks_to_stft_bins(gains)  # (S, T, n_fft // 2 + 1)
+        return _like(self._apply_masks(signal, gains), audio)
+
+    def _apply_masks(self, audio: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Masked STFT inverted with the mixture's phase, batched and differentiable.
+
+        ``audio`` (..., n_samples) and ``masks`` (..., n_sources, n_frames, n_bins) on this
+        front end's bins, with the same leading axes -> sources (..., n_sources,
+        n_samples). Inputs are not checked (see :meth:`separate`); gradients flow to the
+        masks, so separators can train on a loss of the resynthesised waveforms.
+        """
+        n_samples = audio.shape[-1]
+        spectrum = self._stft(audio).unsqueeze(-3)  # (..., 1, T, n_fft // 2 + 1) complex
+        gains = self._masks_to_stft_bins(masks.to(audio.dtype))  # (..., S, T, n_fft // 2 + 1)
+        masked = gains * spectrum
+        window = torch.tensor(_window(self.window, self.n_fft), dtype=audio.dtype,
+                              device=audio.device)
         sources = torch.istft(
-            (gains * spectrum).transpose(-1, -2), self.n_fft, hop_length=self.hop_length,
-            window=torch.tensor(window, dtype=signal.dtype, device=signal.device),
-            center=True, length=n_samples,
-        )  # (S, n_samples)
-        return _like(sources, audio)
+            masked.flatten(0, -3).transpose(-1, -2), self.n_fft, hop_length=self.hop_length,
+            window=window, center=True, length=n_samples,
+        )  # (prod(...) * S, n_samples)
+        return sources.reshape(*masked.shape[:-2], n_samples)
 
     def _masks_to_stft_bins(self, gains: torch.Tensor) -> torch.Tensor:
         """(..., n_bins) masks on this front end's bins -> (..., n_fft // 2 + 1) STFT bins."""

@@ -15,10 +15,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from decomp._backend import resolve_device
 from decomp._validation import DEVICE, RANDOM_STATE, StrictInterval
+from decomp.audio._segments import stream_segments, write_stems
 from decomp.audio.io import AudioStream, _check_audio
 from decomp.audio.spectrogram import Spectrogram
 from decomp.engine import BETA_LOSSES
-from decomp.estimators.amortized.base import _stream_segments, _write_stems
 from decomp.estimators.nmf import NMF
 from decomp.persistence import Persistent
 
@@ -421,7 +421,7 @@ class NMFSeparator(Persistent, BaseEstimator):
                 segment_frames, Integral) or segment_frames < 1):
             raise ValueError(f"segment_frames must be an int >= 1; got {segment_frames!r}.")
         separate_segment, _ = self._segment_separator(self._check_classes(classes))
-        yield from _stream_segments(blocks, lambda samples, first: separate_segment(samples),
+        yield from stream_segments(blocks, lambda samples, first: separate_segment(samples),
                                     self.front_end_, segment_frames or _SEGMENT_FRAMES)
 
     def separate_file(self, path: Any, out_paths: Any, classes: Sequence[Any] | None = None,
@@ -430,7 +430,8 @@ class NMFSeparator(Persistent, BaseEstimator):
         """Separate an audio file into one file per class, streaming (bounded memory).
 
         The file is read block by block (:class:`decomp.audio.AudioStream`, resampled to
-        the front end's rate), separated by :meth:`separate_stream` and written
+        the front end's rate, with one :class:`~decomp.exceptions.AudioWarning` naming
+        both rates when they differ), separated by :meth:`separate_stream` and written
         incrementally; every stem is written atomically and an error leaves none of them.
 
         Parameters
@@ -450,8 +451,8 @@ class NMFSeparator(Persistent, BaseEstimator):
         paths : list of Path
         """
         sample_rate = self.front_end_.sample_rate
-        stream = AudioStream(path, sample_rate, block_frames=block_frames)
-        return _write_stems(self.separate_stream(stream, classes, segment_frames=segment_frames),
+        stream = AudioStream(path, sample_rate, block_frames=block_frames, warn_resampling=True)
+        return write_stems(self.separate_stream(stream, classes, segment_frames=segment_frames),
                             out_paths, sample_rate)
 
 

@@ -32,6 +32,7 @@ from decomp.data import (
 from decomp.data.cache import writable_cache_dir
 from decomp.estimators import NMF
 from decomp.exceptions import ModelFileError
+from decomp.pretrained import pretrained_file
 from decomp.transcription.piano import PianoTranscriber
 
 __all__ = [
@@ -242,11 +243,12 @@ PRETRAINED_METHODS = ("nmf", "dds1", "dds2", "dds3")
 def pretrained_path(method: str) -> Path:
     """Where the shipped DDS transcriber ``method`` ("dds2" or "dds3") lives in the package.
 
-    The files are written by ``benchmarks/train_default_models.py``.
+    The files are written by ``benchmarks/train_default_models.py``; the path is that of
+    the shipped model ``"piano-<method>"`` (:data:`decomp.pretrained.SHIPPED_MODELS`).
     """
     if method not in ("dds2", "dds3"):
         raise ValueError(f"shipped DDS models are 'dds2' and 'dds3'; got {method!r}.")
-    return Path(__file__).resolve().parent.parent / "models" / f"piano-{method}.decomp"
+    return pretrained_file(f"piano-{method}")
 
 
 def default_transcriber(

@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 import pretty_midi
 import scipy.ndimage
+import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from decomp._chunks import feature_chunks, run_in_chunks
 from decomp._files import atomic_write
 from decomp._validation import StrictInterval, check_labels, check_spectrogram
 from decomp.audio import (
@@ -169,8 +171,9 @@ class PianoTranscriber(Persistent, BaseEstimator):
     chunk_frames : int, default=1024
         Recordings are decomposed in chunks of this many frames (about 33 s at the
         default hop), one chunk per batch on a CPU and eight on a GPU (where batching is
-        what keeps it busy). A file given to :meth:`transcribe` is read,
-        resampled and analysed chunk by chunk too (see :meth:`transcribe`), so memory
+        what keeps it busy); a shorter last chunk is extended back into its predecessor,
+        as the separators do (:func:`decomp._chunks.run_in_chunks`). A file given to
+        :meth:`transcribe` is read, resampled and analysed chunk by chunk too, so memory
         does not grow with the length of the recording beyond the per-pitch activity
         (n_frames x n_pitches float32: about 80 MB for two hours).
 
@@ -328,41 +331,27 @@ class PianoTranscriber(Persistent, BaseEstimator):
 
     def _feature_chunks(self, features: np.ndarray) -> Iterator[np.ndarray]:
         """(n_frames, n_bins) -> consecutive chunks of ``chunk_frames`` frames (views)."""
-        for start in range(0, features.shape[0], self.chunk_frames):
-            yield features[start:start + self.chunk_frames]
+        return feature_chunks(features, self.chunk_frames)
 
     def _source_activity(self, chunks: Iterable[np.ndarray]) -> np.ndarray:
         """Raw per-pitch activity (n_frames, n_pitches) of consecutive feature chunks.
 
-        Chunks are decomposed in batches of ``_batch_size()`` (each chunk
-        gets its own search for DDS; with a fixed dictionary frames are independent
-        anyway). A chunk shorter than the others of its batch (the last one) is
-        zero-padded; the padding decomposes to zero activity and is cut off again. The
-        result depends only on the chunks, not on where they came from: a file streamed
-        by :meth:`transcribe` and the same features in memory give the same activity.
+        The chunks run through :func:`decomp._chunks.run_in_chunks`, the chunking shared
+        with the separators, in batches of ``_batch_size()`` (each chunk gets its own
+        search for DDS): a shorter last chunk is extended backwards into its predecessor
+        and only its new frames are kept; a recording shorter than one chunk is
+        decomposed at its own length. The result depends only on the chunks, not on
+        where they came from: a file streamed by :meth:`transcribe` and the same
+        features in memory give the same activity.
         """
-        activity: list[np.ndarray] = []
-        batch: list[np.ndarray] = []
+        def decompose(batch: torch.Tensor) -> np.ndarray:
+            return np.asarray(self.decomposer_.source_activations(batch.numpy()),
+                              dtype=np.float32)  # (n_batch, chunk_frames, n_pitches)
 
-        def flush() -> None:
-            length = max(chunk.shape[0] for chunk in batch)
-            padded = np.zeros((len(batch), length, batch[0].shape[1]), dtype=np.float32)
-            for index, chunk in enumerate(batch):
-                padded[index, :chunk.shape[0]] = chunk
-            result = np.asarray(self.decomposer_.source_activations(padded),
-                                dtype=np.float32)  # (n_batch, length, n_pitches)
-            activity.extend(result[index, :chunk.shape[0]].copy()
-                            for index, chunk in enumerate(batch))
-            batch.clear()
-
-        batch_size = self._batch_size()
-        for chunk in chunks:
-            batch.append(chunk)
-            if len(batch) == batch_size:
-                flush()
-        if batch:
-            flush()
-        return np.concatenate(activity)
+        return np.concatenate([
+            activity[keep] for activity, keep in run_in_chunks(
+                chunks, decompose, chunk_frames=self.chunk_frames,
+                batch_size=self._batch_size(), pad_short=False)])
 
     def _postprocess(self, activity: np.ndarray) -> np.ndarray:
         if self.normalization == "max":

@@ -543,3 +543,21 @@ def test_stream_refusals():
         next(Spectrogram().stream([], chunk_frames=8))
     with pytest.raises(ValueError, match="'chunk_frames' parameter"):
         next(Spectrogram().stream([np.zeros(100, np.float32)], chunk_frames=0))
+
+
+@pytest.mark.parametrize("params", [dict(kind="linear"),
+                                    dict(kind="linear", frequency_scale="log", n_bins=64)])
+def test_batched_mask_application_equals_separate_and_is_differentiable(params):
+    front_end = Spectrogram(sample_rate=8000, n_fft=256, hop_length=64, **params)
+    rng = np.random.default_rng(0)
+    audio = rng.standard_normal((3, 2000)).astype(np.float32)
+    masks = rng.uniform(size=(3, 2, front_end.n_frames(2000), front_end.n_bins))
+    masks = torch.tensor(masks, dtype=torch.float32, requires_grad=True)
+    batched = front_end._apply_masks(torch.as_tensor(audio), masks)
+    assert batched.shape == (3, 2, 2000)
+    for item in range(3):
+        one = front_end.separate(audio[item], masks=masks[item].detach().numpy())
+        np.testing.assert_allclose(batched[item].detach().numpy(), one, atol=1e-5)
+    batched.square().sum().backward()
+    assert masks.grad is not None and torch.isfinite(masks.grad).all()
+    assert masks.grad.abs().sum() > 0

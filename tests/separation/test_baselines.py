@@ -193,7 +193,7 @@ def test_nmf_separator_streams_like_separate(separator, monkeypatch, tmp_path):
     np.testing.assert_allclose(stems, whole, rtol=0, atol=1e-5)
 
     # An error mid-way (after some segments were written) leaves no new stem.
-    original = baselines._stream_segments
+    original = baselines.stream_segments
     produced = []
 
     def failing(*args, **kwargs):
@@ -203,7 +203,7 @@ def test_nmf_separator_streams_like_separate(separator, monkeypatch, tmp_path):
                 raise OSError("disk full")
             yield segment
 
-    monkeypatch.setattr(baselines, "_stream_segments", failing)
+    monkeypatch.setattr(baselines, "stream_segments", failing)
     with pytest.raises(OSError, match="disk full"):
         separator.separate_file(path, [tmp_path / "x.wav", tmp_path / "y.wav"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "b.wav", "mix.wav"]

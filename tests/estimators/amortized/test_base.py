@@ -9,10 +9,9 @@ from sklearn.exceptions import NotFittedError
 
 from decomp.audio import Spectrogram
 from decomp.data.mixtures import MixtureSet
+from decomp.estimators.amortized._batches import random_crops, tile_chunks
 from decomp.estimators.amortized.base import (
     AmortizedSeparator,
-    _random_crops,
-    _tile_chunks,
     compress_magnitude,
     pit_magnitude_loss,
 )
@@ -211,12 +210,12 @@ def test_crops_and_tiles():
     mixtures = torch.arange(2 * 10 * 3, dtype=torch.float32).reshape(2, 10, 3)
     sources = torch.stack([mixtures, torch.zeros_like(mixtures)], dim=1)
     present = torch.tensor([[True, False], [True, False]])
-    crops = _random_crops(mixtures, sources, present, None, np.array([1, 0]), 4,
+    crops = random_crops(mixtures, sources, present, None, np.array([1, 0]), 4,
                           np.random.default_rng(0), torch.device("cpu"))
     assert crops["mixture"].shape == (2, 4, 3) and crops["sources"].shape == (2, 2, 4, 3)
     torch.testing.assert_close(crops["sources"][:, 0], crops["mixture"])
     assert crops["present"].tolist() == [[True, False], [True, False]]
-    tiles = _tile_chunks(mixtures, sources, present, torch.tensor([[0, -1], [0, -1]]),
+    tiles = tile_chunks(mixtures, sources, present, torch.tensor([[0, -1], [0, -1]]),
                          np.array([0, 1]), 4)
     assert tiles["mixture"].shape == (6, 4, 3)  # 3 tiles per item, the last zero-padded
     torch.testing.assert_close(tiles["mixture"][1], mixtures[0, 4:8])

@@ -104,3 +104,47 @@ def test_one_dataloader_worker_gives_the_batches_of_none():
     worker = _model("AudioSlots", max_epochs=1, num_workers=1).fit(_stream())
     for key, value in inline.network_state_.items():
         torch.testing.assert_close(worker.network_state_[key], value)
+
+
+# --------------------------------------------------------------------- waveform loss
+def _blind(**params) -> MHUNet:
+    return _model("MHUNet", loss="si_sdr", heads="sources", **params)
+
+
+def test_si_sdr_loss_trains_blind_heads_that_learn_to_separate():
+    stream = _stream()
+    untrained = _blind(max_epochs=0).fit(stream)
+    model = _blind(max_epochs=12, learning_rate=1e-2).fit(stream)
+    assert model.classes_ is None and model.n_slots_ == 2  # labels ignored: one head per slot
+    assert model._permutation_invariant
+    # The validation loss is the mean negative SI-SDR (dB) of the matched heads: it falls.
+    assert model.best_validation_loss_ < untrained.best_validation_loss_ - 1.0
+    example = next(iter(_stream(random_state=9)))
+    estimates = model.separate(example.mixture)
+    assert estimates.shape == (2, example.mixture.size)
+    # Masks are normalised, so the heads partition the mixture.
+    np.testing.assert_allclose(estimates.sum(axis=0), example.mixture, atol=1e-4)
+    with pytest.raises(ValueError, match="classes"):
+        model.separate(example.mixture, labels=["low"])
+
+
+def test_si_sdr_loss_with_class_heads_and_resume(tmp_path):
+    model = _model("MHUNet", loss="si_sdr", heads="classes").fit(_stream())
+    assert list(model.classes_) == ["high", "low", "mid"] and model.n_slots_ == 3
+    assert np.isfinite(model.history_["validation_loss"]).all()
+    path = tmp_path / "run.ckpt"
+    _model("MHUNet", loss="si_sdr", heads="classes", checkpoint=path, max_epochs=1).fit(_stream())
+    resumed = _model("MHUNet", loss="si_sdr", heads="classes", checkpoint=path).fit(_stream())
+    for key, value in model.network_state_.items():
+        torch.testing.assert_close(resumed.network_state_[key], value)
+
+
+def test_si_sdr_loss_needs_a_stream_with_crops_of_a_chunk():
+    rng = np.random.default_rng(0)
+    sources = rng.gamma(1.0, 1.0, size=(4, 2, 16, 33)).astype(np.float32)
+    with pytest.raises(ValueError, match="MixtureStream"):
+        _blind().fit(sources.sum(axis=1), sources)
+    with pytest.raises(ValueError, match="shorter than one training chunk"):
+        _blind(chunk_frames=64).fit(_stream())  # 63 hops of 32 > 1024 samples
+    with pytest.raises(ValueError, match="labels"):
+        _model("MHUNet", heads="classes").fit(sources.sum(axis=1), sources)
