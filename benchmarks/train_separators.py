@@ -2,17 +2,23 @@
 
     python benchmarks/train_separators.py --model mhunet --minutes 20 \\
         --checkpoint-dir runs/mhunet [--seed 0] [--no-augment] [--sources 2 3] \\
-        [--base-channels 8] [--learning-rate 3e-3] [--evaluate-only]
+        [--corpus speech] [--loss si_sdr] [--heads sources] [--max-epochs N] \\
+        [--base-channels 8] [--learning-rate 3e-3] [--evaluate-only] [--curve]
 
-Training: the chosen separator (``mhunet``: MHUNet, one head per instrument, as a
-stream always carries labels; ``sop``: SoundOfPixels; ``audioslots``; ``blockvae``) is fitted on a
+Training: the chosen separator (``mhunet``: MHUNet, one head per instrument by default,
+as a stream always carries labels, or with ``--heads sources`` one unordered head per
+source; ``--loss si_sdr`` trains it on the resynthesised waveforms; ``sop``:
+SoundOfPixels; ``audioslots``; ``blockvae``) is fitted on a
 :class:`decomp.data.MixtureStream` of the default instrument stem bank
 (:func:`decomp.data.instrument_stems`: the training fonts fluidr3 and timgm6mb only, as the
-data policy requires), 2-source mixtures by default (``--sources 2 3`` for 2 or 3), with
+data policy requires) or, with ``--corpus speech``, of :func:`decomp.data.speech_stems`
+(espeak-ng voices), 2-source mixtures by default (``--sources 2 3`` for 2 or 3), with
 every :class:`decomp.data.Augmentation` on (``--no-augment`` turns it off). Each epoch is
 ``--steps-per-epoch`` fresh batches; the model's own validation set is a fixed draw of the
 same stream under another seed (training fonts, so it measures fitting, not
-generalisation to a new timbre). Each crop is mixed exactly one training chunk long, so
+generalisation to a new timbre); ``--validation-font F`` trains on the other training
+font only and validates on F's stems (cross-font validation, as DESIGN.md's data policy
+asks for choosing settings). Each crop is mixed exactly one training chunk long, so
 no mixing is wasted and every validation chunk is whole.
 
 Resumption: everything lives in ``--checkpoint-dir``: ``checkpoint.pt`` (written after
@@ -22,15 +28,21 @@ ends, ``model.decomp``. Re-running the same command continues where the last run
 until ``--minutes`` of training in all are spent (raise ``--minutes`` to train on); a
 run killed mid-epoch loses that epoch and the time it took is not counted. Any change of
 a setting that shapes training (sizes, stream, seed, ...) is refused by the checkpoint.
-``--evaluate-only`` loads ``model.decomp`` and only evaluates.
+``--evaluate-only`` loads ``model.decomp`` and only evaluates. ``--max-epochs`` bounds the
+run by epochs rather than minutes (the shipped models' recipes use it, so that a rebuild
+does not depend on the machine's speed).
 
 Evaluation: the test sets of ``benchmarks/separation_table.py`` (``--n-test`` mixtures of
 2 (and, with ``--test-sources 2 3``, 3) instruments rendered with the held-out font
 musescore-lite, 4 s, seeds 102 / 103), its semi-supervised NMF baseline (dictionaries from
 the stems of its 400 fixed training-font mixtures) and the oracle ideal ratio mask. Models
 that take labels (MHUNet with class heads, SoundOfPixels, NMF) get each test mixture's
-true instruments. Scores: :func:`decomp.separation.evaluate_separation`'s bss_eval SDR /
-SIR / SAR and SI-SDR improvement (dB), side by side.
+true instruments. Speech (``--corpus speech``): 20 two-speaker mixtures of 3 s at seed 100
+(the test set of ``separation_table.py``; the voices are the training ones, the
+sentences, pitches, speeds and levels are new), NMF with a dictionary per voice. Scores:
+:func:`decomp.separation.evaluate_separation`'s bss_eval SDR / SIR / SAR and SI-SDR
+improvement (dB), side by side. ``--curve`` also scores the checkpoint copies in
+``<checkpoint-dir>/snapshots/`` and plots SI-SDRi against training time (``curve.png``).
 
 Output: the table, and JSON (``--json``, default ``<checkpoint-dir>/results.json``): the
 machine, the settings, the training (minutes, epochs, optimisation steps, the validation
@@ -134,6 +146,15 @@ def train(args: argparse.Namespace, directory: Path) -> tuple[Any, dict[str, Any
         print(f"stem bank: {bank.n_stems} stems ({len(bank.classes)} instruments x fonts "
               f"{sorted(set(bank.fonts.tolist()))}) in {time.perf_counter() - started:.1f} s",
               flush=True)
+    validation = None
+    if args.validation_font:  # cross-font: train on the other font, validate on this one
+        if args.corpus != "instruments" or args.validation_font not in TRAIN_FONTS:
+            raise SystemExit(f"--validation-font takes one of {TRAIN_FONTS} (instruments)")
+        validation = MixtureStream(bank.select(fonts=[args.validation_font]),
+                                   crop_samples=crop_samples(args.chunk_frames),
+                                   min_sources=args.sources[0], max_sources=args.sources[-1],
+                                   random_state=args.seed + 1)
+        bank = bank.select(fonts=[font for font in TRAIN_FONTS if font != args.validation_font])
     stream = MixtureStream(bank, crop_samples=crop_samples(args.chunk_frames),
                            min_sources=args.sources[0], max_sources=args.sources[-1],
                            augmentation=Augmentation() if args.augment else None,
@@ -143,7 +164,7 @@ def train(args: argparse.Namespace, directory: Path) -> tuple[Any, dict[str, Any
     print(f"{'resuming' if resuming else 'starting'} {type(model).__name__}: "
           f"{budget['training_seconds'] / 60:.1f} of {args.minutes:g} min spent, "
           f"{max(remaining, 0.0) / 60:.1f} min left", flush=True)
-    model.fit(stream)
+    model.fit(stream, validation=validation)
     if remaining > 0:  # fit only loaded the checkpoint otherwise
         budget["training_seconds"] += model.training_seconds_
         budget["runs"] += 1
@@ -197,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--heads", choices=["auto", "classes", "sources"], default="auto",
                         help="MHUNet: one head per class or per source (PIT)")
     parser.add_argument("--speech-duration", type=float, default=3.0)
+    parser.add_argument("--validation-font", choices=TRAIN_FONTS,
+                        help="cross-font validation: train on the other training font's "
+                        "stems, validate (select the epoch kept) on this one's, unaugmented")
     parser.add_argument("--minutes", type=float, default=20.0,
                         help="training budget in all runs of this checkpoint directory")
     parser.add_argument("--checkpoint-dir", type=Path,

@@ -145,8 +145,13 @@ def array_plan(estimator: AmortizedSeparator, mixtures: Any, sources: Any, label
 
 
 def stream_plan(estimator: AmortizedSeparator, stream: Any, seed: int,
-                device: torch.device) -> dict[str, Any]:
-    """Training on a MixtureStream: ``steps_per_epoch`` fresh batches per epoch."""
+                device: torch.device, validation_stream: Any = None) -> dict[str, Any]:
+    """Training on a MixtureStream: ``steps_per_epoch`` fresh batches per epoch.
+
+    The validation mixtures are drawn once from ``validation_stream`` when given (e.g.
+    stems of another font, for cross-font validation), else from a copy of ``stream``
+    under another seed.
+    """
     front_end = estimator.front_end_
     if stream.sample_rate != front_end.sample_rate:
         raise ValueError(f"the MixtureStream's sample rate ({stream.sample_rate} Hz) must "
@@ -223,9 +228,12 @@ def stream_plan(estimator: AmortizedSeparator, stream: Any, seed: int,
                                     * estimator.batch_size))
     validation = None
     if n_validation:
-        held_out = copy.copy(stream)
-        held_out.random_state = int(np.random.SeedSequence(
-            [stream.random_state, 0x7E57]).generate_state(1)[0])  # another seed
+        if validation_stream is not None:
+            held_out = copy.copy(validation_stream)  # the caller's stream keeps its epoch
+        else:
+            held_out = copy.copy(stream)
+            held_out.random_state = int(np.random.SeedSequence(
+                [stream.random_state, 0x7E57]).generate_state(1)[0])  # another seed
         held_out.set_epoch(0)
         examples = list(itertools.islice(iter(held_out), n_validation))
         collated = torch.utils.data.default_collate(examples)
@@ -237,10 +245,9 @@ def stream_plan(estimator: AmortizedSeparator, stream: Any, seed: int,
         else:
             validation = tile_chunks(mixture, sources, present, label_index,
                                       np.arange(mixture.shape[0]), estimator.chunk_frames)
-    stems_sum = sum(float(np.sum(row, dtype=np.float64)) for row in stream._stems)
-    described = (stream.random_state, stream.epoch, stream.classes, stream.sample_rate,
-                 stream.crop_samples, stream.min_sources, stream.max_sources,
-                 stream.level_range, stream.augmentation, len(stream._stems), stems_sum)
+    described: tuple = _describe_stream(stream)
+    if validation_stream is not None:
+        described = (described, _describe_stream(validation_stream))
     params = {key: repr(value) for key, value in estimator.get_params(deep=False).items()
               if key not in RESUMABLE_PARAMS}
     return {
@@ -249,6 +256,14 @@ def stream_plan(estimator: AmortizedSeparator, stream: Any, seed: int,
                         "seed": seed, "stream": repr(described)},
         "n_train": estimator.steps_per_epoch * estimator.batch_size, "n_validation": n_validation,
     }
+
+
+def _describe_stream(stream: Any) -> tuple:
+    """What identifies a stream's mixtures, for a checkpoint's fingerprint."""
+    stems_sum = sum(float(np.sum(row, dtype=np.float64)) for row in stream._stems)
+    return (stream.random_state, stream.epoch, stream.classes, stream.sample_rate,
+            stream.crop_samples, stream.min_sources, stream.max_sources,
+            stream.level_range, stream.augmentation, len(stream._stems), stems_sum)
 
 
 def fixed_data_fingerprint(estimator: AmortizedSeparator, mixtures: torch.Tensor,

@@ -293,7 +293,8 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         return front_end
 
     # ----------------------------------------------------------------------- fit
-    def fit(self, mixtures: Any, sources: Any = None, labels: Any = None) -> AmortizedSeparator:
+    def fit(self, mixtures: Any, sources: Any = None, labels: Any = None, *,
+            validation: Any = None) -> AmortizedSeparator:
         """Train the network on mixtures and their sources, or on a mixture stream.
 
         Parameters
@@ -320,6 +321,11 @@ class AmortizedSeparator(Persistent, BaseEstimator):
             label-conditioned models; models with one output per class use them to
             assign sources to outputs; permutation-invariant models record them only.
             Not given with a stream.
+        validation : MixtureStream, optional
+            With a stream only: draw the validation mixtures from this stream instead of
+            a copy of the training stream (e.g. the stems of a font not trained on:
+            ``bank.select(fonts=[...])``, for cross-font validation). Its classes must be
+            the training stream's.
 
         Returns
         -------
@@ -346,7 +352,13 @@ class AmortizedSeparator(Persistent, BaseEstimator):
             if sources is not None or labels is not None:
                 raise ValueError(f"{type(self).__name__}.fit takes a MixtureStream alone (it "
                                  "yields sources and labels); got sources or labels too.")
-            plan = stream_plan(self, mixtures, seed, device)
+            if validation is not None:
+                _check_validation_stream(validation, mixtures, type(self).__name__)
+            plan = stream_plan(self, mixtures, seed, device, validation)
+        elif validation is not None:
+            raise ValueError(f"{type(self).__name__}.fit takes a validation stream only when "
+                             "it trains on a MixtureStream; fixed mixtures hold out "
+                             "validation_fraction of themselves.")
         elif self._needs_audio:
             raise ValueError(
                 f"{type(self).__name__} with these settings trains on a loss of the "
@@ -715,3 +727,17 @@ class AmortizedSeparator(Persistent, BaseEstimator):
 
 
 # ---------------------------------------------------------------------- data helpers
+
+
+def _check_validation_stream(validation: Any, stream: Any, owner: str) -> None:
+    from decomp.data.stems import MixtureStream
+
+    if not isinstance(validation, MixtureStream):
+        raise TypeError(f"{owner}.fit's validation must be a decomp.data.MixtureStream; got "
+                        f"{type(validation).__name__}.")
+    if tuple(validation.classes) != tuple(stream.classes) \
+            or validation.sample_rate != stream.sample_rate:
+        raise ValueError(
+            f"the validation stream must have the training stream's classes and sample rate "
+            f"({list(stream.classes)} at {stream.sample_rate} Hz); got "
+            f"{list(validation.classes)} at {validation.sample_rate} Hz.")

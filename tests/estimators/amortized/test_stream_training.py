@@ -148,3 +148,24 @@ def test_si_sdr_loss_needs_a_stream_with_crops_of_a_chunk():
         _blind(chunk_frames=64).fit(_stream())  # 63 hops of 32 > 1024 samples
     with pytest.raises(ValueError, match="labels"):
         _model("MHUNet", heads="classes").fit(sources.sum(axis=1), sources)
+
+
+def test_a_validation_stream_replaces_the_held_out_copy():
+    stream, other = _stream(), _stream(random_state=11)
+    model = _model("MHUNet", max_epochs=1).fit(stream, validation=other)
+    default = _model("MHUNet", max_epochs=1).fit(_stream())
+    # Same training batches, other validation mixtures: the same train loss, another
+    # validation loss.
+    np.testing.assert_array_equal(model.history_["train_loss"], default.history_["train_loss"])
+    assert model.history_["validation_loss"][0] != default.history_["validation_loss"][0]
+    assert other.epoch == 0
+    with pytest.raises(TypeError, match="MixtureStream"):
+        _model("MHUNet").fit(stream, validation=[1, 2])
+    rng = np.random.default_rng(0)
+    two_classes = MixtureStream(rng.standard_normal((2, 4000)).astype(np.float32),
+                                ["low", "mid"], sample_rate=8000, crop_samples=1024)
+    with pytest.raises(ValueError, match="classes and sample rate"):
+        _model("MHUNet").fit(stream, validation=two_classes)
+    sources = rng.gamma(1.0, 1.0, size=(4, 2, 16, 33)).astype(np.float32)
+    with pytest.raises(ValueError, match="only when it trains on a MixtureStream"):
+        _model("MHUNet").fit(sources.sum(axis=1), sources, validation=stream)
