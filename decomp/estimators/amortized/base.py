@@ -31,6 +31,7 @@ Subclasses implement :meth:`_build_network`, :meth:`_training_losses` and
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -53,7 +54,7 @@ from decomp.audio._segments import checked_blocks, stream_segments, write_stems
 from decomp.audio.io import _check_audio
 from decomp.audio.spectrogram import Spectrogram
 from decomp.estimators.amortized._batches import array_plan, as_float32, stream_plan
-from decomp.losses import permutation_invariant_loss
+from decomp.losses import pairwise_separation_cost, permutation_invariant_loss
 from decomp.persistence import Persistent
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "DEFAULT_FRONT_END",
     "compress_magnitude",
     "pit_magnitude_loss",
+    "pit_waveform_loss",
 ]
 
 DEFAULT_FRONT_END = Spectrogram(sample_rate=16000, n_fft=512, hop_length=256, kind="linear")
@@ -117,6 +119,42 @@ def pit_magnitude_loss(
         compress_magnitude(estimates, mixture), compress_magnitude(sources, mixture),
         pairwise="mse", unmatched="silence",
     )
+
+
+def pit_waveform_loss(
+    masks: torch.Tensor, mixture_audio: torch.Tensor, source_audio: torch.Tensor,
+    front_end: Spectrogram,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Permutation-invariant negative SI-SDR of the sources that masks resynthesise.
+
+    Each mask is applied to the mixture's STFT and inverted with its phase
+    (differentiably); the estimates are matched to the source waveforms under the best
+    assignment, and slots without a source pay their level relative to the mixture
+    (:func:`decomp.losses.pairwise_separation_cost`), so they learn silence.
+
+    Parameters
+    ----------
+    masks : Tensor of shape (batch, n_slots, n_frames, n_bins)
+        On ``front_end``'s bins, for the mixture's frames.
+    mixture_audio : Tensor of shape (batch, n_samples)
+    source_audio : Tensor of shape (batch, n_sources, n_samples), n_sources <= n_slots
+        All-zero rows for absent sources.
+    front_end : Spectrogram
+        The front end the masks were computed on.
+
+    Returns
+    -------
+    loss : Tensor of shape ()
+        The mean cost (dB) over every slot of every item.
+    permutation : Tensor of shape (batch, n_slots), int64
+        ``permutation[b, j]`` is the slot matched to source ``j`` (the columns past
+        ``n_sources`` are the silent targets' slots).
+    """
+    estimates = front_end._apply_masks(mixture_audio, masks)  # (B, n_slots, n_samples)
+    targets = torch.nn.functional.pad(source_audio,
+                                      (0, 0, 0, masks.shape[1] - source_audio.shape[1]))
+    pairwise = functools.partial(pairwise_separation_cost, mixtures=mixture_audio)
+    return permutation_invariant_loss(estimates, targets, pairwise=pairwise)
 
 
 def _positive_int(value: Any, name: str) -> int:

@@ -18,7 +18,6 @@ Both share :class:`UNet` and the training loop of
 
 from __future__ import annotations
 
-import functools
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,11 @@ from torch.nn import functional
 
 from decomp._validation import StrictInterval
 from decomp.audio.spectrogram import Spectrogram, _db_normalize
-from decomp.estimators.amortized.base import AmortizedSeparator, compress_magnitude
+from decomp.estimators.amortized.base import (
+    AmortizedSeparator,
+    compress_magnitude,
+    pit_waveform_loss,
+)
 from decomp.losses import pairwise_separation_cost, permutation_invariant_loss
 
 __all__ = [
@@ -540,16 +543,15 @@ class MHUNet(_UNetSeparator):
                          ) -> dict[str, torch.Tensor]:
         """Negative SI-SDR of the resynthesised heads (PIT, or one head per class)."""
         mixture_audio = batch["mixture_audio"]
-        estimates = self.front_end_._apply_masks(
-            mixture_audio, self._masks(network, batch["mixture"]))  # (B, H, N)
-        pairwise = functools.partial(pairwise_separation_cost, mixtures=mixture_audio)
+        masks = self._masks(network, batch["mixture"])  # (B, H, T, F)
         if "labels" in batch:
+            estimates = self.front_end_._apply_masks(mixture_audio, masks)  # (B, H, N)
             targets = _per_class(batch["source_audio"], batch["labels"], self.n_slots_)
-            costs = pairwise(estimates, targets)  # (B, H, H): each head against its class
+            # (B, H, H): each head against its class only.
+            costs = pairwise_separation_cost(estimates, targets, mixture_audio)
             return {"loss": costs.diagonal(dim1=1, dim2=2).mean()}
-        targets = functional.pad(batch["source_audio"],
-                                 (0, 0, 0, self.n_slots_ - batch["source_audio"].shape[1]))
-        loss, _ = permutation_invariant_loss(estimates, targets, pairwise=pairwise)
+        loss, _ = pit_waveform_loss(masks, mixture_audio, batch["source_audio"],
+                                    self.front_end_)
         return {"loss": loss}
 
     def _training_losses(self, network: nn.Module, batch: dict[str, torch.Tensor]

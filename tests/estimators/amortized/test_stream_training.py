@@ -169,3 +169,19 @@ def test_a_validation_stream_replaces_the_held_out_copy():
     sources = rng.gamma(1.0, 1.0, size=(4, 2, 16, 33)).astype(np.float32)
     with pytest.raises(ValueError, match="only when it trains on a MixtureStream"):
         _model("MHUNet").fit(sources.sum(axis=1), sources, validation=stream)
+
+
+def test_audioslots_learns_with_the_waveform_loss():
+    stream = _stream()
+    untrained = _model("AudioSlots", separation_loss="si_sdr", max_epochs=0).fit(stream)
+    model = _model("AudioSlots", separation_loss="si_sdr", max_epochs=10,
+                   learning_rate=1e-2).fit(stream)
+    assert "train_separation" in model.history_  # the generation term is logged apart
+    assert model.best_validation_loss_ < untrained.best_validation_loss_ - 1.0
+    example = next(iter(_stream(random_state=9)))
+    estimates = model.separate(example.mixture)
+    np.testing.assert_allclose(estimates.sum(axis=0), example.mixture, atol=1e-4)
+    with pytest.raises(ValueError, match="MixtureStream"):
+        rng = np.random.default_rng(0)
+        sources = rng.gamma(1.0, 1.0, size=(4, 2, 16, 33)).astype(np.float32)
+        _model("AudioSlots", separation_loss="si_sdr").fit(sources.sum(axis=1), sources)
