@@ -124,7 +124,9 @@ def build(args: argparse.Namespace, checkpoint: Path, max_seconds: float) -> Any
     if args.model == "audioslots":
         common.setdefault("learning_rate", 3e-3)
         return AudioSlots(n_slots=4, embed_dim=args.embed_dim or 32, n_layers=args.n_layers or 1,
-                          patch_bins=32, decoder_hidden=args.embed_dim or 32, **common)
+                          patch_bins=32, decoder_hidden=args.embed_dim or 32,
+                          separation_loss="si_sdr" if args.loss == "si_sdr" else "magnitude",
+                          **common)
     if args.model == "blockvae":
         return BlockVAE(n_blocks=4, **common)
     raise ValueError(args.model)
@@ -214,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", choices=MODELS, default="mhunet")
     parser.add_argument("--corpus", choices=["instruments", "speech"], default="instruments",
                         help="training stems and test set")
-    parser.add_argument("--loss", choices=["bce", "l1", "si_sdr"], help="MHUNet's loss")
+    parser.add_argument("--loss", choices=["bce", "l1", "si_sdr"],
+                        help="MHUNet's loss; si_sdr also for AudioSlots' separation loss")
     parser.add_argument("--heads", choices=["auto", "classes", "sources"], default="auto",
                         help="MHUNet: one head per class or per source (PIT)")
     parser.add_argument("--speech-duration", type=float, default=3.0)
