@@ -118,6 +118,8 @@ def build(args: argparse.Namespace, checkpoint: Path, max_seconds: float) -> Any
                       loss=args.loss or "bce", heads=args.heads, **common)
     if args.model == "sop":
         extra = {"base_channels": args.base_channels} if args.base_channels else {}
+        if args.loss:
+            extra["loss"] = args.loss
         if args.n_levels:
             extra["n_levels"] = args.n_levels
         return SoundOfPixels(**extra, **common)
@@ -217,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--corpus", choices=["instruments", "speech"], default="instruments",
                         help="training stems and test set")
     parser.add_argument("--loss", choices=["bce", "l1", "si_sdr"],
-                        help="MHUNet's loss; si_sdr also for AudioSlots' separation loss")
+                        help="MHUNet's or SoundOfPixels' loss (bce, si_sdr); si_sdr also "
+                        "for AudioSlots' separation loss")
     parser.add_argument("--heads", choices=["auto", "classes", "sources"], default="auto",
                         help="MHUNet: one head per class or per source (PIT)")
     parser.add_argument("--speech-duration", type=float, default=3.0)

@@ -32,6 +32,7 @@ __all__ = [
     "pairwise_neg_si_sdr",
     "pairwise_separation_cost",
     "permutation_invariant_loss",
+    "separation_cost",
 ]
 
 PairwiseLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -321,15 +322,38 @@ def pairwise_separation_cost(estimates: torch.Tensor, targets: torch.Tensor,
     >>> costs[0, 1, 1].round(decimals=2)  # a silent estimate for the silent target
     tensor(-30.)
     """
-    present = targets.abs().amax(dim=-1) > 0  # (batch, n_targets)
+    pairs = torch.broadcast_tensors(estimates[:, :, None], targets[:, None])
+    return separation_cost(*pairs, mixtures[:, None, None], silence_floor_db=silence_floor_db)
+
+
+def separation_cost(estimates: torch.Tensor, targets: torch.Tensor, mixtures: torch.Tensor,
+                    *, silence_floor_db: float = -30.0) -> torch.Tensor:
+    """The cost of :func:`pairwise_separation_cost` for matched pairs, elementwise.
+
+    Parameters
+    ----------
+    estimates, targets : Tensor of shape (..., n_samples)
+        Matched estimates and targets (all-zero targets are silent).
+    mixtures : Tensor broadcastable to that shape
+        The mixture of each pair (e.g. ``(batch, 1, n_samples)`` for ``(batch, n_sources,
+        n_samples)`` pairs).
+    silence_floor_db : float, default=-30.0
+
+    Returns
+    -------
+    costs : Tensor of shape (...)
+        Negative SI-SDR (dB) against present targets, the soft-floored level relative to
+        the mixture against silent ones.
+    """
+    present = targets.abs().amax(dim=-1, keepdim=True) > 0  # (..., 1)
+    mixtures = mixtures.expand_as(targets)
     # A silent target is swapped for the mixture in the SI-SDR branch only, so that its
     # (unused) value and gradient stay finite.
-    usable = torch.where(present[..., None], targets, mixtures[:, None])
-    neg_si_sdr = _pairwise_neg_si_sdr(estimates, usable)  # (batch, n_est, n_targets)
+    neg_si_sdr = -si_sdr(estimates, torch.where(present, targets, mixtures))
     mixture_energy = mixtures.square().sum(dim=-1).clamp_min(torch.finfo(mixtures.dtype).tiny)
-    ratio = estimates.square().sum(dim=-1) / mixture_energy[:, None]  # (batch, n_est)
-    silence = 10.0 * torch.log10(ratio + 10.0 ** (silence_floor_db / 10.0))
-    return torch.where(present[:, None, :], neg_si_sdr, silence[..., None])
+    silence = 10.0 * torch.log10(estimates.square().sum(dim=-1) / mixture_energy
+                                 + 10.0 ** (silence_floor_db / 10.0))
+    return torch.where(present[..., 0], neg_si_sdr.to(silence.dtype), silence)
 
 
 PAIRWISE_LOSSES: dict[str, PairwiseLoss] = {

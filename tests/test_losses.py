@@ -430,3 +430,15 @@ def test_separation_cost_is_neg_si_sdr_for_present_targets_and_level_for_silent_
     assert float(silent) == pytest.approx(-20.0)
     loud = pairwise_separation_cost(mixtures[:1, None], torch.zeros(1, 1, 400), mixtures[:1])
     assert float(loud) == pytest.approx(10 * np.log10(1 + 1e-3), abs=1e-5)
+
+
+def test_elementwise_separation_cost_is_the_diagonal_of_the_pairwise_one():
+    from decomp.losses import pairwise_separation_cost, separation_cost
+
+    rng = np.random.default_rng(1)
+    targets = torch.tensor(rng.standard_normal((3, 4, 300)), dtype=torch.float32)
+    targets[0, 1] = 0
+    mixtures = targets.sum(dim=1)
+    estimates = torch.tensor(rng.standard_normal((3, 4, 300)), dtype=torch.float32)
+    diagonal = pairwise_separation_cost(estimates, targets, mixtures).diagonal(dim1=1, dim2=2)
+    torch.testing.assert_close(separation_cost(estimates, targets, mixtures[:, None]), diagonal)

@@ -185,3 +185,20 @@ def test_audioslots_learns_with_the_waveform_loss():
         rng = np.random.default_rng(0)
         sources = rng.gamma(1.0, 1.0, size=(4, 2, 16, 33)).astype(np.float32)
         _model("AudioSlots", separation_loss="si_sdr").fit(sources.sum(axis=1), sources)
+
+
+def test_sound_of_pixels_learns_with_the_waveform_loss():
+    from decomp.estimators.amortized import SoundOfPixels
+
+    stream = _stream()
+    settings = dict(n_components=4, n_levels=2, base_channels=4, loss="si_sdr",
+                    front_end=FRONT_END, chunk_frames=16, batch_size=4, steps_per_epoch=3,
+                    validation_fraction=0.5, patience=20, learning_rate=1e-2, device="cpu",
+                    random_state=0)
+    untrained = SoundOfPixels(**settings, max_epochs=0).fit(stream)
+    model = SoundOfPixels(**settings, max_epochs=10).fit(stream)
+    assert model.best_validation_loss_ < untrained.best_validation_loss_ - 1.0
+    assert {"train_present", "train_absent"} <= set(model.history_)
+    example = next(iter(_stream(random_state=9)))
+    assert model.separate(example.mixture, labels=["low", "high"]).shape == (
+        2, example.mixture.size)
