@@ -373,15 +373,23 @@ def random_crops(mixtures: torch.Tensor, sources: torch.Tensor, present: torch.T
 def tile_chunks(mixtures: torch.Tensor, sources: torch.Tensor, present: torch.Tensor,
                  label_index: torch.Tensor | None, items: np.ndarray, chunk: int
                  ) -> dict[str, torch.Tensor]:
-    """Every non-overlapping ``chunk``-frame tile of the items (the last one zero-padded)."""
+    """The ``chunk``-frame tiles of the items that inference runs on.
+
+    Tiles start every ``chunk`` frames and the last one ends at the last frame,
+    overlapping its predecessor, as in :func:`decomp._chunks.run_in_chunks` (so a
+    validation loss sees the inputs inference sees: real frames, not padding). Items
+    shorter than one chunk are zero-padded.
+    """
     n_frames = mixtures.shape[1]
     n_chunks = -(-n_frames // chunk)
-    pad = n_chunks * chunk - n_frames
+    starts = [min(tile * chunk, max(n_frames - chunk, 0)) for tile in range(n_chunks)]
+    frames = torch.as_tensor(np.add.outer(starts, np.arange(chunk)))  # (n_chunks, chunk)
     index = torch.as_tensor(items)
-    mixture = torch.nn.functional.pad(mixtures[index], (0, 0, 0, pad))
-    source = torch.nn.functional.pad(sources[index], (0, 0, 0, pad))
-    mixture = mixture.unflatten(1, (n_chunks, chunk)).flatten(0, 1)
-    source = source.unflatten(2, (n_chunks, chunk)).transpose(1, 2).flatten(0, 1)
+    pad = max(chunk - n_frames, 0)
+    mixture = torch.nn.functional.pad(mixtures[index], (0, 0, 0, pad))[:, frames]
+    source = torch.nn.functional.pad(sources[index], (0, 0, 0, pad))[:, :, frames]
+    mixture = mixture.flatten(0, 1)  # (n_items * n_chunks, chunk, F)
+    source = source.transpose(1, 2).flatten(0, 1)  # (n_items * n_chunks, S, chunk, F)
     crop_present = (source.flatten(2).amax(dim=2) > 0) & \
         present[index].repeat_interleave(n_chunks, dim=0)
     labels = None

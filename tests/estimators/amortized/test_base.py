@@ -217,8 +217,12 @@ def test_crops_and_tiles():
     assert crops["present"].tolist() == [[True, False], [True, False]]
     tiles = tile_chunks(mixtures, sources, present, torch.tensor([[0, -1], [0, -1]]),
                          np.array([0, 1]), 4)
-    assert tiles["mixture"].shape == (6, 4, 3)  # 3 tiles per item, the last zero-padded
+    assert tiles["mixture"].shape == (6, 4, 3)  # 3 tiles per item, as inference runs them
     torch.testing.assert_close(tiles["mixture"][1], mixtures[0, 4:8])
+    torch.testing.assert_close(tiles["mixture"][2], mixtures[0, 6:10])  # overlaps, no padding
+    torch.testing.assert_close(tiles["sources"][5, 0], mixtures[1, 6:10])
+    short = tile_chunks(mixtures[:, :3], sources[:, :, :3], present, None, np.array([0]), 4)
+    assert short["mixture"].shape == (1, 4, 3) and short["mixture"][0, 3].eq(0).all()
     assert tiles["labels"][:, 1].eq(-1).all()
 
 
