@@ -129,10 +129,9 @@ class UNet(nn.Module):
         Channels of the first level, doubled at every level (Sound of Pixels: 32, capped
         at 512).
     n_heads : int, default=1
-        Decoders sharing the encoder (the multi-head U-Net has one per source).
-
-    The forward pass maps ``(batch, in_channels, n_frames, n_bins)`` to
-    ``(batch, n_heads, out_channels, n_frames, n_bins)``.
+        Decoders sharing the encoder (the multi-head U-Net has one per source); the
+        forward pass maps ``(batch, in_channels, n_frames, n_bins)`` to
+        ``(batch, n_heads, out_channels, n_frames, n_bins)``.
 
     Examples
     --------
@@ -387,10 +386,10 @@ class MHUNet(_UNetSeparator):
     steps_per_epoch : int, default=100
         Batches per epoch when fitting on a :class:`decomp.data.MixtureStream`.
     num_workers : int, default=0
-        DataLoader workers that mix a stream's batches (0: in this process).
+        DataLoader workers that mix a stream's batches (0: in this process). See
+        :class:`~decomp.estimators.amortized.base.AmortizedSeparator` for the training
+        settings in full.
 
-    See :class:`~decomp.estimators.amortized.base.AmortizedSeparator` for the training
-    settings in full.
     Attributes
     ----------
     front_end_ : Spectrogram
@@ -691,10 +690,10 @@ class SoundOfPixels(_UNetSeparator):
     steps_per_epoch : int, default=100
         Batches per epoch when fitting on a :class:`decomp.data.MixtureStream`.
     num_workers : int, default=0
-        DataLoader workers that mix a stream's batches (0: in this process).
+        DataLoader workers that mix a stream's batches (0: in this process). See
+        :class:`~decomp.estimators.amortized.base.AmortizedSeparator` for the training
+        settings in full.
 
-    See :class:`~decomp.estimators.amortized.base.AmortizedSeparator` for the training
-    settings in full.
     Attributes
     ----------
     front_end_ : Spectrogram
