@@ -17,8 +17,9 @@ Stage 2 (test). The winner and a DDS-paper-style reference configuration (log
 front end, all training frames, Euclidean) are fitted with
 ``decomp.transcription.fit_transcriber`` and evaluated on the held-out font: random
 chords of polyphony 2-5 and short pieces. Frame P/R/F1 (mir_eval definitions), PSA,
-epsilon-sparsity and the real-time factor (decomposition + post-processing time over
-audio duration, this machine) are printed.
+epsilon-sparsity, note-level onset F1 and onset-offset F1 (mir_eval.transcription:
+50 ms onsets, offsets within max(50 ms, 20 % of the note)) and the real-time factor
+(decomposition + post-processing time over audio duration, this machine) are printed.
 
 Run: ``python benchmarks/transcription.py`` (about 15-25 minutes on 2 cores);
 ``--quick`` shrinks every set for a smoke run.
@@ -135,8 +136,10 @@ def evaluate(name: str, transcriber: PianoTranscriber, args: argparse.Namespace)
     n_chords = 5 if args.quick else 20
     print(f"\n{name}: threshold {transcriber.threshold_:.4g} ({transcriber.normalization}), "
           f"cross-font validation F1 {transcriber.validation_f1_:.3f}")
-    print(f"  {'test set':22s} {'P':>6s} {'R':>6s} {'F1':>6s} {'PSA':>6s} {'eps-sp':>7s} "
-          f"{'RTF':>6s}")
+    print("  P, R, F1: frames; onset F1: notes by pitch and onset (50 ms); on+off F1: and "
+          "offset (mir_eval)")
+    print(f"  {'test set':22s} {'P':>6s} {'R':>6s} {'F1':>6s} {'onset':>6s} {'on+off':>6s} "
+          f"{'PSA':>6s} {'eps-sp':>7s} {'RTF':>6s}")
     sets = [(f"chords polyphony {p}", protocol.test_chords(polyphony=p, n_chords=n_chords,
                                                            random_state=p))
             for p in (2, 3, 4, 5)]
@@ -145,6 +148,7 @@ def evaluate(name: str, transcriber: PianoTranscriber, args: argparse.Namespace)
     for label, rendered in sets:
         scores = evaluate_transcriber(transcriber, rendered)
         print(f"  {label:22s} {scores.precision:6.3f} {scores.recall:6.3f} {scores.f1:6.3f} "
+              f"{scores.note_onset_f1:6.3f} {scores.note_onset_offset_f1:6.3f} "
               f"{scores.psa:6.3f} {scores.sparsity:7.3f} {scores.real_time_factor:6.3f}",
               flush=True)
 

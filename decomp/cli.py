@@ -448,10 +448,13 @@ def _demo(args: argparse.Namespace) -> int:
         rows.append((method, scores))
     print(f"\npiece: {piece.duration:.1f} s, {len(transcription.pitches)} pitches, held-out "
           f"font {protocol.test_soundfont!r}")
-    print(f"{'method':<8}{'precision':>10}{'recall':>8}{'F1':>7}{'PSA':>7}"
-          f"{'ε-sparsity':>12}{'RTF':>7}")
+    print("precision, recall, F1: frames; onset-F1: notes with the right pitch and onset "
+          "(±50 ms); on+off-F1: and offset")
+    print(f"{'method':<8}{'precision':>10}{'recall':>8}{'F1':>7}{'onset-F1':>10}"
+          f"{'on+off-F1':>11}{'PSA':>7}{'ε-sparsity':>12}{'RTF':>7}")
     for method, scores in rows:
         print(f"{method:<8}{scores.precision:>10.3f}{scores.recall:>8.3f}{scores.f1:>7.3f}"
+              f"{scores.note_onset_f1:>10.3f}{scores.note_onset_offset_f1:>11.3f}"
               f"{scores.psa:>7.3f}{scores.sparsity:>12.3f}{scores.real_time_factor:>7.3f}")
     names = ", ".join(f"piece-{method}.mid/.npz/.png" for method, _ in rows)
     print(f"wrote {out}/piece.wav, piece-reference.mid, {names} "

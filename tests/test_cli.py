@@ -66,8 +66,8 @@ def test_demo_on_a_small_protocol(tmp_path, monkeypatch, capsys):
     assert main(["demo", "--out", str(tmp_path), "--bars", "2"]) == 0
     printed = capsys.readouterr().out
     header = next(line for line in printed.splitlines() if line.startswith("method"))
-    assert header.split() == ["method", "precision", "recall", "F1", "PSA", "ε-sparsity",
-                              "RTF"]
+    assert header.split() == ["method", "precision", "recall", "F1", "onset-F1", "on+off-F1",
+                              "PSA", "ε-sparsity", "RTF"]
     rows = {line.split()[0]: line.split()[1:] for line in printed.splitlines()
             if line.split() and line.split()[0] in ("nmf", "dds3")}
     assert set(rows) == {"nmf", "dds3"}

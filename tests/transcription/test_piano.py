@@ -7,7 +7,7 @@ import decomp
 from decomp import NMF
 from decomp.audio import Spectrogram, write_audio
 from decomp.data import labelled_frames
-from decomp.metrics import frame_scores, precision_of_source_attribution
+from decomp.metrics import frame_scores, note_scores, precision_of_source_attribution
 from decomp.transcription import (
     PianoTranscriber,
     activity_to_roll,
@@ -143,6 +143,31 @@ def test_evaluate_transcriber_matches_the_metrics(tiny_transcriber, tiny_chords)
     np.testing.assert_array_equal(
         scores.reference_roll, tiny_chords.roll(scores.transcription.times,
                                                 scores.transcription.pitches))
+
+
+def test_evaluate_transcriber_note_scores(tiny_transcriber, tiny_chords):
+    from decomp.transcription import evaluate_transcriber
+
+    scores = evaluate_transcriber(tiny_transcriber, tiny_chords)
+    expected = note_scores(scores.transcription, tiny_chords)  # every chord note is known
+    fields = ("onset_precision", "onset_recall", "onset_f1", "onset_offset_precision",
+              "onset_offset_recall", "onset_offset_f1")
+    for field in fields:
+        value = getattr(scores, f"note_{field}")
+        assert type(value) is float and 0.0 <= value <= 1.0
+        assert value == pytest.approx(expected[field])
+    assert scores.note_onset_offset_f1 <= scores.note_onset_f1
+    assert scores.note_onset_f1 > 0  # chords on a 1-s grid are found
+    # a reference note of a pitch the transcriber does not know is left out, as in frames
+    extended = pretty_midi.PrettyMIDI(initial_tempo=120.0)
+    extended.instruments = [pretty_midi.Instrument(program=0)]
+    extended.instruments[0].notes = list(tiny_chords.midi.instruments[0].notes) + [
+        pretty_midi.Note(80, 30, 0.0, 1.0)]  # a pitch the transcriber does not know
+    rendered = decomp.data.RenderedPiano(tiny_chords.audio, tiny_chords.sample_rate, extended,
+                                         tiny_chords.soundfont, tiny_chords.params)
+    with_unknown = evaluate_transcriber(tiny_transcriber, rendered)
+    assert with_unknown.note_onset_recall == pytest.approx(scores.note_onset_recall)
+    assert with_unknown.f1 == pytest.approx(scores.f1)
 
 
 def _small_transcription(value: float):
