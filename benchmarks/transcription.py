@@ -40,6 +40,7 @@ from decomp.audio import Spectrogram
 from decomp.data import DEFAULT_PROTOCOL, labelled_frames
 from decomp.transcription import (
     PianoTranscriber,
+    default_settings,
     evaluate_transcriber,
     fit_transcriber,
     protocol_features,
@@ -177,7 +178,7 @@ def main() -> None:
         decomposer=NMF(beta_loss="frobenius", max_iter=args.max_iter, random_state=0),
         front_end=Spectrogram(kind="log"), median_filter=1)
     candidates = {"the shipped default (decomp.transcription.default_transcriber)":
-                  PianoTranscriber()}
+                  default_settings()}
     if best is not None:
         dictionary = DICTIONARIES[best["dictionary"]]
         candidates["stage-1 winner"] = PianoTranscriber(

@@ -6,11 +6,13 @@ from decomp.transcription.defaults import (
     default_dds_front_end,
     default_decomposer,
     default_front_end,
+    default_settings,
     default_transcriber,
     fit_transcriber,
     pretrained_path,
     protocol_features,
     training_frames_per_font,
+    validation_recordings,
     validation_set,
 )
 from decomp.transcription.evaluation import TranscriptionScores, evaluate_transcriber
@@ -19,6 +21,7 @@ from decomp.transcription.piano import (
     Transcription,
     activity_to_roll,
     choose_threshold,
+    hysteresis_threshold,
 )
 
 __all__ = [
@@ -32,11 +35,14 @@ __all__ = [
     "default_dds_front_end",
     "default_decomposer",
     "default_front_end",
+    "default_settings",
     "default_transcriber",
     "evaluate_transcriber",
     "fit_transcriber",
+    "hysteresis_threshold",
     "pretrained_path",
     "protocol_features",
     "training_frames_per_font",
+    "validation_recordings",
     "validation_set",
 ]

@@ -3,7 +3,8 @@
 A :class:`PianoTranscriber` wraps any fitted decomposer that offers
 ``source_activations`` (NMF today, the DDS estimators later) with the front end that
 turns audio into features and the post-processing that turns activity into notes:
-temporal median smoothing, a threshold, and note extraction.
+temporal median smoothing, a threshold (optionally with hysteresis), and note
+extraction.
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ from decomp.audio import (
 from decomp.metrics import frame_scores
 from decomp.persistence import Persistent
 
-__all__ = ["PianoTranscriber", "Transcription", "activity_to_roll", "choose_threshold"]
+__all__ = [
+    "PianoTranscriber",
+    "Transcription",
+    "activity_to_roll",
+    "choose_threshold",
+    "hysteresis_threshold",
+]
 
 
 @dataclass
@@ -82,8 +89,47 @@ class Transcription:
         return midi_path, arrays_path
 
 
+def hysteresis_threshold(
+    activity: np.ndarray, high: float, low: float
+) -> np.ndarray:
+    """Two-threshold (hysteresis) roll: runs above ``low`` that reach ``high``, per pitch.
+
+    A note starts where the activity of a pitch reaches ``high`` and lasts, forwards and
+    backwards in time, while it stays at or above ``low``: each run of consecutive frames
+    at or above ``low`` (along time, one pitch at a time) is kept whole when at least
+    one of its frames is at or above ``high``, and dropped otherwise. A dip that stays
+    above ``low`` therefore does not split a note, and a frame above ``low`` alone never
+    starts one. With ``low == high`` this is ``activity >= high``.
+
+    Parameters
+    ----------
+    activity : ndarray of shape (n_frames, n_pitches)
+    high : float
+        Level a run must reach somewhere to become a note.
+    low : float
+        Level a note must keep to continue; at most ``high``.
+
+    Returns
+    -------
+    ndarray of bool, shape (n_frames, n_pitches)
+    """
+    if low > high:
+        raise ValueError(f"low must be at most high; got low={low} and high={high}.")
+    above_low = activity >= low
+    if low == high:
+        return above_low
+    # Label the runs above ``low`` along time only (no connection between pitches).
+    along_time = np.array([[0, 1, 0], [0, 1, 0], [0, 1, 0]], dtype=bool)
+    runs, n_runs = scipy.ndimage.label(above_low, structure=along_time)
+    keep = np.zeros(n_runs + 1, dtype=bool)  # (n_runs + 1,): label 0 is the background
+    keep[runs[activity >= high]] = True
+    keep[0] = False
+    return keep[runs]
+
+
 def activity_to_roll(
-    activity: np.ndarray, threshold: float, *, min_note_frames: int = 1
+    activity: np.ndarray, threshold: float, *, sustain_ratio: float = 1.0,
+    min_note_frames: int = 1,
 ) -> np.ndarray:
     """Threshold activity into a roll and drop notes shorter than ``min_note_frames``.
 
@@ -91,15 +137,22 @@ def activity_to_roll(
     ----------
     activity : ndarray of shape (n_frames, n_pitches)
     threshold : float
+        Level at which a note starts.
+    sustain_ratio : float, default=1.0
+        A started note continues while its activity stays at or above
+        ``threshold * sustain_ratio`` (hysteresis, :func:`hysteresis_threshold`); 1 gives
+        a single threshold (``activity >= threshold``). In (0, 1].
     min_note_frames : int
         Runs of active frames shorter than this are removed (a morphological opening
-        along time only).
+        along time only), after the thresholding.
 
     Returns
     -------
     ndarray of bool, shape (n_frames, n_pitches)
     """
-    roll = activity >= threshold
+    if not 0 < sustain_ratio <= 1:
+        raise ValueError(f"sustain_ratio must be in (0, 1]; got {sustain_ratio}.")
+    roll = hysteresis_threshold(activity, threshold, threshold * sustain_ratio)
     if min_note_frames > 1:
         structure = np.ones((min_note_frames, 1), dtype=bool)
         roll = scipy.ndimage.binary_opening(roll, structure=structure)
@@ -111,6 +164,7 @@ def choose_threshold(
     reference_roll: np.ndarray,
     candidates: np.ndarray | None = None,
     *,
+    sustain_ratio: float = 1.0,
     min_note_frames: int = 1,
 ) -> tuple[float, float]:
     """The threshold on ``activity`` that maximises frame-level F1 against ``reference_roll``.
@@ -123,6 +177,9 @@ def choose_threshold(
     candidates : ndarray, optional
         Thresholds to try (default: 120 values log-spaced over three decades below the
         largest activity).
+    sustain_ratio : float, default=1.0
+        Passed to :func:`activity_to_roll`: the threshold chosen is the onset level for
+        this ratio (a note continues down to ``threshold * sustain_ratio``).
     min_note_frames : int
         Passed to :func:`activity_to_roll`, so the choice sees the rolls it will produce.
 
@@ -139,7 +196,8 @@ def choose_threshold(
         candidates = top * np.geomspace(1e-3, 1.0, 120)
     best = (float(candidates[0]), -1.0)
     for threshold in candidates:
-        roll = activity_to_roll(activity, threshold, min_note_frames=min_note_frames)
+        roll = activity_to_roll(activity, threshold, sustain_ratio=sustain_ratio,
+                                min_note_frames=min_note_frames)
         f1 = frame_scores(roll, reference_roll)["f1"]
         if f1 > best[1]:
             best = (float(threshold), float(f1))
@@ -166,8 +224,15 @@ class PianoTranscriber(Persistent, BaseEstimator):
     median_filter : int, default=9
         Width in frames of the temporal median filter applied before thresholding
         (1 disables it).
+    sustain_ratio : float, default=1.0
+        Hysteresis of the note decision, as a share of the threshold (unitless, in
+        (0, 1]): a note starts where the smoothed activity reaches ``threshold_`` and
+        lasts while it stays at or above ``threshold_ * sustain_ratio``, so a dip in a
+        sustained note does not split it and activity that never reaches the threshold
+        never starts a note (:func:`hysteresis_threshold`). 1 is a single threshold.
+        With ``threshold="auto"`` the threshold is chosen for this ratio.
     min_note_frames : int, default=2
-        Notes shorter than this many frames are dropped.
+        Notes shorter than this many frames are dropped (after the thresholding).
     chunk_frames : int, default=1024
         Recordings are decomposed in chunks of this many frames (about 33 s at the
         default hop), one chunk per batch on a CPU and eight on a GPU (where batching is
@@ -195,6 +260,7 @@ class PianoTranscriber(Persistent, BaseEstimator):
         "threshold": [StrictInterval(Real, 0, None, closed="left"), StrOptions({"auto"})],
         "normalization": [StrOptions({"max", "none"})],
         "median_filter": [StrictInterval(Integral, 1, None, closed="left")],
+        "sustain_ratio": [StrictInterval(Real, 0, 1, closed="right")],
         "min_note_frames": [StrictInterval(Integral, 1, None, closed="left")],
         "chunk_frames": [StrictInterval(Integral, 16, None, closed="left")],
     }
@@ -207,6 +273,7 @@ class PianoTranscriber(Persistent, BaseEstimator):
         threshold: float | str = "auto",
         normalization: str = "max",
         median_filter: int = 9,
+        sustain_ratio: float = 1.0,
         min_note_frames: int = 2,
         chunk_frames: int = 1024,
     ) -> None:
@@ -215,6 +282,7 @@ class PianoTranscriber(Persistent, BaseEstimator):
         self.threshold = threshold
         self.normalization = normalization
         self.median_filter = median_filter
+        self.sustain_ratio = sustain_ratio
         self.min_note_frames = min_note_frames
         self.chunk_frames = chunk_frames
 
@@ -290,6 +358,7 @@ class PianoTranscriber(Persistent, BaseEstimator):
                 activity = self._activity_batch(validation[0])
                 roll = self._check_roll(validation[1], activity.shape)
                 estimated = activity_to_roll(activity, self.threshold_,
+                                             sustain_ratio=self.sustain_ratio,
                                              min_note_frames=self.min_note_frames)
                 self.validation_f1_ = frame_scores(estimated, roll)["f1"]
         return self
@@ -314,6 +383,7 @@ class PianoTranscriber(Persistent, BaseEstimator):
     def _choose_threshold(self, features: Any, roll: Any) -> tuple[float, float]:
         activity = self._activity_batch(features)
         return choose_threshold(activity, self._check_roll(roll, activity.shape),
+                                sustain_ratio=self.sustain_ratio,
                                 min_note_frames=self.min_note_frames)
 
     # --- inference -----------------------------------------------------------------------
@@ -373,6 +443,7 @@ class PianoTranscriber(Persistent, BaseEstimator):
             roll = np.zeros(smoothed.shape, dtype=bool)
         else:
             roll = activity_to_roll(smoothed, self.threshold_,
+                                    sustain_ratio=self.sustain_ratio,
                                     min_note_frames=self.min_note_frames)
         times = self._front_end().frame_times(raw.shape[0])
         top = max(float(smoothed.max()), 1e-12)

@@ -57,3 +57,17 @@ def test_a_cache_dir_that_is_a_file_fails_before_fitting(cheap_fit, tiny_protoco
     # Without the cache, the folder is not needed.
     default_transcriber("nmf", protocol=tiny_protocol, use_cache=False)
     assert len(cheap_fit) == 1
+
+
+def test_the_default_settings_use_note_hysteresis(monkeypatch, tiny_protocol):
+    from decomp.transcription import PianoTranscriber, default_settings
+
+    settings = default_settings()
+    assert settings.sustain_ratio == 0.7 and settings.threshold == "auto"
+    assert PianoTranscriber().sustain_ratio == 1.0  # files saved without it load unchanged
+    fitted = []
+    monkeypatch.setattr(defaults, "fit_transcriber",
+                        lambda settings, protocol: fitted.append(settings) or settings)
+    default_transcriber("nmf", protocol=tiny_protocol, use_cache=False)
+    assert fitted[0].get_params(deep=False).keys() == settings.get_params(deep=False).keys()
+    assert fitted[0].sustain_ratio == 0.7

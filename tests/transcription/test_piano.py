@@ -1,6 +1,13 @@
+import copy
+
 import numpy as np
 import pretty_midi
 import pytest
+import scipy.ndimage
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from sklearn.exceptions import NotFittedError
 
 import decomp
@@ -12,6 +19,7 @@ from decomp.transcription import (
     PianoTranscriber,
     activity_to_roll,
     choose_threshold,
+    hysteresis_threshold,
     protocol_features,
 )
 from decomp.transcription.plotting import plot_transcription
@@ -339,3 +347,118 @@ def test_streamed_file_with_a_constant_q_front_end_is_close_to_in_memory(
     np.testing.assert_allclose(streamed.activations, in_memory.activations, rtol=0,
                                atol=1e-3 * top)
     assert (streamed.roll != in_memory.roll).mean() < 0.01
+
+
+# --- hysteresis (sustain_ratio) ------------------------------------------------------------
+def test_a_dip_above_the_sustain_level_keeps_one_note():
+    # one pitch: up, a dip to 0.4 (below the threshold 0.5, above 0.5 * 0.6 = 0.3), up again
+    activity = np.array([0.0, 0.6, 0.7, 0.4, 0.4, 0.8, 0.35, 0.1, 0.0])[:, None]
+    held = activity_to_roll(activity, 0.5, sustain_ratio=0.6)
+    assert held[:, 0].tolist() == [False, True, True, True, True, True, True, False, False]
+    split = activity_to_roll(activity, 0.5, sustain_ratio=1.0)
+    assert split[:, 0].tolist() == [False, True, True, False, False, True, False, False, False]
+    # the note also reaches back: frames above the sustain level before the onset count
+    rising = np.array([0.35, 0.45, 0.9, 0.2])[:, None]
+    assert hysteresis_threshold(rising, 0.5, 0.3)[:, 0].tolist() == [True, True, True, False]
+
+
+def test_activity_above_the_sustain_level_alone_never_starts_a_note():
+    activity = np.zeros((12, 3))
+    activity[2:5, 0] = 0.4        # a run above low only: no note
+    activity[7, 1] = 0.45         # an isolated frame above low only: no note
+    activity[7, 2] = 0.9          # a note in another pitch does not leak across pitches
+    activity[6, 1] = activity[8, 1] = 0.2
+    roll = hysteresis_threshold(activity, 0.5, 0.3)
+    assert roll[:, :2].sum() == 0
+    assert roll[:, 2].tolist() == [False] * 7 + [True] + [False] * 4
+
+
+def test_sustain_ratio_then_min_note_frames():
+    activity = np.array([0.0, 0.6, 0.35, 0.0, 0.6, 0.0])[:, None]
+    roll = activity_to_roll(activity, 0.5, sustain_ratio=0.5, min_note_frames=2)
+    assert roll[:, 0].tolist() == [False, True, True, False, False, False]
+
+
+@settings(max_examples=60, deadline=None)
+@given(activity=hnp.arrays(np.float64, st.tuples(st.integers(1, 40), st.integers(1, 5)),
+                           elements=st.floats(0, 1)),
+       threshold=st.floats(0, 1), min_note_frames=st.integers(1, 4))
+def test_sustain_ratio_one_is_a_single_threshold(activity, threshold, min_note_frames):
+    expected = activity >= threshold
+    if min_note_frames > 1:
+        expected = scipy.ndimage.binary_opening(
+            expected, structure=np.ones((min_note_frames, 1), dtype=bool))
+    roll = activity_to_roll(activity, threshold, sustain_ratio=1.0,
+                            min_note_frames=min_note_frames)
+    np.testing.assert_array_equal(roll, expected)
+    np.testing.assert_array_equal(hysteresis_threshold(activity, threshold, threshold),
+                                  activity >= threshold)
+
+
+@settings(max_examples=60, deadline=None)
+@given(activity=hnp.arrays(np.float64, st.tuples(st.integers(1, 40), st.integers(1, 5)),
+                           elements=st.floats(0, 1)),
+       threshold=st.floats(0.01, 1), sustain_ratio=st.floats(0.01, 1))
+def test_hysteresis_lies_between_its_two_thresholds(activity, threshold, sustain_ratio):
+    roll = activity_to_roll(activity, threshold, sustain_ratio=sustain_ratio)
+    assert np.all(roll[activity >= threshold])               # every onset-level frame is on
+    assert not np.any(roll[activity < threshold * sustain_ratio])  # nothing below low is on
+
+
+def test_choose_threshold_for_a_sustain_ratio():
+    # a note that dips to 0.3, and a stray frame at 0.35 that is no note: one threshold
+    # cannot keep the dip without the stray frame; hysteresis (onset above 0.35, sustain
+    # down to 0.3) can
+    activity = np.array([0.0, 0.9, 0.3, 0.3, 0.9, 0.0, 0.35])[:, None]
+    reference = np.array([0, 1, 1, 1, 1, 0, 0], dtype=bool)[:, None]
+    _, single = choose_threshold(activity, reference)
+    threshold, held = choose_threshold(activity, reference, sustain_ratio=0.5)
+    assert single == pytest.approx(8 / 9)
+    assert held == 1.0
+    assert 0.35 < threshold <= 0.6
+    assert activity_to_roll(activity, threshold, sustain_ratio=0.5)[:, 0].tolist() == (
+        reference[:, 0].tolist())
+
+
+@pytest.mark.parametrize("ratio", [0, -0.5, 1.5, True, "half"])
+def test_sustain_ratio_is_checked(ratio):
+    X = np.abs(np.random.default_rng(0).normal(size=(10, 1025)))
+    with pytest.raises((ValueError, TypeError), match="The 'sustain_ratio' parameter of "
+                       r"PianoTranscriber must be a float in the range \(0\.0, 1\.0\]"):
+        PianoTranscriber(sustain_ratio=ratio, threshold=0.1).fit(X, np.full(10, 60))
+
+
+def test_activity_to_roll_refuses_a_bad_sustain_ratio():
+    with pytest.raises(ValueError, match=r"sustain_ratio must be in \(0, 1\]; got 0"):
+        activity_to_roll(np.ones((3, 2)), 0.5, sustain_ratio=0)
+    with pytest.raises(ValueError, match="low must be at most high"):
+        hysteresis_threshold(np.ones((3, 2)), 0.5, 0.6)
+
+
+def test_sustain_ratio_is_saved_and_used(tmp_path, tiny_transcriber, tiny_chords):
+    held = copy.deepcopy(tiny_transcriber).set_params(sustain_ratio=0.5)
+    restored = decomp.load(held.save(tmp_path / "held.decomp"))
+    assert restored.sustain_ratio == 0.5
+    result = restored.transcribe(tiny_chords.audio)
+    np.testing.assert_array_equal(result.roll, held.transcribe(tiny_chords.audio).roll)
+    smoothed = restored._postprocess(result.activations)
+    np.testing.assert_array_equal(result.roll, activity_to_roll(
+        smoothed, restored.threshold_, sustain_ratio=0.5,
+        min_note_frames=restored.min_note_frames))
+    assert restored.threshold_ == tiny_transcriber.threshold_
+
+
+def test_a_model_file_without_sustain_ratio_loads_with_the_default(tmp_path, tiny_transcriber,
+                                                                    tiny_chords):
+    from decomp.persistence import encode
+
+    path = tiny_transcriber.save(tmp_path / "old.decomp")
+    payload = torch.load(path, weights_only=True)
+    params = dict(tiny_transcriber.get_params(deep=False))
+    del params["sustain_ratio"]  # as written before the parameter existed
+    payload["params"] = encode(params)
+    torch.save(payload, path)
+    restored = decomp.load(path)
+    assert restored.sustain_ratio == 1.0
+    np.testing.assert_array_equal(restored.transcribe(tiny_chords.audio).roll,
+                                  tiny_transcriber.transcribe(tiny_chords.audio).roll)

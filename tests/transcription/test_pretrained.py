@@ -22,6 +22,8 @@ def test_shipped_models_load(method, estimator, flow):
     assert transcriber.pitches_.tolist() == list(range(36, 96))
     assert transcriber.decomposer_.checkpoint is None
     assert np.isfinite(transcriber.threshold_)
+    # Saved before note hysteresis existed: loads with a single threshold, as trained.
+    assert transcriber.sustain_ratio == 1.0
     # Weights are stored in float16 and come back as float32.
     assert next(transcriber.decomposer_.flow_.parameters()).dtype.is_floating_point
 
