@@ -1,8 +1,15 @@
-"""The ``decomp`` command line: ``decomp transcribe``, ``decomp separate``, ``decomp demo``."""
+"""The ``decomp`` command line: ``decomp transcribe``, ``decomp separate``, ``decomp demo``.
+
+Also run as ``python -m decomp``. The library reports through :mod:`logging` (loggers
+under ``"decomp"``); this module is the one place that prints, and ``-v``/``-q`` set the
+level of what it shows.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import os
 import re
 import sys
@@ -13,9 +20,15 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from decomp.exceptions import DecompError
 
 __all__ = ["main", "build_parser"]
+
+logger = logging.getLogger(__name__)
+
+_DEVICES = ("auto", "cpu", "cuda")
 
 _SAFETY = (
     "Before any work, the command refuses (exit status 2, one line on stderr) a batch in "
@@ -41,6 +54,47 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0; got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0; got {text}")
+    return value
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1]; got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1]; got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0; got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0; got {text}")
+    return value
+
+
+def _midi_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a MIDI number from 0 to 127; got {text!r}") from None
+    if not 0 <= value <= 127:
+        raise argparse.ArgumentTypeError(f"expected a MIDI number from 0 to 127; got {value}")
     return value
 
 
@@ -154,6 +208,33 @@ def _check_outputs(
                                "choose another --out.")
 
 
+def _add_output_options(parser: argparse.ArgumentParser, *, top_level: bool = False) -> None:
+    """--debug, -v/--verbose and -q/--quiet, accepted before or after the command.
+
+    On a command they default to "not given" (SUPPRESS), so that one given before the
+    command is not reset by the command's parser.
+    """
+    unset = {} if top_level else {"default": argparse.SUPPRESS}
+    parser.add_argument("--debug", action="store_true",
+                        **({"default": False} if top_level else unset),
+                        help="show the traceback of an error instead of one line")
+    parser.add_argument("-v", "--verbose", action="count", **({"default": 0} if top_level
+                                                               else unset),
+                        help="show more: -v adds the library's debug messages (logging "
+                        "level DEBUG)")
+    parser.add_argument("-q", "--quiet", action="count", **({"default": 0} if top_level
+                                                             else unset),
+                        help="show less: -q shows only errors (no status lines, warnings or "
+                        "progress bars)")
+
+
+def _add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=_DEVICES, default="auto",
+                        help="where to compute: auto (a CUDA GPU when one is available, "
+                        "else the CPU; the default), cpu, or cuda (refused when no GPU is "
+                        "visible)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from decomp._version import __version__
     from decomp.pretrained import SHIPPED_SEPARATORS
@@ -161,34 +242,65 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="decomp",
         description="Probabilistic decomposition of audio: NMF, normalizing-flow "
-        "dictionaries, amortized separators.",
+        "dictionaries, amortized separators. Also runs as `python -m decomp`.",
     )
     parser.add_argument("--version", action="version", version=f"decomp {__version__}")
-    parser.add_argument("--debug", action="store_true", default=False,
-                        help="show the traceback of an error instead of one line")
+    _add_output_options(parser, top_level=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     transcribe = commands.add_parser(
         "transcribe", help="transcribe piano recordings to MIDI",
         description="Transcribe piano recordings (WAV/FLAC) to MIDI. Writes <name>.mid and "
-        "<name>.npz (times, pitches, activations, roll) per input into --out. " + _SAFETY
+        "<name>.npz (times, pitches, activations, roll) per input into --out; the shipped "
+        "models need neither FluidSynth nor a SoundFont. " + _SAFETY
         + " <name>.mid beside an input counts as its ground truth and is never overwritten.",
     )
     transcribe.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG)")
     transcribe.add_argument("--method", choices=["nmf", "dds1", "dds2", "dds3"], default="nmf",
-                            help="decomposition method of the default model: nmf (fitted "
-                            "and cached on first use) or a shipped DDS model (default: nmf)")
+                            help="the shipped transcriber to use: nmf (the default, "
+                            "piano-nmf) or a DDS one (dds2, dds3; dds1 searches the dds2 "
+                            "flows frame by frame)")
     transcribe.add_argument("--model", help="a saved PianoTranscriber (.decomp), or a shipped "
-                            "one by name: piano-dds2, piano-dds3 (overrides --method)")
+                            "one by name: piano-nmf, piano-dds2, piano-dds3 (overrides "
+                            "--method)")
     transcribe.add_argument("--out", required=True, help="output directory")
-    transcribe.add_argument("--plot", action="store_true",
-                            help="also write <name>.png of activity over the ground truth, "
-                            "when <name>.mid lies beside the audio or --reference is given")
-    transcribe.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                            help="show tracebacks instead of one-line errors")
-    transcribe.add_argument("--reference", nargs="*", default=None,
-                            help="ground-truth MIDI files, one per audio file, for --plot")
+    _add_device_option(transcribe)
+    notes = transcribe.add_argument_group(
+        "note decisions", "Override the model's own settings (see PianoTranscriber). A note "
+        "starts where the pitch's smoothed activity, divided by the recording's largest, "
+        "reaches --threshold, and lasts while it stays at or above --threshold x "
+        "--sustain-ratio.")
+    notes.add_argument("--threshold", type=_positive_float, default=None, metavar="LEVEL",
+                       help="onset level on the normalised activity (> 0; the model's "
+                       "chosen threshold_ by default, e.g. 0.18 for piano-nmf): lower finds "
+                       "more notes, higher fewer")
+    notes.add_argument("--sustain-ratio", type=_ratio, default=None, metavar="RATIO",
+                       help="a started note continues down to threshold x RATIO, in (0, 1]; "
+                       "1 is a single threshold (piano-nmf: 0.7)")
+    notes.add_argument("--min-note-length", type=_seconds, default=None, metavar="SECONDS",
+                       help="drop notes shorter than this, converted to frames of the front "
+                       "end's hop (32 ms for piano-nmf) and rounded, at least one frame "
+                       "(default: the model's min_note_frames, 2 frames)")
+    notes.add_argument("--pitch-range", type=_midi_number, nargs=2, default=None,
+                       metavar=("LOW", "HIGH"),
+                       help="keep only pitches LOW..HIGH (MIDI numbers, inclusive; 60 is "
+                       "middle C) in every output; the models know 36-95")
+    outputs = transcribe.add_argument_group("extra outputs")
+    outputs.add_argument("--save-notes", action="store_true",
+                         help="also write <name>.csv: one note per line, columns onset_s, "
+                         "offset_s (seconds), pitch (MIDI number), velocity (1-127)")
+    outputs.add_argument("--sonify", action="store_true",
+                         help="also write <name>-sonified.wav: the transcribed notes as sine "
+                         "tones (pretty_midi's synthesizer; needs no FluidSynth) at the "
+                         "model's sample rate, as long as the recording")
+    outputs.add_argument("--plot", action="store_true",
+                         help="also write <name>.png of activity over the ground truth, "
+                         "when <name>.mid lies beside the audio or --reference is given")
+    outputs.add_argument("--reference", action="append", default=None, metavar="MIDI",
+                         help="ground-truth MIDI file for --plot; repeat it once per audio "
+                         "file, in the same order (--reference a.mid --reference b.mid)")
     transcribe.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_output_options(transcribe)
 
     separate = commands.add_parser(
         "separate", help="separate recordings into sources with a trained separator",
@@ -208,16 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
     separate.add_argument("--labels", nargs="+", default=None,
                           help="classes to extract, for models that take labels "
                           "(SoundOfPixels, MHUNet trained with labels, NMFSeparator)")
+    _add_device_option(separate)
     separate.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    separate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                          help="show tracebacks instead of one-line errors")
+    _add_output_options(separate)
 
     demo = commands.add_parser(
         "demo", help="render a piece with a held-out SoundFont and transcribe it",
-        description="Renders a short test piece with the held-out SoundFont, fits (or loads "
-        "from the cache) the default NMF transcriber on the training fonts, loads the "
-        "shipped DDS-3 transcriber, transcribes the piece with both, prints frame P/R/F1, "
-        "PSA and sparsity side by side, and writes WAV, MIDI and PNG.",
+        description="Renders a short test piece with the held-out SoundFont (needs "
+        "FluidSynth), loads the shipped default NMF and DDS-3 transcribers, transcribes the "
+        "piece with both, prints frame P/R/F1, note F1, PSA and sparsity side by side, and "
+        "writes WAV, MIDI and PNG.",
     )
     demo.add_argument("--out", default="demo-output", help="output directory")
     demo.add_argument("--bars", type=_positive_int, default=8,
@@ -226,8 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--methods", nargs="+", default=["nmf", "dds3"],
                       choices=["nmf", "dds1", "dds2", "dds3"],
                       help="transcribers to compare (default: nmf dds3)")
-    demo.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                      help="show the traceback of an error instead of one line")
+    _add_output_options(demo)
     return parser
 
 
@@ -265,6 +376,115 @@ def _load_model(path: str, debug: bool) -> object:
         raise _Refusal(f"{path}: {cause}") from None
 
 
+def _check_device(device: str) -> None:
+    """Refuse --device cuda where no GPU is visible, before any work (one line)."""
+    from decomp._backend import resolve_device
+
+    try:
+        resolve_device(device, name="--device")
+    except ValueError as error:
+        raise _Refusal(_first_line(str(error)).replace("The '--device' parameter", "--device")
+                       ) from None
+
+
+def _set_device(model: Any, device: str) -> None:
+    """Set ``device`` on ``model`` and on the fitted estimators it holds (``decomposer_``,
+    ``model_``): every decomp estimator resolves its ``device`` when it computes."""
+    seen: set[int] = set()
+
+    def visit(estimator: Any) -> None:
+        if id(estimator) in seen or not hasattr(estimator, "get_params"):
+            return
+        seen.add(id(estimator))
+        if "device" in estimator.get_params(deep=False):
+            estimator.set_params(device=device)
+        for name, value in list(vars(estimator).items()):
+            if name.endswith("_") and not name.startswith("_"):
+                visit(value)
+
+    visit(model)
+
+
+def _note_settings(transcriber: Any, args: argparse.Namespace, name: str) -> None:
+    """Apply --threshold, --sustain-ratio and --min-note-length to a PianoTranscriber."""
+    from decomp.transcription import PianoTranscriber
+
+    given = [option for option, value in (("--threshold", args.threshold),
+                                          ("--sustain-ratio", args.sustain_ratio),
+                                          ("--min-note-length", args.min_note_length),
+                                          ("--pitch-range", args.pitch_range))
+             if value is not None]
+    if not given:
+        return
+    if not isinstance(transcriber, PianoTranscriber):
+        raise _Refusal(f"{name}: {', '.join(given)} need a PianoTranscriber; it holds "
+                       f"{_a(type(transcriber).__name__)}.")
+    if args.threshold is not None:
+        transcriber.set_params(threshold=args.threshold)
+        transcriber.threshold_ = args.threshold
+    if args.sustain_ratio is not None:
+        transcriber.set_params(sustain_ratio=args.sustain_ratio)
+    if args.min_note_length is not None:
+        front_end = transcriber._front_end()
+        hop_seconds = front_end.hop_length / front_end.sample_rate
+        frames = max(1, round(args.min_note_length / hop_seconds))
+        transcriber.set_params(min_note_frames=frames)
+        logger.info("--min-note-length %g s: notes of at least %d frame(s) of %.1f ms",
+                    args.min_note_length, frames, 1000 * hop_seconds)
+    if args.pitch_range is not None:
+        low, high = args.pitch_range
+        known = np.asarray(transcriber.pitches_)
+        if not np.any((known >= low) & (known <= high)):
+            raise _Refusal(f"--pitch-range {low} {high} holds none of the pitches {name} "
+                           f"knows ({known.min()}-{known.max()}).")
+
+
+def _keep_pitches(transcription: Any, pitch_range: Sequence[int] | None) -> Any:
+    """``transcription`` without the pitches outside ``pitch_range`` (columns and notes)."""
+    import copy
+    import dataclasses
+
+    if pitch_range is None:
+        return transcription
+    low, high = pitch_range
+    keep = (transcription.pitches >= low) & (transcription.pitches <= high)
+    midi = copy.deepcopy(transcription.midi)
+    for instrument in midi.instruments:
+        instrument.notes = [note for note in instrument.notes if low <= note.pitch <= high]
+    return dataclasses.replace(transcription, pitches=transcription.pitches[keep],
+                               activations=transcription.activations[:, keep],
+                               roll=transcription.roll[:, keep], midi=midi)
+
+
+def _write_notes(path: Path, midi: Any) -> None:
+    """Write the notes of ``midi`` as CSV (onset_s, offset_s, pitch, velocity), atomically."""
+    from decomp._files import atomic_write
+
+    notes = sorted((note.start, note.end, note.pitch, note.velocity)
+                   for instrument in midi.instruments for note in instrument.notes)
+    with atomic_write(path, "w") as file:
+        file.write("onset_s,offset_s,pitch,velocity\n")
+        for start, end, pitch, velocity in notes:
+            file.write(f"{start:.6f},{end:.6f},{pitch},{velocity}\n")
+
+
+def _write_sonified(path: Path, midi: Any, sample_rate: int, duration: float) -> None:
+    """Render ``midi`` as sine tones (pretty_midi's ``synthesize``) into a WAV file.
+
+    As long as the recording (``duration`` seconds; pretty_midi's extra second of tail is
+    cut), so it lines up with the input; scaled so that the loudest sample is at most 0.9.
+    """
+    from decomp.audio import write_audio
+
+    audio = midi.synthesize(fs=sample_rate) if midi.instruments else np.zeros(0)
+    length = round(duration * sample_rate)
+    audio = np.pad(audio[:length], (0, max(0, length - len(audio))))
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if peak > 0.9:
+        audio = audio * (0.9 / peak)
+    write_audio(path, audio.astype(np.float32), sample_rate)
+
+
 def _transcribe(args: argparse.Namespace) -> int:
     import pretty_midi
     from tqdm import tqdm
@@ -274,12 +494,19 @@ def _transcribe(args: argparse.Namespace) -> int:
 
     debug = getattr(args, "debug", False)
     if args.reference is not None and len(args.reference) != len(args.audio):
-        raise _Refusal(f"--reference needs one MIDI file per audio file ({len(args.audio)}); "
-                       f"got {len(args.reference)}.")
+        raise _Refusal(f"--reference needs one MIDI file per audio file ({len(args.audio)}), "
+                       f"given once each in the same order; got {len(args.reference)}.")
+    if args.pitch_range is not None and args.pitch_range[0] > args.pitch_range[1]:
+        raise _Refusal(f"--pitch-range LOW HIGH needs LOW <= HIGH; got {args.pitch_range[0]} "
+                       f"{args.pitch_range[1]}.")
     # Every check below runs before a model is loaded or fitted.
+    _check_device(args.device)
     out = Path(args.out)
-    extensions = (".mid", ".npz", ".png") if args.plot else (".mid", ".npz")
-    outputs = [(audio, [out / f"{Path(audio).stem}{extension}" for extension in extensions])
+    suffixes = [".mid", ".npz"]
+    suffixes += [".png"] if args.plot else []
+    suffixes += [".csv"] if args.save_notes else []
+    suffixes += ["-sonified.wav"] if args.sonify else []
+    outputs = [(audio, [out / f"{Path(audio).stem}{suffix}" for suffix in suffixes])
                for audio in args.audio]
     protected = [(f"the input {audio}", Path(audio)) for audio in args.audio]
     truths = [(audio, Path(audio).with_suffix(".mid")) for audio in args.audio
@@ -297,18 +524,31 @@ def _transcribe(args: argparse.Namespace) -> int:
         if not (isinstance(transcriber, PianoTranscriber) or hasattr(transcriber, "transcribe")):
             raise _Refusal(f"{args.model}: holds {_a(type(transcriber).__name__)}, not a piano "
                            "transcriber (use `decomp separate` for separators).")
+        name = args.model
     else:
-        print(f"loading the default {args.method} transcriber (trained and cached on "
-              "first use) …", file=sys.stderr)
+        logger.info("loading the shipped %s transcriber …", args.method)
         transcriber = default_transcriber(args.method)
+        name = f"the {args.method} transcriber"
+    _note_settings(transcriber, args, name)
+    _set_device(transcriber, args.device)
+    front_end = transcriber._front_end() if isinstance(transcriber, PianoTranscriber) else None
+    sample_rate = front_end.sample_rate if front_end is not None else 16000
     _make_output_directory(out)
     failures = 0
     for index, audio in enumerate(tqdm(args.audio, desc="transcribing", unit="file",
                                        disable=args.no_progress)):
         path = Path(audio)
         try:
-            transcription = transcriber.transcribe(path)
+            transcription = _keep_pitches(transcriber.transcribe(path), args.pitch_range)
             transcription.save(out, path.stem)
+            if args.save_notes:
+                _write_notes(out / f"{path.stem}.csv", transcription.midi)
+            if args.sonify:
+                times = transcription.times
+                hop = float(times[1] - times[0]) if len(times) > 1 else 0.0
+                duration = float(times[-1]) + hop if len(times) else 0.0
+                _write_sonified(out / f"{path.stem}-sonified.wav", transcription.midi,
+                                sample_rate, duration)
             if args.plot:
                 reference = Path(args.reference[index]) if args.reference else (
                     path.with_suffix(".mid"))
@@ -368,10 +608,12 @@ def _separate(args: argparse.Namespace) -> int:
 
     _check_outputs(outputs, protected, overwrites)
     _check_output_directory(out)
+    _check_device(args.device)
     separator = _load_model(args.model, debug)
     if not (hasattr(separator, "separate") and hasattr(separator, "front_end_")):
         raise _Refusal(f"{args.model}: holds {_a(type(separator).__name__)}, not a separator "
                        "(use `decomp transcribe --model` for transcribers).")
+    _set_device(separator, args.device)
     sample_rate = separator.front_end_.sample_rate
     _make_output_directory(out)
     failures = 0
@@ -423,21 +665,18 @@ def _demo(args: argparse.Namespace) -> int:
     _check_output_directory(out)
     protocol = DEFAULT_PROTOCOL
     started = time.perf_counter()
-    print(f"rendering a {args.bars}-bar test piece with the held-out SoundFont "
-          f"{protocol.test_soundfont!r} …")
+    logger.info("rendering a %d-bar test piece with the held-out SoundFont %r …", args.bars,
+                protocol.test_soundfont)
     piece = protocol.test_piece(random_state=args.seed, n_bars=args.bars)
     _make_output_directory(out)
     write_audio(out / "piece.wav", piece.audio, piece.sample_rate)
     write_atomically(out / "piece-reference.mid", piece.midi.write)
     rows = []
     for method in args.methods:
-        if method == "nmf":
-            print(f"loading the default NMF transcriber (training fonts: "
-                  f"{', '.join(protocol.train_soundfonts)}; fitted once, then cached) …")
-        else:
-            print(f"loading the shipped {method.upper()} transcriber …")
+        logger.info("loading the %s transcriber (training fonts: %s) …", method.upper(),
+                    ", ".join(protocol.train_soundfonts))
         transcriber = default_transcriber(method, protocol=protocol)
-        print(f"transcribing with {method} …")
+        logger.info("transcribing with %s …", method)
         scores = evaluate_transcriber(transcriber, piece)
         transcription = scores.transcription
         transcription.save(out, f"piece-{method}")
@@ -464,19 +703,64 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str,
                   lineno: int, file: Any = None, line: str | None = None) -> None:
-    first = _first_line(str(message)) or category.__name__
-    print(f"warning: {first}", file=sys.stderr if file is None else file)
+    """One line per warning, through logging (so -q hides it), without the source line."""
+    logger.warning("%s", _first_line(str(message)) or category.__name__)
+
+
+class _StderrHandler(logging.Handler):
+    """Write log records to the *current* ``sys.stderr``: ``warning: <message>`` (one line
+    per record; ``info`` records as they are)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.levelno != logging.INFO:
+                message = f"{record.levelname.lower()}: {message}"
+            print(message, file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never break the command
+            self.handleError(record)
+
+
+def _log_level(args: argparse.Namespace) -> int:
+    """INFO by default (status lines, warnings); -v: DEBUG; -q: ERROR (errors only)."""
+    verbosity = getattr(args, "verbose", 0) - getattr(args, "quiet", 0)
+    return logging.DEBUG if verbosity > 0 else logging.INFO if verbosity == 0 else logging.ERROR
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``, audio files allowed between options.
+
+    argparse takes one run of positionals for ``audio``; later ones (``--reference
+    a.mid a.wav --reference b.mid b.wav``) come back unrecognised and are appended to it,
+    in order. Unknown options are still refused.
+    """
+    args, extras = parser.parse_known_args(argv)
+    unknown = [extra for extra in extras if extra.startswith("-") and extra != "-"]
+    if unknown or (extras and not hasattr(args, "audio")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extras)}")
+    if extras:
+        args.audio = [*args.audio, *extras]
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     commands = {"transcribe": _transcribe, "separate": _separate, "demo": _demo}
     if args.command not in commands:
         parser.print_help()
         return 0
     debug = getattr(args, "debug", False)
+    level = _log_level(args)
+    if level > logging.INFO and hasattr(args, "no_progress"):
+        args.no_progress = True  # -q: no progress bars either
+    library = logging.getLogger("decomp")
+    handler = _StderrHandler()
+    saved = library.level, library.propagate
+    library.addHandler(handler)
+    library.setLevel(level)
+    library.propagate = False  # shown once, by this handler
     try:
         with warnings.catch_warnings():
             if not debug:  # one line per warning, without Python's source-line echo
@@ -500,6 +784,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {_describe(error)} (--debug shows the traceback)", file=sys.stderr)
         return 1
+    finally:
+        library.removeHandler(handler)
+        library.setLevel(saved[0])
+        library.propagate = saved[1]
 
 
 if __name__ == "__main__":

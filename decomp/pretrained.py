@@ -26,6 +26,8 @@ SHIPPED_MODELS: dict[str, tuple[str, str]] = {
                     "blind separator of 2-3 instruments (MHUNet, 3 unordered outputs)"),
     "speech": ("separator-speech.decomp",
                "blind separator of two speakers (MHUNet, 2 unordered outputs)"),
+    "piano-nmf": ("piano-nmf.decomp",
+                  "piano transcriber: NMF on a fixed dictionary of rendered notes (the default)"),
     "piano-dds2": ("piano-dds2.decomp", "piano transcriber: DDS-2, per-note RealNVP flows"),
     "piano-dds3": ("piano-dds3.decomp", "piano transcriber: DDS-3, one conditional Glow"),
 }
@@ -50,7 +52,7 @@ def shipped_models() -> tuple[str, ...]:
     Examples
     --------
     >>> shipped_models()
-    ('instruments', 'speech', 'piano-dds2', 'piano-dds3')
+    ('instruments', 'speech', 'piano-nmf', 'piano-dds2', 'piano-dds3')
     """
     return tuple(SHIPPED_MODELS)
 
@@ -99,7 +101,7 @@ def pretrained_file(name_or_path: str | os.PathLike) -> Path:
     Traceback (most recent call last):
     ...
     ValueError: unknown model 'instrumnts' (did you mean 'instruments'?); shipped models: \
-instruments, speech, piano-dds2, piano-dds3 (or give the path of a .decomp file).
+instruments, speech, piano-nmf, piano-dds2, piano-dds3 (or give the path of a .decomp file).
     """
     if isinstance(name_or_path, os.PathLike):
         return Path(name_or_path)
@@ -132,10 +134,10 @@ def pretrained(name_or_path: str | os.PathLike, *, kind: type | tuple[type, ...]
     ----------
     name_or_path : str or os.PathLike
         A name from :func:`shipped_models` (``"instruments"``, ``"speech"``,
-        ``"piano-dds2"``, ``"piano-dds3"``) or the path of a ``.decomp`` file. A known
-        name wins; any other string containing a path separator, ending in ``.decomp``
-        or naming an existing file is a path (:func:`pretrained_file` spells out the
-        rule).
+        ``"piano-nmf"``, ``"piano-dds2"``, ``"piano-dds3"``) or the path of a ``.decomp``
+        file. A known name wins; any other string containing a path separator, ending in
+        ``.decomp`` or naming an existing file is a path (:func:`pretrained_file` spells
+        out the rule).
     kind : type or tuple of types, optional
         The class(es) the model must be an instance of, e.g.
         ``(AmortizedSeparator, NMFSeparator)``. Default: any decomp model.

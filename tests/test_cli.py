@@ -440,8 +440,8 @@ def test_shipped_names_unknown_missing_or_of_the_wrong_kind(tmp_path, shipped_di
     assert main(["separate", str(audio), "--model", "instrumnts", "--out", str(out)]) == 2
     line = _assert_one_line_error(capsys.readouterr().err)
     assert line == ("error: unknown model 'instrumnts' (did you mean 'instruments'?); shipped "
-                    "models: instruments, speech, piano-dds2, piano-dds3 (or give the path "
-                    "of a .decomp file).")
+                    "models: instruments, speech, piano-nmf, piano-dds2, piano-dds3 (or give "
+                    "the path of a .decomp file).")
     assert main(["separate", str(audio), "--model", "speech", "--out", str(out)]) == 2
     _assert_one_line_error(capsys.readouterr().err, "speech", "missing from this installation",
                            "python benchmarks/train_default_models.py")
@@ -513,3 +513,235 @@ def test_separate_unknown_labels_name_the_known_ones(tmp_path, saved_nmf_separat
     _assert_one_line_error(capsys.readouterr().err, str(audio), "unknown classes ['violin']",
                            "['high', 'low']")
     assert list(out.iterdir()) == []
+
+
+# --- options on par with basic-pitch ---------------------------------------------------------
+
+
+def test_python_dash_m_decomp_runs_the_command_line():
+    completed = subprocess.run([sys.executable, "-m", "decomp", "transcribe", "--help"],
+                               capture_output=True, text=True, check=True)
+    assert "usage: decomp transcribe" in completed.stdout
+
+
+def test_every_option_is_in_help(capsys):
+    expected = {
+        "transcribe": ["--method", "--model", "--out", "--device", "--threshold",
+                       "--sustain-ratio", "--min-note-length", "--pitch-range", "--save-notes",
+                       "--sonify", "--plot", "--reference", "--no-progress", "--debug",
+                       "--verbose", "--quiet"],
+        "separate": ["--model", "--out", "--labels", "--device", "--no-progress", "--debug",
+                     "--verbose", "--quiet"],
+        "demo": ["--out", "--bars", "--seed", "--methods", "--debug", "--verbose", "--quiet"],
+    }
+    for command, options in expected.items():
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        for option in options:
+            assert option in text, (command, option)
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert all(option in text for option in ("-v", "-q", "--debug", "python -m decomp"))
+
+
+def test_the_default_transcribe_needs_no_fluidsynth(tmp_path, tiny_chords, monkeypatch,
+                                                    capsys):
+    import decomp.data.render
+    from decomp.exceptions import MissingDependencyError
+    from decomp.transcription import defaults
+
+    def missing(*args, **kwargs):
+        raise MissingDependencyError("The 'fluidsynth' program was not found on PATH.")
+
+    monkeypatch.setattr(decomp.data.render, "_fluidsynth_binary", missing)
+    monkeypatch.setattr(defaults, "fit_transcriber", missing)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-programs"))
+    monkeypatch.setenv("DECOMP_CACHE_DIR", str(tmp_path / "empty-cache"))
+    audio = write_audio(tmp_path / "some.wav", tiny_chords.audio, tiny_chords.sample_rate)
+    out = tmp_path / "d"
+    assert main(["transcribe", str(audio), "--out", str(out), "--no-progress"]) == 0
+    assert _error_lines(capsys.readouterr().err) == []
+    assert np.load(out / "some.npz")["pitches"].tolist() == list(range(36, 96))
+    assert (out / "some.mid").stat().st_size > 0
+
+
+@pytest.fixture
+def chords_wav(tmp_path, tiny_chords):
+    return write_audio(tmp_path / "chords.wav", tiny_chords.audio, tiny_chords.sample_rate)
+
+
+def _transcribe(tmp_path, model, audio, name, *options):
+    out = tmp_path / name
+    assert main(["transcribe", str(audio), "--model", str(model), "--out", str(out),
+                 "--no-progress", *options]) == 0
+    return out
+
+
+def _notes(midi_path):
+    import pretty_midi
+
+    return [note for instrument in pretty_midi.PrettyMIDI(str(midi_path)).instruments
+            for note in instrument.notes]
+
+
+def test_save_notes_writes_a_csv_of_the_midi_notes(tmp_path, saved_model, chords_wav):
+    out = _transcribe(tmp_path, saved_model, chords_wav, "out", "--save-notes")
+    lines = (out / "chords.csv").read_text().splitlines()
+    assert lines[0] == "onset_s,offset_s,pitch,velocity"
+    rows = [line.split(",") for line in lines[1:]]
+    notes = sorted((note.start, note.end, note.pitch, note.velocity)
+                   for note in _notes(out / "chords.mid"))
+    assert len(rows) == len(notes) > 0
+    for row, note in zip(rows, notes, strict=True):  # the MIDI file rounds to its ticks
+        assert float(row[0]) == pytest.approx(note[0], abs=5e-3)
+        assert float(row[1]) == pytest.approx(note[1], abs=5e-3)
+        assert (int(row[2]), int(row[3])) == note[2:]
+        assert float(row[0]) < float(row[1]) and 1 <= int(row[3]) <= 127
+
+
+def test_sonify_writes_sine_tones_as_long_as_the_recording(tmp_path, saved_model, chords_wav,
+                                                           tiny_chords):
+    from decomp.audio import load_audio
+
+    out = _transcribe(tmp_path, saved_model, chords_wav, "out", "--sonify")
+    audio, rate = load_audio(out / "chords-sonified.wav", None)
+    assert rate == 16000
+    assert abs(len(audio) - len(tiny_chords.audio)) <= 512 + 1  # to one hop
+    assert 0 < np.abs(audio).max() <= 0.9 + 1e-6
+
+
+def test_threshold_sustain_ratio_and_min_note_length(tmp_path, saved_model, chords_wav):
+    import decomp
+
+    plain = np.load(_transcribe(tmp_path, saved_model, chords_wav, "plain") / "chords.npz")
+    low = np.load(_transcribe(tmp_path, saved_model, chords_wav, "low", "--threshold",
+                              "0.05") / "chords.npz")
+    high = np.load(_transcribe(tmp_path, saved_model, chords_wav, "high", "--threshold",
+                               "0.9") / "chords.npz")
+    assert low["roll"].sum() > plain["roll"].sum() > high["roll"].sum()
+    # The options give what the same settings give from Python.
+    model = decomp.load(saved_model).set_params(sustain_ratio=0.5, min_note_frames=8)
+    model.threshold_ = 0.3
+    expected = model.transcribe(str(chords_wav)).roll
+    got = np.load(_transcribe(tmp_path, saved_model, chords_wav, "set", "--threshold", "0.3",
+                              "--sustain-ratio", "0.5", "--min-note-length", "0.256")
+                  / "chords.npz")["roll"]  # 0.256 s = 8 hops of 32 ms
+    np.testing.assert_array_equal(got, expected)
+    assert got.any()
+
+
+def test_pitch_range_drops_the_other_pitches(tmp_path, saved_model, chords_wav):
+    out = _transcribe(tmp_path, saved_model, chords_wav, "out", "--pitch-range", "62", "65",
+                      "--save-notes")
+    arrays = np.load(out / "chords.npz")
+    assert arrays["pitches"].tolist() == [62, 63, 64, 65]
+    assert arrays["roll"].shape[1] == arrays["activations"].shape[1] == 4
+    assert all(62 <= note.pitch <= 65 for note in _notes(out / "chords.mid"))
+    pitches = {int(line.split(",")[2]) for line in
+               (out / "chords.csv").read_text().splitlines()[1:]}
+    assert pitches <= {62, 63, 64, 65}
+
+
+def test_note_option_errors(tmp_path, saved_model, chords_wav, capsys):
+    base = ["transcribe", str(chords_wav), "--model", str(saved_model), "--out",
+            str(tmp_path / "out")]
+    for options, message in ((["--threshold", "0"], "expected a number > 0"),
+                             (["--sustain-ratio", "1.5"], "expected a number in (0, 1]"),
+                             (["--min-note-length", "-1"], "expected seconds >= 0"),
+                             (["--pitch-range", "60", "200"], "from 0 to 127"),
+                             (["--device", "tpu"], "invalid choice")):
+        with pytest.raises(SystemExit) as raised:
+            main([*base, *options])
+        assert raised.value.code == 2 and message in capsys.readouterr().err
+    assert main([*base, "--pitch-range", "70", "60"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "LOW <= HIGH")
+    assert main([*base, "--pitch-range", "20", "30"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "none of the pitches", "60-67")
+    assert not (tmp_path / "out").exists()
+
+
+def test_reference_is_repeated_and_never_swallows_the_audio(tmp_path, saved_model,
+                                                            tiny_chords, capsys):
+    first = write_audio(tmp_path / "a.wav", tiny_chords.audio, tiny_chords.sample_rate)
+    second = write_audio(tmp_path / "b.wav", tiny_chords.audio, tiny_chords.sample_rate)
+    references = tmp_path / "references"
+    references.mkdir()
+    for name in ("ra.mid", "rb.mid"):
+        tiny_chords.midi.write(str(references / name))
+    out = tmp_path / "out"
+    # The audio after --reference stays audio.
+    assert main(["transcribe", "--reference", str(references / "ra.mid"), str(first),
+                 "--reference", str(references / "rb.mid"), str(second), "--model",
+                 str(saved_model), "--out", str(out), "--plot", "--no-progress"]) == 0
+    assert all((out / f"{name}.png").stat().st_size > 0 for name in ("a", "b"))
+    assert main(["transcribe", str(first), str(second), "--reference",
+                 str(references / "ra.mid"), "--model", str(saved_model), "--out", str(out),
+                 "--plot"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "one MIDI file per audio file (2)",
+                           "got 1")
+
+
+def test_device(tmp_path, saved_model, chords_wav, saved_separator, monkeypatch, capsys):
+    import torch
+
+    import decomp
+    from decomp.cli import _set_device
+
+    model = decomp.load(saved_model)
+    _set_device(model, "cpu")
+    assert model.decomposer_.device == "cpu"
+    out = _transcribe(tmp_path, saved_model, chords_wav, "cpu", "--device", "cpu")
+    assert (out / "chords.npz").exists()
+    mixture = write_audio(tmp_path / "mix.wav", np.zeros(800, dtype=np.float32), 8000)
+    assert main(["separate", str(mixture), "--model", str(saved_separator), "--out",
+                 str(tmp_path / "stems"), "--device", "cpu", "--no-progress"]) == 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for command in (["transcribe", str(chords_wav)], ["separate", str(mixture)]):
+        assert main([*command, "--model", str(saved_model), "--out", str(tmp_path / "gpu"),
+                     "--device", "cuda"]) == 2
+        _assert_one_line_error(capsys.readouterr().err, "--device", "CUDA is not available")
+    assert not (tmp_path / "gpu").exists()
+
+
+def test_verbose_and_quiet_set_the_logging_level(tmp_path, saved_model, tiny_chords,
+                                                 monkeypatch, capsys):
+    import logging
+
+    from decomp.transcription import piano
+
+    seen = []
+    original = piano.PianoTranscriber.transcribe
+
+    def transcribe(self, audio, *args, **kwargs):
+        library = logging.getLogger("decomp.transcription")
+        seen.append(library.getEffectiveLevel())
+        library.debug("a debug message")
+        library.info("an info message")
+        import warnings
+
+        from decomp.exceptions import AudioWarning
+        warnings.warn("a warning from the library", AudioWarning, stacklevel=1)
+        return original(self, audio, *args, **kwargs)
+
+    monkeypatch.setattr(piano.PianoTranscriber, "transcribe", transcribe)
+    audio = write_audio(tmp_path / "chords.wav", tiny_chords.audio, tiny_chords.sample_rate)
+    command = ["transcribe", str(audio), "--model", str(saved_model), "--out",
+               str(tmp_path / "out")]
+    assert main([*command, "--no-progress"]) == 0
+    error = capsys.readouterr().err
+    assert "an info message" in error and "a debug message" not in error
+    assert "warning: a warning from the library" in error
+    assert main(["-v", *command, "--no-progress"]) == 0
+    assert "debug: a debug message" in capsys.readouterr().err
+    assert main([*command, "--verbose", "--no-progress"]) == 0
+    assert "debug: a debug message" in capsys.readouterr().err
+    assert main([*command, "-q"]) == 0  # no progress bar, no info, no warnings
+    assert capsys.readouterr().err == ""
+    assert seen == [logging.INFO, logging.DEBUG, logging.DEBUG, logging.ERROR]
+    # Errors still show with -q; the logger is left as it was.
+    assert main(["--quiet", "transcribe", str(tmp_path / "missing.wav"), "--model",
+                 str(saved_model), "--out", str(tmp_path / "out")]) == 1
+    assert "missing.wav" in capsys.readouterr().err
+    assert logging.getLogger("decomp").handlers == []

@@ -28,21 +28,23 @@ def models_dir(tmp_path, monkeypatch):
 
 def test_one_table_of_shipped_models():
     assert decomp.pretrained is module.pretrained and "pretrained" in decomp.__all__
-    assert module.shipped_models() == ("instruments", "speech", "piano-dds2", "piano-dds3")
+    assert module.shipped_models() == ("instruments", "speech", "piano-nmf", "piano-dds2",
+                                       "piano-dds3")
     assert set(module.SHIPPED_SEPARATORS) <= set(module.SHIPPED_MODELS)
     files = {name: file for name, (file, _) in module.SHIPPED_MODELS.items()}
     assert files == {"instruments": "separator-instruments.decomp",
-                     "speech": "separator-speech.decomp",
+                     "speech": "separator-speech.decomp", "piano-nmf": "piano-nmf.decomp",
                      "piano-dds2": "piano-dds2.decomp", "piano-dds3": "piano-dds3.decomp"}
     assert all(description and "\n" not in description
                for _, description in module.SHIPPED_MODELS.values())
     # The transcription defaults read the same table: the same files, the same folder.
-    for method in ("dds2", "dds3"):
+    for method in ("nmf", "dds2", "dds3"):
         assert pretrained_path(method) == module.pretrained_file(f"piano-{method}")
         assert pretrained_path(method).parent.name == "models"
         assert pretrained_path(method).parent.parent.name == "decomp"
-    with pytest.raises(ValueError, match="shipped DDS models are 'dds2' and 'dds3'; got 'nmf'"):
-        pretrained_path("nmf")
+    with pytest.raises(ValueError, match="shipped transcribers are 'nmf', 'dds2' and 'dds3'; "
+                                         "got 'dds1'"):
+        pretrained_path("dds1")
 
 
 def test_shipped_piano_models_load_by_name():
@@ -90,7 +92,8 @@ def test_unknown_names_are_one_line_naming_the_shipped_models():
         decomp.pretrained("instrumnts")
     assert str(typo.value) == (
         "unknown model 'instrumnts' (did you mean 'instruments'?); shipped models: "
-        "instruments, speech, piano-dds2, piano-dds3 (or give the path of a .decomp file).")
+        "instruments, speech, piano-nmf, piano-dds2, piano-dds3 (or give the path of a "
+        ".decomp file).")
     with pytest.raises(ValueError) as unknown:
         decomp.pretrained("separator")
     assert "did you mean" not in str(unknown.value)

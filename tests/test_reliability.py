@@ -274,14 +274,20 @@ def cache_dir_is_a_file(space: Workspace) -> Row:
     from decomp.transcription import default_transcriber
 
     Path("not-a-folder").write_text("x")
+    protocol = decomp.data.PianoProtocol(pitches=(60, 61), train_velocities=(64,))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DECOMP_CACHE_DIR", "not-a-folder")
-        status, stderr = space.cli("transcribe", space.chords.name, "--out", "out")
-        with pytest.raises(OSError):
-            default_transcriber("nmf")
-    assert status != 0
-    return Row("`DECOMP_CACHE_DIR` pointing at a file", one_line(stderr), str(status),
-               "fails before the 30-s fit")
+        # The shipped default needs no cache: the command line still works.
+        status, stderr = space.cli("transcribe", space.chords.name, "--out", "out",
+                                   "--no-progress")
+        assert status == 0 and Path("out", "chords.mid").is_file(), stderr
+        with pytest.raises(OSError) as raised:
+            default_transcriber("nmf", protocol=protocol)  # fitted, hence cached
+    return Row("`DECOMP_CACHE_DIR` pointing at a file, then `default_transcriber(\"nmf\", "
+               "protocol=other)` (fitted and cached)",
+               f"{type(raised.value).__name__}: {raised.value.strerror}", "exception",
+               "fails before the 30-s fit; `decomp transcribe` with the shipped default "
+               "still works")
 
 
 @scenario
@@ -290,11 +296,14 @@ def missing_fluidsynth(space: Workspace) -> Row:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PATH", str(Path("bin").resolve()))
         patch.setenv("DECOMP_CACHE_DIR", str(Path("empty-cache").resolve()))
-        status, stderr = space.cli("transcribe", space.chords.name, "--out", "out")
-    assert status == 1
-    return Row("the default `decomp transcribe` on a machine without FluidSynth (the "
-               "default model is rendered on first use)", one_line(stderr), "1",
-               "nothing written")
+        status, stderr = space.cli("transcribe", space.chords.name, "--out", "out",
+                                   "--no-progress")
+        assert status == 0 and Path("out", "chords.npz").is_file(), stderr
+        status, stderr = space.cli("demo", "--out", "demo", "--bars", "1")
+    assert status == 1 and not Path("demo").exists()
+    return Row("a machine without FluidSynth: the default `decomp transcribe chords.wav` "
+               "(shipped model: works), then `decomp demo` (renders a test piece)",
+               one_line(stderr), "1", "transcribe: its outputs; demo: nothing written")
 
 
 @scenario

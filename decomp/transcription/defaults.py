@@ -5,13 +5,18 @@ data rendered from the training SoundFonts only (see that script for the figures
 Building the transcriber renders the protocol's isolated training notes, chooses the
 threshold by cross-font validation (dictionary from one training font, validation
 chords from the other: a timbre the dictionary has not heard) and fits the final
-dictionary on all training fonts. The fitted model is cached on disk by its settings.
+dictionary on all training fonts. The result for the default settings and protocol ships
+inside the package (``decomp/models/piano-nmf.decomp``, written by
+``benchmarks/train_default_models.py --methods nmf``), so transcribing needs neither
+FluidSynth nor a SoundFont; a transcriber for another protocol is fitted on first use and
+cached on disk by its settings.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -50,6 +55,8 @@ __all__ = [
     "validation_recordings",
     "validation_set",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def default_front_end() -> Spectrogram:
@@ -273,14 +280,18 @@ PRETRAINED_METHODS = ("nmf", "dds1", "dds2", "dds3")
 """Methods :func:`default_transcriber` and ``PianoTranscriber.pretrained`` know."""
 
 
+_SHIPPED_TRANSCRIBERS = ("nmf", "dds2", "dds3")
+"""Methods whose fitted transcriber ships inside the package (``piano-<method>``)."""
+
+
 def pretrained_path(method: str) -> Path:
-    """Where the shipped DDS transcriber ``method`` ("dds2" or "dds3") lives in the package.
+    """Where the shipped transcriber ``method`` ("nmf", "dds2" or "dds3") lives in the package.
 
     The files are written by ``benchmarks/train_default_models.py``; the path is that of
     the shipped model ``"piano-<method>"`` (:data:`decomp.pretrained.SHIPPED_MODELS`).
     """
-    if method not in ("dds2", "dds3"):
-        raise ValueError(f"shipped DDS models are 'dds2' and 'dds3'; got {method!r}.")
+    if method not in _SHIPPED_TRANSCRIBERS:
+        raise ValueError(f"shipped transcribers are 'nmf', 'dds2' and 'dds3'; got {method!r}.")
     return pretrained_file(f"piano-{method}")
 
 
@@ -292,16 +303,20 @@ def default_transcriber(
     Parameters
     ----------
     method : {"nmf", "dds1", "dds2", "dds3"}
-        ``"nmf"`` is fitted on first use (about 30 s) and cached on disk. ``"dds2"`` and
-        ``"dds3"`` load the models shipped inside the package. ``"dds1"`` searches the
-        shipped DDS-2 per-note flows frame by frame (one code per note per frame), with
-        DDS-2's threshold.
+        ``"nmf"``, ``"dds2"`` and ``"dds3"`` load the models shipped inside the package
+        (``piano-<method>`` in :data:`decomp.pretrained.SHIPPED_MODELS`); none needs
+        FluidSynth. ``"dds1"`` searches the shipped DDS-2 per-note flows frame by frame
+        (one code per note per frame), with DDS-2's threshold.
     protocol : PianoProtocol
         Training data protocol (``"nmf"`` only; the shipped models use the default).
+        With the default protocol, ``"nmf"`` is the shipped
+        ``fit_transcriber(default_settings(), DEFAULT_PROTOCOL)``; with another one (or
+        when the shipped file is missing from the installation) it is fitted with
+        :func:`fit_transcriber` on rendered notes (FluidSynth, about 30 s) and cached.
     use_cache : bool
-        Load/save the fitted NMF model under ``decomp.data.cache_dir() / "models"``. A
-        cached file that cannot be loaded (truncated, corrupt) is refitted and replaced,
-        with a ``RuntimeWarning`` naming it.
+        Load/save a fitted (not shipped) NMF model under
+        ``decomp.data.cache_dir() / "models"``. A cached file that cannot be loaded
+        (truncated, corrupt) is refitted and replaced, with a ``RuntimeWarning`` naming it.
 
     Returns
     -------
@@ -331,12 +346,21 @@ def default_transcriber(
             # DDS-1 holds (frames x notes) codes per chunk: smaller chunks bound memory.
             transcriber.chunk_frames = 256
         return transcriber
+    if protocol == DEFAULT_PROTOCOL:
+        path = pretrained_path("nmf")
+        if path.exists():
+            logger.debug("loading the shipped default NMF transcriber %s", path)
+            return load(path)
+        logger.warning("the shipped model %s is missing from this installation; fitting the "
+                       "default NMF transcriber on rendered notes instead (needs FluidSynth).",
+                       path.name)
     settings = default_settings()
     name = f"{method}-{_settings_key(settings, protocol)}.decomp"
     if use_cache:
         path = cache_dir() / "models" / name
         if path.exists():
             try:
+                logger.debug("loading the cached NMF transcriber %s", path)
                 return load(path)
             except ModelFileError as error:
                 warnings.warn(
@@ -346,6 +370,8 @@ def default_transcriber(
                 )
         # Check the cache folder before the fit, not after it.
         path = writable_cache_dir("models") / name
+    logger.info("fitting the NMF transcriber on the protocol's rendered notes (FluidSynth; "
+                "fonts %s) …", ", ".join(protocol.train_soundfonts))
     transcriber = fit_transcriber(settings, protocol)
     if use_cache:
         transcriber.save(path)  # atomic: a concurrent reader sees the old file or the new

@@ -287,6 +287,18 @@ class PianoTranscriber(Persistent, BaseEstimator):
         self.chunk_frames = chunk_frames
 
     # --- set-up --------------------------------------------------------------------------
+    def _set_state(self, state: dict[str, Any]) -> None:
+        """Restore the fitted state; a dictionary stored in float16 comes back as float32.
+
+        The shipped default NMF transcriber stores its ``components_`` in float16 to halve
+        the file (``benchmarks/train_default_models.py``); decomposing runs in float32.
+        """
+        super()._set_state(state)
+        decomposer = getattr(self, "decomposer_", None)
+        components = getattr(decomposer, "components_", None)
+        if isinstance(components, np.ndarray) and components.dtype == np.float16:
+            decomposer.components_ = components.astype(np.float32)
+
     def _front_end(self) -> Spectrogram:
         from decomp.transcription.defaults import default_front_end
 

@@ -71,3 +71,80 @@ def test_the_default_settings_use_note_hysteresis(monkeypatch, tiny_protocol):
     default_transcriber("nmf", protocol=tiny_protocol, use_cache=False)
     assert fitted[0].get_params(deep=False).keys() == settings.get_params(deep=False).keys()
     assert fitted[0].sustain_ratio == 0.7
+
+
+# --- the shipped default NMF transcriber ------------------------------------------------------
+
+SHIPPED_THRESHOLD = 0.17917681914813796
+"""``threshold_`` of ``fit_transcriber(default_settings(), DEFAULT_PROTOCOL)`` when the file
+was written (benchmarks/train_default_models.py --methods nmf)."""
+
+
+@pytest.fixture
+def no_fluidsynth(monkeypatch, tmp_path):
+    """Rendering and fitting fail, as on a machine without FluidSynth; an empty cache."""
+    import decomp.data.render
+    from decomp.exceptions import MissingDependencyError
+
+    def missing(*args, **kwargs):
+        raise MissingDependencyError("The 'fluidsynth' program was not found on PATH.")
+
+    monkeypatch.setattr(decomp.data.render, "_fluidsynth_binary", missing)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    monkeypatch.setenv("DECOMP_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(defaults, "fit_transcriber", missing)
+
+
+def test_the_default_nmf_ships_and_needs_no_fluidsynth(no_fluidsynth, tiny_chords, tmp_path):
+    from decomp.transcription import PianoTranscriber
+
+    transcriber = default_transcriber("nmf")
+    assert isinstance(transcriber, PianoTranscriber)
+    assert transcriber.pitches_.tolist() == list(range(36, 96))
+    # Stored in float16 to halve the file, decomposed in float32.
+    assert transcriber.decomposer_.components_.dtype == np.float32
+    assert transcriber.decomposer_.components_.shape == (1440, 1025)
+    result = transcriber.transcribe(tiny_chords.audio)
+    assert result.roll.shape == (len(result.times), 60)
+    assert not (tmp_path / "empty-cache").exists()  # nothing fitted, nothing cached
+
+
+def test_the_shipped_nmf_is_the_default_fit():
+    from decomp.transcription import default_settings, pretrained_path
+
+    path = pretrained_path("nmf")
+    assert path.exists(), f"{path.name} must ship inside the package"
+    assert path.stat().st_size < 4e6  # float16: half the 5.9 MB of float32
+    shipped = load(path)
+    # fit_transcriber(default_settings(), DEFAULT_PROTOCOL) sets the threshold it chose.
+    expected = default_settings().set_params(threshold=SHIPPED_THRESHOLD)
+    assert ({key: repr(value) for key, value in shipped.get_params(deep=True).items()}
+            == {key: repr(value) for key, value in expected.get_params(deep=True).items()})
+    assert shipped.threshold_ == pytest.approx(SHIPPED_THRESHOLD, rel=1e-12)
+    assert shipped.sustain_ratio == 0.7
+    assert 0.7 < shipped.validation_f1_ < 0.9
+    assert shipped.decomposer_.sources_.tolist() == list(range(36, 96))
+    assert np.all(np.unique(shipped.decomposer_.component_sources_, return_counts=True)[1] == 24)
+
+
+def test_another_protocol_is_still_fitted_and_cached(cheap_fit, tiny_protocol, tmp_path):
+    default_transcriber("nmf")  # the default protocol: the shipped file, no fit
+    assert cheap_fit == [] and not (tmp_path / "cache" / "models").exists()
+    default_transcriber("nmf", protocol=tiny_protocol)
+    assert cheap_fit == [tiny_protocol]
+    assert len(list((tmp_path / "cache" / "models").glob("nmf-*.decomp"))) == 1
+
+
+def test_a_missing_shipped_file_falls_back_to_fitting(cheap_fit, tmp_path, monkeypatch,
+                                                      caplog):
+    import importlib
+
+    from decomp.data import DEFAULT_PROTOCOL
+
+    monkeypatch.setattr(importlib.import_module("decomp.pretrained"), "_models_dir",
+                        lambda: tmp_path / "no-models")
+    with caplog.at_level("WARNING", logger="decomp.transcription.defaults"):
+        default_transcriber("nmf")
+    assert cheap_fit == [DEFAULT_PROTOCOL]
+    assert "piano-nmf.decomp is missing" in caplog.text
+    assert len(list((tmp_path / "cache" / "models").glob("nmf-*.decomp"))) == 1

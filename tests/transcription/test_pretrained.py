@@ -49,5 +49,5 @@ def test_shipped_dds3_transcribes_held_out_chords(tiny_chords):
 def test_unknown_method():
     with pytest.raises(ValueError, match="method must be one of"):
         default_transcriber("dds4")
-    with pytest.raises(ValueError, match="'dds2' and 'dds3'"):
-        pretrained_path("nmf")
+    with pytest.raises(ValueError, match="'nmf', 'dds2' and 'dds3'"):
+        pretrained_path("dds1")
