@@ -123,3 +123,23 @@ def test_articles_follow_how_names_are_read():
                 "NMFSeparator": "an NMFSeparator", "MHUNet": "an MHUNet", "NMF": "an NMF",
                 "DDS3": "a DDS3", "SoundOfPixels": "a SoundOfPixels", "BlockVAE": "a BlockVAE"}
     assert {name: module._with_article(name) for name in expected} == expected
+
+
+@pytest.mark.parametrize(("name", "n_outputs"), [("instruments", 3), ("speech", 2)])
+def test_shipped_separators_separate_unseen_mixtures(name, n_outputs):
+    from decomp.data import instrument_mixtures, speech_mixtures
+    from decomp.estimators.amortized import MHUNet
+    from decomp.separation import evaluate_separation
+
+    separator = decomp.pretrained(name, kind=MHUNet)
+    assert separator.classes_ is None and separator.n_slots_ == n_outputs  # blind heads
+    # Mixtures no training saw: the held-out font, or new sentences of the voices.
+    test = (instrument_mixtures("musescore-lite", 4, n_sources=2, duration=2.0, random_state=7)
+            if name == "instruments" else speech_mixtures(4, duration=2.0, random_state=7))
+    estimates = separator.separate(test.mixtures)
+    assert estimates.shape == (4, n_outputs, test.mixtures.shape[1])
+    np.testing.assert_allclose(estimates.sum(axis=1), test.mixtures, atol=1e-4)
+    scores = evaluate_separation(estimates, test.sources, test.mixtures, test.sample_rate,
+                                 n_sources=test.n_sources).summary()
+    # The stored weights separate (a damaged or mis-loaded file scores about 0 dB).
+    assert scores["si_sdr_improvement"] > 1.5
