@@ -47,55 +47,31 @@ class _Refusal(Exception):
         self.status = status
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {value}")
-    return value
+def _argument_type(convert: Callable[[str], Any], accept: Callable[[Any], bool],
+                   expected: str, name: str) -> Callable[[str], Any]:
+    """An argparse ``type=``: ``convert`` the text, refuse what ``accept`` rejects."""
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}; got {text}")
+        return value
+
+    parse.__name__ = name  # argparse names the type in some messages
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0; got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a number > 0; got {text}")
-    return value
-
-
-def _ratio(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1]; got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1]; got {text}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0; got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0; got {text}")
-    return value
-
-
-def _midi_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a MIDI number from 0 to 127; got {text!r}") from None
-    if not 0 <= value <= 127:
-        raise argparse.ArgumentTypeError(f"expected a MIDI number from 0 to 127; got {value}")
-    return value
+_positive_int = _argument_type(int, lambda value: value >= 1, "an integer >= 1",
+                               "positive integer")
+_positive_float = _argument_type(float, lambda value: math.isfinite(value) and value > 0,
+                                 "a number > 0", "positive number")
+_ratio = _argument_type(float, lambda value: 0 < value <= 1, "a number in (0, 1]", "ratio")
+_seconds = _argument_type(float, lambda value: math.isfinite(value) and value >= 0,
+                          "seconds >= 0", "seconds")
+_midi_number = _argument_type(int, lambda value: 0 <= value <= 127,
+                              "a MIDI number from 0 to 127", "MIDI number")
 
 
 def _first_line(text: str) -> str:
