@@ -89,6 +89,7 @@ def train_separator(name: str, work_dir: Path, evaluate: bool) -> object:
     print(f"{name}: {training['epochs']} epochs in {training['minutes']:.0f} min, best epoch "
           f"{training['best_epoch']}", flush=True)
     shipped = half_precision(model)
+    shipped.set_params(max_seconds=None)  # the run's time budget is not the model's
     if evaluate:
         train_separators.evaluate(args, shipped, training, directory)
     return shipped

@@ -20,7 +20,8 @@ import torch
 from decomp._files import atomic_write, suffix_format
 from decomp.audio.spectrogram import Spectrogram
 
-__all__ = ["STREAM_SEGMENT_FRAMES", "checked_blocks", "stream_segments", "write_stems"]
+__all__ = ["STREAM_SEGMENT_FRAMES", "checked_blocks", "separate_file", "stream_segments",
+           "write_stems"]
 
 STREAM_SEGMENT_FRAMES = 2048
 
@@ -132,3 +133,24 @@ def write_stems(segments: Iterable[np.ndarray],
         if not files:
             raise ValueError("the separation yielded no samples.")
     return paths
+
+
+def separate_file(
+    separate_stream: Callable[[Iterable[np.ndarray]], Iterable[np.ndarray]],
+    path: Any,
+    out_paths: Sequence[str | Path] | Callable[[int], Sequence[str | Path]],
+    sample_rate: int,
+    *,
+    block_frames: int,
+) -> list[Path]:
+    """Read a file block by block, separate it as it streams, write one file per source.
+
+    The file is read by :class:`decomp.audio.AudioStream` at ``sample_rate`` (resampled,
+    with one :class:`~decomp.exceptions.AudioWarning` naming both rates, when the file's
+    rate differs); ``separate_stream(blocks)`` yields ``(n_sources, n)`` segments, which
+    :func:`write_stems` writes atomically. Every separator's ``separate_file`` is this.
+    """
+    from decomp.audio.io import AudioStream
+
+    stream = AudioStream(path, sample_rate, block_frames=block_frames, warn_resampling=True)
+    return write_stems(separate_stream(stream), out_paths, sample_rate)

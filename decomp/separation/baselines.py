@@ -15,8 +15,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from decomp._backend import resolve_device
 from decomp._validation import DEVICE, RANDOM_STATE, StrictInterval
-from decomp.audio._segments import stream_segments, write_stems
-from decomp.audio.io import AudioStream, _check_audio
+from decomp.audio._segments import separate_file, stream_segments
+from decomp.audio.io import _check_audio
 from decomp.audio.spectrogram import Spectrogram
 from decomp.engine import BETA_LOSSES
 from decomp.estimators.nmf import NMF
@@ -450,10 +450,9 @@ class NMFSeparator(Persistent, BaseEstimator):
         -------
         paths : list of Path
         """
-        sample_rate = self.front_end_.sample_rate
-        stream = AudioStream(path, sample_rate, block_frames=block_frames, warn_resampling=True)
-        return write_stems(self.separate_stream(stream, classes, segment_frames=segment_frames),
-                            out_paths, sample_rate)
+        return separate_file(
+            lambda blocks: self.separate_stream(blocks, classes, segment_frames=segment_frames),
+            path, out_paths, self.front_end_.sample_rate, block_frames=block_frames)
 
 
 #: Frames of one segment of :meth:`NMFSeparator.separate` (about 65 s at a hop of 512).

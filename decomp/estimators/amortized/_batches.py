@@ -156,6 +156,8 @@ def stream_plan(estimator: AmortizedSeparator, stream: Any, seed: int,
     if stream.sample_rate != front_end.sample_rate:
         raise ValueError(f"the MixtureStream's sample rate ({stream.sample_rate} Hz) must "
                          f"equal the front end's ({front_end.sample_rate} Hz).")
+    if validation_stream is not None:
+        _check_validation_stream(validation_stream, stream, type(estimator).__name__)
     n_bins = front_end(torch.zeros(1, stream.crop_samples)).shape[-1]
     estimator._set_shapes(n_bins, stream.max_sources, np.asarray(stream.classes))
     # Models with a waveform loss train on crops of exactly one chunk, cut from the
@@ -396,3 +398,18 @@ def tile_chunks(mixtures: torch.Tensor, sources: torch.Tensor, present: torch.Te
     if label_index is not None:
         labels = torch.where(crop_present, label_index[index].repeat_interleave(n_chunks, 0), -1)
     return batch_dict(mixture, source, crop_present, labels)
+
+
+
+def _check_validation_stream(validation: Any, stream: Any, owner: str) -> None:
+    from decomp.data.stems import MixtureStream
+
+    if not isinstance(validation, MixtureStream):
+        raise TypeError(f"{owner}.fit's validation must be a decomp.data.MixtureStream; got "
+                        f"{type(validation).__name__}.")
+    if tuple(validation.classes) != tuple(stream.classes) \
+            or validation.sample_rate != stream.sample_rate:
+        raise ValueError(
+            f"the validation stream must have the training stream's classes and sample rate "
+            f"({list(stream.classes)} at {stream.sample_rate} Hz); got "
+            f"{list(validation.classes)} at {validation.sample_rate} Hz.")

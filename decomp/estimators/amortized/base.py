@@ -50,7 +50,7 @@ from decomp._backend import resolve_device
 from decomp._chunks import feature_chunks, run_in_chunks
 from decomp._training import train
 from decomp._validation import DEVICE, RANDOM_STATE, StrictInterval, check_spectrogram
-from decomp.audio._segments import checked_blocks, stream_segments, write_stems
+from decomp.audio._segments import checked_blocks, separate_file, stream_segments
 from decomp.audio.io import _check_audio
 from decomp.audio.spectrogram import Spectrogram
 from decomp.estimators.amortized._batches import array_plan, as_float32, stream_plan
@@ -243,8 +243,9 @@ class AmortizedSeparator(Persistent, BaseEstimator):
     #: Whether the model needs source labels in ``fit`` (and takes them in ``transform``).
     _requires_labels: bool = False
     #: Whether ``_training_losses`` reads the waveforms (``"mixture_audio"`` (B, N) and
-    #: ``"source_audio"`` (B, S, N)) besides the spectrograms; such models train on
-    #: waveforms only (a stream, or a MixtureSet). A subclass may make it a property.
+    #: ``"source_audio"`` (B, S, N)) besides the spectrograms; such models train on a
+    #: MixtureStream only (its crops come with their waveforms). A subclass may make it a
+    #: property.
     _needs_audio: bool = False
 
     def __init__(
@@ -390,8 +391,6 @@ class AmortizedSeparator(Persistent, BaseEstimator):
             if sources is not None or labels is not None:
                 raise ValueError(f"{type(self).__name__}.fit takes a MixtureStream alone (it "
                                  "yields sources and labels); got sources or labels too.")
-            if validation is not None:
-                _check_validation_stream(validation, mixtures, type(self).__name__)
             plan = stream_plan(self, mixtures, seed, device, validation)
         elif validation is not None:
             raise ValueError(f"{type(self).__name__}.fit takes a validation stream only when "
@@ -745,13 +744,9 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         paths : list of Path
             The written stems.
         """
-        from decomp.audio.io import AudioStream
-
-        front_end = self.front_end_
-        stream = AudioStream(path, front_end.sample_rate, block_frames=block_frames,
-                             warn_resampling=True)
-        return write_stems(self.separate_stream(stream, labels, segment_frames=segment_frames),
-                            out_paths, front_end.sample_rate)
+        return separate_file(
+            lambda blocks: self.separate_stream(blocks, labels, segment_frames=segment_frames),
+            path, out_paths, self.front_end_.sample_rate, block_frames=block_frames)
 
     def set_params(self, **params: Any) -> AmortizedSeparator:
         """Set parameters; the network is rebuilt from them at the next inference."""
@@ -765,17 +760,3 @@ class AmortizedSeparator(Persistent, BaseEstimator):
 
 
 # ---------------------------------------------------------------------- data helpers
-
-
-def _check_validation_stream(validation: Any, stream: Any, owner: str) -> None:
-    from decomp.data.stems import MixtureStream
-
-    if not isinstance(validation, MixtureStream):
-        raise TypeError(f"{owner}.fit's validation must be a decomp.data.MixtureStream; got "
-                        f"{type(validation).__name__}.")
-    if tuple(validation.classes) != tuple(stream.classes) \
-            or validation.sample_rate != stream.sample_rate:
-        raise ValueError(
-            f"the validation stream must have the training stream's classes and sample rate "
-            f"({list(stream.classes)} at {stream.sample_rate} Hz); got "
-            f"{list(validation.classes)} at {validation.sample_rate} Hz.")

@@ -290,9 +290,22 @@ def _weighted_mask_loss(logits: torch.Tensor, targets: torch.Tensor, weights: to
 
 
 class _UNetSeparator(AmortizedSeparator):
-    """What both U-Net models share: the Solos front end default."""
+    """What both U-Net models share: the Solos front end default, the waveform loss."""
 
     _default_front_end = SOLOS_FRONT_END
+
+    @property
+    def _needs_audio(self) -> bool:  # type: ignore[override]
+        return self.loss == "si_sdr"
+
+    def _class_waveform_costs(self, masks: torch.Tensor, batch: dict[str, torch.Tensor]
+                              ) -> torch.Tensor:
+        """Masks (B, C, T, F), one per class -> (B, C) :func:`separation_cost` of each
+        class's resynthesised waveform against that class's sources (silence if absent)."""
+        mixture_audio = batch["mixture_audio"]
+        estimates = self.front_end_._apply_masks(mixture_audio, masks)  # (B, C, N)
+        targets = _per_class(batch["source_audio"], batch["labels"], masks.shape[1])
+        return separation_cost(estimates, targets, mixture_audio[:, None])
 
 
 # ---------------------------------------------------------------------------- MHUNet
@@ -427,9 +440,9 @@ class MHUNet(_UNetSeparator):
     - ``loss="si_sdr"`` (not Solos') trains the masks end to end on the resynthesised
       waveforms. On the held-out font, a pilot with the BCE mask loss (class heads, 8
       base channels) reached 1.5 dB SI-SDR improvement after 5.6 minutes of training;
-      the shipped recipe with this loss reached 2.4 dB after 10 minutes and 5.9 dB
-      after 130 (see the model card). Sizes and heads differ, so this is not a
-      controlled comparison.
+      the shipped recipe with this loss reached 2.4 dB after 12 minutes and 5.9 dB
+      after 130 (``train_separators.py --curve``; see the model card). Sizes and heads
+      differ, so this is not a controlled comparison.
 
     References
     ----------
@@ -511,10 +524,6 @@ class MHUNet(_UNetSeparator):
         # Per-class heads are ordered; only label-free heads need chunk re-alignment.
         return getattr(self, "classes_", None) is None
 
-    @property
-    def _needs_audio(self) -> bool:  # type: ignore[override]
-        return self.loss == "si_sdr"
-
     def _used_classes(self, classes: Any) -> Any:
         if self.heads == "sources":
             return None
@@ -546,10 +555,7 @@ class MHUNet(_UNetSeparator):
         mixture_audio = batch["mixture_audio"]
         masks = self._masks(network, batch["mixture"])  # (B, H, T, F)
         if "labels" in batch:
-            estimates = self.front_end_._apply_masks(mixture_audio, masks)  # (B, H, N)
-            targets = _per_class(batch["source_audio"], batch["labels"], self.n_slots_)
-            costs = separation_cost(estimates, targets, mixture_audio[:, None])  # (B, H)
-            return {"loss": costs.mean()}
+            return {"loss": self._class_waveform_costs(masks, batch).mean()}
         loss, _ = pit_waveform_loss(masks, mixture_audio, batch["source_audio"],
                                     self.front_end_)
         return {"loss": loss}
@@ -803,10 +809,6 @@ class SoundOfPixels(_UNetSeparator):
         self.absent_weight = absent_weight
         self.loss = loss
 
-    @property
-    def _needs_audio(self) -> bool:  # type: ignore[override]
-        return self.loss == "si_sdr"
-
     def _n_slots(self, max_sources: int, n_classes: int | None) -> int:
         return int(n_classes)  # fit has refused missing labels already
 
@@ -822,10 +824,7 @@ class SoundOfPixels(_UNetSeparator):
         per_class = _per_class(batch["sources"], batch["labels"], n_classes)
         present = per_class.flatten(2).amax(dim=2) > 0  # (B, C)
         if self.loss == "si_sdr":  # each query's resynthesised waveform against its class
-            mixture_audio = batch["mixture_audio"]
-            estimates = self.front_end_._apply_masks(mixture_audio, torch.sigmoid(logits))
-            targets = _per_class(batch["source_audio"], batch["labels"], n_classes)
-            losses = separation_cost(estimates, targets, mixture_audio[:, None])  # (B, C)
+            losses = self._class_waveform_costs(torch.sigmoid(logits), batch)  # (B, C)
         else:
             losses = _weighted_mask_loss(logits, binary_masks(per_class),
                                          _loss_weights(mixture)[:, None], "bce")

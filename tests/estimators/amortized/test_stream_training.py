@@ -150,6 +150,13 @@ def test_si_sdr_loss_needs_a_stream_with_crops_of_a_chunk():
         _model("MHUNet", heads="classes").fit(sources.sum(axis=1), sources)
 
 
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_separator_takes_a_validation_stream(name):
+    default = _model(name, max_epochs=1).fit(_stream())
+    other = _model(name, max_epochs=1).fit(_stream(), validation=_stream(random_state=11))
+    assert other.history_["validation_loss"][0] != default.history_["validation_loss"][0]
+
+
 def test_a_validation_stream_replaces_the_held_out_copy():
     stream, other = _stream(), _stream(random_state=11)
     model = _model("MHUNet", max_epochs=1).fit(stream, validation=other)
