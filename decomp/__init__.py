@@ -8,6 +8,7 @@ Subpackages: :mod:`decomp.engine` (inference loop, divergences), :mod:`decomp.au
 (front end), :mod:`decomp.data` (rendered data), :mod:`decomp.metrics`,
 :mod:`decomp.flows` (flow dictionaries and their training), :mod:`decomp.transcription`
 (piano transcription), :mod:`decomp.separation` (separation baselines and scoring); the
+Bayesian NMF (posteriors, learned rank, uncertainty) is :class:`BayesianNMF`; the
 amortized separators (AudioSlots, BlockVAE, MHUNet, SoundOfPixels) live in
 :mod:`decomp.estimators.amortized`. :func:`pretrained` loads a shipped model by name
 (``decomp.pretrained("instruments")``) or any saved model by path.
@@ -21,6 +22,7 @@ from decomp.estimators import (
     DDS3,
     NMF,
     AudioSlots,
+    BayesianNMF,
     BlockVAE,
     Decomposition,
     FlowDecomposition,
@@ -33,6 +35,7 @@ from decomp.transcription import PianoTranscriber
 
 __all__ = [
     "AudioSlots",
+    "BayesianNMF",
     "BlockVAE",
     "DDS1",
     "DDS2",

@@ -232,10 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
         + " <name>.mid beside an input counts as its ground truth and is never overwritten.",
     )
     transcribe.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG)")
-    transcribe.add_argument("--method", choices=["nmf", "dds1", "dds2", "dds3"], default="nmf",
+    transcribe.add_argument("--method", choices=["nmf", "bayes-nmf", "dds1", "dds2", "dds3"],
+                            default="nmf",
                             help="the shipped transcriber to use: nmf (the default, "
-                            "piano-nmf) or a DDS one (dds2, dds3; dds1 searches the dds2 "
-                            "flows frame by frame)")
+                            "piano-nmf), bayes-nmf (Bayesian NMF on the nmf dictionary: "
+                            "notes whose posterior probability of sounding reaches 0.5), "
+                            "or a DDS one (dds2, dds3; dds1 searches the dds2 flows frame by "
+                            "frame)")
     transcribe.add_argument("--model", help="a saved PianoTranscriber (.decomp), or a shipped "
                             "one by name: piano-nmf, piano-dds2, piano-dds3 (overrides "
                             "--method)")

@@ -23,6 +23,7 @@ NOTEBOOKS = [
     "02_piano_transcription.ipynb",
     "03_differentiable_dictionary_search.ipynb",
     "04_amortized_separation.ipynb",
+    "05_bayesian_nmf.ipynb",
 ]
 CELL_TIMEOUT = 300  # seconds per cell
 

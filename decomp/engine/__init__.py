@@ -5,6 +5,7 @@ from decomp.engine.init import initialize_activations, initialize_nmf
 from decomp.engine.loop import Block, InferenceResult, minimize
 from decomp.engine.objectives import BetaNMFObjective, Objective, Penalty
 from decomp.engine.optim import BatchedAdam
+from decomp.engine.variational import PoissonGammaObjective
 
 __all__ = [
     "BETA_LOSSES",
@@ -14,6 +15,7 @@ __all__ = [
     "InferenceResult",
     "Objective",
     "Penalty",
+    "PoissonGammaObjective",
     "beta_divergence",
     "beta_loss_to_float",
     "initialize_activations",

@@ -9,12 +9,13 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.validation import check_is_fitted
 
-from decomp._backend import check_memory, resolve_device, resolve_dtype, to_tensor
+from decomp._backend import check_memory, like_input, resolve_device, resolve_dtype, to_tensor
 from decomp._validation import DEVICE, RANDOM_STATE, check_spectrogram
 from decomp.persistence import Persistent
 
-__all__ = ["BaseDecomposer"]
+__all__ = ["BaseDecomposer", "FixedDictionaryReconstruction"]
 
 
 class BaseDecomposer(Persistent, TransformerMixin, BaseEstimator):
@@ -89,3 +90,29 @@ class BaseDecomposer(Persistent, TransformerMixin, BaseEstimator):
         tensor = to_tensor(X, device=self._torch_device(), dtype=self._torch_dtype(X))
         single = tensor.ndim == 2
         return (tensor.unsqueeze(0) if single else tensor), single
+
+
+class FixedDictionaryReconstruction:
+    """``inverse_transform`` for decomposers with a dictionary matrix ``components_``.
+
+    Shared by :class:`~decomp.NMF` and :class:`~decomp.BayesianNMF` (its posterior mean
+    dictionary); mixed in before :class:`BaseDecomposer`, whose ``_batch`` it uses.
+    """
+
+    def inverse_transform(self, X: Any) -> Any:
+        """Reconstruct magnitudes from activations: ``X @ components_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (..., n_frames, n_components)
+            Activations.
+
+        Returns
+        -------
+        ndarray or Tensor of shape (..., n_frames, n_bins)
+        """
+        check_is_fitted(self)
+        batch, single = self._batch(X, name="activations", n_bins=self.n_components_)
+        W = torch.as_tensor(self.components_, dtype=batch.dtype, device=batch.device)
+        reconstruction = batch @ W
+        return like_input(reconstruction[0] if single else reconstruction, X)

@@ -23,7 +23,7 @@ from decomp.engine import (
     initialize_nmf,
     minimize,
 )
-from decomp.estimators.base import BaseDecomposer
+from decomp.estimators.base import BaseDecomposer, FixedDictionaryReconstruction
 from decomp.estimators.postprocessing import source_membership, sum_by_source
 
 __all__ = ["NMF", "Decomposition"]
@@ -54,7 +54,7 @@ class Decomposition:
     history_iterations: np.ndarray
 
 
-class NMF(BaseDecomposer):
+class NMF(FixedDictionaryReconstruction, BaseDecomposer):
     """Non-negative matrix factorisation ``X ≈ H @ W`` with β-divergences, batched, CPU/GPU.
 
     Unsupervised with ``fit(X)``; with ``fit(X, y)`` it becomes the semi-supervised,
@@ -469,21 +469,3 @@ class NMF(BaseDecomposer):
             source_membership(self.component_sources_, self.sources_), device=tensor.device
         )
         return like_input(sum_by_source(tensor, W, membership), activations)
-
-    def inverse_transform(self, X: Any) -> Any:
-        """Reconstruct magnitudes from activations: ``X @ components_``.
-
-        Parameters
-        ----------
-        X : array-like of shape (..., n_frames, n_components)
-            Activations.
-
-        Returns
-        -------
-        ndarray or Tensor of shape (..., n_frames, n_bins)
-        """
-        check_is_fitted(self)
-        batch, single = self._batch(X, name="activations", n_bins=self.n_components_)
-        W = torch.as_tensor(self.components_, dtype=batch.dtype, device=batch.device)
-        reconstruction = batch @ W
-        return like_input(reconstruction[0] if single else reconstruction, X)

@@ -1,7 +1,9 @@
 """Piano transcription: audio -> activations -> piano roll -> MIDI."""
 
 from decomp.transcription.defaults import (
+    BAYESIAN_SETTINGS,
     PRETRAINED_METHODS,
+    bayesian_transcriber,
     default_dds_decomposer,
     default_dds_front_end,
     default_decomposer,
@@ -25,7 +27,9 @@ from decomp.transcription.piano import (
 )
 
 __all__ = [
+    "BAYESIAN_SETTINGS",
     "PRETRAINED_METHODS",
+    "bayesian_transcriber",
     "PianoTranscriber",
     "Transcription",
     "TranscriptionScores",

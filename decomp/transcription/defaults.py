@@ -41,7 +41,9 @@ from decomp.pretrained import pretrained_file
 from decomp.transcription.piano import PianoTranscriber
 
 __all__ = [
+    "BAYESIAN_SETTINGS",
     "PRETRAINED_METHODS",
+    "bayesian_transcriber",
     "default_dds_decomposer",
     "default_dds_front_end",
     "default_front_end",
@@ -92,6 +94,62 @@ def default_settings() -> PianoTranscriber:
     """
     return PianoTranscriber(front_end=default_front_end(), decomposer=default_decomposer(),
                             sustain_ratio=0.7)
+
+
+#: Settings of :func:`bayesian_transcriber`, chosen cross-font by
+#: ``benchmarks/bayes_transcription.py`` (a dictionary from one training font, the other
+#: font's validation recordings, both directions): the best mean frame F1 of the grid,
+#: 0.696 (0.782 and 0.610) against the NMF transcriber's 0.784 (0.799 and 0.768).
+BAYESIAN_SETTINGS = {"count_scale": 10.0, "inactive_scale": 1.2,
+                     "activation_shape": 0.03}
+
+
+def bayesian_transcriber(
+    nmf_transcriber: PianoTranscriber, *, max_iter: int = 200, tol: float = 1e-5,
+    **settings: float,
+) -> PianoTranscriber:
+    """A transcriber that thresholds posterior note probabilities at one half.
+
+    The dictionary is ``nmf_transcriber``'s, fixed; :class:`~decomp.BayesianNMF` in its
+    activity mode gives each note's posterior probability of sounding in each frame, and
+    a note is on where that probability reaches 0.5, so no level is tuned on validation
+    data. The loudness and the share of sounding notes are estimated per chunk
+    (empirical Bayes). Fitting runs on one dictionary row per note (the model has
+    nothing else to learn).
+
+    Parameters
+    ----------
+    nmf_transcriber : PianoTranscriber
+        A fitted NMF transcriber (e.g. ``default_transcriber("nmf")``): its front end,
+        dictionary, median filter, minimum note length and chunking are reused.
+    max_iter, tol : int, float
+        Variational sweeps per chunk and their stopping tolerance.
+    **settings
+        ``count_scale``, ``inactive_scale``, ``activation_shape`` of
+        :class:`~decomp.BayesianNMF`; the defaults are :data:`BAYESIAN_SETTINGS`.
+
+    Returns
+    -------
+    PianoTranscriber
+        Fitted, with ``threshold_ == 0.5`` on the probabilities (``normalization="none"``).
+    """
+    from decomp.estimators import BayesianNMF
+
+    unknown = set(settings) - set(BAYESIAN_SETTINGS)
+    if unknown:
+        raise TypeError(f"unknown settings {sorted(unknown)}; known: {sorted(BAYESIAN_SETTINGS)}.")
+    decomposer = nmf_transcriber.decomposer_
+    sources = np.asarray(decomposer.component_sources_)
+    dictionary = np.asarray(decomposer.components_, dtype=np.float32)
+    bayes = BayesianNMF(dictionary=dictionary, component_sources=sources, max_iter=max_iter,
+                        tol=tol, random_state=0, **{**BAYESIAN_SETTINGS, **settings})
+    transcriber = PianoTranscriber(
+        decomposer=bayes, front_end=nmf_transcriber.front_end, threshold=0.5,
+        normalization="none", median_filter=nmf_transcriber.median_filter,
+        min_note_frames=nmf_transcriber.min_note_frames,
+        chunk_frames=nmf_transcriber.chunk_frames)
+    first_rows = np.unique(sources, return_index=True)[1]
+    return transcriber.fit(dictionary[first_rows], sources[first_rows])
 
 
 def default_dds_front_end() -> Spectrogram:
@@ -276,7 +334,7 @@ def _settings_key(transcriber: PianoTranscriber, protocol: PianoProtocol) -> str
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-PRETRAINED_METHODS = ("nmf", "dds1", "dds2", "dds3")
+PRETRAINED_METHODS = ("nmf", "bayes-nmf", "dds1", "dds2", "dds3")
 """Methods :func:`default_transcriber` and ``PianoTranscriber.pretrained`` know."""
 
 
@@ -302,11 +360,14 @@ def default_transcriber(
 
     Parameters
     ----------
-    method : {"nmf", "dds1", "dds2", "dds3"}
+    method : {"nmf", "bayes-nmf", "dds1", "dds2", "dds3"}
         ``"nmf"``, ``"dds2"`` and ``"dds3"`` load the models shipped inside the package
         (``piano-<method>`` in :data:`decomp.pretrained.SHIPPED_MODELS`); none needs
-        FluidSynth. ``"dds1"`` searches the shipped DDS-2 per-note flows frame by frame
-        (one code per note per frame), with DDS-2's threshold.
+        FluidSynth. ``"bayes-nmf"`` decomposes against the ``"nmf"`` dictionary with
+        :class:`~decomp.BayesianNMF` and keeps notes whose posterior probability of
+        sounding reaches 0.5 (:func:`bayesian_transcriber`). ``"dds1"`` searches the
+        shipped DDS-2 per-note flows frame by frame (one code per note per frame), with
+        DDS-2's threshold.
     protocol : PianoProtocol
         Training data protocol (``"nmf"`` only; the shipped models use the default).
         With the default protocol, ``"nmf"`` is the shipped
@@ -326,6 +387,9 @@ def default_transcriber(
 
     if method not in PRETRAINED_METHODS:
         raise ValueError(f"method must be one of {PRETRAINED_METHODS}; got {method!r}.")
+    if method == "bayes-nmf":
+        return bayesian_transcriber(default_transcriber("nmf", protocol=protocol,
+                                                        use_cache=use_cache))
     if method != "nmf":
         from decomp.estimators import DDS1
 

@@ -148,3 +148,24 @@ def test_a_missing_shipped_file_falls_back_to_fitting(cheap_fit, tmp_path, monke
     assert cheap_fit == [DEFAULT_PROTOCOL]
     assert "piano-nmf.decomp is missing" in caplog.text
     assert len(list((tmp_path / "cache" / "models").glob("nmf-*.decomp"))) == 1
+
+
+def test_the_bayesian_transcriber_thresholds_probabilities_without_fluidsynth(
+        no_fluidsynth, tiny_chords):
+    from decomp import BayesianNMF
+    from decomp.metrics import frame_scores
+    from decomp.transcription import BAYESIAN_SETTINGS
+
+    transcriber = default_transcriber("bayes-nmf")
+    shipped = default_transcriber("nmf")
+    assert isinstance(transcriber.decomposer_, BayesianNMF)
+    assert transcriber.threshold_ == 0.5 and transcriber.normalization == "none"
+    assert {key: getattr(transcriber.decomposer_, key) for key in BAYESIAN_SETTINGS} \
+        == BAYESIAN_SETTINGS
+    # The shipped NMF dictionary, fixed.
+    np.testing.assert_array_equal(transcriber.decomposer_.components_,
+                                  shipped.decomposer_.components_)
+    result = transcriber.transcribe(tiny_chords.audio)
+    assert result.activations.min() >= 0 and result.activations.max() <= 1
+    reference = tiny_chords.roll(result.times, result.pitches)
+    assert frame_scores(result.roll, reference)["f1"] > 0.5
