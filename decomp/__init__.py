@@ -11,10 +11,21 @@ Subpackages: :mod:`decomp.engine` (inference loop, divergences), :mod:`decomp.au
 Bayesian NMF (posteriors, learned rank, uncertainty) is :class:`BayesianNMF`; the
 amortized separators (AudioSlots, BlockVAE, MHUNet, SoundOfPixels) live in
 :mod:`decomp.estimators.amortized`. :func:`pretrained` loads a shipped model by name
-(``decomp.pretrained("instruments")``) or any saved model by path.
+(``decomp.pretrained("instruments")``) or any saved model by path; :mod:`decomp.batch`
+runs a transcriber or separator over a corpus (in-process or on Ray, resumable).
 """
 
-from decomp import audio, data, engine, flows, losses, metrics, separation, transcription
+from decomp import (
+    audio,
+    batch,
+    data,
+    engine,
+    flows,
+    losses,
+    metrics,
+    separation,
+    transcription,
+)
 from decomp._version import __version__
 from decomp.estimators import (
     DDS1,
@@ -48,6 +59,7 @@ __all__ = [
     "SoundOfPixels",
     "__version__",
     "audio",
+    "batch",
     "data",
     "engine",
     "flows",

@@ -20,9 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from decomp.exceptions import DecompError
+from decomp.exceptions import DecompError, describe_error
 
 __all__ = ["main", "build_parser"]
 
@@ -80,21 +78,8 @@ def _first_line(text: str) -> str:
 
 
 def _describe(error: BaseException, file: str | os.PathLike | None = None) -> str:
-    """One line for ``error``: its message, with its type when it is an unexpected one.
-
-    ``OSError`` gives its file (unless that is ``file``, which the caller names) and its
-    ``strerror``; decomp's own errors, ``ValueError`` and other ``OSError`` give the first
-    line of their message; anything else gives ``<ExceptionType>: <first line>``.
-    """
-    if isinstance(error, OSError) and error.strerror:
-        filename = error.filename
-        if filename is not None and (file is None or str(filename) != str(file)):
-            return f"{filename}: {error.strerror}"
-        return error.strerror
-    message = _first_line(str(error))
-    if isinstance(error, (DecompError, ValueError, OSError)) and message:
-        return message
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+    """One line for ``error`` (:func:`decomp.exceptions.describe_error`)."""
+    return describe_error(error, file)
 
 
 def _report_failure(file: str, error: Exception, debug: bool) -> None:
@@ -211,6 +196,25 @@ def _add_device_option(parser: argparse.ArgumentParser) -> None:
                         "visible)")
 
 
+def _add_corpus_options(parser: argparse.ArgumentParser) -> None:
+    corpus = parser.add_argument_group(
+        "corpus runs", "AUDIO may be files, folders (searched recursively for .wav, .flac, "
+        ".ogg, .oga, .aif, .aiff) and glob patterns (quote them: 'dir/**/*.wav'). Every run "
+        "keeps DIR/manifest.jsonl (per input: path, outputs, settings hash, status, "
+        "seconds, error); running the same command again skips the inputs done with the "
+        "same settings and retries the failed ones.")
+    corpus.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                        help="files processed in parallel: 1 (the default) works in this "
+                        "process; more start a local Ray with N CPUs, one model per worker "
+                        "(needs `pip install ray`)")
+    corpus.add_argument("--address", default=None,
+                        help="join this Ray cluster instead of a local one (e.g. auto, "
+                        "ray://head:10001); RAY_ADDRESS works too, with --jobs > 1")
+    corpus.add_argument("--force", action="store_true",
+                        help="redo every input, even those done before with the same "
+                        "settings")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from decomp._version import __version__
     from decomp.pretrained import SHIPPED_SEPARATORS
@@ -231,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
         "models need neither FluidSynth nor a SoundFont. " + _SAFETY
         + " <name>.mid beside an input counts as its ground truth and is never overwritten.",
     )
-    transcribe.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG)")
+    transcribe.add_argument("audio", nargs="+",
+                            help="audio files, folders or glob patterns (WAV, FLAC, OGG, AIFF)")
     transcribe.add_argument("--method", choices=["nmf", "bayes-nmf", "dds1", "dds2", "dds3"],
                             default="nmf",
                             help="the shipped transcriber to use: nmf (the default, "
@@ -279,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="ground-truth MIDI file for --plot; repeat it once per audio "
                          "file, in the same order (--reference a.mid --reference b.mid)")
     transcribe.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_corpus_options(transcribe)
     _add_output_options(transcribe)
 
     separate = commands.add_parser(
@@ -290,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out, at the model's sample rate; an input at another rate is resampled to it, "
         "with one warning line. " + _SAFETY,
     )
-    separate.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG)")
+    separate.add_argument("audio", nargs="+",
+                          help="audio files, folders or glob patterns (WAV, FLAC, OGG, AIFF)")
     separate.add_argument("--model", required=True,
                           help="a shipped separator by name ("
                           f"{', '.join(SHIPPED_SEPARATORS)}; see decomp.pretrained) or the "
@@ -301,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(SoundOfPixels, MHUNet trained with labels, NMFSeparator)")
     _add_device_option(separate)
     separate.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_corpus_options(separate)
     _add_output_options(separate)
 
     demo = commands.add_parser(
@@ -340,21 +348,6 @@ def _model_file(model: str) -> Path:
         raise _Refusal(str(error)) from None
 
 
-def _load_model(path: str, debug: bool) -> object:
-    """Load a --model (a shipped name or a path) with ``decomp.pretrained``; any failure
-    becomes a one-line refusal."""
-    from decomp.exceptions import ModelFileError
-    from decomp.pretrained import pretrained
-
-    try:
-        return pretrained(path)
-    except Exception as error:  # a crafted file may fail in ways load does not foresee
-        if debug:
-            raise
-        cause = error.reason if isinstance(error, ModelFileError) else _describe(error, path)
-        raise _Refusal(f"{path}: {cause}") from None
-
-
 def _check_device(device: str) -> None:
     """Refuse --device cuda where no GPU is visible, before any work (one line)."""
     from decomp._backend import resolve_device
@@ -366,114 +359,67 @@ def _check_device(device: str) -> None:
                        ) from None
 
 
-def _set_device(model: Any, device: str) -> None:
-    """Set ``device`` on ``model`` and on the fitted estimators it holds (``decomposer_``,
-    ``model_``): every decomp estimator resolves its ``device`` when it computes."""
-    seen: set[int] = set()
-
-    def visit(estimator: Any) -> None:
-        if id(estimator) in seen or not hasattr(estimator, "get_params"):
-            return
-        seen.add(id(estimator))
-        if "device" in estimator.get_params(deep=False):
-            estimator.set_params(device=device)
-        for name, value in list(vars(estimator).items()):
-            if name.endswith("_") and not name.startswith("_"):
-                visit(value)
-
-    visit(model)
+_MANIFEST_NAME = "manifest.jsonl"  # decomp.batch.MANIFEST_NAME, without importing it early
 
 
-def _note_settings(transcriber: Any, args: argparse.Namespace, name: str) -> None:
-    """Apply --threshold, --sustain-ratio and --min-note-length to a PianoTranscriber."""
-    from decomp.transcription import PianoTranscriber
+def _inputs(args: argparse.Namespace) -> list[Path]:
+    """The audio files named by the arguments (files, folders, patterns), or a refusal."""
+    from decomp.batch import find_audio
 
-    given = [option for option, value in (("--threshold", args.threshold),
-                                          ("--sustain-ratio", args.sustain_ratio),
-                                          ("--min-note-length", args.min_note_length),
-                                          ("--pitch-range", args.pitch_range))
-             if value is not None]
-    if not given:
-        return
-    if not isinstance(transcriber, PianoTranscriber):
-        raise _Refusal(f"{name}: {', '.join(given)} need a PianoTranscriber; it holds "
-                       f"{_a(type(transcriber).__name__)}.")
-    if args.threshold is not None:
-        transcriber.set_params(threshold=args.threshold)
-        transcriber.threshold_ = args.threshold
-    if args.sustain_ratio is not None:
-        transcriber.set_params(sustain_ratio=args.sustain_ratio)
-    if args.min_note_length is not None:
-        front_end = transcriber._front_end()
-        hop_seconds = front_end.hop_length / front_end.sample_rate
-        frames = max(1, round(args.min_note_length / hop_seconds))
-        transcriber.set_params(min_note_frames=frames)
-        logger.info("--min-note-length %g s: notes of at least %d frame(s) of %.1f ms",
-                    args.min_note_length, frames, 1000 * hop_seconds)
-    if args.pitch_range is not None:
-        low, high = args.pitch_range
-        known = np.asarray(transcriber.pitches_)
-        if not np.any((known >= low) & (known <= high)):
-            raise _Refusal(f"--pitch-range {low} {high} holds none of the pitches {name} "
-                           f"knows ({known.min()}-{known.max()}).")
+    try:
+        return find_audio(args.audio)
+    except FileNotFoundError as error:
+        raise _Refusal(str(error)) from None
 
 
-def _keep_pitches(transcription: Any, pitch_range: Sequence[int] | None) -> Any:
-    """``transcription`` without the pitches outside ``pitch_range`` (columns and notes)."""
-    import copy
-    import dataclasses
+def _run_batch(job: Any, inputs: Sequence[Path], out: Path, args: argparse.Namespace) -> int:
+    """Load the model here (a bad one is refused before any work), run the batch, report.
 
-    if pitch_range is None:
-        return transcription
-    low, high = pitch_range
-    keep = (transcription.pitches >= low) & (transcription.pitches <= high)
-    midi = copy.deepcopy(transcription.midi)
-    for instrument in midi.instruments:
-        instrument.notes = [note for note in instrument.notes if low <= note.pitch <= high]
-    return dataclasses.replace(transcription, pitches=transcription.pitches[keep],
-                               activations=transcription.activations[:, keep],
-                               roll=transcription.roll[:, keep], midi=midi)
-
-
-def _write_notes(path: Path, midi: Any) -> None:
-    """Write the notes of ``midi`` as CSV (onset_s, offset_s, pitch, velocity), atomically."""
-    from decomp._files import atomic_write
-
-    notes = sorted((note.start, note.end, note.pitch, note.velocity)
-                   for instrument in midi.instruments for note in instrument.notes)
-    with atomic_write(path, "w") as file:
-        file.write("onset_s,offset_s,pitch,velocity\n")
-        for start, end, pitch, velocity in notes:
-            file.write(f"{start:.6f},{end:.6f},{pitch},{velocity}\n")
-
-
-def _write_sonified(path: Path, midi: Any, sample_rate: int, duration: float) -> None:
-    """Render ``midi`` as sine tones (pretty_midi's ``synthesize``) into a WAV file.
-
-    As long as the recording (``duration`` seconds; pretty_midi's extra second of tail is
-    cut), so it lines up with the input; scaled so that the loudest sample is at most 0.9.
+    Each failure is reported as it happens (``error: <file>: <why>``); the summary names
+    the manifest; the exit status is 1 when any input failed.
     """
-    from decomp.audio import write_audio
+    from decomp import batch
+    from decomp.exceptions import ModelFileError
 
-    audio = midi.synthesize(fs=sample_rate) if midi.instruments else np.zeros(0)
-    length = round(duration * sample_rate)
-    audio = np.pad(audio[:length], (0, max(0, length - len(audio))))
-    peak = float(np.abs(audio).max()) if audio.size else 0.0
-    if peak > 0.9:
-        audio = audio * (0.9 / peak)
-    write_audio(path, audio.astype(np.float32), sample_rate)
+    debug = getattr(args, "debug", False)
+    try:
+        batch.preload(job)
+    except (ValueError, ModelFileError, FileNotFoundError) as error:
+        if debug:
+            raise
+        reason = error.reason if isinstance(error, ModelFileError) else _describe(error)
+        model = getattr(job, "model", None)
+        if model and not reason.startswith(f"{model}:"):
+            reason = f"{model}: {reason}"
+        raise _Refusal(reason) from None
+    _make_output_directory(out)
+
+    def report(record: dict[str, Any]) -> None:
+        for message in record.get("warnings", []):
+            logger.warning("%s", _first_line(message))  # through logging: -q hides it
+        if record["status"] != "done":
+            if debug and record.get("traceback"):
+                print(record["traceback"], file=sys.stderr, end="")
+            print(f"error: {record['path']}: {record['error']}", file=sys.stderr)
+
+    try:
+        result = batch.run(job, inputs, out, jobs=args.jobs, address=args.address,
+                           force=args.force, progress=not args.no_progress, on_record=report)
+    except ImportError as error:
+        raise _Refusal(str(error)) from None
+    if result.failed:
+        print(result.summary(), file=sys.stderr)
+    elif result.skipped or len(inputs) > 1:
+        logger.info("%s", result.summary())  # a status line: -q hides it
+    return 1 if result.failed else 0
 
 
 def _transcribe(args: argparse.Namespace) -> int:
-    import pretty_midi
-    from tqdm import tqdm
+    from decomp.batch import TranscriptionJob
 
-    from decomp.transcription import PianoTranscriber, default_transcriber
-    from decomp.transcription.plotting import plot_transcription
-
-    debug = getattr(args, "debug", False)
-    if args.reference is not None and len(args.reference) != len(args.audio):
-        raise _Refusal(f"--reference needs one MIDI file per audio file ({len(args.audio)}), "
+    inputs = _inputs(args)
+    if args.reference is not None and len(args.reference) != len(inputs):
+        raise _Refusal(f"--reference needs one MIDI file per audio file ({len(inputs)}), "
                        f"given once each in the same order; got {len(args.reference)}.")
     if args.pitch_range is not None and args.pitch_range[0] > args.pitch_range[1]:
         raise _Refusal(f"--pitch-range LOW HIGH needs LOW <= HIGH; got {args.pitch_range[0]} "
@@ -481,102 +427,48 @@ def _transcribe(args: argparse.Namespace) -> int:
     # Every check below runs before a model is loaded or fitted.
     _check_device(args.device)
     out = Path(args.out)
-    suffixes = [".mid", ".npz"]
-    suffixes += [".png"] if args.plot else []
-    suffixes += [".csv"] if args.save_notes else []
-    suffixes += ["-sonified.wav"] if args.sonify else []
-    outputs = [(audio, [out / f"{Path(audio).stem}{suffix}" for suffix in suffixes])
-               for audio in args.audio]
-    protected = [(f"the input {audio}", Path(audio)) for audio in args.audio]
-    truths = [(audio, Path(audio).with_suffix(".mid")) for audio in args.audio
-              if Path(audio).name not in ("", ".", "..")]
-    protected += [(f"the ground truth {truth} beside {audio}", truth)
-                  for audio, truth in truths if truth.is_file()]
+    references = tuple(zip((os.fspath(path) for path in inputs), args.reference or (),
+                           strict=False))
+    job = TranscriptionJob(
+        method=args.method, model=args.model, threshold=args.threshold,
+        sustain_ratio=args.sustain_ratio, min_note_length=args.min_note_length,
+        pitch_range=tuple(args.pitch_range) if args.pitch_range else None,
+        save_notes=args.save_notes, sonify=args.sonify, plot=args.plot,
+        references=references, device=args.device)
+    outputs = [(os.fspath(path), job.outputs(path, out)) for path in inputs]
+    protected = [(f"the input {path}", path) for path in inputs]
+    truths = [(path, path.with_suffix(".mid")) for path in inputs
+              if path.name not in ("", ".", "..")]
+    protected += [(f"the ground truth {truth} beside {path}", truth)
+                  for path, truth in truths if truth.is_file()]
     protected += [(f"the --reference file {reference}", Path(reference))
                   for reference in args.reference or []]
+    protected.append((f"the {_MANIFEST_NAME}", out / _MANIFEST_NAME))
     if args.model:
         protected.append((f"the --model file {args.model}", _model_file(args.model)))
     _check_outputs(outputs, protected)
     _check_output_directory(out)
     if args.model:
-        transcriber = _load_model(args.model, debug)
-        if not (isinstance(transcriber, PianoTranscriber) or hasattr(transcriber, "transcribe")):
-            raise _Refusal(f"{args.model}: holds {_a(type(transcriber).__name__)}, not a piano "
-                           "transcriber (use `decomp separate` for separators).")
-        name = args.model
+        logger.info("loading %s …", args.model)
     else:
         logger.info("loading the shipped %s transcriber …", args.method)
-        transcriber = default_transcriber(args.method)
-        name = f"the {args.method} transcriber"
-    _note_settings(transcriber, args, name)
-    _set_device(transcriber, args.device)
-    front_end = transcriber._front_end() if isinstance(transcriber, PianoTranscriber) else None
-    sample_rate = front_end.sample_rate if front_end is not None else 16000
-    _make_output_directory(out)
-    failures = 0
-    for index, audio in enumerate(tqdm(args.audio, desc="transcribing", unit="file",
-                                       disable=args.no_progress)):
-        path = Path(audio)
-        try:
-            transcription = _keep_pitches(transcriber.transcribe(path), args.pitch_range)
-            transcription.save(out, path.stem)
-            if args.save_notes:
-                _write_notes(out / f"{path.stem}.csv", transcription.midi)
-            if args.sonify:
-                times = transcription.times
-                hop = float(times[1] - times[0]) if len(times) > 1 else 0.0
-                duration = float(times[-1]) + hop if len(times) else 0.0
-                _write_sonified(out / f"{path.stem}-sonified.wav", transcription.midi,
-                                sample_rate, duration)
-            if args.plot:
-                reference = Path(args.reference[index]) if args.reference else (
-                    path.with_suffix(".mid"))
-                roll = None
-                if reference.exists():
-                    from decomp.audio import midi_to_roll
-
-                    roll = midi_to_roll(pretty_midi.PrettyMIDI(str(reference)),
-                                        transcription.times, transcription.pitches)
-                plot_transcription(transcription, out / f"{path.stem}.png", reference_roll=roll,
-                                   title=path.name)
-        except Exception as error:  # one bad file must not stop the others
-            failures += 1
-            _report_failure(audio, error, debug)
-    if failures:
-        print(f"{failures} of {len(args.audio)} file(s) failed.", file=sys.stderr)
-    return 1 if failures else 0
-
-
-def _announce_resampling(path: Path, sample_rate: int) -> str | None:
-    """Warn (once) when ``path`` is not at the model's rate; the warning's text, or None.
-
-    Reads only the file's header. The caller filters the library's own copy of the
-    warning (the same text) while it separates the file.
-    """
-    from decomp.audio.io import AudioStream, resampling_message
-    from decomp.exceptions import AudioWarning
-
-    file_rate = AudioStream(path, sample_rate).file_sample_rate
-    if file_rate == sample_rate:
-        return None
-    message = resampling_message(path, file_rate, sample_rate)
-    warnings.warn(message, AudioWarning, stacklevel=2)
-    return message
+    return _run_batch(job, inputs, out, args)
 
 
 def _separate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from decomp.batch import SeparationJob
 
-    debug = getattr(args, "debug", False)
+    inputs = _inputs(args)
     # Every check below runs before the model is loaded. Without --labels the number of
     # stems is known only from the model: <stem>-<k>.wav stands for all of them.
     out = Path(args.out)
     names = args.labels or ["<k>"]
-    outputs = [(audio, [out / f"{Path(audio).stem}-{name}.wav" for name in names])
-               for audio in args.audio]
-    protected = [(f"the input {audio}", Path(audio)) for audio in args.audio]
+    outputs = [(os.fspath(path), [out / f"{path.stem}-{name}.wav" for name in names])
+               for path in inputs]
+    protected = [(f"the input {path}", path) for path in inputs]
     protected.append((f"the --model file {args.model}", _model_file(args.model)))
-    writers = {Path(audio).stem: audio for audio in args.audio}
+    protected.append((f"the {_MANIFEST_NAME}", out / _MANIFEST_NAME))
+    writers = {path.stem: os.fspath(path) for path in inputs}
     resolved_out = out.resolve()
 
     def overwrites(path: Path) -> str | None:
@@ -588,49 +480,9 @@ def _separate(args: argparse.Namespace) -> int:
     _check_outputs(outputs, protected, overwrites)
     _check_output_directory(out)
     _check_device(args.device)
-    separator = _load_model(args.model, debug)
-    if not (hasattr(separator, "separate") and hasattr(separator, "front_end_")):
-        raise _Refusal(f"{args.model}: holds {_a(type(separator).__name__)}, not a separator "
-                       "(use `decomp transcribe --model` for transcribers).")
-    _set_device(separator, args.device)
-    sample_rate = separator.front_end_.sample_rate
-    _make_output_directory(out)
-    failures = 0
-    for audio in tqdm(args.audio, desc="separating", unit="file", disable=args.no_progress):
-        path = Path(audio)
-        try:
-            resampled = _announce_resampling(path, sample_rate)
-            with warnings.catch_warnings():
-                if resampled is not None:  # told once: not again by the library
-                    warnings.filterwarnings("ignore", message=re.escape(resampled))
-                _separate_one(separator, path, out, args.labels, sample_rate)
-        except Exception as error:  # one bad file must not stop the others
-            failures += 1
-            _report_failure(audio, error, debug)
-    if failures:
-        print(f"{failures} of {len(args.audio)} file(s) failed.", file=sys.stderr)
-    return 1 if failures else 0
-
-
-def _separate_one(separator: Any, path: Path, out: Path, labels: Sequence[str] | None,
-                  sample_rate: int) -> None:
-    """Separate one file into ``out/<stem>-<k or label>.wav``."""
-    from decomp.audio import load_audio, write_audio
-
-    if hasattr(separator, "separate_file"):
-        # Streamed: read, separated and written segment by segment (bounded memory);
-        # every stem is written atomically, a failure leaves none.
-        def stem_paths(n_sources: int) -> list[Path]:
-            names = labels or [str(index) for index in range(n_sources)]
-            return [out / f"{path.stem}-{name}.wav" for name in names]
-
-        separator.separate_file(path, stem_paths, labels)
-        return
-    mixture, _ = load_audio(path, sample_rate)
-    sources = separator.separate(mixture, labels)  # (n_sources, n_samples)
-    names = labels or [str(index) for index in range(len(sources))]
-    for name, source in zip(names, sources, strict=True):
-        write_audio(out / f"{path.stem}-{name}.wav", source, sample_rate)
+    job = SeparationJob(model=args.model, labels=tuple(args.labels) if args.labels else None,
+                        device=args.device)
+    return _run_batch(job, inputs, out, args)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 from sklearn.exceptions import NotFittedError
 
 __all__ = [
+    "describe_error",
     "AudioFileError",
     "AudioWarning",
     "DecompError",
@@ -60,3 +63,24 @@ class AudioWarning(UserWarning):
 
     The message names the file (when there is one) and what was measured.
     """
+
+
+def describe_error(error: BaseException, file: str | os.PathLike | None = None) -> str:
+    """One line for ``error``: its message, with its type when it is an unexpected one.
+
+    ``OSError`` gives its file (unless that is ``file``, which the caller names) and its
+    ``strerror``; decomp's own errors, ``ValueError`` and other ``OSError`` give the first
+    line of their message; anything else gives ``<ExceptionType>: <first line>``. Used by
+    the command line and by corpus runs' manifests.
+    """
+    if isinstance(error, OSError) and error.strerror:
+        filename = error.filename
+        if filename is not None and (file is None or str(filename) != str(file)):
+            return f"{filename}: {error.strerror}"
+        return error.strerror
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    message = lines[0] if lines else ""
+    if isinstance(error, (DecompError, ValueError, OSError)) and message:
+        return message
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+

@@ -10,6 +10,7 @@ extraction.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -83,10 +84,24 @@ class Transcription:
         with atomic_write(midi_path) as file:
             self.midi.write(file)
         with atomic_write(arrays_path) as file:
-            np.savez_compressed(file, times=self.times, pitches=self.pitches,
-                                activations=self.activations.astype(np.float32),
-                                roll=self.roll)
+            _write_npz(file, times=self.times, pitches=self.pitches,
+                       activations=self.activations.astype(np.float32), roll=self.roll)
         return midi_path, arrays_path
+
+
+def _write_npz(file: Any, **arrays: np.ndarray) -> None:
+    """``np.savez_compressed``, with every entry dated 1980-01-01.
+
+    NumPy stamps each entry with the time of writing, so the same transcription saved
+    twice gave two different files; with a fixed date the bytes depend on the arrays
+    only (a corpus run in parallel writes exactly what a sequential one writes).
+    """
+    with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(entry, "w", force_zip64=True) as stream:
+                np.lib.format.write_array(stream, np.asanyarray(array), allow_pickle=False)
 
 
 def hysteresis_threshold(

@@ -201,7 +201,7 @@ def test_an_interrupted_transcription_save_keeps_the_previous_files(tmp_path, mo
         file.write(b"PK\x03\x04 half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(piano.np, "savez_compressed", interrupted)
+    monkeypatch.setattr(piano, "_write_npz", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _small_transcription(2.0).save(tmp_path / "new", "piece")
     monkeypatch.undo()
