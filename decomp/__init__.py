@@ -13,36 +13,55 @@ amortized separators (AudioSlots, BlockVAE, MHUNet, SoundOfPixels) live in
 :mod:`decomp.estimators.amortized`. :func:`pretrained` loads a shipped model by name
 (``decomp.pretrained("instruments")``) or any saved model by path; :mod:`decomp.batch`
 runs a transcriber or separator over a corpus (in-process or on Ray, resumable).
+
+Importing the package loads only torch and the model loader; the subpackages and the
+estimators are imported on first use (``decomp.NMF``, ``from decomp import BayesianNMF``),
+so that ``import decomp`` costs little more than ``import torch``
+(``benchmarks/import_time.py``).
 """
 
-from decomp import (
-    audio,
-    batch,
-    data,
-    engine,
-    flows,
-    losses,
-    metrics,
-    separation,
-    transcription,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from decomp._version import __version__
-from decomp.estimators import (
-    DDS1,
-    DDS2,
-    DDS3,
-    NMF,
-    AudioSlots,
-    BayesianNMF,
-    BlockVAE,
-    Decomposition,
-    FlowDecomposition,
-    MHUNet,
-    SoundOfPixels,
-)
 from decomp.persistence import load
 from decomp.pretrained import pretrained
-from decomp.transcription import PianoTranscriber
+
+if TYPE_CHECKING:  # what type checkers, IDEs and the API docs see; imported lazily below
+    from decomp import (
+        audio,
+        batch,
+        data,
+        engine,
+        flows,
+        losses,
+        metrics,
+        separation,
+        transcription,
+    )
+    from decomp.estimators import (
+        DDS1,
+        DDS2,
+        DDS3,
+        NMF,
+        AudioSlots,
+        BayesianNMF,
+        BlockVAE,
+        Decomposition,
+        FlowDecomposition,
+        MHUNet,
+        SoundOfPixels,
+    )
+    from decomp.transcription import PianoTranscriber
+
+_SUBMODULES = frozenset({"audio", "batch", "data", "engine", "estimators", "flows", "losses",
+                         "metrics", "separation", "transcription"})
+_ATTRIBUTES = {
+    **{name: "decomp.estimators" for name in (
+        "AudioSlots", "BayesianNMF", "BlockVAE", "DDS1", "DDS2", "DDS3", "NMF",
+        "Decomposition", "FlowDecomposition", "MHUNet", "SoundOfPixels")},
+    "PianoTranscriber": "decomp.transcription",
+}
 
 __all__ = [
     "AudioSlots",
@@ -70,3 +89,19 @@ __all__ = [
     "separation",
     "transcription",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a subpackage or an estimator on first use (PEP 562)."""
+    if name in _SUBMODULES:
+        value = importlib.import_module(f"decomp.{name}")
+    elif name in _ATTRIBUTES:
+        value = getattr(importlib.import_module(_ATTRIBUTES[name]), name)
+    else:
+        raise AttributeError(f"module 'decomp' has no attribute {name!r}")
+    globals()[name] = value  # later uses are ordinary attribute look-ups
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -467,6 +467,7 @@ def process(job: Job, path: str, out_dir: str, key: str) -> dict[str, Any]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             model = _LOADED.get(key)
+            record["loaded_model"] = model is None  # the first input of this process
             if model is None:
                 _LOADED.clear()  # one model at a time per worker
                 model = _LOADED[key] = job.load()

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-
-from sklearn.exceptions import NotFittedError
+from typing import Any
 
 __all__ = [
     "describe_error",
@@ -14,7 +13,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelFileError",
     "NonFiniteLossError",
-    "NotFittedError",
+    "NotFittedError",  # noqa: F822 (module __getattr__, below)
 ]
 
 
@@ -83,4 +82,14 @@ def describe_error(error: BaseException, file: str | os.PathLike | None = None) 
     if isinstance(error, (DecompError, ValueError, OSError)) and message:
         return message
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def __getattr__(name: str) -> Any:
+    """``NotFittedError`` is scikit-learn's, imported on first use: importing scikit-learn
+    costs more than the rest of ``import decomp`` (which needs this module)."""
+    if name == "NotFittedError":
+        from sklearn.exceptions import NotFittedError
+
+        return NotFittedError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -69,9 +69,11 @@ def registered_classes() -> dict[str, list[str]]:
 
 
 def _import_registrations() -> None:
-    # Importing the package defines (and so registers) every model class. The module
-    # name is fixed here, never taken from a file.
-    importlib.import_module("decomp")
+    # Importing these packages defines (and so registers) every model class. The module
+    # names are fixed here, never taken from a file.
+    for module in ("decomp.estimators", "decomp.flows", "decomp.separation",
+                   "decomp.transcription"):
+        importlib.import_module(module)
     from decomp.audio.spectrogram import Spectrogram
 
     _VALUE_TYPES.setdefault(_qualified_name(Spectrogram), Spectrogram)

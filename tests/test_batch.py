@@ -200,6 +200,8 @@ def test_ray_runs_equal_sequential_ones_byte_for_byte_and_survive_a_crash(corpus
     assert len(notes) == 6
     workers = {record["pid"] for record in result.records}
     assert os.getpid() not in workers
+    # Each worker loaded the model once, for its first input.
+    assert sum(record["loaded_model"] for record in result.records) == len(workers)
     # A worker that dies marks its input failed; the others are done.
     crash = write_audio(corpus["folder"] / "crash.wav", np.zeros(1600, np.float32), 16000)
     crashing = batch.run(CrashingJob(model=model), [corpus["folder"]], corpus["tmp"] / "c",
