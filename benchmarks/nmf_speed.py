@@ -134,7 +134,8 @@ def transform_comparison(X: np.ndarray, front_end: Spectrogram, repeats: int) ->
         selected, pitches = labelled_frames(features, roll, DEFAULT_PROTOCOL.pitches)
         frames.append(selected)
         labels.append(pitches)
-    ours = NMF(beta_loss="frobenius", n_components_per_source=12, random_state=0).fit(
+    ours = NMF(beta_loss="frobenius", dictionary="frames", n_components_per_source=12,
+               random_state=0).fit(
         np.concatenate(frames).astype(np.float32), np.concatenate(labels))
     dictionary = ours.components_
     reference = SklearnNMF(dictionary.shape[0])  # default solver: coordinate descent

@@ -175,7 +175,8 @@ def main() -> None:
         best = rows[0]
     print("\nstage 2: held-out font", DEFAULT_PROTOCOL.test_soundfont)
     reference = PianoTranscriber(
-        decomposer=NMF(beta_loss="frobenius", max_iter=args.max_iter, random_state=0),
+        decomposer=NMF(beta_loss="frobenius", dictionary="frames", max_iter=args.max_iter,
+                       random_state=0),
         front_end=Spectrogram(kind="log"), median_filter=1)
     candidates = {"the shipped default (decomp.transcription.default_transcriber)":
                   default_settings()}

@@ -51,8 +51,8 @@ def tiny_protocol() -> PianoProtocol:
 
 @pytest.fixture(scope="session")
 def tiny_transcriber(tiny_protocol) -> PianoTranscriber:
-    settings = PianoTranscriber(decomposer=NMF(n_components_per_source=8, max_iter=100,
-                                               random_state=0))
+    settings = PianoTranscriber(decomposer=NMF(dictionary="frames", n_components_per_source=8,
+                                               max_iter=100, random_state=0))
     return fit_transcriber(settings, tiny_protocol, n_validation_chords=4,
                            validation_polyphonies=(1, 2), n_validation_piece_bars=0)
 

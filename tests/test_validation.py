@@ -108,7 +108,7 @@ def _fitted(cls: type):
     """A fitted estimator, without running any engine (a fixed or untrained dictionary)."""
     if cls is NMF:
         rng = np.random.default_rng(0)
-        return NMF().fit(rng.random((6, 12)), np.repeat([0, 1], 3))
+        return NMF(dictionary="frames").fit(rng.random((6, 12)), np.repeat([0, 1], 3))
     flow = (ConditionalGlow(2, 12, n_steps=1, hidden_features=4, random_state=0) if cls is DDS3
             else StackedRealNVP(2, 12, n_blocks=1, hidden_features=4, random_state=0))
     return cls.from_flow(flow, [0, 1])

@@ -57,15 +57,18 @@ class Decomposition:
 class NMF(FixedDictionaryReconstruction, BaseDecomposer):
     """Non-negative matrix factorisation ``X ≈ H @ W`` with β-divergences, batched, CPU/GPU.
 
-    Unsupervised with ``fit(X)``; with ``fit(X, y)`` it becomes the semi-supervised,
-    over-complete baseline of the DDS papers: the dictionary is built from the labelled
-    training frames of each source and stays fixed while activations are inferred.
+    Unsupervised by default (``dictionary="learn"``): ``fit(X)`` learns ``n_components``
+    rows and ignores ``y``, as scikit-learn's transformers do, so in a ``Pipeline`` (which
+    passes ``y`` to every step) it stays unsupervised. ``dictionary="frames"`` is the
+    semi-supervised, over-complete baseline of the DDS papers: ``fit(X, y)`` builds the
+    dictionary from the labelled training frames of each source, and it stays fixed while
+    activations are inferred; ``dictionary="nmf"`` learns a few rows per source instead.
 
     Parameters
     ----------
     n_components : int, optional
-        Number of dictionary rows learned by ``fit(X)``; None uses ``n_bins``. Ignored
-        by ``fit(X, y)`` (see ``dictionary``). At most ``max(n_frames, n_bins)`` of the
+        Number of dictionary rows learned with ``dictionary="learn"``; None uses
+        ``n_bins``. Ignored by the supervised dictionaries. At most ``max(n_frames, n_bins)`` of the
         training data: ``min(n_frames, n_bins)`` components already reconstruct any
         non-negative ``X`` exactly, so beyond the larger one a factorisation can only add
         redundant components (over-complete, sparse dictionaries up to that size are
@@ -90,9 +93,11 @@ class NMF(FixedDictionaryReconstruction, BaseDecomposer):
     init : {"nndsvda", "random"}, default="nndsvda"
         Initialisation of ``fit(X)``. Activations in ``transform`` start from a constant
         that matches the input's mean energy.
-    dictionary : {"frames", "nmf"}, default="frames"
-        How ``fit(X, y)`` builds the dictionary: the training frames themselves, or
-        ``n_components_per_source`` components learned by NMF on each source's frames.
+    dictionary : {"learn", "frames", "nmf"}, default="learn"
+        How ``fit`` builds the dictionary: ``"learn"``, ``n_components`` rows learned from
+        ``X`` (``y`` is ignored); ``"frames"``, the labelled training frames themselves
+        (``fit(X, y)``, ``y`` required); ``"nmf"``, ``n_components_per_source`` rows learned
+        by NMF on each source's frames (``y`` required).
     n_components_per_source : int, optional
         With ``dictionary="frames"``, keep at most this many frames per source (a random
         subsample; None keeps all). With ``dictionary="nmf"``, the number of components
@@ -150,7 +155,7 @@ class NMF(FixedDictionaryReconstruction, BaseDecomposer):
         "alpha": [StrictInterval(Real, 0, None, closed="left")],
         "l1_ratio": [StrictInterval(Real, 0, 1, closed="both")],
         "init": [StrOptions({"nndsvda", "random"})],
-        "dictionary": [StrOptions({"frames", "nmf"})],
+        "dictionary": [StrOptions({"learn", "frames", "nmf"})],
         "n_components_per_source": [StrictInterval(Integral, 1, None, closed="left"), None],
         "learning_rate": [StrictInterval(Real, 0, None, closed="neither")],
     }
@@ -166,7 +171,7 @@ class NMF(FixedDictionaryReconstruction, BaseDecomposer):
         alpha: float = 0.0,
         l1_ratio: float = 1.0,
         init: str = "nndsvda",
-        dictionary: str = "frames",
+        dictionary: str = "learn",
         n_components_per_source: int | None = None,
         learning_rate: float = 0.05,
         device: str | torch.device = "auto",
@@ -241,8 +246,8 @@ class NMF(FixedDictionaryReconstruction, BaseDecomposer):
         X : array-like of shape (n_frames, n_bins) or (n_items, n_frames, n_bins)
             Non-negative magnitudes. A batch is treated as one long sequence of frames.
         y : array-like of shape (n_frames,), optional
-            Source label of each frame of ``X`` (isolated-source training frames); turns
-            on the semi-supervised dictionary (see ``dictionary``).
+            Source label of each frame of ``X`` (isolated-source training frames): required
+            by ``dictionary="frames"`` and ``"nmf"``, ignored by ``"learn"``.
 
         Returns
         -------
@@ -276,11 +281,12 @@ class NMF(FixedDictionaryReconstruction, BaseDecomposer):
         Returns
         -------
         activations : ndarray or Tensor of shape ([n_items,] n_frames, n_components)
+            What :meth:`transform` gives for ``X`` after the fit (scikit-learn's
+            contract: ``fit_transform(X)`` equals ``fit(X).transform(X)``), not the
+            activations the dictionary was learned with.
         """
-        activations = self._fit(X, y)
-        if activations is None:
-            return self.transform(X)
-        return like_input(activations, X)
+        self._fit(X, y)
+        return self.transform(X)
 
     def _fit(self, X: Any, y: Any) -> torch.Tensor | None:
         self._validate_params()
@@ -289,7 +295,7 @@ class NMF(FixedDictionaryReconstruction, BaseDecomposer):
         n_bins = batch.shape[-1]
         frames = batch.reshape(-1, n_bins)
         self.n_features_in_ = n_bins
-        if y is None:
+        if self.dictionary == "learn":
             n_components = self.n_components or n_bins
             self._check_n_components(frames, n_components)
             H, W, result = self._fit_unsupervised(frames, n_components)
@@ -302,6 +308,12 @@ class NMF(FixedDictionaryReconstruction, BaseDecomposer):
             self.loss_history_ = result.history[:, 0]
             self.n_components_ = W.shape[0]
             return H.reshape(*batch_shape, -1)
+        if y is None:
+            raise ValueError(
+                f"dictionary={self.dictionary!r} builds the dictionary from labelled training "
+                "frames: call fit(X, y) with one source label per frame, or use "
+                "dictionary='learn' for unsupervised NMF."
+            )
         if len(batch_shape) != 1:
             raise ValueError(
                 "fit(X, y) takes X of shape (n_frames, n_bins) with one label per frame; got "

@@ -77,8 +77,8 @@ def default_decomposer() -> NMF:
     cross-font validation F1 of all training frames (the best), at a quarter of the
     dictionary size, which keeps transcription several times faster.
     """
-    return NMF(beta_loss="frobenius", n_components_per_source=24, max_iter=200,
-               random_state=0)
+    return NMF(beta_loss="frobenius", dictionary="frames", n_components_per_source=24,
+               max_iter=200, random_state=0)
 
 
 def default_settings() -> PianoTranscriber:

@@ -91,7 +91,8 @@ def test_posterior_mean_matches_kl_nmf_on_high_counts() -> None:
     dictionary = rng.gamma(1.0, 1.0, size=(6, 40))
     X = rng.poisson(rng.gamma(1.0, 1.0, size=(200, 6)) * 1e4 @ dictionary).astype(np.float64)
     bayes = BayesianNMF(dictionary=dictionary, random_state=0, max_iter=5000, tol=1e-10).fit(X)
-    kl = NMF(beta_loss="kl", max_iter=5000, tol=1e-12, dtype="float64").fit(
+    kl = NMF(beta_loss="kl", dictionary="frames", max_iter=5000, tol=1e-12,
+             dtype="float64").fit(
         dictionary, np.arange(6))
     posterior_mean, fixed_point = bayes.transform(X), kl.transform(X)
     assert np.abs(posterior_mean - fixed_point).max() <= 0.005 * fixed_point.max()

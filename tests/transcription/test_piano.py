@@ -101,7 +101,7 @@ def test_fit_with_given_threshold_and_validation(tiny_protocol, tiny_chords):
     features, roll = protocol_features(notes, Spectrogram(), tiny_protocol.pitches)
     X, y = labelled_frames(features, roll, tiny_protocol.pitches)
     validation = protocol_features(tiny_chords, Spectrogram(), tiny_protocol.pitches)
-    decomposer = NMF(n_components_per_source=4, max_iter=50, random_state=0)
+    decomposer = NMF(dictionary="frames", n_components_per_source=4, max_iter=50, random_state=0)
     fixed = PianoTranscriber(decomposer=decomposer, threshold=0.2).fit(
         X, y, validation=validation)
     assert fixed.threshold_ == 0.2 and 0 <= fixed.validation_f1_ <= 1
@@ -338,7 +338,8 @@ def test_streamed_file_with_a_constant_q_front_end_is_close_to_in_memory(
     features, roll = protocol_features(notes, front_end, tiny_protocol.pitches)
     X, y = labelled_frames(features, roll, tiny_protocol.pitches)
     transcriber = PianoTranscriber(
-        decomposer=NMF(n_components_per_source=4, max_iter=50, tol=0.0, random_state=0),
+        decomposer=NMF(dictionary="frames", n_components_per_source=4, max_iter=50, tol=0.0,
+                       random_state=0),
         front_end=front_end, threshold=0.2, chunk_frames=16).fit(X, y)
     path = write_audio(tmp_path / "chords.wav", tiny_chords.audio, 16000)
     streamed = transcriber.transcribe(path)
