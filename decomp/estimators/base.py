@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -92,12 +92,19 @@ class BaseDecomposer(Persistent, TransformerMixin, BaseEstimator):
         return (tensor.unsqueeze(0) if single else tensor), single
 
 
-class FixedDictionaryReconstruction:
-    """``inverse_transform`` for decomposers with a dictionary matrix ``components_``.
+class FixedDictionaryReconstruction(ClassNamePrefixFeaturesOutMixin):
+    """``inverse_transform`` and output feature names for decomposers with ``components_``.
 
     Shared by :class:`~decomp.NMF` and :class:`~decomp.BayesianNMF` (its posterior mean
-    dictionary); mixed in before :class:`BaseDecomposer`, whose ``_batch`` it uses.
+    dictionary); mixed in before :class:`BaseDecomposer`, whose ``_batch`` it uses. As in
+    scikit-learn's decomposition estimators, ``get_feature_names_out()`` names the
+    activations ``nmf0, nmf1, …`` (the class name, lower case) and ``set_output``
+    (``"pandas"``, ``"polars"``) applies to 2-d NumPy input.
     """
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.n_components_
 
     def inverse_transform(self, X: Any) -> Any:
         """Reconstruct magnitudes from activations: ``X @ components_``.

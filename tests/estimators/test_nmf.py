@@ -291,3 +291,30 @@ def test_a_pipeline_passing_y_keeps_nmf_unsupervised(planted):
                          ("classifier", LogisticRegression())]).fit(X, y)
     assert pipeline.named_steps["classifier"].n_features_in_ == 3
     assert pipeline.named_steps["nmf"].components_.shape == (3, X.shape[1])
+
+
+def test_output_feature_names_follow_scikit_learn(planted):
+    from decomp import BayesianNMF
+
+    X, _, _ = planted
+    model = NMF(n_components=3, random_state=0).fit(X)
+    assert model.get_feature_names_out().tolist() == ["nmf0", "nmf1", "nmf2"]
+    assert model.set_output(transform="default") is model
+    assert isinstance(model.transform(X), np.ndarray)
+    bayes = BayesianNMF(n_components=2, random_state=0).fit(np.round(X * 10))
+    assert bayes.get_feature_names_out().tolist() == ["bayesiannmf0", "bayesiannmf1"]
+
+
+def test_score_is_the_negative_divergence_per_entry(planted):
+    from sklearn.model_selection import GridSearchCV
+
+    from decomp.engine import beta_divergence
+
+    X, _, _ = planted
+    model = NMF(n_components=3, beta_loss="kl", random_state=0, dtype="float64").fit(X)
+    reconstruction = model.inverse_transform(model.transform(X))
+    divergence = float(beta_divergence(torch.as_tensor(X)[None],
+                                       torch.as_tensor(reconstruction)[None], 1.0)[0])
+    assert model.score(X) == pytest.approx(-divergence / X.size, rel=1e-6)
+    search = GridSearchCV(NMF(random_state=0), {"n_components": [1, 3]}, cv=3).fit(X)
+    assert search.best_params_ == {"n_components": 3}
