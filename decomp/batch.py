@@ -36,6 +36,7 @@ import numpy as np
 
 from decomp._version import __version__
 from decomp.exceptions import describe_error
+from decomp.pretrained import _with_article
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -173,11 +174,6 @@ def keep_pitches(transcription: Any, pitch_range: Sequence[int] | None) -> Any:
                                roll=transcription.roll[:, keep], midi=midi)
 
 
-def _a(name: str) -> str:
-    """``name`` with its indefinite article ("an AudioSlots", "a PianoTranscriber")."""
-    return f"{'an' if name[:1].upper() in 'AEIOU' else 'a'} {name}"
-
-
 def _model_identity(model: str | None) -> str:
     """What identifies a model in the settings hash: a file's content, or a shipped name."""
     if model is None:
@@ -262,8 +258,9 @@ class TranscriptionJob:
             name = self.model
             if not (isinstance(transcriber, PianoTranscriber)
                     or hasattr(transcriber, "transcribe")):
-                raise ValueError(f"{self.model}: holds {_a(type(transcriber).__name__)}, not "
-                                 "a piano transcriber (use `decomp separate` for separators).")
+                kind = _with_article(type(transcriber).__name__)
+                raise ValueError(f"{self.model}: holds {kind}, not a piano transcriber (use "
+                                 "`decomp separate` for separators).")
         else:
             transcriber = default_transcriber(self.method)
             name = f"the {self.method} transcriber"
@@ -277,7 +274,7 @@ class TranscriptionJob:
             return transcriber
         if not isinstance(transcriber, PianoTranscriber):
             raise ValueError(f"{name}: {', '.join(given)} need a PianoTranscriber; it holds "
-                             f"{_a(type(transcriber).__name__)}.")
+                             f"{_with_article(type(transcriber).__name__)}.")
         if self.threshold is not None:
             transcriber.set_params(threshold=self.threshold)
             transcriber.threshold_ = self.threshold
@@ -368,8 +365,9 @@ class SeparationJob:
 
         separator = pretrained(self.model)
         if not (hasattr(separator, "separate") and hasattr(separator, "front_end_")):
-            raise ValueError(f"{self.model}: holds {_a(type(separator).__name__)}, not a "
-                             "separator (use `decomp transcribe --model` for transcribers).")
+            kind = _with_article(type(separator).__name__)
+            raise ValueError(f"{self.model}: holds {kind}, not a separator (use `decomp "
+                             "transcribe --model` for transcribers).")
         set_device(separator, self.device)
         return separator
 
@@ -430,6 +428,17 @@ _LOADED: dict[str, Any] = {}
 """Models loaded in this process, by settings hash: a worker loads its model once."""
 
 
+def _cached_model(job: Job, key: str) -> tuple[Any, bool]:
+    """``job``'s model for settings ``key``, loaded in this process at most once, and
+    whether this call loaded it (one model at a time per process)."""
+    model = _LOADED.get(key)
+    if model is not None:
+        return model, False
+    _LOADED.clear()
+    model = _LOADED[key] = job.load()
+    return model, True
+
+
 def preload(job: Job) -> Any:
     """Load ``job``'s model in this process, as :func:`process` would, and keep it.
 
@@ -441,11 +450,7 @@ def preload(job: Job) -> Any:
     ValueError, ModelFileError, FileNotFoundError
         What loading the model raises.
     """
-    key = settings_hash(job)
-    if key not in _LOADED:
-        _LOADED.clear()
-        _LOADED[key] = job.load()
-    return _LOADED[key]
+    return _cached_model(job, settings_hash(job))[0]
 
 
 def _peak_memory_mb() -> float:
@@ -466,11 +471,8 @@ def process(job: Job, path: str, out_dir: str, key: str) -> dict[str, Any]:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            model = _LOADED.get(key)
-            record["loaded_model"] = model is None  # the first input of this process
-            if model is None:
-                _LOADED.clear()  # one model at a time per worker
-                model = _LOADED[key] = job.load()
+            # True for the first input of this process (and settings).
+            model, record["loaded_model"] = _cached_model(job, key)
             written = job.run(model, Path(path), Path(out_dir))
         record["outputs"] = [os.fspath(output) for output in written]
         record["warnings"] = sorted({str(warning.message) for warning in caught})
@@ -536,11 +538,14 @@ class BatchResult:
         Inputs already done with the same settings (their outputs exist).
     manifest : Path
         ``out_dir/manifest.jsonl``.
+    inputs : list of str
+        Every input of the run (absolute, the manifest's keys), in order.
     """
 
     records: list[dict[str, Any]]
     skipped: list[str]
     manifest: Path
+    inputs: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def done(self) -> int:
@@ -673,7 +678,8 @@ def run(
     finally:
         writer.close()
     return BatchResult(records=[results[index] for index in sorted(results)],
-                       skipped=skipped, manifest=writer.path)
+                       skipped=skipped, manifest=writer.path,
+                       inputs=[os.fspath(path.resolve()) for path in paths])
 
 
 def _run_on_ray(job: Job, todo: Sequence[Path], out: Path, key: str, jobs: int,
@@ -748,7 +754,7 @@ def transcribe(
     """
     job = TranscriptionJob(method=method, model=model, **options)
     return _records(run(job, _as_list(paths), out_dir, jobs=jobs, address=address,
-                        force=force, progress=progress), out_dir, paths)
+                        force=force, progress=progress))
 
 
 def separate(
@@ -769,14 +775,14 @@ def separate(
     """
     job = SeparationJob(model=model, labels=tuple(labels) if labels else None, device=device)
     return _records(run(job, _as_list(paths), out_dir, jobs=jobs, address=address,
-                        force=force, progress=progress), out_dir, paths)
+                        force=force, progress=progress))
 
 
 def _as_list(paths: Any) -> list[Any]:
     return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
 
 
-def _records(result: BatchResult, out_dir: Any, paths: Any) -> list[dict[str, Any]]:
-    latest = read_manifest(out_dir)
-    return [latest[os.fspath(path.resolve())] for path in find_audio(_as_list(paths))
-            if os.fspath(path.resolve()) in latest]
+def _records(result: BatchResult) -> list[dict[str, Any]]:
+    """The latest manifest record of each of the run's inputs (done now or before)."""
+    latest = read_manifest(result.manifest.parent)
+    return [latest[key] for key in result.inputs if key in latest]

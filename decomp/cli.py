@@ -14,7 +14,6 @@ import os
 import re
 import sys
 import time
-import traceback
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -77,18 +76,6 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else ""
 
 
-def _describe(error: BaseException, file: str | os.PathLike | None = None) -> str:
-    """One line for ``error`` (:func:`decomp.exceptions.describe_error`)."""
-    return describe_error(error, file)
-
-
-def _report_failure(file: str, error: Exception, debug: bool) -> None:
-    """Print one line for a file that failed (the traceback too with --debug)."""
-    if debug:
-        traceback.print_exc()
-    print(f"error: {file}: {_describe(error, file)}", file=sys.stderr)
-
-
 def _check_output_directory(out: Path) -> None:
     """Refuse an --out that is a file, lies under a file, or cannot be written.
 
@@ -110,7 +97,7 @@ def _make_output_directory(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise _Refusal(f"{out}: cannot create the output folder: {_describe(error, out)}") \
+        raise _Refusal(f"{out}: cannot create the output folder: {describe_error(error, out)}") \
             from None
 
 
@@ -329,12 +316,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _a(name: str) -> str:
-    from decomp.pretrained import _with_article
-
-    return _with_article(name)
-
-
 def _model_file(model: str) -> Path:
     """The file a --model argument stands for (a shipped name or a path), not yet read.
 
@@ -357,9 +338,6 @@ def _check_device(device: str) -> None:
     except ValueError as error:
         raise _Refusal(_first_line(str(error)).replace("The '--device' parameter", "--device")
                        ) from None
-
-
-_MANIFEST_NAME = "manifest.jsonl"  # decomp.batch.MANIFEST_NAME, without importing it early
 
 
 def _inputs(args: argparse.Namespace) -> list[Path]:
@@ -387,7 +365,7 @@ def _run_batch(job: Any, inputs: Sequence[Path], out: Path, args: argparse.Names
     except (ValueError, ModelFileError, FileNotFoundError) as error:
         if debug:
             raise
-        reason = error.reason if isinstance(error, ModelFileError) else _describe(error)
+        reason = error.reason if isinstance(error, ModelFileError) else describe_error(error)
         model = getattr(job, "model", None)
         if model and not reason.startswith(f"{model}:"):
             reason = f"{model}: {reason}"
@@ -415,7 +393,7 @@ def _run_batch(job: Any, inputs: Sequence[Path], out: Path, args: argparse.Names
 
 
 def _transcribe(args: argparse.Namespace) -> int:
-    from decomp.batch import TranscriptionJob
+    from decomp.batch import MANIFEST_NAME, TranscriptionJob
 
     inputs = _inputs(args)
     if args.reference is not None and len(args.reference) != len(inputs):
@@ -443,7 +421,7 @@ def _transcribe(args: argparse.Namespace) -> int:
                   for path, truth in truths if truth.is_file()]
     protected += [(f"the --reference file {reference}", Path(reference))
                   for reference in args.reference or []]
-    protected.append((f"the {_MANIFEST_NAME}", out / _MANIFEST_NAME))
+    protected.append((f"the {MANIFEST_NAME}", out / MANIFEST_NAME))
     if args.model:
         protected.append((f"the --model file {args.model}", _model_file(args.model)))
     _check_outputs(outputs, protected)
@@ -456,7 +434,7 @@ def _transcribe(args: argparse.Namespace) -> int:
 
 
 def _separate(args: argparse.Namespace) -> int:
-    from decomp.batch import SeparationJob
+    from decomp.batch import MANIFEST_NAME, SeparationJob
 
     inputs = _inputs(args)
     # Every check below runs before the model is loaded. Without --labels the number of
@@ -467,7 +445,7 @@ def _separate(args: argparse.Namespace) -> int:
                for path in inputs]
     protected = [(f"the input {path}", path) for path in inputs]
     protected.append((f"the --model file {args.model}", _model_file(args.model)))
-    protected.append((f"the {_MANIFEST_NAME}", out / _MANIFEST_NAME))
+    protected.append((f"the {MANIFEST_NAME}", out / MANIFEST_NAME))
     writers = {path.stem: os.fspath(path) for path in inputs}
     resolved_out = out.resolve()
 
@@ -608,12 +586,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DecompError, OSError) as error:  # e.g. FluidSynth missing, the disk full
         if debug:
             raise
-        print(f"error: {_describe(error)}", file=sys.stderr)
+        print(f"error: {describe_error(error)}", file=sys.stderr)
         return 1
     except Exception as error:  # a bug: still one line, the traceback with --debug
         if debug:
             raise
-        print(f"error: {_describe(error)} (--debug shows the traceback)", file=sys.stderr)
+        print(f"error: {describe_error(error)} (--debug shows the traceback)", file=sys.stderr)
         return 1
     finally:
         library.removeHandler(handler)

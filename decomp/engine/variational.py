@@ -197,7 +197,12 @@ class PoissonGammaObjective(Objective):
     def loss(self, blocks: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Negative ELBO per item, shape (n_items,), in nats."""
         mean_H, log_mean_H = gamma_expectations(blocks["H"])
-        mean_W, geometric_W = self.dictionary_expectations(blocks)
+        if self.fixed_dictionary is None:
+            # Once, for the likelihood and the dictionary's prior below.
+            mean_W, log_mean_W = gamma_expectations(blocks["W"])
+            geometric_W = torch.exp(log_mean_W)
+        else:
+            mean_W = geometric_W = self.fixed_dictionary
         geometric_H = torch.exp(log_mean_H)
         approximation = (geometric_H @ geometric_W).clamp_min(self._tiny)
         expected_total = (mean_H.sum(dim=-2) * mean_W.sum(dim=-1)).sum(dim=-1)
@@ -208,17 +213,16 @@ class PoissonGammaObjective(Objective):
                                         log_rate) + gamma_entropy(blocks["H"]))
         elbo = likelihood + activations.sum(dim=(-2, -1), dtype=torch.float64)
         shared = torch.zeros((), dtype=torch.float64, device=self.X.device)
-        if self.fixed_dictionary is None and self.global_terms:
+        if self.global_terms and "tau" in blocks:
             relevance_mean, relevance_log_mean = gamma_expectations(blocks["tau"])
+        if self.fixed_dictionary is None and self.global_terms:
             a_W = self.dictionary_shape
-            log_mean_W = gamma_expectations(blocks["W"])[1]
             dictionary = (_gamma_log_prior(
                 mean_W, log_mean_W, a_W, a_W * relevance_mean[:, None],
                 torch.log(torch.as_tensor(a_W)) + relevance_log_mean[:, None])
                 + gamma_entropy(blocks["W"]))
             shared = shared + dictionary.sum(dtype=torch.float64)
         if self.membership is None and self.relevance and self.global_terms:
-            relevance_mean, relevance_log_mean = gamma_expectations(blocks["tau"])
             rate_d = torch.as_tensor(self.relevance_rate, dtype=relevance_mean.dtype)
             relevance = (_gamma_log_prior(relevance_mean, relevance_log_mean,
                                           self.relevance_shape, rate_d, torch.log(rate_d))
@@ -230,8 +234,8 @@ class PoissonGammaObjective(Objective):
             activity = (torch.xlogy(active, prior) + torch.xlogy(1 - active, 1 - prior)
                         - torch.xlogy(active, active) - torch.xlogy(1 - active, 1 - active))
             elbo = elbo + activity.sum(dim=(-2, -1), dtype=torch.float64)
-        # A shared block's terms are charged to the items in proportion to their size, so
-        # the per-item losses add up to the whole negative ELBO.
+        # A shared block's terms are charged to the items in equal shares, so the per-item
+        # losses add up to the whole negative ELBO.
         sizes = torch.full((self.n_items,), 1.0 / self.n_items, dtype=torch.float64,
                            device=self.X.device)
         return -(elbo + shared * sizes).to(self.X.dtype)
