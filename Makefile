@@ -11,7 +11,7 @@ DEBIAN_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-ge
 export MPLBACKEND := Agg
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: demo test setup system-packages lint docs bench clean
+.PHONY: demo test setup system-packages lint docs results bench clean
 
 demo: setup
 	$(VENV)/bin/decomp demo
@@ -42,9 +42,18 @@ $(STAMP): pyproject.toml constraints.txt
 lint: setup
 	$(VENV)/bin/ruff check decomp tests benchmarks
 
+# The site alone. Notebook pages reuse the executions stored by tests/test_notebooks.py
+# (build/executed-notebooks/) when notebook and package are unchanged, else execute them.
+docs: setup
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir $(VENV)/site
+
+# Rewrite the Results pages and figures from docs/results/*.json (seconds; no training).
+results: setup
+	$(PY) benchmarks/docs_results.py
+
 bench: setup
 	$(PY) benchmarks/nmf_speed.py
 	$(PY) benchmarks/transcription.py
 
 clean:
-	rm -rf $(VENV) site .pytest_cache
+	rm -rf $(VENV) site .pytest_cache build/executed-notebooks

@@ -43,9 +43,8 @@ from decomp.transcription import (
     default_transcriber,
     evaluate_transcriber,
     protocol_features,
-    training_frames_per_font,
-    validation_recordings,
 )
+from decomp.transcription.defaults import training_frames_per_font, validation_recordings
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ roll it gives is scored at the frame level and, through its MIDI notes, at the n
 ``--method nmf`` (default): the default NMF transcriber's settings, cross-font exactly as
 :func:`decomp.transcription.fit_transcriber` chooses its threshold: a dictionary from
 one training font decomposes the validation set of the other
-(:func:`decomp.transcription.validation_set`: 15 chords of each polyphony 1-4 and an
+(:func:`decomp.transcription.defaults.validation_set`: 15 chords of each polyphony 1-4 and an
 8-bar piece, seed 0), in both directions; the scores are the mean of the two directions.
 
 ``--method dds2``: the shipped DDS-2 transcriber on the validation recordings of both
@@ -40,9 +40,8 @@ from decomp.transcription import (
     default_settings,
     default_transcriber,
     protocol_features,
-    training_frames_per_font,
-    validation_recordings,
 )
+from decomp.transcription.defaults import training_frames_per_font, validation_recordings
 
 RATIOS = (1.0, 0.7, 0.5, 0.3)
 

@@ -3,7 +3,7 @@
 Stage 1 (selection, training fonts only). A dictionary is built from one training
 font and decomposes the validation set of the *other* training font (a timbre the
 dictionary has not heard), in both directions; a validation set is random chords of
-polyphony 1-4 plus one 8-bar piece (``decomp.transcription.validation_set``). For each
+polyphony 1-4 plus one 8-bar piece (``decomp.transcription.defaults.validation_set``). For each
 median-filter width the F1-maximising threshold is found; the mean cross-font F1 ranks
 the configurations. (The threshold grid is relative to the largest activity, so
 normalising activity by its maximum cannot change a validation score; it only makes
@@ -44,8 +44,8 @@ from decomp.transcription import (
     evaluate_transcriber,
     fit_transcriber,
     protocol_features,
-    validation_set,
 )
+from decomp.transcription.defaults import validation_set
 from decomp.transcription.piano import choose_threshold
 
 FRONT_ENDS = {

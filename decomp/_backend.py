@@ -197,8 +197,9 @@ def to_tensor(value: Any, *, device: torch.device, dtype: torch.dtype) -> torch.
     if isinstance(value, torch.Tensor):
         return value.detach().to(device=device, dtype=dtype)
     array = np.asarray(value)
-    if not array.flags.writeable:
-        # torch cannot wrap read-only memory (e.g. a memmap) without a warning.
+    if not array.flags.writeable or any(stride < 0 for stride in array.strides):
+        # torch cannot wrap read-only memory (e.g. a memmap) without a warning, nor a
+        # reversed view (X[::-1]) at all.
         array = array.copy()
     return torch.as_tensor(array, dtype=dtype, device=device)
 

@@ -27,7 +27,8 @@ from tqdm import tqdm
 from decomp._files import atomic_write
 from decomp.exceptions import NonFiniteLossError
 
-__all__ = ["TrainingResult", "load_checkpoint", "run_epoch", "save_checkpoint", "train"]
+__all__ = ["TrainingResult", "cosine_decay", "load_checkpoint", "run_epoch", "save_checkpoint",
+           "train"]
 
 
 def run_epoch(
@@ -176,6 +177,39 @@ _CHECKPOINT_KEYS = frozenset({
     "since_best", "initial_validation_loss", "history", "rng"})
 
 
+def cosine_decay(max_epochs: int, decay_epochs: int,
+                 final_factor: float = 0.01) -> Callable[[int], float]:
+    """A learning-rate factor that holds 1, then falls along a half cosine.
+
+    The factor is 1 up to epoch ``max_epochs - decay_epochs`` and reaches
+    ``final_factor`` at epoch ``max_epochs`` (SGDR's cosine annealing without restarts,
+    started late so that a run at a constant rate can be resumed into its decay).
+
+    Parameters
+    ----------
+    max_epochs : int
+        The run's last epoch.
+    decay_epochs : int
+        Epochs over which the factor falls (0: it stays 1).
+    final_factor : float
+        The factor at ``max_epochs``.
+
+    Returns
+    -------
+    callable
+        ``epoch -> factor`` for :func:`train`'s ``learning_rate_factor``.
+    """
+    start = max_epochs - decay_epochs
+
+    def factor(epoch: int) -> float:
+        if decay_epochs <= 0 or epoch <= start:
+            return 1.0
+        progress = min(1.0, (epoch - start) / decay_epochs)
+        return final_factor + (1.0 - final_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
 def _rng_states(generators: Sequence[np.random.Generator]) -> dict[str, Any]:
     """Every random state a training run may draw from, for its checkpoint."""
     states: dict[str, Any] = {
@@ -225,6 +259,7 @@ def train(
     non_finite_hint: str = "lower the learning rate or check the data's scale.",
     progress: bool = False,
     desc: str = "training",
+    learning_rate_factor: Callable[[int], float] | None = None,
 ) -> TrainingResult:
     """The one training loop: epochs of steps, model selection, early stop, checkpoints.
 
@@ -287,6 +322,11 @@ def train(
         Show a progress bar over epochs.
     desc : str
         The bar's label.
+    learning_rate_factor : callable, optional
+        ``epoch -> factor`` (1-based epoch): each parameter group's learning rate for the
+        epoch is its rate when ``train`` was called times the factor (e.g.
+        :func:`cosine_decay`). A function of the epoch alone, so a resumed run follows
+        the same schedule. None: the rates stay as they are.
 
     Returns
     -------
@@ -307,6 +347,8 @@ def train(
     parameters = (list(parameters) if parameters is not None
                   else [parameter for parameter in model.parameters() if parameter.requires_grad])
     history: dict[str, list[float]] = {"train_loss": [], "validation_loss": []}
+    # Read before a checkpoint's optimiser state (whose rates are scheduled) replaces them.
+    base_rates = [group["lr"] for group in optimizer.param_groups]
     epoch = best_epoch = since_best = resumed_epoch = 0
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
@@ -340,6 +382,10 @@ def train(
             if max_seconds is not None and time.perf_counter() - started > max_seconds:
                 break
             epoch += 1
+            if learning_rate_factor is not None:
+                factor = float(learning_rate_factor(epoch))
+                for group, rate in zip(optimizer.param_groups, base_rates, strict=True):
+                    group["lr"] = rate * factor
             model.train()
             means, n_finite = run_epoch(epoch_batches(epoch), losses_of, optimizer,
                                         parameters, max_grad_norm, after_step)

@@ -2,27 +2,45 @@
 
 Each check names the argument, what was expected and what was got, and raises
 ``ValueError``/``TypeError``; nothing is silently clipped or reshaped.
+
+Parameters are checked one way everywhere: scikit-learn's parameter constraints.
+Estimators declare ``_parameter_constraints`` (checked by ``_validate_params``); plain
+functions and classes that are not estimators call :func:`check_params` with the same
+kind of dict. Either way a bad value raises scikit-learn's ``InvalidParameterError`` (a
+``ValueError`` *and* a ``TypeError``) with one message form: "The 'n_fft' parameter of
+Spectrogram must be an int in the range [1, inf). Got 0 instead." Integers are Python or
+NumPy integers, never booleans (:class:`StrictInterval`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from numbers import Integral
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval, Options
+from sklearn.utils._param_validation import (
+    Interval,
+    InvalidParameterError,
+    Options,
+    validate_parameter_constraints,
+)
 
 from decomp._backend import DEVICE_OPTIONS, is_device
 
 __all__ = [
     "DEVICE",
+    "GENERATOR_SEED",
     "RANDOM_STATE",
     "DeviceOption",
+    "InvalidParameterError",
     "StrictInterval",
+    "check_params",
     "check_spectrogram",
     "check_labels",
     "check_array_like",
+    "check_audio",
     "check_finite",
 ]
 
@@ -36,6 +54,18 @@ class StrictInterval(Interval):
     the usual message: "The 'n_components' parameter of NMF must be an int in the range
     [1, inf) or None. Got True instead."
     """
+
+    def _check_params(self) -> None:
+        # A closed range of one value, [n, n], is a range too (e.g. max_sources when
+        # min_sources is the number of classes); scikit-learn's Interval refuses it.
+        if self.closed == "both" and self.left is not None and self.right == self.left:
+            right, self.right = self.right, self.left + 1
+            try:
+                super()._check_params()
+            finally:
+                self.right = right
+            return
+        super()._check_params()
 
     def is_satisfied_by(self, val: Any) -> bool:
         if isinstance(val, (bool, np.bool_)):
@@ -68,6 +98,50 @@ DEVICE: list = [DeviceOption()]
 RANDOM_STATE: list = [
     StrictInterval(Integral, 0, 2**32 - 1, closed="both"), np.random.RandomState, None,
 ]
+#: Constraint list of a ``random_state`` that seeds a NumPy Generator
+#: (``np.random.default_rng``): an int >= 0, a ``np.random.Generator`` or None.
+GENERATOR_SEED: list = [
+    StrictInterval(Integral, 0, None, closed="left"), np.random.Generator, None,
+]
+
+
+def check_params(constraints: Mapping[str, Any], params: Mapping[str, Any], caller: str
+                 ) -> None:
+    """Check a function's (or a non-estimator's) arguments against parameter constraints.
+
+    The one shim between decomp and scikit-learn's validator
+    (``sklearn.utils._param_validation.validate_parameter_constraints``), so a plain
+    function refuses a bad argument exactly as an estimator's ``_validate_params`` does.
+
+    Parameters
+    ----------
+    constraints : mapping of str to list or "no_validation"
+        scikit-learn constraints by parameter name: :class:`StrictInterval`, ``Options``,
+        ``StrOptions``, types, ``None``, ``"boolean"``, ...; a value is valid if it
+        satisfies one of its list. Parameters without an entry are not checked.
+    params : mapping of str to object
+        The values, by parameter name.
+    caller : str
+        What the message names: the function, class or method (``"fit_flow"``,
+        ``"Spectrogram"``, ``"NflowsDictionary.realnvp"``).
+
+    Raises
+    ------
+    InvalidParameterError
+        A subclass of both ``ValueError`` and ``TypeError``, for the first parameter that
+        satisfies none of its constraints, with scikit-learn's message.
+
+    Examples
+    --------
+    >>> from numbers import Integral
+    >>> check_params({"n_fft": [StrictInterval(Integral, 1, None, closed="left")]},
+    ...              {"n_fft": 0}, "Spectrogram")
+    Traceback (most recent call last):
+    ...
+    sklearn.utils._param_validation.InvalidParameterError: The 'n_fft' parameter of \
+Spectrogram must be an int in the range [1, inf). Got 0 instead.
+    """
+    validate_parameter_constraints(dict(constraints), dict(params), caller_name=caller)
 
 
 # --- input checks ------------------------------------------------------------------------
@@ -114,6 +188,43 @@ def check_finite(value: Any, name: str) -> None:
     if not bool(finite.all()):
         bad = int((~finite).sum())
         raise ValueError(f"{name} contains NaN or infinity ({bad} entries).")
+
+
+def check_audio(audio: Any, *, name: str = "audio", allow_batch: bool = True) -> Any:
+    """Check a waveform or a batch of waveforms.
+
+    Conditions, each with its own message: array-like; real floating dtype (integer PCM
+    must be scaled first, since its range is not [-1, 1]); 1 dimension (n_samples,) or,
+    when ``allow_batch``, 2 dimensions (n_items, n_samples); no empty axis; finite.
+
+    Returns
+    -------
+    audio : ndarray or Tensor
+        The input, unchanged (sequences are converted to a float NumPy array).
+    """
+    audio = check_array_like(audio, name)
+    if isinstance(audio, torch.Tensor):
+        floating = audio.is_floating_point()
+    else:
+        floating = np.issubdtype(audio.dtype, np.floating)
+    if not floating:
+        raise TypeError(
+            f"{name} must hold real floating-point samples in [-1, 1]; got dtype {audio.dtype} "
+            "(scale integer PCM to floats first, e.g. int16 / 32768)."
+        )
+    ranks = "1 (n_samples,) or 2 (n_items, n_samples)" if allow_batch else "1 (n_samples,)"
+    if audio.ndim not in ((1, 2) if allow_batch else (1,)):
+        raise ValueError(
+            f"{name} must have {ranks} dimensions; got an array of shape {tuple(audio.shape)}."
+        )
+    if any(size == 0 for size in audio.shape):
+        raise ValueError(f"{name} is empty: got an array of shape {tuple(audio.shape)}.")
+    values = audio.detach() if isinstance(audio, torch.Tensor) else audio
+    finite = torch.isfinite(values) if isinstance(values, torch.Tensor) else np.isfinite(values)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(f"{name} contains NaN or infinity ({bad} samples).")
+    return audio
 
 
 def check_spectrogram(

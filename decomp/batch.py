@@ -29,6 +29,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ import numpy as np
 
 from decomp._version import __version__
 from decomp.exceptions import describe_error
-from decomp.pretrained import _with_article
+from decomp.pretrained import with_article
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -53,7 +54,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".mp3")
 """Extensions searched for in folders (any case); a file named explicitly is always taken."""
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -258,7 +259,7 @@ class TranscriptionJob:
             name = self.model
             if not (isinstance(transcriber, PianoTranscriber)
                     or hasattr(transcriber, "transcribe")):
-                kind = _with_article(type(transcriber).__name__)
+                kind = with_article(type(transcriber).__name__)
                 raise ValueError(f"{self.model}: holds {kind}, not a piano transcriber (use "
                                  "`decomp separate` for separators).")
         else:
@@ -274,7 +275,7 @@ class TranscriptionJob:
             return transcriber
         if not isinstance(transcriber, PianoTranscriber):
             raise ValueError(f"{name}: {', '.join(given)} need a PianoTranscriber; it holds "
-                             f"{_with_article(type(transcriber).__name__)}.")
+                             f"{with_article(type(transcriber).__name__)}.")
         if self.threshold is not None:
             transcriber.set_params(threshold=self.threshold)
             transcriber.threshold_ = self.threshold
@@ -365,7 +366,7 @@ class SeparationJob:
 
         separator = pretrained(self.model)
         if not (hasattr(separator, "separate") and hasattr(separator, "front_end_")):
-            kind = _with_article(type(separator).__name__)
+            kind = with_article(type(separator).__name__)
             raise ValueError(f"{self.model}: holds {kind}, not a separator (use `decomp "
                              "transcribe --model` for transcribers).")
         set_device(separator, self.device)
@@ -630,8 +631,11 @@ def run(
     """
     from tqdm import tqdm
 
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be an int >= 1; got {jobs!r}.")
+    from decomp._validation import StrictInterval, check_params  # torch: not at import
+
+    check_params({"jobs": [StrictInterval(Integral, 1, None, closed="left")]}, {"jobs": jobs},
+                 "run")
+    jobs = int(jobs)
     paths = find_audio(inputs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -690,7 +694,7 @@ def _run_on_ray(job: Job, todo: Sequence[Path], out: Path, key: str, jobs: int,
         from ray.exceptions import RayError
     except ImportError:
         raise ImportError("running with jobs > 1 or a cluster address needs Ray: "
-                          "pip install 'ray>=2.9' (or decomp[ray]).") from None
+                          "pip install 'ray>=2.9' (or decomp-audio[ray]).") from None
     address = address or os.environ.get("RAY_ADDRESS") or None
     started_here = not ray.is_initialized()
     if started_here:

@@ -118,7 +118,7 @@ instruments, speech, piano-nmf, piano-dds2, piano-dds3 (or give the path of a .d
                      f"{', '.join(SHIPPED_MODELS)} (or give the path of a .decomp file).")
 
 
-def _with_article(name: str) -> str:
+def with_article(name: str) -> str:
     """``"an AudioSlots"``, ``"a PianoTranscriber"``, ``"an NMFSeparator"``: the article as
     the name is read (an initialism is spelled out: en-em-ef)."""
     initialism = len(name) > 1 and name[:2].isupper()
@@ -195,7 +195,7 @@ def pretrained(name_or_path: str | os.PathLike, *, kind: type | tuple[type, ...]
         )
     model = load(path)
     if kind is not None and not isinstance(model, kinds):
-        expected = " or ".join(_with_article(item.__name__) for item in kinds)
-        raise ModelFileError(f"holds {_with_article(type(model).__name__)}, not {expected}.",
+        expected = " or ".join(with_article(item.__name__) for item in kinds)
+        raise ModelFileError(f"holds {with_article(type(model).__name__)}, not {expected}.",
                              str(path))
     return model

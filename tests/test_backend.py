@@ -74,3 +74,22 @@ def test_check_memory_refuses_beyond_the_free_memory(monkeypatch):
 def test_unknown_free_memory_never_refuses(monkeypatch):
     monkeypatch.setattr(_backend, "available_memory", lambda device: None)
     check_memory(10**18, device=CPU, who="NMF.fit", what="its factors", hint="")
+
+
+def test_reversed_and_read_only_arrays_convert_to_tensors():
+    import numpy as np
+
+    from decomp import NMF
+
+    X = np.random.default_rng(0).random((12, 6))
+    reversed_view = X[::-1]
+    tensor = _backend.to_tensor(reversed_view, device=torch.device("cpu"), dtype=torch.float64)
+    assert torch.equal(tensor, torch.as_tensor(X[::-1].copy()))
+    read_only = X.copy()
+    read_only.flags.writeable = False
+    assert torch.equal(_backend.to_tensor(read_only, device=torch.device("cpu"),
+                                          dtype=torch.float64), torch.as_tensor(X))
+    model = NMF(n_components=2, max_iter=20, random_state=0)
+    np.testing.assert_allclose(model.fit_transform(reversed_view),
+                               NMF(n_components=2, max_iter=20, random_state=0)
+                               .fit_transform(X[::-1].copy()))

@@ -15,7 +15,7 @@ def test_public_api_is_reexported():
 
 
 def test_version_is_the_installed_distribution(capsys):
-    assert decomp.__version__ == importlib.metadata.version("decomp")
+    assert decomp.__version__ == importlib.metadata.version("decomp-audio")
     with pytest.raises(SystemExit) as stop:
         main(["--version"])
     assert stop.value.code == 0

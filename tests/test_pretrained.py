@@ -122,7 +122,7 @@ def test_articles_follow_how_names_are_read():
     expected = {"AudioSlots": "an AudioSlots", "PianoTranscriber": "a PianoTranscriber",
                 "NMFSeparator": "an NMFSeparator", "MHUNet": "an MHUNet", "NMF": "an NMF",
                 "DDS3": "a DDS3", "SoundOfPixels": "a SoundOfPixels", "BlockVAE": "a BlockVAE"}
-    assert {name: module._with_article(name) for name in expected} == expected
+    assert {name: module.with_article(name) for name in expected} == expected
 
 
 @pytest.mark.parametrize(("name", "n_outputs"), [("instruments", 3), ("speech", 2)])

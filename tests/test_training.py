@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from decomp._training import load_checkpoint, run_epoch, save_checkpoint, train
+from decomp._training import cosine_decay, load_checkpoint, run_epoch, save_checkpoint, train
 from decomp.exceptions import NonFiniteLossError
 
 
@@ -290,6 +290,80 @@ def test_a_separator_resumes_exactly_through_the_loop(tmp_path):
         np.testing.assert_array_equal(resumed.history_[key], value)
     for key, value in straight.network_state_.items():
         torch.testing.assert_close(resumed.network_state_[key], value, rtol=0, atol=0)
+
+
+def test_cosine_decay_holds_then_falls_monotonically_to_its_final_factor():
+    factor = cosine_decay(max_epochs=10, decay_epochs=4, final_factor=0.01)
+    values = [factor(epoch) for epoch in range(1, 13)]
+    assert values[:6] == [1.0] * 6  # epochs 1-6 keep the rate
+    assert all(later < earlier for earlier, later in zip(values[5:9], values[6:10], strict=True))
+    assert values[7] == pytest.approx(0.505)  # half-way through the decay (epoch 8)
+    assert values[9] == pytest.approx(0.01) and values[10:] == [pytest.approx(0.01)] * 2
+    assert [cosine_decay(5, 0)(epoch) for epoch in (1, 5, 9)] == [1.0, 1.0, 1.0]
+
+
+def test_train_sets_each_epochs_learning_rate_from_the_schedule():
+    model, X, y = _regression()
+    seen = []
+    optimizer_rates = []
+
+    def factor(epoch):
+        seen.append(epoch)
+        return 1.0 / epoch
+
+    class Recording(torch.optim.Adam):
+        def step(self, *args, **kwargs):
+            optimizer_rates.append(self.param_groups[0]["lr"])
+            return super().step(*args, **kwargs)
+
+    optimizer = Recording(model.parameters(), lr=0.01)
+    train(model, lambda batch: {"loss": (model(X[batch]).squeeze(1) - y[batch]).square().mean()},
+          lambda: 0.0, lambda epoch: [torch.arange(16)], optimizer, max_epochs=3, patience=10,
+          learning_rate_factor=factor)
+    assert seen == [1, 2, 3]
+    assert optimizer_rates == pytest.approx([0.01, 0.005, 0.01 / 3])
+
+
+def test_a_scheduled_run_resumes_exactly(tmp_path):
+    import random
+
+    schedule = cosine_decay(max_epochs=6, decay_epochs=4)
+    random.seed(0)
+    model, X, y = _regression()
+    straight = _run(model, X, y, rng=np.random.default_rng(1), max_epochs=6,
+                    learning_rate_factor=schedule)
+    random.seed(0)
+    first_model, X, y = _regression()
+    _run(first_model, X, y, rng=np.random.default_rng(1), max_epochs=4, tmp_path=tmp_path,
+         learning_rate_factor=schedule)
+    resumed_model, X, y = _regression(seed=5)
+    resumed = _run(resumed_model, X, y, rng=np.random.default_rng(77), max_epochs=6,
+                   tmp_path=tmp_path, learning_rate_factor=schedule)
+    np.testing.assert_array_equal(resumed.history["train_loss"], straight.history["train_loss"])
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(resumed_model.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def test_a_separator_run_at_a_constant_rate_resumes_into_its_decay(tmp_path):
+    from decomp.estimators.amortized import AudioSlots
+
+    rng = np.random.default_rng(0)
+    sources = rng.random((8, 2, 24, 17)).astype(np.float32)
+    params = dict(n_slots=2, patch_frames=4, patch_bins=17, embed_dim=16, n_layers=1,
+                  n_heads=2, decoder_hidden=16, chunk_frames=8, batch_size=4, patience=50,
+                  device="cpu", random_state=0)
+    # The decay starts after epoch 2, so two constant epochs then a resumed decay equal
+    # one scheduled run.
+    straight = AudioSlots(max_epochs=4, learning_rate_decay=2, **params).fit(
+        sources.sum(1), sources)
+    AudioSlots(max_epochs=2, checkpoint=tmp_path / "s.ckpt", **params).fit(sources.sum(1),
+                                                                            sources)
+    resumed = AudioSlots(max_epochs=4, learning_rate_decay=2, checkpoint=tmp_path / "s.ckpt",
+                         **params).fit(sources.sum(1), sources)
+    for key, value in straight.history_.items():
+        np.testing.assert_array_equal(resumed.history_[key], value)
+    constant = AudioSlots(max_epochs=4, **params).fit(sources.sum(1), sources)
+    assert not np.array_equal(constant.history_["train_loss"], straight.history_["train_loss"])
 
 
 def test_a_checkpoint_of_an_older_loop_is_refused_with_advice(tmp_path):

@@ -15,6 +15,7 @@ import os
 import struct
 import warnings
 from collections.abc import Iterator
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import soundfile
 import torch
 
 from decomp._files import atomic_write
-from decomp._validation import check_array_like
+from decomp._validation import StrictInterval, check_audio, check_params
 from decomp.exceptions import AudioFileError, AudioWarning
 
 __all__ = [
@@ -67,50 +68,8 @@ def _check_path(path: Any, name: str = "path") -> Path:
     return Path(path)
 
 
-def _check_sample_rate(sample_rate: Any, name: str = "sample_rate") -> int:
-    # bool is an int subclass; True as a sample rate is always a mistake.
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive int (Hz); got {sample_rate!r}.")
-    if sample_rate <= 0:
-        raise ValueError(f"{name} must be a positive int (Hz); got {sample_rate}.")
-    return int(sample_rate)
-
-
-def _check_audio(audio: Any, *, name: str = "audio", allow_batch: bool = True) -> Any:
-    """Check a waveform or a batch of waveforms.
-
-    Conditions, each with its own message: array-like; real floating dtype (integer PCM
-    must be scaled first, since its range is not [-1, 1]); 1 dimension (n_samples,) or,
-    when ``allow_batch``, 2 dimensions (n_items, n_samples); no empty axis; finite.
-
-    Returns
-    -------
-    audio : ndarray or Tensor
-        The input, unchanged (sequences are converted to a float NumPy array).
-    """
-    audio = check_array_like(audio, name)
-    if isinstance(audio, torch.Tensor):
-        floating = audio.is_floating_point()
-    else:
-        floating = np.issubdtype(audio.dtype, np.floating)
-    if not floating:
-        raise TypeError(
-            f"{name} must hold real floating-point samples in [-1, 1]; got dtype {audio.dtype} "
-            "(scale integer PCM to floats first, e.g. int16 / 32768)."
-        )
-    ranks = "1 (n_samples,) or 2 (n_items, n_samples)" if allow_batch else "1 (n_samples,)"
-    if audio.ndim not in ((1, 2) if allow_batch else (1,)):
-        raise ValueError(
-            f"{name} must have {ranks} dimensions; got an array of shape {tuple(audio.shape)}."
-        )
-    if any(size == 0 for size in audio.shape):
-        raise ValueError(f"{name} is empty: got an array of shape {tuple(audio.shape)}.")
-    values = audio.detach() if isinstance(audio, torch.Tensor) else audio
-    finite = torch.isfinite(values) if isinstance(values, torch.Tensor) else np.isfinite(values)
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
-        raise ValueError(f"{name} contains NaN or infinity ({bad} samples).")
-    return audio
+# A sample rate in Hz: an int (NumPy's too, but not a bool) >= 1.
+_SAMPLE_RATE = StrictInterval(Integral, 1, None, closed="left")
 
 
 def load_audio(
@@ -170,9 +129,11 @@ def load_audio(
     >>> audio.shape, audio.dtype, rate  # doctest: +SKIP
     ((160000,), dtype('float32'), 16000)
     """
+    check_params({"sample_rate": [_SAMPLE_RATE, None]}, {"sample_rate": sample_rate},
+                 "load_audio")
     path = _check_existing_file(path)
     if sample_rate is not None:
-        sample_rate = _check_sample_rate(sample_rate)
+        sample_rate = int(sample_rate)
     info = _file_info(path)
     try:
         # (n_samples, n_channels) even for mono files, so one code path handles both.
@@ -378,19 +339,20 @@ def audio_level(audio: Any, sample_rate: int) -> float:
     >>> audio_level(np.full(16000, 0.3), 16000) < -200  # a DC offset alone
     True
     """
-    return _level(_mono_samples(audio, "audio"), sample_rate)
+    check_params({"sample_rate": [_SAMPLE_RATE]}, {"sample_rate": sample_rate}, "audio_level")
+    return _level(_mono_samples(audio, "audio"), int(sample_rate))
 
 
 def _mono_samples(audio: Any, name: str) -> np.ndarray:
     """Checked (n_samples,) floating samples as a NumPy array."""
-    audio = _check_audio(audio, name=name, allow_batch=False)
+    audio = check_audio(audio, name=name, allow_batch=False)
     if isinstance(audio, torch.Tensor):
         audio = audio.detach().cpu().numpy()
     return np.asarray(audio)
 
 
 def _level(samples: np.ndarray, sample_rate: int) -> float:
-    meter = _LevelMeter(_check_sample_rate(sample_rate))
+    meter = _LevelMeter(sample_rate)
     meter.add(samples)
     return meter.level()
 
@@ -417,9 +379,10 @@ def check_level(audio: Any, sample_rate: int, *, name: str = "audio") -> float:
     level : float
         :func:`audio_level` of ``audio``, in dBFS.
     """
+    check_params({"sample_rate": [_SAMPLE_RATE]}, {"sample_rate": sample_rate}, "check_level")
     samples = _mono_samples(audio, name)
     _warn_if_beyond_full_scale(name, float(np.abs(samples).max()))
-    level = _level(samples, sample_rate)
+    level = _level(samples, int(sample_rate))
     _warn_if_silent(name, level)
     return level
 
@@ -500,17 +463,17 @@ class AudioStream:
         min_sample_rate: int | None = None,
         warn_resampling: bool = False,
     ) -> None:
+        check_params({"sample_rate": [_SAMPLE_RATE, None], "block_frames": [_SAMPLE_RATE],
+                      "min_sample_rate": [_SAMPLE_RATE, None]},
+                     {"sample_rate": sample_rate, "block_frames": block_frames,
+                      "min_sample_rate": min_sample_rate}, "AudioStream")
         self.path = _check_existing_file(path)
         info = _file_info(self.path)
         self.file_sample_rate = int(info.samplerate)
-        self.sample_rate = (self.file_sample_rate if sample_rate is None
-                            else _check_sample_rate(sample_rate))
-        if isinstance(block_frames, bool) or not isinstance(block_frames, (int, np.integer)) \
-                or block_frames < 1:
-            raise ValueError(f"block_frames must be an int >= 1; got {block_frames!r}.")
+        self.sample_rate = self.file_sample_rate if sample_rate is None else int(sample_rate)
         self.block_frames = int(block_frames)
         if min_sample_rate is not None:
-            min_sample_rate = _check_sample_rate(min_sample_rate, "min_sample_rate")
+            min_sample_rate = int(min_sample_rate)
             if self.file_sample_rate < min_sample_rate:
                 raise ValueError(
                     f"Audio file {str(self.path)!r} is sampled at {self.file_sample_rate} Hz, "
@@ -631,9 +594,11 @@ def write_audio(
     FileNotFoundError
         If the folder of ``path`` does not exist.
     """
+    check_params({"sample_rate": [_SAMPLE_RATE], "subtype": [str, None]},
+                 {"sample_rate": sample_rate, "subtype": subtype}, "write_audio")
     path = _check_path(path)
-    sample_rate = _check_sample_rate(sample_rate)
-    audio = _check_audio(audio, name="audio", allow_batch=True)
+    sample_rate = int(sample_rate)
+    audio = check_audio(audio, name="audio", allow_batch=True)
     if isinstance(audio, torch.Tensor):
         audio = audio.detach().cpu().numpy()
     audio = np.asarray(audio, dtype=np.float32)

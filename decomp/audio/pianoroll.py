@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import pretty_midi
+
+from decomp._validation import StrictInterval, check_params
 
 __all__ = ["midi_to_roll", "roll_to_midi", "roll_to_notes"]
 
@@ -22,7 +25,7 @@ PIANO_PITCHES = range(21, 109)
 """The 88 keys of a piano, A0 (21) to C8 (108)."""
 
 
-def _check_pitches(pitches: Any, name: str = "pitches") -> np.ndarray:
+def check_pitches(pitches: Any, name: str = "pitches") -> np.ndarray:
     """Return ``pitches`` as a 1-d int64 array of distinct MIDI numbers in [0, 127]."""
     if isinstance(pitches, (str, bytes)) or not isinstance(pitches, (Iterable, np.ndarray)):
         raise TypeError(
@@ -75,7 +78,7 @@ def _check_frame_times(frame_times: Any, name: str = "frame_times") -> np.ndarra
     return times
 
 
-def _check_roll(roll: Any, n_frames: int, n_pitches: int, name: str = "roll") -> np.ndarray:
+def check_roll(roll: Any, n_frames: int, n_pitches: int, name: str = "roll") -> np.ndarray:
     """Return ``roll`` as a bool array of shape (n_frames, n_pitches); 0/1 numbers are accepted."""
     values = np.asarray(roll)
     if values.ndim != 2:
@@ -94,7 +97,7 @@ def _check_roll(roll: Any, n_frames: int, n_pitches: int, name: str = "roll") ->
     return values
 
 
-def _load_midi(midi: Any, name: str = "midi") -> pretty_midi.PrettyMIDI:
+def load_midi(midi: Any, name: str = "midi") -> pretty_midi.PrettyMIDI:
     """Accept a ``PrettyMIDI`` or a path to a MIDI file."""
     if isinstance(midi, pretty_midi.PrettyMIDI):
         return midi
@@ -148,9 +151,9 @@ def midi_to_roll(
     >>> midi_to_roll(pm, np.arange(5) * 0.1, pitches=[60, 62])[:, 0]
     array([False,  True,  True, False, False])
     """
-    pm = _load_midi(midi)
+    pm = load_midi(midi)
     times = _check_frame_times(frame_times)
-    pitch_array = _check_pitches(pitches)
+    pitch_array = check_pitches(pitches)
     column = {int(p): j for j, p in enumerate(pitch_array)}
     roll = np.zeros((times.size, pitch_array.size), dtype=bool)
     for instrument in pm.instruments:
@@ -202,8 +205,8 @@ def _runs(
 ) -> list[tuple[float, float, int, int, int]]:
     """Runs of active frames as ``(start, end, pitch, first_frame, stop_frame)``, sorted."""
     times = _check_frame_times(frame_times)
-    pitch_array = _check_pitches(pitches)
-    active = _check_roll(roll, times.size, pitch_array.size)
+    pitch_array = check_pitches(pitches)
+    active = check_roll(roll, times.size, pitch_array.size)
     n_frames = times.size
     # Pad with inactive frames so every run has a rising and a falling edge.
     padded = np.zeros((n_frames + 2, pitch_array.size), dtype=np.int8)
@@ -281,16 +284,10 @@ def roll_to_midi(
     >>> [(n.pitch, n.start, n.end) for n in pm.instruments[0].notes]
     [(64, 0.0, 1.0), (60, 0.5, 1.5)]
     """
-    if isinstance(program, bool) or not isinstance(program, (int, np.integer)):
-        raise TypeError(f"program must be an int in [0, 127]; got {type(program).__name__}.")
-    if not 0 <= program <= 127:
-        raise ValueError(f"program must be an int in [0, 127]; got {program}.")
-    if isinstance(min_duration, bool) or not isinstance(min_duration, (int, float, np.number)):
-        raise TypeError(
-            f"min_duration must be a number of seconds >= 0; got {type(min_duration).__name__}."
-        )
-    if not (np.isfinite(min_duration) and min_duration >= 0):
-        raise ValueError(f"min_duration must be a number of seconds >= 0; got {min_duration}.")
+    check_params({"program": [StrictInterval(Integral, 0, 127, closed="both")],
+                  "min_duration": [StrictInterval(Real, 0, None, closed="left")]},
+                 {"program": program, "min_duration": min_duration}, "roll_to_midi")
+    program, min_duration = int(program), float(min_duration)
     runs = _runs(roll, frame_times, pitches)
     loudness = None
     if velocities is not None:
@@ -305,7 +302,7 @@ def roll_to_midi(
                 "velocities must be finite and lie in [0, 1]; got values from "
                 f"{np.nanmin(loudness):.3g} to {np.nanmax(loudness):.3g}."
             )
-    pitch_array = _check_pitches(pitches)
+    pitch_array = check_pitches(pitches)
     column = {int(p): j for j, p in enumerate(pitch_array)}
     pm = pretty_midi.PrettyMIDI()
     instrument = pretty_midi.Instrument(program=int(program))

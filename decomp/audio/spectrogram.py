@@ -31,17 +31,18 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 import warnings
 from collections.abc import Iterator
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import scipy.signal
 import torch
+from sklearn.utils._param_validation import StrOptions
 
-from decomp._validation import check_array_like, check_spectrogram
-from decomp.audio.io import _check_audio
+from decomp._validation import StrictInterval, check_array_like, check_params, check_spectrogram
+from decomp.audio.io import check_audio
 
 __all__ = ["Spectrogram", "frame_times", "to_librosa", "from_librosa"]
 
@@ -70,6 +71,23 @@ _DEFAULTS: dict[str, Any] = {
 
 _FREQUENCY_SCALES = ("linear", "log")
 
+_POSITIVE_INT = StrictInterval(Integral, 1, None, closed="left")
+_POSITIVE_FLOAT = StrictInterval(Real, 0, None, closed="neither")  # finite, > 0
+
+_PARAMETER_CONSTRAINTS: dict[str, list] = {
+    "sample_rate": [_POSITIVE_INT],
+    "n_fft": [_POSITIVE_INT],
+    "hop_length": [_POSITIVE_INT],
+    "window": [str],
+    "kind": [StrOptions(set(_KINDS))],
+    "compression": [_POSITIVE_FLOAT],
+    "n_bins": [_POSITIVE_INT, None],
+    "fmin": [_POSITIVE_FLOAT],
+    "bins_per_octave": [_POSITIVE_INT],
+    "frequency_scale": [StrOptions(set(_FREQUENCY_SCALES))],
+    "db_normalization": ["boolean"],
+}
+
 
 def frame_times(n_frames: int, sample_rate: int, hop_length: int) -> np.ndarray:
     """Centre time of each frame, in seconds (frames are centred: ``center=True``).
@@ -93,10 +111,13 @@ def frame_times(n_frames: int, sample_rate: int, hop_length: int) -> np.ndarray:
     >>> frame_times(3, sample_rate=16000, hop_length=512)
     array([0.   , 0.032, 0.064])
     """
-    n_frames = _check_int(n_frames, "n_frames", minimum=0)
-    sample_rate = _check_int(sample_rate, "sample_rate", minimum=1)
-    hop_length = _check_int(hop_length, "hop_length", minimum=1)
-    return np.arange(n_frames) * (hop_length / sample_rate)
+    check_params(
+        {"n_frames": [StrictInterval(Integral, 0, None, closed="left")],
+         "sample_rate": [_POSITIVE_INT], "hop_length": [_POSITIVE_INT]},
+        {"n_frames": n_frames, "sample_rate": sample_rate, "hop_length": hop_length},
+        "frame_times",
+    )
+    return np.arange(int(n_frames)) * (int(hop_length) / int(sample_rate))
 
 
 def to_librosa(X: Any) -> Any:
@@ -141,29 +162,6 @@ def _swap_last_axes(value: Any, name: str) -> Any:
     if isinstance(value, torch.Tensor):
         return value.transpose(-1, -2)
     return np.swapaxes(value, -1, -2)
-
-
-def _check_int(value: Any, name: str, *, minimum: int, owner: str = "") -> int:
-    where = f" of {owner}" if owner else ""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"The {name!r} parameter{where} must be an int >= {minimum}; "
-                        f"got {value!r} ({type(value).__name__}).")
-    if value < minimum:
-        raise ValueError(
-            f"The {name!r} parameter{where} must be an int >= {minimum}; got {value} instead."
-        )
-    return int(value)
-
-
-def _check_positive_float(value: Any, name: str, owner: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"The {name!r} parameter of {owner} must be a positive float; "
-                        f"got {value!r} ({type(value).__name__}).")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(
-            f"The {name!r} parameter of {owner} must be a positive, finite float; got {value}."
-        )
-    return float(value)
 
 
 @functools.lru_cache(maxsize=16)
@@ -352,29 +350,22 @@ class Spectrogram:
         """Check every parameter once and resolve the derived values."""
         owner = "Spectrogram"
         params = self._params
-        params["sample_rate"] = _check_int(params["sample_rate"], "sample_rate", minimum=1,
-                                           owner=owner)
-        params["n_fft"] = _check_int(params["n_fft"], "n_fft", minimum=1, owner=owner)
-        params["hop_length"] = _check_int(params["hop_length"], "hop_length", minimum=1,
-                                          owner=owner)
+        check_params(_PARAMETER_CONSTRAINTS, params, owner)
+        for name in ("sample_rate", "n_fft", "hop_length", "bins_per_octave"):
+            params[name] = int(params[name])  # a NumPy integer becomes an int
+        for name in ("compression", "fmin"):
+            params[name] = float(params[name])
+        params["db_normalization"] = bool(params["db_normalization"])
+        if params["n_bins"] is not None:
+            params["n_bins"] = int(params["n_bins"])
         if params["hop_length"] > params["n_fft"]:
             raise ValueError(
                 f"The 'hop_length' parameter of {owner} must be at most n_fft="
                 f"{params['n_fft']} (a larger hop skips samples); got {params['hop_length']}."
             )
         kind = params["kind"]
-        if not isinstance(kind, str) or kind not in _KINDS:
-            raise ValueError(
-                f"The 'kind' parameter of {owner} must be one of {sorted(_KINDS)}; "
-                f"got {kind!r} instead."
-            )
         self._analysis, self._compressed = _KINDS[kind]
         window = params["window"]
-        if not isinstance(window, str):
-            raise TypeError(
-                f"The 'window' parameter of {owner} must be a window name (str) such as "
-                f"'hann'; got {window!r} ({type(window).__name__})."
-            )
         try:
             _window(window, params["n_fft"])
         except ValueError as error:
@@ -382,17 +373,7 @@ class Spectrogram:
                 f"The 'window' parameter of {owner} must name a scipy.signal window without "
                 f"parameters, such as 'hann'; got {window!r} ({error})."
             ) from None
-        params["compression"] = _check_positive_float(params["compression"], "compression",
-                                                      owner)
-        params["fmin"] = _check_positive_float(params["fmin"], "fmin", owner)
-        params["bins_per_octave"] = _check_int(params["bins_per_octave"], "bins_per_octave",
-                                               minimum=1, owner=owner)
         scale = params["frequency_scale"]
-        if not isinstance(scale, str) or scale not in _FREQUENCY_SCALES:
-            raise ValueError(
-                f"The 'frequency_scale' parameter of {owner} must be one of "
-                f"{list(_FREQUENCY_SCALES)}; got {scale!r} instead."
-            )
         self._log_frequency = scale == "log"
         if self._log_frequency and self._analysis != "stft":
             raise ValueError(
@@ -405,13 +386,6 @@ class Spectrogram:
                 f"The 'frequency_scale' parameter of {owner} can be 'log' only with n_fft >= 4 "
                 f"(two non-zero STFT bin frequencies); got n_fft={params['n_fft']}."
             )
-        db_normalization = params["db_normalization"]
-        if not isinstance(db_normalization, (bool, np.bool_)):
-            raise TypeError(
-                f"The 'db_normalization' parameter of {owner} must be a bool; got "
-                f"{db_normalization!r} ({type(db_normalization).__name__})."
-            )
-        params["db_normalization"] = bool(db_normalization)
         if params["db_normalization"] and kind != "linear":
             raise ValueError(
                 f"The 'db_normalization' parameter of {owner} can be True only with "
@@ -438,9 +412,12 @@ class Spectrogram:
         else:
             # librosa's constant-Q filters need two bins to define their bandwidth, and
             # log-spaced bins need two to span the frequency range.
-            minimum = 2 if self._analysis == "cqt" or self._log_frequency else 1
-            n_bins = params["n_bins"] = _check_int(n_bins, "n_bins", minimum=minimum,
-                                                   owner=owner)
+            if n_bins < 2 and (self._analysis == "cqt" or self._log_frequency):
+                what = "constant-Q" if self._analysis == "cqt" else "log-spaced"
+                raise ValueError(
+                    f"The 'n_bins' parameter of {owner} must be an int >= 2 with {what} bins "
+                    f"(kind={kind!r}, frequency_scale={scale!r}); got {n_bins}."
+                )
             if n_bins > max_bins:
                 raise ValueError(
                     f"The 'n_bins' parameter of {owner} must be at most {limit} for "
@@ -530,8 +507,9 @@ class Spectrogram:
 
     def n_frames(self, n_samples: int) -> int:
         """Number of frames for ``n_samples`` of audio: ``1 + n_samples // hop_length``."""
-        n_samples = _check_int(n_samples, "n_samples", minimum=1)
-        return 1 + n_samples // self.hop_length
+        check_params({"n_samples": [_POSITIVE_INT]}, {"n_samples": n_samples},
+                     "Spectrogram.n_frames")
+        return 1 + int(n_samples) // self.hop_length
 
     def frame_times(self, n_frames: int) -> np.ndarray:
         """Centre time of each frame in seconds, ndarray of shape (n_frames,)."""
@@ -564,7 +542,7 @@ class Spectrogram:
         TypeError, ValueError
             If ``audio`` is not a finite, non-empty 1-d/2-d floating array.
         """
-        audio = _check_audio(audio, name="audio", allow_batch=True)
+        audio = check_audio(audio, name="audio", allow_batch=True)
         coefficients = self._analyse(_to_tensor(audio))  # (..., n_frames, n_coefficients)
         if self._log_frequency:
             magnitude = self._to_log_frequency(coefficients.abs())
@@ -573,7 +551,7 @@ class Spectrogram:
         if self._compressed:
             magnitude = torch.log1p(self.compression * magnitude)
         if self.db_normalization:
-            magnitude = _db_normalize(magnitude)
+            magnitude = db_normalize(magnitude)
         return _like(magnitude, audio)
 
     def stream(self, blocks: Any, *, chunk_frames: int) -> Iterator[np.ndarray]:
@@ -619,7 +597,9 @@ class Spectrogram:
         >>> bool(np.array_equal(np.concatenate(chunks), front_end(audio)))
         True
         """
-        chunk_frames = _check_int(chunk_frames, "chunk_frames", minimum=1)
+        check_params({"chunk_frames": [_POSITIVE_INT]}, {"chunk_frames": chunk_frames},
+                     "Spectrogram.stream")
+        chunk_frames = int(chunk_frames)
         if self.db_normalization:
             raise ValueError(
                 f"{self!r} normalises each spectrogram by its own extremes, which a stream "
@@ -702,7 +682,7 @@ class Spectrogram:
         coefficients : ndarray or Tensor of shape ([n_items,] n_frames, n_fft // 2 + 1)
             complex64 for NumPy input (complex128 for a float64 tensor).
         """
-        audio = _check_audio(audio, name="audio", allow_batch=True)
+        audio = check_audio(audio, name="audio", allow_batch=True)
         return _like(self._stft(_to_tensor(audio)), audio)
 
     def _analyse(self, audio: torch.Tensor) -> torch.Tensor:
@@ -817,9 +797,10 @@ class Spectrogram:
         """
         self._check_invertible()
         source_features = self._check_sources(source_features, "source_features")
-        power = _check_positive_float(power, "power", "Spectrogram.masks")
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
-            raise ValueError(f"eps must be a float >= 0; got {eps!r}.")
+        check_params({"power": [_POSITIVE_FLOAT],
+                      "eps": [StrictInterval(Real, 0, None, closed="left")]},
+                     {"power": power, "eps": eps}, "Spectrogram.masks")
+        power = float(power)
         energy = self._to_magnitude(_to_tensor(source_features)) ** power  # (S, T, F)
         total = energy.sum(dim=0, keepdim=True)  # (1, T, F)
         silent = total <= eps
@@ -887,7 +868,7 @@ class Spectrogram:
         >>> sources.shape
         (2, 8000)
         """
-        audio = _check_audio(audio, name="audio", allow_batch=False)
+        audio = check_audio(audio, name="audio", allow_batch=False)
         if (source_features is None) == (masks is None):
             raise ValueError("Give exactly one of source_features and masks; got "
                              f"{'both' if masks is not None else 'neither'}.")
@@ -985,8 +966,12 @@ def _interpolate(values: torch.Tensor, position: np.ndarray) -> torch.Tensor:
     return values[..., lower] * (1 - weight) + values[..., lower + 1] * weight
 
 
-def _db_normalize(magnitude: torch.Tensor) -> torch.Tensor:
-    """(..., n_frames, n_bins) magnitudes -> dB above each spectrogram's floor, in [-1, 1]."""
+def db_normalize(magnitude: torch.Tensor) -> torch.Tensor:
+    """(..., n_frames, n_bins) magnitudes -> dB above each spectrogram's floor, in [-1, 1].
+
+    Solos' normalisation: that of ``Spectrogram(db_normalization=True)``, shared with
+    the separators that normalise their own inputs (MHUNet).
+    """
     maximum = magnitude.amax(dim=(-2, -1), keepdim=True)
     minimum = magnitude.amin(dim=(-2, -1), keepdim=True)
     floor = torch.maximum(minimum, 1e-8 * maximum).clamp_min(torch.finfo(magnitude.dtype).tiny)

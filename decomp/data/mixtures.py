@@ -29,6 +29,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from math import gcd
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,9 @@ import numpy as np
 import pretty_midi
 from scipy.signal import resample_poly
 
+from decomp._validation import GENERATOR_SEED, StrictInterval, check_params
 from decomp.data.cache import cached_arrays
-from decomp.data.piano import _check_font_name, _check_int, _check_random_state, _check_seconds
-from decomp.data.render import check_sample_rate, render_midi, run_writing_wav
+from decomp.data.render import SYNTHESIS_SAMPLE_RATE, render_midi, run_writing_wav
 from decomp.data.soundfonts import resolve_soundfont
 from decomp.exceptions import MissingDependencyError
 
@@ -155,6 +156,15 @@ class MixtureSet:
 
 # ----------------------------------------------------------------------------- checks
 
+_MIDI_NUMBER = StrictInterval(Integral, 0, 127, closed="both")
+_COMMON_CONSTRAINTS: dict[str, list] = {
+    "n_mixtures": [StrictInterval(Integral, 1, None, closed="left")],
+    "duration": [StrictInterval(Real, 0, 60, closed="right")],  # seconds
+    "sample_rate": SYNTHESIS_SAMPLE_RATE,
+    "random_state": GENERATOR_SEED,
+    "cache": ["boolean"],
+}
+
 
 def _check_range(value: Any, name: str, low: float, high: float) -> tuple[float, float]:
     """A pair (a, b) of finite numbers with low <= a <= b <= high."""
@@ -225,9 +235,11 @@ def _check_instruments(instruments: Any) -> tuple[GMInstrument, ...]:
                 "instruments must hold instrument names or GMInstrument objects; "
                 f"got {type(item).__name__}."
             )
-        _check_int(item.program, f"instrument {item.name!r} program", 0, 127)
-        _check_int(item.lowest, f"instrument {item.name!r} lowest", 0, 127)
-        _check_int(item.highest, f"instrument {item.name!r} highest", item.lowest, 127)
+        owner = f"GMInstrument({item.name!r})"
+        check_params({"program": [_MIDI_NUMBER], "lowest": [_MIDI_NUMBER]},
+                     {"program": item.program, "lowest": item.lowest}, owner)
+        check_params({"highest": [StrictInterval(Integral, item.lowest, 127, closed="both")]},
+                     {"highest": item.highest}, owner)
         resolved.append(item)
     if not resolved:
         raise ValueError("instruments must hold at least one instrument; got none.")
@@ -438,20 +450,20 @@ def instrument_mixtures(
     >>> data.mixtures.shape, data.sources.shape
     ((2, 16000), (2, 3, 16000))
     """
-    font_name = _check_font_name(soundfont)
+    check_params({"soundfont": [str, os.PathLike], **_COMMON_CONSTRAINTS}, {
+        "soundfont": soundfont, "n_mixtures": n_mixtures, "duration": duration,
+        "sample_rate": sample_rate, "random_state": random_state, "cache": cache,
+    }, "instrument_mixtures")
+    font_name = os.fspath(soundfont)
     font_path = resolve_soundfont(soundfont)
-    n_mixtures = _check_int(n_mixtures, "n_mixtures", 1)
+    n_mixtures, duration, sample_rate = int(n_mixtures), float(duration), int(sample_rate)
     instrument_list = _check_instruments(instruments)
     low_sources, high_sources = _check_n_sources(n_sources, len(instrument_list))
-    duration = _check_seconds(duration, "duration", positive=True)
-    if duration > 60:
-        raise ValueError(f"duration must be at most 60 seconds; got {duration}.")
-    sample_rate = check_sample_rate(sample_rate)
     level_range = _check_range(level_range, "level_range", -80.0, 0.0)
     low_velocity, high_velocity = (
         int(v) for v in _check_range(velocity_range, "velocity_range", 1, 127)
     )
-    rng = _check_random_state(random_state)
+    rng = np.random.default_rng(random_state)
 
     plan = []
     for _ in range(n_mixtures):
@@ -500,8 +512,6 @@ def _cached(
     cache: bool,
     soundfont: Path | None = None,
 ) -> dict[str, np.ndarray]:
-    if not isinstance(cache, bool):
-        raise TypeError(f"cache must be a bool; got {type(cache).__name__}.")
     if cache:
         return cached_arrays(params, compute, soundfont=soundfont)
     return compute()
@@ -629,13 +639,13 @@ def speech_mixtures(
     >>> data.sources.shape  # doctest: +SKIP
     (1, 2, 16000)
     """
-    n_mixtures = _check_int(n_mixtures, "n_mixtures", 1)
-    duration = _check_seconds(duration, "duration", positive=True)
-    if duration > 60:
-        raise ValueError(f"duration must be at most 60 seconds; got {duration}.")
-    sample_rate = check_sample_rate(sample_rate)
+    check_params(_COMMON_CONSTRAINTS, {
+        "n_mixtures": n_mixtures, "duration": duration, "sample_rate": sample_rate,
+        "random_state": random_state, "cache": cache,
+    }, "speech_mixtures")
+    n_mixtures, duration, sample_rate = int(n_mixtures), float(duration), int(sample_rate)
     relative_range = _check_range(relative_level_range, "relative_level_range", -30.0, 30.0)
-    rng = _check_random_state(random_state)
+    rng = np.random.default_rng(random_state)
     binary = _espeak_binary()
 
     plan = []

@@ -15,13 +15,15 @@ import io
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import pretty_midi
 
-from decomp.audio.pianoroll import _check_pitches, _check_roll, _load_midi, midi_to_roll
-from decomp.data.render import midi_to_bytes, render_midi
+from decomp._validation import GENERATOR_SEED, StrictInterval, check_params
+from decomp.audio.pianoroll import check_pitches, check_roll, load_midi, midi_to_roll
+from decomp.data.render import SYNTHESIS_SAMPLE_RATE, midi_to_bytes, render_midi
 
 __all__ = [
     "RenderedPiano",
@@ -72,10 +74,9 @@ class RenderedPiano:
         -------
         ndarray of float64, shape (n_frames,)
         """
-        if isinstance(hop_length, bool) or not isinstance(hop_length, (int, np.integer)):
-            raise TypeError(f"hop_length must be an int >= 1; got {type(hop_length).__name__}.")
-        if hop_length < 1:
-            raise ValueError(f"hop_length must be an int >= 1; got {hop_length}.")
+        check_params({"hop_length": [_POSITIVE_INT]}, {"hop_length": hop_length},
+                     "RenderedPiano.frame_times")
+        hop_length = int(hop_length)
         n_frames = 1 + self.audio.shape[0] // hop_length
         return np.arange(n_frames) * hop_length / self.sample_rate
 
@@ -92,48 +93,26 @@ class RenderedPiano:
 # ----------------------------------------------------------------------------- checks
 
 
-def _check_int(value: Any, name: str, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int; got {type(value).__name__}.")
-    if value < low or (high is not None and value > high):
-        expected = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be an int {expected}; got {value}.")
-    return int(value)
+_POSITIVE_INT = StrictInterval(Integral, 1, None, closed="left")
+_VELOCITY = StrictInterval(Integral, 1, 127, closed="both")  # a MIDI note-on velocity
+_POSITIVE_SECONDS = StrictInterval(Real, 0, None, closed="neither")  # finite, > 0
+_SECONDS = StrictInterval(Real, 0, None, closed="left")  # finite, >= 0
+_SOUNDFONT = [str, os.PathLike]  # a SoundFont name or a .sf2/.sf3 path
 
 
-def _check_seconds(value: Any, name: str, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number of seconds; got {type(value).__name__}.")
-    value = float(value)
-    if not np.isfinite(value) or value < 0 or (positive and value == 0):
-        expected = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be a finite number of seconds {expected}; got {value}.")
-    return value
-
-
-def _check_velocity(value: Any, name: str) -> int:
-    return _check_int(value, name, 1, 127)
-
-
-def _check_velocity_range(velocity_range: Any) -> tuple[int, int]:
+def _check_velocity_range(velocity_range: Any, caller: str) -> tuple[int, int]:
+    """A pair (low, high) of MIDI velocities with low <= high."""
     if not isinstance(velocity_range, Sequence) or len(velocity_range) != 2:
         raise TypeError(
             f"velocity_range must be a pair (low, high) of MIDI velocities; got {velocity_range!r}."
         )
-    low = _check_velocity(velocity_range[0], "velocity_range[0]")
-    high = _check_velocity(velocity_range[1], "velocity_range[1]")
+    check_params({"velocity_range[0]": [_VELOCITY], "velocity_range[1]": [_VELOCITY]},
+                 {"velocity_range[0]": velocity_range[0],
+                  "velocity_range[1]": velocity_range[1]}, caller)
+    low, high = int(velocity_range[0]), int(velocity_range[1])
     if low > high:
         raise ValueError(f"velocity_range must have low <= high; got ({low}, {high}).")
     return low, high
-
-
-def _check_font_name(soundfont: Any) -> str:
-    if not isinstance(soundfont, (str, os.PathLike)):
-        raise TypeError(
-            "soundfont must be a SoundFont name or a path to a .sf2/.sf3 file; "
-            f"got {type(soundfont).__name__}."
-        )
-    return os.fspath(soundfont)
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -195,13 +174,22 @@ def isolated_notes(
     >>> round(notes.duration, 2), [n.pitch for n in notes.midi.instruments[0].notes]
     (2.0, [60, 64])
     """
-    name = _check_font_name(soundfont)
-    pitch_array = _check_pitches(pitches)
-    velocity_list = [_check_velocity(v, "velocities") for v in _as_list(velocities, "velocities")]
+    velocity_list = _as_list(velocities, "velocities")
+    check_params(
+        {"soundfont": _SOUNDFONT, "note_duration": [_POSITIVE_SECONDS], "gap": [_SECONDS],
+         "sample_rate": SYNTHESIS_SAMPLE_RATE,
+         **{f"velocities[{index}]": [_VELOCITY] for index in range(len(velocity_list))}},
+        {"soundfont": soundfont, "note_duration": note_duration, "gap": gap,
+         "sample_rate": sample_rate,
+         **{f"velocities[{index}]": value for index, value in enumerate(velocity_list)}},
+        "isolated_notes",
+    )
     if not velocity_list:
         raise ValueError("velocities must hold at least one MIDI velocity; got none.")
-    note_duration = _check_seconds(note_duration, "note_duration", positive=True)
-    gap = _check_seconds(gap, "gap", positive=False)
+    name = os.fspath(soundfont)
+    pitch_array = check_pitches(pitches)
+    velocity_list = [int(velocity) for velocity in velocity_list]
+    note_duration, gap = float(note_duration), float(gap)
     pm, piano = _new_midi()
     start = gap
     for pitch in pitch_array:
@@ -277,19 +265,26 @@ def random_chords(
     >>> len(chords.midi.instruments[0].notes)
     6
     """
-    name = _check_font_name(soundfont)
-    n_chords = _check_int(n_chords, "n_chords", 1)
-    pitch_array = _check_pitches(pitches)
-    polyphony = _check_int(polyphony, "polyphony", 1)
+    check_params(
+        {"soundfont": _SOUNDFONT, "n_chords": [_POSITIVE_INT], "polyphony": [_POSITIVE_INT],
+         "chord_duration": [_POSITIVE_SECONDS], "gap": [_SECONDS],
+         "random_state": GENERATOR_SEED, "sample_rate": SYNTHESIS_SAMPLE_RATE},
+        {"soundfont": soundfont, "n_chords": n_chords, "polyphony": polyphony,
+         "chord_duration": chord_duration, "gap": gap, "random_state": random_state,
+         "sample_rate": sample_rate},
+        "random_chords",
+    )
+    name = os.fspath(soundfont)
+    n_chords, polyphony = int(n_chords), int(polyphony)
+    chord_duration, gap = float(chord_duration), float(gap)
+    pitch_array = check_pitches(pitches)
     if polyphony > pitch_array.size:
         raise ValueError(
             f"polyphony must be at most the number of pitches ({pitch_array.size}); "
             f"got {polyphony}."
         )
-    low, high = _check_velocity_range(velocity_range)
-    chord_duration = _check_seconds(chord_duration, "chord_duration", positive=True)
-    gap = _check_seconds(gap, "gap", positive=False)
-    rng = _check_random_state(random_state)
+    low, high = _check_velocity_range(velocity_range, "random_chords")
+    rng = np.random.default_rng(random_state)
     pm, piano = _new_midi()
     start = gap
     chords = []
@@ -314,19 +309,6 @@ def random_chords(
         "chords": chords,
     }
     return _render(pm, name, sample_rate, params)
-
-
-def _check_random_state(random_state: Any) -> np.random.Generator:
-    if random_state is None or isinstance(random_state, (int, np.integer)):
-        if isinstance(random_state, bool):
-            raise TypeError("random_state must be None, an int or a numpy Generator; got bool.")
-        return np.random.default_rng(random_state)
-    if isinstance(random_state, np.random.Generator):
-        return random_state
-    raise TypeError(
-        "random_state must be None, an int or a numpy Generator; "
-        f"got {type(random_state).__name__}."
-    )
 
 
 # Left-hand chord progressions as scale degrees (0 = I); the last bar is forced to I.
@@ -392,16 +374,19 @@ def random_piece(
     >>> piece.params["n_bars"], bool(piece.midi.get_end_time() <= 2.0)
     (1, True)
     """
-    name = _check_font_name(soundfont)
-    n_bars = _check_int(n_bars, "n_bars", 1)
-    if isinstance(tempo, bool) or not isinstance(tempo, (int, float, np.integer, np.floating)):
-        raise TypeError(f"tempo must be a number of beats per minute; got {type(tempo).__name__}.")
-    if not 20 <= float(tempo) <= 400:
-        raise ValueError(f"tempo must lie in [20, 400] beats per minute; got {tempo}.")
-    tempo = float(tempo)
-    pitch_array = np.sort(_check_pitches(pitches))
-    low, high = _check_velocity_range(velocity_range)
-    rng = _check_random_state(random_state)
+    check_params(
+        {"soundfont": _SOUNDFONT, "n_bars": [_POSITIVE_INT],
+         "tempo": [StrictInterval(Real, 20, 400, closed="both")],  # beats per minute
+         "random_state": GENERATOR_SEED, "sample_rate": SYNTHESIS_SAMPLE_RATE},
+        {"soundfont": soundfont, "n_bars": n_bars, "tempo": tempo,
+         "random_state": random_state, "sample_rate": sample_rate},
+        "random_piece",
+    )
+    name = os.fspath(soundfont)
+    n_bars, tempo = int(n_bars), float(tempo)
+    pitch_array = np.sort(check_pitches(pitches))
+    low, high = _check_velocity_range(velocity_range, "random_piece")
+    rng = np.random.default_rng(random_state)
     _check_piece_range(pitch_array)
 
     tonic = int(rng.integers(12))
@@ -499,11 +484,13 @@ def render_piano_midi(
     -------
     RenderedPiano
     """
-    name = _check_font_name(soundfont)
+    check_params({"soundfont": _SOUNDFONT, "sample_rate": SYNTHESIS_SAMPLE_RATE},
+                 {"soundfont": soundfont, "sample_rate": sample_rate}, "render_piano_midi")
+    name = os.fspath(soundfont)
     source = (
         os.fspath(midi_or_path) if isinstance(midi_or_path, (str, os.PathLike)) else None
     )
-    pm = _load_midi(midi_or_path, "midi_or_path")
+    pm = load_midi(midi_or_path, "midi_or_path")
     return _render(pm, name, sample_rate, {"kind": "midi", "source": source})
 
 
@@ -543,8 +530,8 @@ def labelled_frames(
         raise ValueError(
             f"features must be 2-d (n_frames, n_bins); got shape {values.shape}."
         )
-    pitch_array = _check_pitches(pitches)
-    active = _check_roll(roll, values.shape[0], pitch_array.size)
+    pitch_array = check_pitches(pitches)
+    active = check_roll(roll, values.shape[0], pitch_array.size)
     single = active.sum(axis=1) == 1
     y = pitch_array[np.argmax(active[single], axis=1)]
     return values[single], y

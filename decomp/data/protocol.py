@@ -8,19 +8,20 @@ chords and pieces rendered with a third, so every reported figure is under a tim
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
 
-from decomp.audio.pianoroll import _check_pitches
+from decomp._validation import StrictInterval, check_params
+from decomp.audio.pianoroll import check_pitches
 from decomp.data.piano import (
     RenderedPiano,
-    _check_int,
-    _check_velocity,
     _check_velocity_range,
     isolated_notes,
     random_chords,
     random_piece,
 )
+from decomp.data.render import SYNTHESIS_SAMPLE_RATE
 
 __all__ = ["PianoProtocol", "DEFAULT_PROTOCOL"]
 
@@ -71,17 +72,26 @@ class PianoProtocol:
                 f"test_soundfont must differ from the training fonts {self.train_soundfonts}; "
                 f"got {self.test_soundfont!r}."
             )
-        object.__setattr__(self, "pitches", tuple(_check_pitches(self.pitches).tolist()))
-        low, high = _check_velocity_range(self.velocity_range)
+        object.__setattr__(self, "pitches", tuple(check_pitches(self.pitches).tolist()))
+        low, high = _check_velocity_range(self.velocity_range, "PianoProtocol")
         object.__setattr__(self, "velocity_range", (low, high))
-        velocities = tuple(_check_velocity(v, "train_velocities") for v in self.train_velocities)
+        check_params({"sample_rate": SYNTHESIS_SAMPLE_RATE}, {"sample_rate": self.sample_rate},
+                     "PianoProtocol")
+        object.__setattr__(self, "sample_rate", int(self.sample_rate))
+        velocities = tuple(self.train_velocities)
+        velocity = StrictInterval(Integral, 1, 127, closed="both")  # a MIDI velocity
+        check_params(
+            {f"train_velocities[{index}]": [velocity] for index in range(len(velocities))},
+            {f"train_velocities[{index}]": value for index, value in enumerate(velocities)},
+            "PianoProtocol",
+        )
+        velocities = tuple(int(velocity) for velocity in velocities)
         if not velocities or min(velocities) < low or max(velocities) > high:
             raise ValueError(
                 f"train_velocities must be non-empty and lie in velocity_range {(low, high)}; "
                 f"got {velocities}."
             )
         object.__setattr__(self, "train_velocities", velocities)
-        _check_int(self.sample_rate, "sample_rate", 8000, 96000)
 
     def training_notes(self) -> list[RenderedPiano]:
         """Isolated notes, one rendering per training font (in ``train_soundfonts`` order)."""

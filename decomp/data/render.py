@@ -15,15 +15,16 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pretty_midi
 import soundfile
 
 from decomp._files import write_atomically
-from decomp.audio.pianoroll import _load_midi
+from decomp._validation import StrictInterval, check_params
+from decomp.audio.pianoroll import load_midi
 from decomp.data.cache import cached_arrays
 from decomp.data.soundfonts import resolve_soundfont
 from decomp.exceptions import MissingDependencyError
@@ -41,23 +42,11 @@ DEFAULT_RELEASE_TAIL = 0.5
 envelopes to fall by about 40 dB.
 """
 
-# FluidSynth's synth.sample-rate range.
-_MIN_SAMPLE_RATE, _MAX_SAMPLE_RATE = 8000, 96000
+SYNTHESIS_SAMPLE_RATE: list = [StrictInterval(Integral, 8000, 96000, closed="both")]
+"""Constraint list of a synthesis ``sample_rate`` (Hz): FluidSynth's synth.sample-rate range."""
 
 # Below this peak the render is treated as silent (about -80 dBFS).
 _SILENCE_PEAK = 1e-4
-
-
-def check_sample_rate(sample_rate: Any, note: str = "") -> int:
-    """Check a synthesis rate: an int in [8000, 96000] Hz (``note`` is added to the message)."""
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
-        raise TypeError(f"sample_rate must be an int (Hz); got {type(sample_rate).__name__}.")
-    if not _MIN_SAMPLE_RATE <= sample_rate <= _MAX_SAMPLE_RATE:
-        raise ValueError(
-            f"sample_rate must lie in [{_MIN_SAMPLE_RATE}, {_MAX_SAMPLE_RATE}] Hz{note}; "
-            f"got {sample_rate}."
-        )
-    return int(sample_rate)
 
 
 def midi_to_bytes(midi: pretty_midi.PrettyMIDI) -> bytes:
@@ -177,15 +166,13 @@ def _run_fluidsynth(
     return audio
 
 
-def _check_number(value: Any, name: str, low: float, high: float, *, low_open: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number; got {type(value).__name__}.")
-    value = float(value)
-    bracket = "(" if low_open else "["
-    ok = np.isfinite(value) and (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        raise ValueError(f"{name} must lie in {bracket}{low:g}, {high:g}]; got {value:g}.")
-    return value
+_RENDER_CONSTRAINTS: dict[str, list] = {
+    "soundfont": [str, os.PathLike],
+    "sample_rate": SYNTHESIS_SAMPLE_RATE,
+    "gain": [StrictInterval(Real, 0, 10, closed="right")],
+    "release_tail": [StrictInterval(Real, 0, 60, closed="both")],
+    "cache": ["boolean"],
+}
 
 
 def render_midi(
@@ -251,11 +238,12 @@ def render_midi(
     >>> render_midi(pm, "timgm6mb").shape
     (16000,)
     """
-    pm = _load_midi(midi)
+    check_params(_RENDER_CONSTRAINTS, {"soundfont": soundfont, "sample_rate": sample_rate,
+                                       "gain": gain, "release_tail": release_tail,
+                                       "cache": cache}, "render_midi")
+    pm = load_midi(midi)
     font_path = resolve_soundfont(soundfont)
-    sample_rate = check_sample_rate(sample_rate, " (FluidSynth's range)")
-    gain = _check_number(gain, "gain", 0.0, 10.0, low_open=True)
-    release_tail = _check_number(release_tail, "release_tail", 0.0, 60.0, low_open=False)
+    sample_rate, gain, release_tail = int(sample_rate), float(gain), float(release_tail)
     midi_bytes = midi_to_bytes(_without_empty_notes(pm))
     # The length comes from the MIDI as FluidSynth will read it (tick-quantised).
     end_time = pretty_midi.PrettyMIDI(io.BytesIO(midi_bytes)).get_end_time()

@@ -20,13 +20,16 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from scipy.signal import fftconvolve, resample_poly
+from sklearn.utils._param_validation import StrOptions
 
+from decomp._validation import StrictInterval, check_params
 from decomp.data import mixtures as _mixtures
 from decomp.data.cache import cached_arrays
 from decomp.data.mixtures import (
@@ -38,9 +41,8 @@ from decomp.data.mixtures import (
     _check_range,
     _mix,
 )
-from decomp.data.piano import _check_int, _check_seconds
 from decomp.data.protocol import DEFAULT_PROTOCOL
-from decomp.data.render import check_sample_rate
+from decomp.data.render import SYNTHESIS_SAMPLE_RATE
 from decomp.data.soundfonts import resolve_soundfont
 from decomp.exceptions import MissingDependencyError
 
@@ -205,28 +207,14 @@ def _check_training_fonts(soundfonts: Any) -> list[tuple[str, Path]]:
     return resolved
 
 
-def _check_seed(random_state: Any) -> int:
-    if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)):
-        raise TypeError(
-            "random_state must be an int (banks are cached by seed); "
-            f"got {type(random_state).__name__}."
-        )
-    if random_state < 0:
-        raise ValueError(f"random_state must be an int >= 0; got {random_state}.")
-    return int(random_state)
-
-
-def _check_bank_seconds(seconds: Any) -> float:
-    seconds = _check_seconds(seconds, "seconds", positive=True)
-    if not 0.5 <= seconds <= 60.0:
-        raise ValueError(f"seconds must lie in [0.5, 60]; got {seconds:g}.")
-    return seconds
-
-
-def _check_cache(cache: Any) -> bool:
-    if not isinstance(cache, bool):
-        raise TypeError(f"cache must be a bool; got {type(cache).__name__}.")
-    return cache
+_POSITIVE_INT = StrictInterval(Integral, 1, None, closed="left")
+_SEED = StrictInterval(Integral, 0, None, closed="left")  # banks are cached by seed
+_BANK_CONSTRAINTS: dict[str, list] = {
+    "seconds": [StrictInterval(Real, 0.5, 60, closed="both")],
+    "sample_rate": SYNTHESIS_SAMPLE_RATE,
+    "random_state": [_SEED],
+    "cache": ["boolean"],
+}
 
 
 def _entry_rng(seed: int, *names: str) -> np.random.Generator:
@@ -310,16 +298,17 @@ def instrument_stems(
     >>> bank.stems.shape, bank.labels.tolist()
     ((2, 16000), ['violin', 'flute'])
     """
+    check_params({"n_melodies": [_POSITIVE_INT], **_BANK_CONSTRAINTS}, {
+        "n_melodies": n_melodies, "seconds": seconds, "sample_rate": sample_rate,
+        "random_state": random_state, "cache": cache,
+    }, "instrument_stems")
     fonts = _check_training_fonts(soundfonts)
     instrument_list = _check_instruments(instruments)
-    n_melodies = _check_int(n_melodies, "n_melodies", 1)
-    seconds = _check_bank_seconds(seconds)
-    sample_rate = check_sample_rate(sample_rate)
+    n_melodies, seconds, sample_rate = int(n_melodies), float(seconds), int(sample_rate)
     low_velocity, high_velocity = (
         int(v) for v in _check_range(velocity_range, "velocity_range", 1, 127)
     )
-    seed = _check_seed(random_state)
-    cache = _check_cache(cache)
+    seed, cache = int(random_state), bool(cache)
     n_samples = int(round(seconds * sample_rate))
     spacing = seconds + _GAP_SECONDS
 
@@ -438,11 +427,12 @@ def speech_stems(
         raise ValueError(f"voices must be a non-empty sequence of voice names; got {voices!r}.")
     if len(set(voices)) != len(voices):
         raise ValueError(f"voices must be distinct; got {voices}.")
-    n_utterances = _check_int(n_utterances, "n_utterances", 1)
-    seconds = _check_bank_seconds(seconds)
-    sample_rate = check_sample_rate(sample_rate)
-    seed = _check_seed(random_state)
-    cache = _check_cache(cache)
+    check_params({"n_utterances": [_POSITIVE_INT], **_BANK_CONSTRAINTS}, {
+        "n_utterances": n_utterances, "seconds": seconds, "sample_rate": sample_rate,
+        "random_state": random_state, "cache": cache,
+    }, "speech_stems")
+    n_utterances, seconds, sample_rate = int(n_utterances), float(seconds), int(sample_rate)
+    seed, cache = int(random_state), bool(cache)
     binary = _mixtures._espeak_binary()
     version = _mixtures._espeak_version(binary)
     n_samples = int(round(seconds * sample_rate))
@@ -491,16 +481,6 @@ def speech_stems(
 
 
 # ----------------------------------------------------------------------------- augmentation
-
-
-def _check_probability(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a probability (a float in [0, 1]); "
-                        f"got {type(value).__name__}.")  # fmt: skip
-    value = float(value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1]; got {value:g}.")
-    return value
 
 
 @dataclass(frozen=True)
@@ -553,10 +533,13 @@ class Augmentation:
     def __post_init__(self) -> None:
         checks = (("gain", "gain_range", -40.0, 40.0), ("tilt", "tilt_range", -12.0, 12.0),
                   ("pitch", "pitch_range", -4.0, 4.0), ("reverb", "rt60_range", 0.01, 3.0))
+        probabilities = [f"{kind}_probability" for kind, *_ in checks]
+        probability = StrictInterval(Real, 0, 1, closed="both")
+        check_params({name: [probability] for name in probabilities},
+                     {name: getattr(self, name) for name in probabilities}, "Augmentation")
         for kind, range_name, low, high in checks:
             name = f"{kind}_probability"
-            object.__setattr__(self, name, _check_probability(getattr(self, name),
-                                                              f"Augmentation {name}"))
+            object.__setattr__(self, name, float(getattr(self, name)))
             object.__setattr__(self, range_name, _check_range(
                 getattr(self, range_name), f"Augmentation {range_name}", low, high))
 
@@ -744,13 +727,23 @@ class MixtureStream(torch.utils.data.IterableDataset):
                 f"labels must be {len(self._stems)} str or int (one per stem); got an array "
                 f"of shape {label_array.shape} and dtype {label_array.dtype}."
             )
-        self.sample_rate = _check_int(sample_rate, "sample_rate", 1)
-        self.crop_samples = _check_int(crop_samples, "crop_samples", 16)
         classes, label_index = np.unique(label_array, return_inverse=True)
         self.classes = tuple(classes.tolist())
-        self.min_sources = _check_int(min_sources, "min_sources", 1, len(self.classes))
-        self.max_sources = _check_int(max_sources, "max_sources", self.min_sources,
-                                      len(self.classes))
+        check_params({
+            "sample_rate": [_POSITIVE_INT],
+            "crop_samples": [StrictInterval(Integral, 16, None, closed="left")],
+            "min_sources": [StrictInterval(Integral, 1, len(self.classes), closed="both")],
+            "random_state": [_SEED, None],
+            "output": [StrOptions({"numpy", "torch"})],
+        }, {"sample_rate": sample_rate, "crop_samples": crop_samples,
+            "min_sources": min_sources, "random_state": random_state, "output": output},
+            "MixtureStream")
+        check_params(
+            {"max_sources": [StrictInterval(Integral, int(min_sources), len(self.classes),
+                                            closed="both")]},
+            {"max_sources": max_sources}, "MixtureStream")
+        self.sample_rate, self.crop_samples = int(sample_rate), int(crop_samples)
+        self.min_sources, self.max_sources = int(min_sources), int(max_sources)
         self.level_range = _check_range(level_range, "level_range", -80.0, 0.0)
         if augmentation is not None and not isinstance(augmentation, Augmentation):
             raise TypeError(
@@ -759,9 +752,7 @@ class MixtureStream(torch.utils.data.IterableDataset):
         self.augmentation = augmentation
         if random_state is None:
             random_state = int(np.random.SeedSequence().generate_state(1)[0])
-        self.random_state = _check_seed(random_state)
-        if output not in ("numpy", "torch"):
-            raise ValueError(f"output must be 'numpy' or 'torch'; got {output!r}.")
+        self.random_state = int(random_state)
         self.output = output
         self.epoch = 0
 
@@ -778,7 +769,9 @@ class MixtureStream(torch.utils.data.IterableDataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Use the sequence of ``epoch`` (>= 0) from the next ``iter`` on."""
-        self.epoch = _check_int(epoch, "epoch", 0)
+        check_params({"epoch": [StrictInterval(Integral, 0, None, closed="left")]},
+                     {"epoch": epoch}, "MixtureStream.set_epoch")
+        self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[MixtureExample]:
         info = torch.utils.data.get_worker_info()
@@ -793,7 +786,9 @@ class MixtureStream(torch.utils.data.IterableDataset):
 
         For fixed validation sets, e.g. from another training font's stems.
         """
-        n_mixtures = _check_int(n_mixtures, "n_mixtures", 1)
+        check_params({"n_mixtures": [_POSITIVE_INT]}, {"n_mixtures": n_mixtures},
+                     "MixtureStream.take")
+        n_mixtures = int(n_mixtures)
         rng = np.random.default_rng([self.random_state, self.epoch, 0])
         examples, scales = zip(*(self._example(rng, as_numpy=True) for _ in range(n_mixtures)),
                                strict=True)

@@ -9,13 +9,13 @@ import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _check_feature_names_in, check_is_fitted
 
 from decomp._backend import check_memory, like_input, resolve_device, resolve_dtype, to_tensor
 from decomp._validation import DEVICE, RANDOM_STATE, check_spectrogram
 from decomp.persistence import Persistent
 
-__all__ = ["BaseDecomposer", "FixedDictionaryReconstruction"]
+__all__ = ["BaseDecomposer", "ComponentFeatureNames", "FixedDictionaryReconstruction"]
 
 
 class BaseDecomposer(Persistent, TransformerMixin, BaseEstimator):
@@ -50,6 +50,12 @@ class BaseDecomposer(Persistent, TransformerMixin, BaseEstimator):
         tags.input_tags.positive_only = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+    def _negative_objective_per_entry(self, X: Any) -> float:
+        """``score``'s value for decomposers with ``decompose``: minus the final objective
+        of every item of ``X``, summed and divided by ``X``'s number of entries."""
+        result = self.decompose(X)
+        return float(-np.sum(result.loss, dtype=np.float64) / int(np.prod(np.shape(X))))
 
     # --- backend ---------------------------------------------------------------------
     def _torch_device(self) -> torch.device:
@@ -92,19 +98,48 @@ class BaseDecomposer(Persistent, TransformerMixin, BaseEstimator):
         return (tensor.unsqueeze(0) if single else tensor), single
 
 
-class FixedDictionaryReconstruction(ClassNamePrefixFeaturesOutMixin):
-    """``inverse_transform`` and output feature names for decomposers with ``components_``.
+class ComponentFeatureNames(ClassNamePrefixFeaturesOutMixin):
+    """``get_feature_names_out`` and ``set_output`` for transforms to ``n_components_`` columns.
 
-    Shared by :class:`~decomp.NMF` and :class:`~decomp.BayesianNMF` (its posterior mean
-    dictionary); mixed in before :class:`BaseDecomposer`, whose ``_batch`` it uses. As in
-    scikit-learn's decomposition estimators, ``get_feature_names_out()`` names the
-    activations ``nmf0, nmf1, …`` (the class name, lower case) and ``set_output``
-    (``"pandas"``, ``"polars"``) applies to 2-d NumPy input.
+    As in scikit-learn's decomposition estimators, ``get_feature_names_out()`` names the
+    activations after the class, lower case: ``nmf0, nmf1, …``; a class name that ends in
+    a digit gets an underscore (``dds2_0, dds2_1, …``), so the component index stays
+    readable. Mixed in before :class:`BaseDecomposer`, whose :class:`TransformerMixin`
+    then wraps ``transform`` and ``fit_transform`` for ``set_output`` (``"pandas"``,
+    ``"polars"``), which applies to 2-d NumPy input.
     """
 
     @property
     def _n_features_out(self) -> int:
         return self.n_components_
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of the output columns: the class name, lower case, and the component index.
+
+        Parameters
+        ----------
+        input_features : array-like of str, optional
+            Only checked against ``feature_names_in_`` (when fitted on a DataFrame).
+
+        Returns
+        -------
+        ndarray of str objects, shape (n_components_,)
+        """
+        check_is_fitted(self, "n_components_")
+        _check_feature_names_in(self, input_features, generate_names=False)
+        prefix = type(self).__name__.lower()
+        prefix += "_" if prefix[-1].isdigit() else ""
+        return np.asarray([f"{prefix}{index}" for index in range(self._n_features_out)],
+                          dtype=object)
+
+
+class FixedDictionaryReconstruction(ComponentFeatureNames):
+    """``inverse_transform`` and output feature names for decomposers with ``components_``.
+
+    Shared by :class:`~decomp.NMF` and :class:`~decomp.BayesianNMF` (its posterior mean
+    dictionary); mixed in before :class:`BaseDecomposer`, whose ``_batch`` it uses. Feature
+    names and ``set_output`` come from :class:`ComponentFeatureNames`.
+    """
 
     def inverse_transform(self, X: Any) -> Any:
         """Reconstruct magnitudes from activations: ``X @ components_``.

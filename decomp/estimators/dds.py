@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -30,7 +31,7 @@ from sklearn.utils.validation import check_is_fitted
 from decomp._backend import like_input, to_tensor
 from decomp._validation import StrictInterval, check_labels
 from decomp.engine import BETA_LOSSES, Block, beta_loss_to_float, initialize_activations, minimize
-from decomp.estimators.base import BaseDecomposer
+from decomp.estimators.base import BaseDecomposer, ComponentFeatureNames
 from decomp.estimators.flow_objective import FlowDictionaryObjective
 from decomp.estimators.nmf import Decomposition
 from decomp.estimators.postprocessing import source_membership, sum_by_source
@@ -38,6 +39,11 @@ from decomp.flows import DictionaryFlow, StackedRealNVP
 from decomp.flows.training import fit_flow
 
 __all__ = ["DDS1", "DDS2", "DDS3", "FlowDecomposition"]
+
+#: Each fitted flow's copy on the compute device and dtype of the last search, kept
+#: outside the estimator so that ``transform`` leaves its ``__dict__`` alone (as
+#: scikit-learn requires); an entry goes with its flow.
+_FLOW_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -61,8 +67,15 @@ class FlowDecomposition(Decomposition):
     source_activations: Any = None
 
 
-class _FlowDecomposer(BaseDecomposer):
-    """What the three DDS variants share; subclasses choose the flow and the code layout."""
+class _FlowDecomposer(ComponentFeatureNames, BaseDecomposer):
+    """What the three DDS variants share; subclasses choose the flow and the code layout.
+
+    Supervised, as a classifier is: ``fit(X, y)`` needs the source label of every
+    training frame (the flows are trained per source), so ``y`` is required and
+    ``fit(X)`` fails with one clear line. ``transform`` gives (n_frames, n_components)
+    activations, named by ``get_feature_names_out`` (``dds2_0, …``) and wrapped by
+    ``set_output``; ``score`` is the negative DDS objective per entry.
+    """
 
     _per_frame = False
     # Variant defaults behind the None parameters. The RealNVP sizes keep the shipped
@@ -148,6 +161,11 @@ class _FlowDecomposer(BaseDecomposer):
         self.random_state = random_state
         self.progress = progress
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
+
     # --- subclass hooks ----------------------------------------------------------------
     def _make_flow(self, n_sources: int, n_bins: int, seed: int) -> DictionaryFlow:
         return StackedRealNVP(
@@ -186,7 +204,7 @@ class _FlowDecomposer(BaseDecomposer):
         return 1
 
     # --- fitting -----------------------------------------------------------------------
-    def fit(self, X: Any, y: Any) -> _FlowDecomposer:
+    def fit(self, X: Any, y: Any = None) -> _FlowDecomposer:
         """Train the flow dictionary on isolated-source frames.
 
         Parameters
@@ -215,8 +233,8 @@ class _FlowDecomposer(BaseDecomposer):
         self._validate_params()
         if y is None:
             raise ValueError(
-                f"{type(self).__name__}.fit needs source labels: fit(X, y) with one label "
-                "per frame of X."
+                f"{type(self).__name__} requires y to be passed, but the target y is None: "
+                "it needs source labels, fit(X, y) with one label per frame of X."
             )
         batch, single = self._batch(X)
         if not single:
@@ -225,6 +243,10 @@ class _FlowDecomposer(BaseDecomposer):
                 f"{tuple(batch.shape)}."
             )
         frames = batch[0]
+        if frames.shape[1] < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs at least 2 bins (its coupling flows split "
+                f"them in two); got {frames.shape[1]} feature(s).")
         labels = check_labels(y, frames.shape[0])
         sources, source_index = np.unique(labels, return_inverse=True)
         n_bins = frames.shape[1]
@@ -238,6 +260,10 @@ class _FlowDecomposer(BaseDecomposer):
                 )
             history: dict[str, Any] = {}
         else:
+            if frames.shape[0] < 2:
+                raise ValueError(
+                    f"{type(self).__name__}.fit trains its flows on at least 2 frames; got "
+                    f"{frames.shape[0]} sample(s).")
             n_weights = self._flow_weight_count(int(sources.size), n_bins)
             self._check_memory(
                 2 * n_weights, 4, method="fit",
@@ -321,13 +347,13 @@ class _FlowDecomposer(BaseDecomposer):
     # --- inference ---------------------------------------------------------------------
     def _device_flow(self, dtype: torch.dtype, device: torch.device) -> DictionaryFlow:
         """The fitted flow on the compute device and dtype, frozen (cached per pair)."""
-        cache = self.__dict__.setdefault("_flow_copies", {})
-        key = (str(device), dtype, id(self.flow_))
-        if key not in cache:
-            cache.clear()
-            cache[key] = copy.deepcopy(self.flow_).to(device=device, dtype=dtype) \
-                .eval().requires_grad_(False)
-        return cache[key]
+        key = (str(device), dtype)
+        cached = _FLOW_COPIES.get(self.flow_)
+        if cached is None or cached[0] != key:
+            cached = (key, copy.deepcopy(self.flow_).to(device=device, dtype=dtype)
+                      .eval().requires_grad_(False))
+            _FLOW_COPIES[self.flow_] = cached
+        return cached[1]
 
     def _component_labels(self, device: torch.device) -> torch.Tensor:
         n_sources = self.sources_.size
@@ -470,6 +496,27 @@ class _FlowDecomposer(BaseDecomposer):
             they weigh differs per item (see :meth:`decompose`).
         """
         return self.decompose(X).activations
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Negative DDS objective per entry of ``X`` after the search (higher is better).
+
+        The objective :meth:`decompose` minimises, ``||X - H relu(f(Z))||_F + λ Σ_k c_k
+        NLL(w_k) / n_bins`` per item, summed over the items, divided by ``X.size`` and
+        negated, so that ``GridSearchCV`` and ``cross_val_score`` work without a scorer.
+        The search is seeded by ``random_state``, so the score is repeatable. It compares
+        settings of one ``beta_loss`` and one ``likelihood_weight`` (λ scales the second
+        term); for λ or the flow's size, compare on a task metric instead.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_frames, n_bins) or (n_items, n_frames, n_bins)
+        y : ignored
+
+        Returns
+        -------
+        float
+        """
+        return self._negative_objective_per_entry(X)
 
     def source_activations(self, X: Any) -> Any:
         """Per-source activity of ``X``: activations rescaled by their row's norm, summed.

@@ -446,9 +446,7 @@ class NMF(FixedDictionaryReconstruction, BaseDecomposer):
         -------
         float
         """
-        result = self.decompose(X)
-        size = int(np.prod(np.shape(X)))
-        return float(-np.sum(result.loss, dtype=np.float64) / size)
+        return self._negative_objective_per_entry(X)
 
     def transform(self, X: Any) -> Any:
         """Activations of ``X`` against the fitted dictionary (the dictionary stays fixed).

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from numbers import Integral, Real
 from typing import Any
 
 import torch
+from sklearn.utils._param_validation import StrOptions
 from torch import nn
 from torch.nn import functional
 
+from decomp._validation import StrictInterval, check_params
 from decomp.flows.base import DictionaryFlow, standard_normal_log_prob
 
 __all__ = ["PAPER_GLOW_CONFIG", "ConditionalGlow"]
@@ -47,26 +50,22 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
 _ACTNORM_MIN_STD = 1e-6
 
 
-def _check_int(value: object, name: str, minimum: int, what: str | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(
-            f"The {name!r} parameter of ConditionalGlow must be an int >= "
-            f"{what or minimum}. Got {value!r} instead."
-        )
-    return value
-
-
-def _check_float(value: object, name: str, *, strictly_positive: bool) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
-        value
-    ) and (value > 0 if strictly_positive else value >= 0)
-    if not ok:
-        bound = "> 0" if strictly_positive else ">= 0"
-        raise ValueError(
-            f"The {name!r} parameter of ConditionalGlow must be a float {bound}. "
-            f"Got {value!r} instead."
-        )
-    return float(value)
+_POSITIVE_INT = StrictInterval(Integral, 1, None, closed="left")
+_NON_NEGATIVE_FLOAT = StrictInterval(Real, 0, None, closed="left")  # finite, >= 0
+_PARAMETER_CONSTRAINTS: dict[str, list] = {
+    "n_sources": [_POSITIVE_INT],
+    "n_features": [StrictInterval(Integral, 2, None, closed="left")],
+    "n_steps": [_POSITIVE_INT],
+    "hidden_features": [_POSITIVE_INT],
+    "n_hidden_layers": [_POSITIVE_INT],
+    "activation": [StrOptions(set(_ACTIVATIONS))],
+    "log_scale_bound": [StrictInterval(Real, 0, None, closed="neither")],
+    "semantic_weight": [_NON_NEGATIVE_FLOAT],
+    "adversary_weight": [_NON_NEGATIVE_FLOAT],
+    "adversary_hidden_features": [_POSITIVE_INT],
+    "random_state": [StrictInterval(Integral, None, None, closed="neither"), torch.Generator,
+                     None],
+}
 
 
 def _linear(
@@ -322,48 +321,39 @@ class ConditionalGlow(DictionaryFlow):
         random_state: int | torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        self.n_sources = _check_int(n_sources, "n_sources", 1)
-        if isinstance(n_features, bool) or not isinstance(n_features, int) or (
-            n_features <= n_sources
-        ):
+        check_params(_PARAMETER_CONSTRAINTS, {
+            "n_sources": n_sources, "n_features": n_features, "n_steps": n_steps,
+            "hidden_features": hidden_features, "n_hidden_layers": n_hidden_layers,
+            "activation": activation, "log_scale_bound": log_scale_bound,
+            "semantic_weight": semantic_weight, "adversary_weight": adversary_weight,
+            "adversary_hidden_features": adversary_hidden_features,
+            "random_state": random_state,
+        }, "ConditionalGlow")
+        n_sources, n_features, n_steps = int(n_sources), int(n_features), int(n_steps)
+        hidden_features, n_hidden_layers = int(hidden_features), int(n_hidden_layers)
+        adversary_hidden_features = int(adversary_hidden_features)
+        if n_features <= n_sources:
             raise ValueError(
                 "The 'n_features' parameter of ConditionalGlow must be an int > "
                 f"n_sources={n_sources} (the latent holds n_sources semantic dims and at "
                 f"least one nuisance dim). Got {n_features!r} instead."
             )
+        self.n_sources = n_sources
         self.n_features = n_features
-        self.n_steps = _check_int(n_steps, "n_steps", 1)
-        self.hidden_features = _check_int(hidden_features, "hidden_features", 1)
-        self.n_hidden_layers = _check_int(n_hidden_layers, "n_hidden_layers", 1)
-        if activation not in _ACTIVATIONS:
-            raise ValueError(
-                "The 'activation' parameter of ConditionalGlow must be one of "
-                f"{sorted(_ACTIVATIONS)}. Got {activation!r} instead."
-            )
+        self.n_steps = n_steps
+        self.hidden_features = hidden_features
+        self.n_hidden_layers = n_hidden_layers
         self.activation = activation
-        self.log_scale_bound = _check_float(
-            log_scale_bound, "log_scale_bound", strictly_positive=True
-        )
-        self.semantic_weight = _check_float(
-            semantic_weight, "semantic_weight", strictly_positive=False
-        )
-        self.adversary_weight = _check_float(
-            adversary_weight, "adversary_weight", strictly_positive=False
-        )
-        self.adversary_hidden_features = _check_int(
-            adversary_hidden_features, "adversary_hidden_features", 1
-        )
+        self.log_scale_bound = float(log_scale_bound)
+        self.semantic_weight = float(semantic_weight)
+        self.adversary_weight = float(adversary_weight)
+        self.adversary_hidden_features = adversary_hidden_features
         if isinstance(random_state, torch.Generator):
             generator: torch.Generator | None = random_state
         elif random_state is None:
             generator = None
-        elif isinstance(random_state, int) and not isinstance(random_state, bool):
-            generator = torch.Generator().manual_seed(random_state)
         else:
-            raise ValueError(
-                "The 'random_state' parameter of ConditionalGlow must be an int, a "
-                f"torch.Generator or None. Got {random_state!r} instead."
-            )
+            generator = torch.Generator().manual_seed(int(random_state))
 
         self.steps = nn.ModuleList(
             _GlowStep(n_features, hidden_features, n_hidden_layers, activation,

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from numbers import Integral
 from typing import Any
 
 import torch
+from sklearn.utils._param_validation import StrOptions
 from torch import nn
 
+from decomp._validation import StrictInterval, check_params
 from decomp.exceptions import ModelFileError
 from decomp.flows.base import DictionaryFlow
 
@@ -50,44 +53,36 @@ def _import_nflows() -> Any:
     return nflows
 
 
-def _check_int(value: Any, name: str, minimum: int, builder: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(
-            f"The {name!r} parameter of NflowsDictionary.{builder} must be an int >= "
-            f"{minimum}. Got {value!r} instead."
-        )
-    return value
+_POSITIVE_INT = StrictInterval(Integral, 1, None, closed="left")
+_BUILDER_CONSTRAINTS: dict[str, list] = {
+    "n_sources": [_POSITIVE_INT],
+    "n_features": [StrictInterval(Integral, 2, None, closed="left")],
+    "n_layers": [_POSITIVE_INT],
+    "hidden_features": [_POSITIVE_INT],
+    "n_blocks_per_net": [_POSITIVE_INT],
+    "activation": [StrOptions(set(_ACTIVATIONS))],
+    "conditional": ["boolean"],
+    "embedding_features": [_POSITIVE_INT, None],
+    "standardize": ["boolean"],
+    "random_state": [StrictInterval(Integral, None, None, closed="neither"), None],
+}
+_INTEGER_ARGUMENTS = ("n_sources", "n_features", "n_layers", "hidden_features",
+                      "n_blocks_per_net", "embedding_features", "random_state")
 
 
 def _check_builder_arguments(builder: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """Validate a builder's arguments (also those read from a model file)."""
+    check_params(_BUILDER_CONSTRAINTS, arguments, f"NflowsDictionary.{builder}")
     checked = dict(arguments)
-    for name, minimum in (("n_sources", 1), ("n_features", 2), ("n_layers", 1),
-                          ("hidden_features", 1), ("n_blocks_per_net", 1)):
-        checked[name] = _check_int(checked[name], name, minimum, builder)
+    for name in _INTEGER_ARGUMENTS:  # NumPy integers become ints (a model file is JSON)
+        if checked[name] is not None:
+            checked[name] = int(checked[name])
     for name in ("conditional", "standardize"):
-        if not isinstance(checked[name], bool):
-            raise ValueError(
-                f"The {name!r} parameter of NflowsDictionary.{builder} must be a bool. "
-                f"Got {checked[name]!r} instead."
-            )
-    if checked["embedding_features"] is not None:
-        _check_int(checked["embedding_features"], "embedding_features", 1, builder)
-        if not checked["conditional"]:
-            raise ValueError(
-                f"The 'embedding_features' parameter of NflowsDictionary.{builder} needs "
-                "conditional=True (only a conditional flow takes the label as context)."
-            )
-    if checked["activation"] not in _ACTIVATIONS:
+        checked[name] = bool(checked[name])
+    if checked["embedding_features"] is not None and not checked["conditional"]:
         raise ValueError(
-            f"The 'activation' parameter of NflowsDictionary.{builder} must be one of "
-            f"{sorted(_ACTIVATIONS)}. Got {checked['activation']!r} instead."
-        )
-    seed = checked["random_state"]
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ValueError(
-            f"The 'random_state' parameter of NflowsDictionary.{builder} must be an int "
-            f"or None. Got {seed!r} instead."
+            f"The 'embedding_features' parameter of NflowsDictionary.{builder} needs "
+            "conditional=True (only a conditional flow takes the label as context)."
         )
     return checked
 
@@ -246,24 +241,20 @@ class NflowsDictionary(DictionaryFlow):
                     f"{shape[0]}, flows[0] has {n_features}."
                 )
             n_features = shape[0]
-        if conditional:
-            if isinstance(n_sources, bool) or not isinstance(n_sources, int) or n_sources < 1:
-                raise ValueError(
-                    "n_sources must be an int >= 1 for a single conditional flow (its "
-                    f"context is the one-hot label of n_sources entries); got {n_sources!r}."
-                )
-        elif n_sources is not None and n_sources != len(flow_list):
+        # A single conditional flow's context is the one-hot label of n_sources entries.
+        check_params({"n_sources": [_POSITIVE_INT] if conditional else [_POSITIVE_INT, None],
+                      "standardize": ["boolean"]},
+                     {"n_sources": n_sources, "standardize": standardize}, "NflowsDictionary")
+        if not conditional and n_sources is not None and n_sources != len(flow_list):
             raise ValueError(
                 f"n_sources must equal the number of per-source flows ({len(flow_list)}); "
                 f"got {n_sources!r}."
             )
-        if not isinstance(standardize, bool):
-            raise ValueError(f"standardize must be a bool; got {standardize!r}.")
         self.flows = nn.ModuleList(flow_list)
         self.conditional = conditional
-        self.n_sources = n_sources if conditional else len(flow_list)
+        self.n_sources = int(n_sources) if conditional else len(flow_list)
         self.n_features = int(n_features)
-        self.standardize = standardize
+        self.standardize = bool(standardize)
         if standardize:
             self.output_loc = nn.Parameter(torch.zeros(self.n_sources, self.n_features))
             self.output_log_scale = nn.Parameter(torch.zeros(self.n_sources, self.n_features))

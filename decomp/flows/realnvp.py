@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from numbers import Integral, Real
 
 import torch
+from sklearn.utils._param_validation import StrOptions
 from torch import nn
 
+from decomp._validation import StrictInterval, check_params
 from decomp.flows.base import DictionaryFlow, standard_normal_log_prob
 
 __all__ = ["StackedRealNVP", "SingleSourceRealNVP"]
@@ -52,13 +55,18 @@ def _permute(x: torch.Tensor, order: torch.Tensor, inverse_order: torch.Tensor) 
     return _Permute.apply(x, order, inverse_order)
 
 
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(
-            f"The {name!r} parameter of StackedRealNVP must be an int >= {minimum}. "
-            f"Got {value!r} instead."
-        )
-    return value
+_POSITIVE_INT = StrictInterval(Integral, 1, None, closed="left")
+_PARAMETER_CONSTRAINTS: dict[str, list] = {
+    "n_sources": [_POSITIVE_INT],
+    "n_features": [StrictInterval(Integral, 2, None, closed="left")],
+    "n_blocks": [_POSITIVE_INT],
+    "hidden_features": [_POSITIVE_INT],
+    "n_hidden_layers": [_POSITIVE_INT],
+    "activation": [StrOptions(set(_ACTIVATIONS))],
+    "log_scale_bound": [StrictInterval(Real, 0, None, closed="neither")],
+    "random_state": [StrictInterval(Integral, None, None, closed="neither"), torch.Generator,
+                     None],
+}
 
 
 class StackedRealNVP(DictionaryFlow):
@@ -142,22 +150,20 @@ class StackedRealNVP(DictionaryFlow):
         random_state: int | torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        self.n_sources = _check_int(n_sources, "n_sources", 1)
-        self.n_features = _check_int(n_features, "n_features", 2)
-        self.n_blocks = _check_int(n_blocks, "n_blocks", 1)
-        self.hidden_features = _check_int(hidden_features, "hidden_features", 1)
-        self.n_hidden_layers = _check_int(n_hidden_layers, "n_hidden_layers", 1)
-        if activation not in _ACTIVATIONS:
-            raise ValueError(
-                "The 'activation' parameter of StackedRealNVP must be one of "
-                f"{sorted(_ACTIVATIONS)}. Got {activation!r} instead."
-            )
+        check_params(_PARAMETER_CONSTRAINTS, {
+            "n_sources": n_sources, "n_features": n_features, "n_blocks": n_blocks,
+            "hidden_features": hidden_features, "n_hidden_layers": n_hidden_layers,
+            "activation": activation, "log_scale_bound": log_scale_bound,
+            "random_state": random_state,
+        }, "StackedRealNVP")
+        n_sources, n_features, n_blocks = int(n_sources), int(n_features), int(n_blocks)
+        hidden_features, n_hidden_layers = int(hidden_features), int(n_hidden_layers)
+        self.n_sources = n_sources
+        self.n_features = n_features
+        self.n_blocks = n_blocks
+        self.hidden_features = hidden_features
+        self.n_hidden_layers = n_hidden_layers
         self.activation = activation
-        if not (isinstance(log_scale_bound, (int, float)) and log_scale_bound > 0):
-            raise ValueError(
-                "The 'log_scale_bound' parameter of StackedRealNVP must be a float > 0. "
-                f"Got {log_scale_bound!r} instead."
-            )
         self.log_scale_bound = float(log_scale_bound)
 
         if isinstance(random_state, torch.Generator):
@@ -366,13 +372,9 @@ class StackedRealNVP(DictionaryFlow):
         For tests and benchmarks: it holds detached copies of the parameters, so later
         changes to this model do not reach it.
         """
-        if isinstance(source, bool) or not isinstance(source, int):
-            raise TypeError(f"source must be an int; got {type(source).__name__}.")
-        if not 0 <= source < self.n_sources:
-            raise ValueError(
-                f"source must be in [0, n_sources={self.n_sources}); got {source}."
-            )
-        return SingleSourceRealNVP(self, source)
+        check_params({"source": [StrictInterval(Integral, 0, self.n_sources - 1, closed="both")]},
+                     {"source": source}, "StackedRealNVP.per_source_module")
+        return SingleSourceRealNVP(self, int(source))
 
 
 class SingleSourceRealNVP(nn.Module):

@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
 
 from decomp._training import train
-from decomp._validation import check_finite
+from decomp._validation import StrictInterval, check_finite, check_params
 from decomp.flows.base import DictionaryFlow
 
 __all__ = ["FlowTrainingResult", "fit_flow", "stratified_split"]
@@ -118,15 +119,23 @@ def _check_data(flow: DictionaryFlow, X: Any, y: Any) -> tuple[np.ndarray, np.nd
     return X, y.astype(np.int64)
 
 
-def _check_positive(value: Any, name: str, *, integer: bool = False,
-                    allow_zero: bool = False) -> None:
-    kinds = (int,) if integer else (int, float)
-    ok = isinstance(value, kinds) and not isinstance(value, bool) and (
-        value >= 0 if allow_zero else value > 0)
-    if not ok:
-        what = "an int" if integer else "a number"
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {what} {bound}; got {value!r}.")
+_POSITIVE_INT = StrictInterval(Integral, 1, None, closed="left")
+_POSITIVE_FLOAT = StrictInterval(Real, 0, None, closed="neither")  # finite, > 0
+_FIT_FLOW_CONSTRAINTS: dict[str, list] = {
+    "flow": [DictionaryFlow],
+    "validation_fraction": [StrictInterval(Real, 0, 1, closed="left")],
+    "batch_size": [_POSITIVE_INT],
+    "learning_rate": [_POSITIVE_FLOAT],
+    "adversary_learning_rate": [_POSITIVE_FLOAT, None],
+    "max_epochs": [StrictInterval(Integral, 0, None, closed="left")],
+    "patience": [_POSITIVE_INT],
+    "max_grad_norm": [_POSITIVE_FLOAT, None],
+    "random_state": [StrictInterval(Integral, 0, None, closed="left")],
+    "checkpoint": [str, os.PathLike, None],
+    "max_seconds": [_POSITIVE_FLOAT, None],
+    "progress": ["boolean"],
+    "desc": [str],
+}
 
 
 def _mean_validation_loss(
@@ -219,19 +228,16 @@ def fit_flow(
         If every batch of an epoch gives a non-finite loss (the learning rate is too
         high or the data badly scaled).
     """
-    if not isinstance(flow, DictionaryFlow):
-        raise TypeError(f"flow must be a DictionaryFlow; got {type(flow).__name__}.")
+    check_params(_FIT_FLOW_CONSTRAINTS, {
+        "flow": flow, "validation_fraction": validation_fraction, "batch_size": batch_size,
+        "learning_rate": learning_rate, "adversary_learning_rate": adversary_learning_rate,
+        "max_epochs": max_epochs, "patience": patience, "max_grad_norm": max_grad_norm,
+        "random_state": random_state, "checkpoint": checkpoint, "max_seconds": max_seconds,
+        "progress": progress, "desc": desc,
+    }, "fit_flow")
     X_np, y_np = _check_data(flow, X, y)
-    if not (isinstance(validation_fraction, (int, float)) and 0 <= validation_fraction < 1):
-        raise ValueError(f"validation_fraction must be in [0, 1); got {validation_fraction!r}.")
-    _check_positive(batch_size, "batch_size", integer=True)
-    _check_positive(learning_rate, "learning_rate")
-    _check_positive(max_epochs, "max_epochs", integer=True, allow_zero=True)
-    _check_positive(patience, "patience", integer=True)
-    if adversary_learning_rate is not None:
-        _check_positive(adversary_learning_rate, "adversary_learning_rate")
-    if max_grad_norm is not None:
-        _check_positive(max_grad_norm, "max_grad_norm")
+    batch_size, max_epochs, patience = int(batch_size), int(max_epochs), int(patience)
+    random_state = int(random_state)
 
     started = time.perf_counter()
     parameter = next(flow.parameters())

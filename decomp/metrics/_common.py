@@ -14,7 +14,6 @@ __all__ = [
     "check_finite",
     "check_ndim",
     "check_same_shape",
-    "check_real_number",
     "like_input",
     "shape_of",
 ]
@@ -57,20 +56,6 @@ def check_same_shape(first: Any, first_name: str, second: Any, second_name: str)
             f"{second_name} has shape {shape_of(second)} but {first_name} has shape "
             f"{shape_of(first)}; they must match."
         )
-
-
-def check_real_number(
-    value: Any, name: str, low: float, high: float, *, high_inclusive: bool = False
-) -> float:
-    """Check that ``value`` is a real number in ``[low, high)`` (or ``[low, high]``)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"{name} must be a real number; got {type(value).__name__}.")
-    value = float(value)
-    upper_ok = value <= high if high_inclusive else value < high
-    if not (value >= low and upper_ok):
-        bracket = "]" if high_inclusive else ")"
-        raise ValueError(f"{name} must be in [{low:g}, {high:g}{bracket}; got {value!r}.")
-    return value
 
 
 def like_input(result: torch.Tensor, reference: Any) -> Any:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from numbers import Real
 from typing import Any
 
 import torch
 
+from decomp._validation import StrictInterval, check_params
 from decomp.metrics._common import (
     as_float64,
     check_finite,
     check_ndim,
-    check_real_number,
     check_same_shape,
     like_input,
 )
@@ -130,7 +131,9 @@ def epsilon_sparsity(activations: Any, epsilon: float = 1e-2) -> Any:
     >>> epsilon_sparsity(np.array([[10.0, 0.05], [0.0, 2.0]]), epsilon=0.01)
     0.5
     """
-    epsilon = check_real_number(epsilon, "epsilon", 0.0, 1.0)
+    check_params({"epsilon": [StrictInterval(Real, 0, 1, closed="left")]}, {"epsilon": epsilon},
+                 "epsilon_sparsity")
+    epsilon = float(epsilon)
     values = as_float64(activations, "activations")
     check_ndim(values, "activations", (2, 3), _ACTIVATION_LAYOUT.replace("sources", "components"))
     check_finite(values, "activations")

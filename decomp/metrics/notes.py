@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import warnings
+from numbers import Real
 from typing import Any
 
 import mir_eval
 import numpy as np
 import pretty_midi
 
-from decomp.metrics._common import as_float64, check_finite, check_real_number
+from decomp._validation import StrictInterval, check_params
+from decomp.metrics._common import as_float64, check_finite
 from decomp.metrics.multipitch import midi_to_hz
 
 __all__ = ["note_scores", "as_notes", "ZERO_LENGTH_DURATION"]
@@ -196,12 +198,13 @@ an object with a ``midi`` attribute
     """
     estimate = as_notes(estimated_notes, "estimated_notes")
     reference = as_notes(reference_notes, "reference_notes")
-    inf = float("inf")
-    onset_tolerance = check_real_number(onset_tolerance, "onset_tolerance", 0.0, inf)
-    offset_ratio = check_real_number(offset_ratio, "offset_ratio", 0.0, inf)
-    offset_min_tolerance = check_real_number(
-        offset_min_tolerance, "offset_min_tolerance", 0.0, inf
-    )
+    seconds = [StrictInterval(Real, 0, None, closed="left")]  # finite, >= 0
+    check_params({"onset_tolerance": seconds, "offset_ratio": seconds,
+                  "offset_min_tolerance": seconds},
+                 {"onset_tolerance": onset_tolerance, "offset_ratio": offset_ratio,
+                  "offset_min_tolerance": offset_min_tolerance}, "note_scores")
+    onset_tolerance, offset_ratio = float(onset_tolerance), float(offset_ratio)
+    offset_min_tolerance = float(offset_min_tolerance)
     n_estimated, n_reference = len(estimate), len(reference)
     onset_matches = onset_offset_matches = 0
     if n_estimated and n_reference:  # mir_eval's matching needs notes on both sides

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 import math
+from numbers import Integral
 from typing import Any
 
 import torch
 
+from decomp._validation import StrictInterval, check_params
 from decomp.metrics._common import (
     as_float64,
     check_finite,
@@ -110,8 +112,8 @@ def si_sdr(estimate: Any, reference: Any, zero_mean: bool = True) -> Any:
     >>> round(si_sdr(reference + noise, reference), 4)  # 10 log10(4 / 1)
     6.0206
     """
-    if not isinstance(zero_mean, bool):
-        raise TypeError(f"zero_mean must be a bool; got {type(zero_mean).__name__}.")
+    check_params({"zero_mean": ["boolean"]}, {"zero_mean": zero_mean}, "si_sdr")
+    zero_mean = bool(zero_mean)
     estimate_t = _signal(estimate, "estimate", 1, "(..., n_samples)")
     reference_t = _signal(reference, "reference", 1, "(..., n_samples)").to(estimate_t.device)
     check_same_shape(estimate_t, "estimate", reference_t, "reference")
@@ -157,8 +159,8 @@ def si_sdr_improvement(
     >>> round(si_sdr_improvement(reference + 0.5 * noise, reference, reference + noise), 4)
     6.0206
     """
-    if not isinstance(zero_mean, bool):
-        raise TypeError(f"zero_mean must be a bool; got {type(zero_mean).__name__}.")
+    check_params({"zero_mean": ["boolean"]}, {"zero_mean": zero_mean}, "si_sdr_improvement")
+    zero_mean = bool(zero_mean)
     estimate_t = _signal(estimate, "estimate", 1, "(..., n_samples)")
     device = estimate_t.device
     reference_t = _signal(reference, "reference", 1, "(..., n_samples)").to(device)
@@ -357,14 +359,11 @@ def bss_eval(
     >>> np.round(sir)
     array([20., 20.])
     """
-    if isinstance(filter_length, bool) or not isinstance(filter_length, int):
-        raise TypeError(f"filter_length must be an int; got {type(filter_length).__name__}.")
-    if filter_length < 1:
-        raise ValueError(f"filter_length must be an int >= 1; got {filter_length}.")
-    if not isinstance(compute_permutation, bool):
-        raise TypeError(
-            f"compute_permutation must be a bool; got {type(compute_permutation).__name__}."
-        )
+    check_params({"filter_length": [StrictInterval(Integral, 1, None, closed="left")],
+                  "compute_permutation": ["boolean"]},
+                 {"filter_length": filter_length, "compute_permutation": compute_permutation},
+                 "bss_eval")
+    filter_length, compute_permutation = int(filter_length), bool(compute_permutation)
     layout = "(..., n_sources, n_samples)"
     estimates_t = _signal(estimates, "estimates", 2, layout).detach()
     references_t = _signal(references, "references", 2, layout).detach()

@@ -14,9 +14,8 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from decomp._backend import resolve_device
-from decomp._validation import DEVICE, RANDOM_STATE, StrictInterval
+from decomp._validation import DEVICE, RANDOM_STATE, StrictInterval, check_audio, check_params
 from decomp.audio._segments import separate_file, stream_segments
-from decomp.audio.io import _check_audio
 from decomp.audio.spectrogram import Spectrogram
 from decomp.engine import BETA_LOSSES
 from decomp.estimators.nmf import NMF
@@ -85,7 +84,7 @@ def ideal_ratio_mask(
     (2, 4000)
     """
     stft_front = _stft_front_end(front_end)
-    mixture = _check_audio(mixture, name="mixture", allow_batch=True)
+    mixture = check_audio(mixture, name="mixture", allow_batch=True)
     single = mixture.ndim == 1
     expected = "(n_sources, n_samples)" if single else "(n_items, n_sources, n_samples)"
     if getattr(sources, "ndim", None) is None:
@@ -102,7 +101,7 @@ def ideal_ratio_mask(
     outputs = []
     for index, (item_mixture, item_source) in enumerate(zip(mixtures, item_sources, strict=True)):
         name = "sources" if single else f"sources[{index}]"
-        item_source = _check_audio(item_source, name=name, allow_batch=True)
+        item_source = check_audio(item_source, name=name, allow_batch=True)
         magnitudes = stft_front(item_source)  # (n_sources, n_frames, n_bins)
         masks = stft_front.masks(magnitudes, power=power, eps=eps)
         outputs.append(stft_front.separate(item_mixture, masks=masks))  # (n_sources, n_samples)
@@ -130,8 +129,9 @@ def _training_stems(X: Any, y: Any) -> tuple[list[Any], list[Any]]:
             raise ValueError("X is an empty dict; give at least one class of stems.")
         return stems, labels
     if y is None:
-        raise ValueError("fit needs class labels: pass a dict {class: stems}, or stems X with "
-                         "one label per stem in y.")
+        raise ValueError("NMFSeparator requires y to be passed, but the target y is None: "
+                         "give class labels, as a dict {class: stems} or one label per stem "
+                         "of X in y.")
     if isinstance(X, (Sequence, np.ndarray, torch.Tensor)) and getattr(X, "ndim", 2) == 2:
         stems = list(X)
     else:
@@ -145,6 +145,17 @@ def _training_stems(X: Any, y: Any) -> tuple[list[Any], list[Any]]:
     if not stems:
         raise ValueError("X holds no training stems.")
     return stems, labels
+
+
+def _stem_features(X: Any, y: Any, front_end: Spectrogram) -> Iterator[tuple[np.ndarray, Any]]:
+    """Stems as in :meth:`NMFSeparator.fit` -> (features (n_frames, n_bins), label) each."""
+    stems, labels = _training_stems(X, y)
+    for index, (stem, label) in enumerate(zip(stems, labels, strict=True)):
+        stem = check_audio(stem, name=f"training stem {index} (class {label!r})",
+                            allow_batch=False)
+        if isinstance(stem, torch.Tensor):
+            stem = stem.detach().cpu().numpy()
+        yield front_end(stem), label
 
 
 class NMFSeparator(Persistent, BaseEstimator):
@@ -270,14 +281,8 @@ class NMFSeparator(Persistent, BaseEstimator):
         """
         self._validate_params()
         front_end = Spectrogram(kind="linear") if self.front_end is None else self.front_end
-        stems, labels = _training_stems(X, y)
         frames, frame_labels = [], []
-        for index, (stem, label) in enumerate(zip(stems, labels, strict=True)):
-            stem = _check_audio(stem, name=f"training stem {index} (class {label!r})",
-                                allow_batch=False)
-            if isinstance(stem, torch.Tensor):
-                stem = stem.detach().cpu().numpy()
-            features = front_end(stem)  # (n_frames, n_bins)
+        for features, label in _stem_features(X, y, front_end):
             frames.append(features)
             frame_labels.extend([label] * features.shape[0])
         model = NMF(
@@ -291,6 +296,35 @@ class NMFSeparator(Persistent, BaseEstimator):
         self.front_end_ = front_end
         self.n_features_in_ = front_end.n_bins
         return self
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Minus the NMF objective per entry of stems against their own class's dictionary.
+
+        Each stem's features are decomposed against the components of its class alone
+        (what :meth:`separate` relies on: a class's dictionary explains that class), and
+        the final objectives (:meth:`decomp.NMF.score`) are summed over the stems,
+        divided by their number of entries and negated (higher is better), so
+        ``GridSearchCV`` can choose ``n_components_per_source`` on held-out stems without
+        a scorer. Compare settings of one ``beta_loss`` and front end.
+
+        Parameters
+        ----------
+        X, y
+            Isolated stems and their classes, as in :meth:`fit`; every class must be
+            one of ``classes_``.
+
+        Returns
+        -------
+        float
+        """
+        check_is_fitted(self)
+        self._validate_params()
+        total, size = 0.0, 0
+        for features, label in _stem_features(X, y, self.front_end_):
+            model, _ = self._restricted_model(self._check_classes([label]))
+            total += model.score(features) * features.size
+            size += features.size
+        return total / size
 
     def _check_classes(self, classes: Any) -> np.ndarray:
         if classes is None:
@@ -361,7 +395,7 @@ class NMFSeparator(Persistent, BaseEstimator):
         check_is_fitted(self)
         self._validate_params()
         requested = self._check_classes(classes)
-        mixture = _check_audio(mixture, name="mixture", allow_batch=True)
+        mixture = check_audio(mixture, name="mixture", allow_batch=True)
         separate_segment, n_outputs = self._segment_separator(requested)
         if mixture.ndim == 1:
             return _in_segments(mixture, separate_segment, self.front_end_, n_outputs)
@@ -417,9 +451,9 @@ class NMFSeparator(Persistent, BaseEstimator):
         """
         check_is_fitted(self)
         self._validate_params()
-        if segment_frames is not None and (isinstance(segment_frames, bool) or not isinstance(
-                segment_frames, Integral) or segment_frames < 1):
-            raise ValueError(f"segment_frames must be an int >= 1; got {segment_frames!r}.")
+        check_params({"segment_frames": [StrictInterval(Integral, 1, None, closed="left"), None]},
+                     {"segment_frames": segment_frames}, "NMFSeparator.separate_stream")
+        segment_frames = None if segment_frames is None else int(segment_frames)
         separate_segment, _ = self._segment_separator(self._check_classes(classes))
         yield from stream_segments(blocks, lambda samples, first: separate_segment(samples),
                                     self.front_end_, segment_frames or _SEGMENT_FRAMES)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 import torch
 
+from decomp._validation import StrictInterval, check_params
 from decomp.losses import permutation_invariant_loss
 from decomp.metrics import bss_eval, si_sdr, si_sdr_improvement
 
@@ -216,11 +217,8 @@ def evaluate_separation(
             f"estimates, references and mixtures must have the same number of samples; got "
             f"{estimates_t.shape[-1]}, {n_samples} and {mixtures_t.shape[-1]}."
         )
-    if sample_rate is not None and (
-        isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Integral)
-        or sample_rate < 1
-    ):
-        raise ValueError(f"sample_rate must be a positive int or None; got {sample_rate!r}.")
+    check_params({"sample_rate": [StrictInterval(Integral, 1, None, closed="left"), None]},
+                 {"sample_rate": sample_rate}, "evaluate_separation")
     counts = _check_n_sources(n_sources, n_items, max_sources)
     if estimates_t.shape[1] < counts.max():
         raise ValueError(

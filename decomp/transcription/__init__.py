@@ -1,4 +1,9 @@
-"""Piano transcription: audio -> activations -> piano roll -> MIDI."""
+"""Piano transcription: audio -> activations -> piano roll -> MIDI.
+
+:mod:`~decomp.transcription.piano` holds the mechanism (:class:`PianoTranscriber` and its
+post-processing); :mod:`~decomp.transcription.defaults` the policy (the default
+transcribers' settings, training and cache, and the helpers that build their data).
+"""
 
 from decomp.transcription.defaults import (
     BAYESIAN_SETTINGS,
@@ -6,16 +11,11 @@ from decomp.transcription.defaults import (
     bayesian_transcriber,
     default_dds_decomposer,
     default_dds_front_end,
-    default_decomposer,
-    default_front_end,
     default_settings,
     default_transcriber,
     fit_transcriber,
     pretrained_path,
     protocol_features,
-    training_frames_per_font,
-    validation_recordings,
-    validation_set,
 )
 from decomp.transcription.evaluation import TranscriptionScores, evaluate_transcriber
 from decomp.transcription.piano import (
@@ -23,6 +23,8 @@ from decomp.transcription.piano import (
     Transcription,
     activity_to_roll,
     choose_threshold,
+    default_decomposer,
+    default_front_end,
     hysteresis_threshold,
 )
 
@@ -46,7 +48,4 @@ __all__ = [
     "hysteresis_threshold",
     "pretrained_path",
     "protocol_features",
-    "training_frames_per_font",
-    "validation_recordings",
-    "validation_set",
 ]

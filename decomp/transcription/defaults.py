@@ -1,4 +1,8 @@
-"""The default NMF piano transcriber: its settings, its training and its cache.
+"""The default piano transcribers: their settings, their training and their cache.
+
+This module is the policy; :mod:`decomp.transcription.piano` is the mechanism (the
+transcriber, what its ``None`` parameters stand for, the loading of the shipped models).
+This module imports that one, never the other way round.
 
 The settings below were chosen with ``benchmarks/transcription.py`` on validation
 data rendered from the training SoundFonts only (see that script for the figures).
@@ -35,10 +39,13 @@ from decomp.data import (
     random_piece,
 )
 from decomp.data.cache import writable_cache_dir
-from decomp.estimators import NMF
 from decomp.exceptions import ModelFileError
 from decomp.pretrained import pretrained_file
-from decomp.transcription.piano import PianoTranscriber
+from decomp.transcription.piano import (
+    PianoTranscriber,
+    default_decomposer,
+    default_front_end,
+)
 
 __all__ = [
     "BAYESIAN_SETTINGS",
@@ -46,8 +53,6 @@ __all__ = [
     "bayesian_transcriber",
     "default_dds_decomposer",
     "default_dds_front_end",
-    "default_front_end",
-    "default_decomposer",
     "default_settings",
     "pretrained_path",
     "default_transcriber",
@@ -59,26 +64,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def default_front_end() -> Spectrogram:
-    """The front end of the default NMF transcriber: ``log1p(100 |STFT|)``, 1025 bins.
-
-    Milder compression than the DDS papers' 10000: it won the cross-font validation of
-    ``benchmarks/transcription.py`` against linear magnitude, log1p(10000 |STFT|) and a CQT.
-    """
-    return Spectrogram(kind="log", compression=100.0)
-
-
-def default_decomposer() -> NMF:
-    """The decomposer of the default NMF transcriber (unfitted).
-
-    Euclidean NMF against a fixed dictionary of 24 training frames per note: within 0.001
-    cross-font validation F1 of all training frames (the best), at a quarter of the
-    dictionary size, which keeps transcription several times faster.
-    """
-    return NMF(beta_loss="frobenius", dictionary="frames", n_components_per_source=24,
-               max_iter=200, random_state=0)
 
 
 def default_settings() -> PianoTranscriber:
@@ -335,7 +320,8 @@ def _settings_key(transcriber: PianoTranscriber, protocol: PianoProtocol) -> str
 
 
 PRETRAINED_METHODS = ("nmf", "bayes-nmf", "dds1", "dds2", "dds3")
-"""Methods :func:`default_transcriber` and ``PianoTranscriber.pretrained`` know."""
+"""Methods :func:`default_transcriber` knows (``PianoTranscriber.pretrained`` all but
+``"bayes-nmf"``)."""
 
 
 _SHIPPED_TRANSCRIBERS = ("nmf", "dds2", "dds3")
@@ -391,30 +377,12 @@ def default_transcriber(
         return bayesian_transcriber(default_transcriber("nmf", protocol=protocol,
                                                         use_cache=use_cache))
     if method != "nmf":
-        from decomp.estimators import DDS1
-
-        path = pretrained_path("dds2" if method == "dds1" else method)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"the shipped model {path.name} is missing from this installation; "
-                "rebuild it with `python benchmarks/train_default_models.py`."
-            )
-        transcriber = load(path)
-        if method == "dds1":
-            dds2 = transcriber.decomposer_
-            transcriber.decomposer_ = DDS1.from_flow(
-                dds2.flow_, dds2.sources_, max_iter=dds2.max_iter,
-                random_state=dds2.random_state)
-            transcriber.decomposer = DDS1(max_iter=dds2.max_iter,
-                                          random_state=dds2.random_state)
-            # DDS-1 holds (frames x notes) codes per chunk: smaller chunks bound memory.
-            transcriber.chunk_frames = 256
-        return transcriber
+        return PianoTranscriber.pretrained(method)
     if protocol == DEFAULT_PROTOCOL:
         path = pretrained_path("nmf")
         if path.exists():
             logger.debug("loading the shipped default NMF transcriber %s", path)
-            return load(path)
+            return PianoTranscriber.pretrained("nmf")
         logger.warning("the shipped model %s is missing from this installation; fitting the "
                        "default NMF transcriber on rendered notes instead (needs FluidSynth).",
                        path.name)

@@ -1,10 +1,16 @@
 """Piano transcription: audio or spectrogram -> per-pitch activity -> piano roll -> MIDI.
 
 A :class:`PianoTranscriber` wraps any fitted decomposer that offers
-``source_activations`` (NMF today, the DDS estimators later) with the front end that
+``source_activations`` (NMF, BayesianNMF, the DDS estimators) with the front end that
 turns audio into features and the post-processing that turns activity into notes:
 temporal median smoothing, a threshold (optionally with hysteresis), and note
 extraction.
+
+This module is the mechanism: the transcriber, what its ``None`` parameters stand for
+(:func:`default_front_end`, :func:`default_decomposer`) and the loading of the shipped
+transcribers (:meth:`PianoTranscriber.pretrained`). The policy (the default
+transcriber's settings, its training, its cache) is :mod:`decomp.transcription.defaults`,
+which imports this module and never the other way round.
 """
 
 from __future__ import annotations
@@ -36,16 +42,49 @@ from decomp.audio import (
     check_level,
     roll_to_midi,
 )
+from decomp.estimators import DDS1, NMF
 from decomp.metrics import frame_scores
 from decomp.persistence import Persistent
+from decomp.pretrained import pretrained as load_pretrained
 
 __all__ = [
     "PianoTranscriber",
     "Transcription",
     "activity_to_roll",
     "choose_threshold",
+    "default_decomposer",
+    "default_front_end",
     "hysteresis_threshold",
 ]
+
+#: Methods :meth:`PianoTranscriber.pretrained` loads: the shipped ``piano-<method>`` models,
+#: and ``"dds1"``, which searches the shipped DDS-2's flows frame by frame.
+SHIPPED_METHODS = ("nmf", "dds1", "dds2", "dds3")
+
+# DDS-1 holds (frames x notes) codes per chunk: smaller chunks than DDS-2's bound memory.
+_DDS1_CHUNK_FRAMES = 256
+
+
+def default_front_end() -> Spectrogram:
+    """The front end of the default NMF transcriber: ``log1p(100 |STFT|)``, 1025 bins.
+
+    What ``PianoTranscriber(front_end=None)`` uses. Milder compression than the DDS
+    papers' 10000: it won the cross-font validation of ``benchmarks/transcription.py``
+    against linear magnitude, log1p(10000 |STFT|) and a CQT.
+    """
+    return Spectrogram(kind="log", compression=100.0)
+
+
+def default_decomposer() -> NMF:
+    """The decomposer of the default NMF transcriber (unfitted).
+
+    What ``PianoTranscriber(decomposer=None)`` fits. Euclidean NMF against a fixed
+    dictionary of 24 training frames per note: within 0.001 cross-font validation F1 of
+    all training frames (the best), at a quarter of the dictionary size, which keeps
+    transcription several times faster.
+    """
+    return NMF(beta_loss="frobenius", dictionary="frames", n_components_per_source=24,
+               max_iter=200, random_state=0)
 
 
 @dataclass
@@ -301,6 +340,16 @@ class PianoTranscriber(Persistent, BaseEstimator):
         self.min_note_frames = min_note_frames
         self.chunk_frames = chunk_frames
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = True  # features are magnitudes
+        return tags
+
+    @property
+    def n_features_in_(self) -> int:
+        """Number of feature bins ``fit`` saw: the fitted decomposer's ``n_features_in_``."""
+        return self.decomposer_.n_features_in_
+
     # --- set-up --------------------------------------------------------------------------
     def _set_state(self, state: dict[str, Any]) -> None:
         """Restore the fitted state; a dictionary stored in float16 comes back as float32.
@@ -315,19 +364,69 @@ class PianoTranscriber(Persistent, BaseEstimator):
             decomposer.components_ = components.astype(np.float32)
 
     def _front_end(self) -> Spectrogram:
-        from decomp.transcription.defaults import default_front_end
-
         return self.front_end if self.front_end is not None else default_front_end()
 
     @classmethod
     def pretrained(cls, method: str = "nmf") -> PianoTranscriber:
-        """A fitted transcriber: ``"nmf"``, or the shipped ``"dds1"``, ``"dds2"``, ``"dds3"``.
+        """A shipped fitted transcriber: ``"nmf"``, ``"dds1"``, ``"dds2"`` or ``"dds3"``.
 
-        See :func:`decomp.transcription.default_transcriber`.
+        ``"nmf"``, ``"dds2"`` and ``"dds3"`` are the models shipped inside the package,
+        ``decomp.pretrained(f"piano-{method}")``. ``"dds1"`` searches the shipped DDS-2's
+        per-note flows frame by frame (one code per note per frame, :class:`~decomp.DDS1`)
+        with DDS-2's threshold, in chunks of 256 frames. None needs FluidSynth.
+        :func:`decomp.transcription.default_transcriber` returns these same models, and
+        fits the NMF one when its file is missing or for another protocol.
+
+        Raises
+        ------
+        ValueError
+            If ``method`` is not one of :data:`SHIPPED_METHODS`.
+        FileNotFoundError
+            If the shipped file is missing from this installation.
         """
-        from decomp.transcription.defaults import default_transcriber
+        if method not in SHIPPED_METHODS:
+            raise ValueError(f"method must be one of {SHIPPED_METHODS}; got {method!r}.")
+        if method != "dds1":
+            return load_pretrained(f"piano-{method}", kind=cls)
+        dds2 = load_pretrained("piano-dds2", kind=cls)
+        search = dds2.decomposer_
+        settings = {"max_iter": search.max_iter, "random_state": search.random_state}
+        return dds2.with_decomposer(DDS1.from_flow(search.flow_, search.sources_, **settings),
+                                    decomposer=DDS1(**settings),
+                                    chunk_frames=_DDS1_CHUNK_FRAMES)
 
-        return default_transcriber(method)
+    def with_decomposer(self, fitted_decomposer: Any, /, **params: Any) -> PianoTranscriber:
+        """A fitted transcriber like this one that decomposes with another fitted decomposer.
+
+        For a decomposer fitted without :meth:`fit`, e.g. a :class:`~decomp.DDS1` that
+        searches this transcriber's DDS-2 flows (``DDS1.from_flow``): the new transcriber
+        keeps this one's parameters (but ``params``) and its threshold.
+
+        Parameters
+        ----------
+        fitted_decomposer : estimator
+            Fitted, with ``source_activations`` and ``sources_`` (MIDI pitches).
+        **params
+            Parameters of the new transcriber that differ from this one's, as for
+            ``set_params``: e.g. ``decomposer`` (the unfitted settings it records) or
+            ``chunk_frames``.
+
+        Returns
+        -------
+        PianoTranscriber
+            Fitted: ``decomposer_`` is ``fitted_decomposer``, ``pitches_`` its sources,
+            ``threshold_`` this transcriber's; ``validation_f1_`` is NaN (the threshold
+            was validated with the other decomposer).
+        """
+        check_is_fitted(self, "decomposer_")
+        check_is_fitted(fitted_decomposer, "sources_")
+        transcriber = clone(self).set_params(**params)
+        transcriber._validate_params()
+        transcriber.decomposer_ = fitted_decomposer
+        transcriber.pitches_ = np.asarray(fitted_decomposer.sources_).astype(np.int64)
+        transcriber.threshold_ = self.threshold_
+        transcriber.validation_f1_ = float("nan")
+        return transcriber
 
     def fit(
         self,
@@ -354,8 +453,6 @@ class PianoTranscriber(Persistent, BaseEstimator):
         -------
         self
         """
-        from decomp.transcription.defaults import default_decomposer
-
         self._validate_params()
         X = check_spectrogram(X, name="X", allow_batch=False)
         labels = check_labels(y, X.shape[0])

@@ -141,9 +141,10 @@ def test_directory_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "sample_rate, error, message",
-    [(0, ValueError, "sample_rate must be a positive int"),
-     (-16000, ValueError, "got -16000"),
-     (16000.0, TypeError, "sample_rate must be a positive int"),
+    [(0, ValueError, r"'sample_rate' parameter of load_audio must be an int in the range "
+                     r"\[1, inf\) or None. Got 0 instead"),
+     (-16000, ValueError, "Got -16000 instead"),
+     (16000.0, TypeError, "'sample_rate' parameter of load_audio must be an int"),
      (True, TypeError, "sample_rate")],
 )
 def test_bad_sample_rate_is_refused(tmp_path, sample_rate, error, message):

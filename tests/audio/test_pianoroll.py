@@ -216,10 +216,13 @@ def test_bad_rolls():
          r"velocities must be finite and lie in \[0, 1\]; got values from 1.5 to 1.5"),
         ({"velocities": np.zeros((2, 1))}, ValueError,
          r"velocities must have the roll's shape \(3, 1\); got \(2, 1\)"),
-        ({"program": 128}, ValueError, r"program must be an int in \[0, 127\]; got 128"),
-        ({"program": "piano"}, TypeError, "program must be an int in .*got str"),
-        ({"min_duration": -1}, ValueError, "min_duration must be a number of seconds >= 0; got -1"),
-        ({"min_duration": None}, TypeError, "min_duration must be a number of seconds"),
+        ({"program": 128}, ValueError,
+         r"'program' parameter of roll_to_midi must be an int in the range \[0, 127\]. Got 128"),
+        ({"program": "piano"}, TypeError, "'program' parameter .* Got 'piano' instead"),
+        ({"program": np.int64(128)}, ValueError, "'program' parameter"),
+        ({"min_duration": -1}, ValueError,
+         r"'min_duration' parameter of roll_to_midi must be a float in the range \[0.0, inf\)"),
+        ({"min_duration": None}, TypeError, "'min_duration' parameter"),
     ],
 )  # fmt: skip
 def test_bad_roll_to_midi_options(kwargs, error, message):

@@ -201,7 +201,10 @@ def test_default_instruments():
         ({"instruments": "violin"}, TypeError, "instruments"),
         ({"duration": 0.0}, ValueError, "duration"),
         ({"duration": -1.0}, ValueError, "duration"),
-        ({"sample_rate": 100}, ValueError, r"sample_rate must lie in \[8000, 96000\] Hz; got 100"),
+        ({"sample_rate": 100}, ValueError,
+         r"'sample_rate' parameter of instrument_mixtures must be an int in the range "
+         r"\[8000, 96000\]. Got 100"),
+        ({"duration": 61.0}, ValueError, r"'duration' parameter .* \(0.0, 60.0\]"),
         ({"level_range": (-10.0, -20.0)}, ValueError, "level_range"),
         ({"n_mixtures": 0}, ValueError, "n_mixtures"),
         ({"random_state": "seed"}, TypeError, "random_state"),

@@ -268,37 +268,47 @@ def test_labelled_frames_errors():
     [
         (random_chords, {"polyphony": 5, "pitches": [60, 62, 64]}, ValueError,
          r"polyphony must be at most the number of pitches \(3\); got 5"),
-        (random_chords, {"polyphony": 0}, ValueError, r"polyphony must be an int >= 1; got 0"),
-        (random_chords, {"polyphony": 2.0}, TypeError, "polyphony must be an int; got float"),
-        (random_chords, {"n_chords": 0}, ValueError, r"n_chords must be an int >= 1; got 0"),
+        (random_chords, {"polyphony": 0}, ValueError,
+         r"'polyphony' parameter of random_chords must be an int in the range \[1, inf\). "
+         r"Got 0 instead"),
+        (random_chords, {"polyphony": 2.0}, TypeError, "'polyphony' parameter .* Got 2.0"),
+        (random_chords, {"n_chords": 0}, ValueError, r"'n_chords' parameter .* Got 0"),
         (random_chords, {"velocity_range": (96, 32)}, ValueError,
          r"velocity_range must have low <= high; got \(96, 32\)"),
         (random_chords, {"velocity_range": (0, 50)}, ValueError,
-         r"velocity_range\[0\] must be an int in \[1, 127\]; got 0"),
+         r"'velocity_range\[0\]' parameter of random_chords must be an int in the range "
+         r"\[1, 127\]. Got 0"),
         (random_chords, {"velocity_range": (32, 200)}, ValueError,
-         r"velocity_range\[1\] must be an int in \[1, 127\]; got 200"),
+         r"'velocity_range\[1\]' parameter .* \[1, 127\]. Got 200"),
         (random_chords, {"velocity_range": 64}, TypeError, "velocity_range must be a pair"),
         (random_chords, {"chord_duration": 0}, ValueError,
-         "chord_duration must be a finite number of seconds > 0; got 0"),
-        (random_chords, {"gap": -0.1}, ValueError, "gap must be a finite number of seconds >= 0"),
+         r"'chord_duration' parameter .* a float in the range \(0.0, inf\). Got 0"),
+        (random_chords, {"gap": -0.1}, ValueError,
+         r"'gap' parameter .* a float in the range \[0.0, inf\). Got -0.1"),
         (random_chords, {"random_state": "seed"}, TypeError,
-         "random_state must be None, an int or a numpy Generator; got str"),
+         "'random_state' parameter .*Generator' or None. Got 'seed' instead"),
+        (random_chords, {"random_state": True}, TypeError, "'random_state' parameter"),
+        (random_chords, {"sample_rate": 4000}, ValueError,
+         r"'sample_rate' parameter of random_chords must be an int in the range "
+         r"\[8000, 96000\]"),
         (random_chords, {"pitches": [60, 128]}, ValueError,
          r"pitches must lie in \[0, 127\].*got values from 60 to 128"),
         (random_chords, {"pitches": [60, 60]}, ValueError, "pitches must not repeat a pitch"),
         (random_chords, {"pitches": []}, ValueError, "pitches must be a non-empty"),
         (random_chords, {"pitches": [60.5]}, TypeError, "pitches must hold integer MIDI"),
         (isolated_notes, {"velocities": []}, ValueError, "velocities must hold at least one"),
-        (isolated_notes, {"velocities": [0]}, ValueError,
-         r"velocities must be an int in \[1, 127\]; got 0"),
+        (isolated_notes, {"velocities": [64, 0]}, ValueError,
+         r"'velocities\[1\]' parameter of isolated_notes must be an int in the range "
+         r"\[1, 127\]. Got 0"),
         (isolated_notes, {"note_duration": float("nan")}, ValueError,
-         "note_duration must be a finite number of seconds > 0; got nan"),
-        (random_piece, {"n_bars": 0}, ValueError, r"n_bars must be an int >= 1; got 0"),
+         "'note_duration' parameter .* Got nan"),
+        (random_piece, {"n_bars": 0}, ValueError, r"'n_bars' parameter .* Got 0"),
         (random_piece, {"tempo": 5}, ValueError,
-         r"tempo must lie in \[20, 400\] beats per minute; got 5"),
+         r"'tempo' parameter of random_piece must be a float in the range \[20.0, 400.0\]. "
+         r"Got 5"),
         (random_piece, {"pitches": range(60, 72)}, ValueError,
          "pitches must hold, in every major key, at least 7 scale notes"),
-        (random_piece, {"soundfont": 42}, TypeError, "soundfont must be a SoundFont name"),
+        (random_piece, {"soundfont": 42}, TypeError, "'soundfont' parameter of random_piece"),
     ],
 )  # fmt: skip
 def test_generator_errors(function, kwargs, error, message):
@@ -316,8 +326,10 @@ def test_rendered_piano_frame_times():
     piano = RenderedPiano(np.zeros(1000, np.float32), 1000, pretty_midi.PrettyMIDI(), "x")
     assert piano.duration == 1.0
     np.testing.assert_allclose(piano.frame_times(100), np.arange(11) * 0.1)
-    with pytest.raises(ValueError, match="hop_length must be an int >= 1; got 0"):
+    with pytest.raises(ValueError, match=r"'hop_length' parameter of RenderedPiano.frame_times "
+                                         r"must be an int in the range \[1, inf\). Got 0"):
         piano.frame_times(0)
+    np.testing.assert_allclose(piano.frame_times(np.int64(100)), np.arange(11) * 0.1)
 
 
 # ------------------------------------------------------------------------ protocol
@@ -343,7 +355,9 @@ def test_default_protocol():
         ({"velocity_range": (90, 40)}, "velocity_range must have low <= high"),
         ({"train_velocities": (20, 64)}, r"train_velocities must be non-empty and lie in"),
         ({"pitches": (60, 60)}, "pitches must not repeat"),
-        ({"sample_rate": 1000}, r"sample_rate must be an int in \[8000, 96000\]; got 1000"),
+        ({"sample_rate": 1000}, r"'sample_rate' parameter of PianoProtocol must be an int in the "
+                                r"range \[8000, 96000\]. Got 1000"),
+        ({"train_velocities": (64, 0)}, r"'train_velocities\[1\]' parameter of PianoProtocol"),
     ],
 )
 def test_protocol_errors(kwargs, message):

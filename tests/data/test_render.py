@@ -145,12 +145,15 @@ def test_empty_midi_renders_the_tail_silently():
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"sample_rate": 4000}, ValueError, r"sample_rate must lie in \[8000, 96000\].*got 4000"),
-        ({"sample_rate": 16000.0}, TypeError, "sample_rate must be an int.*float"),
-        ({"gain": 0}, ValueError, r"gain must lie in \(0, 10\]; got 0"),
-        ({"gain": 11}, ValueError, r"gain must lie in \(0, 10\]; got 11"),
-        ({"gain": "loud"}, TypeError, "gain must be a number; got str"),
-        ({"release_tail": -1}, ValueError, r"release_tail must lie in \[0, 60\]; got -1"),
+        ({"sample_rate": 4000}, ValueError,
+         r"'sample_rate' parameter of render_midi must be an int in the range \[8000, 96000\]. "
+         r"Got 4000 instead"),
+        ({"sample_rate": 16000.0}, TypeError, "'sample_rate' parameter .* Got 16000.0"),
+        ({"gain": 0}, ValueError, r"'gain' parameter .* a float in the range \(0.0, 10.0\]. Got 0"),
+        ({"gain": 11}, ValueError, r"'gain' parameter .* Got 11"),
+        ({"gain": "loud"}, TypeError, "'gain' parameter .* Got 'loud'"),
+        ({"release_tail": -1}, ValueError,
+         r"'release_tail' parameter .* a float in the range \[0.0, 60.0\]. Got -1"),
         ({"soundfont": "steinway"}, ValueError, "soundfont must be one of"),
     ],
 )

@@ -341,15 +341,21 @@ def test_bad_latent_shapes(z_shape, match):
     [
         ({"n_features": 3}, r"'n_features' .* must be an int > n_sources=3 .*Got 3 instead"),
         ({"n_features": 2}, r"'n_features' .* must be an int > n_sources=3 .*Got 2 instead"),
-        ({"n_sources": 0}, r"'n_sources' parameter of ConditionalGlow must be an int >= 1"),
-        ({"n_steps": 0}, r"'n_steps' parameter of ConditionalGlow must be an int >= 1. Got 0"),
-        ({"hidden_features": 2.0}, r"'hidden_features' .* must be an int >= 1. Got 2.0"),
-        ({"activation": "gelu"}, r"'activation' .* must be one of .*Got 'gelu'"),
-        ({"log_scale_bound": 0}, r"'log_scale_bound' .* must be a float > 0. Got 0"),
-        ({"semantic_weight": -1.0}, r"'semantic_weight' .* must be a float >= 0. Got -1.0"),
-        ({"adversary_weight": math.nan}, r"'adversary_weight' .* must be a float >= 0"),
-        ({"adversary_hidden_features": 0}, r"'adversary_hidden_features' .* int >= 1"),
-        ({"random_state": "seed"}, r"'random_state' .* an int, a torch.Generator or None"),
+        ({"n_sources": 0}, r"'n_sources' parameter of ConditionalGlow must be an int in the "
+                           r"range \[1, inf\). Got 0 instead"),
+        ({"n_steps": 0}, r"'n_steps' parameter of ConditionalGlow must be an int in the range "
+                         r"\[1, inf\). Got 0 instead"),
+        ({"n_steps": True}, r"'n_steps' parameter .* Got True instead"),
+        ({"hidden_features": 2.0}, r"'hidden_features' .* must be an int .* Got 2.0"),
+        ({"activation": "gelu"}, r"'activation' .* must be a str among .*Got 'gelu'"),
+        ({"log_scale_bound": 0}, r"'log_scale_bound' .* must be a float in the range "
+                                 r"\(0.0, inf\). Got 0"),
+        ({"semantic_weight": -1.0}, r"'semantic_weight' .* must be a float in the range "
+                                    r"\[0.0, inf\). Got -1.0"),
+        ({"adversary_weight": math.nan}, r"'adversary_weight' .* must be a float in the range"),
+        ({"adversary_hidden_features": 0}, r"'adversary_hidden_features' .* an int in the range"),
+        ({"random_state": "seed"}, r"'random_state' .* an int .*, an instance of "
+                                   r"'torch._C.Generator' or None"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, match):

@@ -113,7 +113,7 @@ def test_bad_flows_are_refused():
     with pytest.raises(ValueError, match="same number of features"):
         NflowsDictionary([Flow(ReversePermutation(4), StandardNormal([4])),
                           Flow(ReversePermutation(3), StandardNormal([3]))])
-    with pytest.raises(ValueError, match="n_sources must be an int"):
+    with pytest.raises(ValueError, match="'n_sources' parameter of NflowsDictionary must be"):
         NflowsDictionary(Flow(ReversePermutation(4), StandardNormal([4])))
     with pytest.raises(TypeError, match="nflows.flows.Flow"):
         NflowsDictionary([nn.Linear(4, 4)])

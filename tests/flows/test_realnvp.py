@@ -209,11 +209,15 @@ def test_bad_dtype_and_type():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"n_sources": 0}, r"'n_sources' parameter of StackedRealNVP must be an int >= 1. Got 0"),
-        ({"n_features": 1}, r"'n_features' .* must be an int >= 2. Got 1"),
-        ({"n_blocks": 2.0}, r"'n_blocks' .* must be an int >= 1. Got 2.0"),
-        ({"activation": "gelu"}, r"'activation' .* must be one of .*Got 'gelu'"),
-        ({"log_scale_bound": 0}, r"'log_scale_bound' .* must be a float > 0. Got 0"),
+        ({"n_sources": 0}, r"'n_sources' parameter of StackedRealNVP must be an int in the range "
+                           r"\[1, inf\). Got 0 instead"),
+        ({"n_features": 1}, r"'n_features' .* must be an int in the range \[2, inf\). Got 1"),
+        ({"n_blocks": 2.0}, r"'n_blocks' .* must be an int .* Got 2.0"),
+        ({"n_blocks": False}, r"'n_blocks' .* Got False"),
+        ({"activation": "gelu"}, r"'activation' .* must be a str among .*Got 'gelu'"),
+        ({"log_scale_bound": 0}, r"'log_scale_bound' .* must be a float in the range "
+                                 r"\(0.0, inf\). Got 0"),
+        ({"random_state": "0"}, r"'random_state' .* Got '0'"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, match):
@@ -224,8 +228,10 @@ def test_bad_constructor_arguments(kwargs, match):
 
 def test_per_source_module_checks_source():
     flow = make_flow()
-    with pytest.raises(ValueError, match=r"source must be in \[0, n_sources=4\); got 4"):
+    with pytest.raises(ValueError, match=r"'source' parameter of StackedRealNVP.per_source_module "
+                                         r"must be an int in the range \[0, 3\]. Got 4"):
         flow.per_source_module(4)
+    assert flow.per_source_module(np.int64(3)) is not None
 
 
 def test_missing_inverse_raises_named_error():

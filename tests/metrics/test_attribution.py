@@ -206,12 +206,13 @@ def test_sparsity_is_scale_invariant(activations, scale):
 
 @pytest.mark.parametrize("epsilon", [1.0, -0.1, 2.0])
 def test_sparsity_epsilon_range_message(epsilon):
-    with pytest.raises(ValueError, match=r"epsilon must be in \[0, 1\); got"):
+    with pytest.raises(ValueError, match=r"The 'epsilon' parameter of epsilon_sparsity must be "
+                                         r"a float in the range \[0.0, 1.0\). Got"):
         epsilon_sparsity(np.ones((2, 2)), epsilon)
 
 
 def test_sparsity_epsilon_type_message():
-    with pytest.raises(TypeError, match=r"epsilon must be a real number; got str"):
+    with pytest.raises(TypeError, match=r"'epsilon' parameter .* Got '0.1' instead"):
         epsilon_sparsity(np.ones((2, 2)), "0.1")
 
 

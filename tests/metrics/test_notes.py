@@ -204,7 +204,8 @@ def test_bad_arguments():
         note_scores(REFERENCE, {})
     with pytest.raises(TypeError, match="estimated_notes must be a NumPy array"):
         note_scores(None, REFERENCE)
-    with pytest.raises(ValueError, match=r"onset_tolerance must be in \[0, inf\); got -0.01"):
+    with pytest.raises(ValueError, match=r"'onset_tolerance' parameter of note_scores .*"
+                                         r"\[0.0, inf\). Got -0.01"):
         note_scores(REFERENCE, REFERENCE, onset_tolerance=-0.01)
-    with pytest.raises(TypeError, match="offset_ratio must be a real number; got NoneType"):
+    with pytest.raises(TypeError, match="'offset_ratio' parameter of note_scores .* Got None"):
         note_scores(REFERENCE, REFERENCE, offset_ratio=None)

@@ -143,7 +143,7 @@ def test_si_sdr_empty_message():
 
 
 def test_si_sdr_zero_mean_type_message():
-    with pytest.raises(TypeError, match=r"zero_mean must be a bool; got str"):
+    with pytest.raises(TypeError, match=r"'zero_mean' parameter of si_sdr .* Got 'yes'"):
         si_sdr(np.ones(4), np.ones(4), zero_mean="yes")
 
 
@@ -307,14 +307,14 @@ def test_bss_eval_silent_estimate_message():
 
 
 def test_bss_eval_filter_length_messages():
-    with pytest.raises(TypeError, match=r"filter_length must be an int; got float"):
+    with pytest.raises(TypeError, match=r"'filter_length' parameter of bss_eval .* Got 8.0"):
         bss_eval(np.ones((2, 600)), np.ones((2, 600)), filter_length=8.0)
-    with pytest.raises(ValueError, match=r"filter_length must be an int >= 1; got 0"):
+    with pytest.raises(ValueError, match=r"'filter_length' .* \[1, inf\). Got 0 instead"):
         bss_eval(np.ones((2, 600)), np.ones((2, 600)), filter_length=0)
 
 
 def test_bss_eval_compute_permutation_messages():
-    with pytest.raises(TypeError, match=r"compute_permutation must be a bool; got int"):
+    with pytest.raises(TypeError, match=r"'compute_permutation' parameter .* Got 1 instead"):
         bss_eval(np.ones((2, 600)), np.ones((2, 600)), compute_permutation=1)
     with pytest.raises(ValueError, match=r"limited to 8 sources; got 9"):
         bss_eval(np.ones((9, 600)), np.ones((9, 600)), compute_permutation=True)

@@ -463,3 +463,19 @@ def test_a_model_file_without_sustain_ratio_loads_with_the_default(tmp_path, tin
     assert restored.sustain_ratio == 1.0
     np.testing.assert_array_equal(restored.transcribe(tiny_chords.audio).roll,
                                   tiny_transcriber.transcribe(tiny_chords.audio).roll)
+
+
+def test_with_decomposer_builds_a_fitted_copy_without_touching_the_original():
+    rng = np.random.default_rng(0)
+    X, y = rng.random((12, 20)), np.repeat([60, 62, 64], 4)
+    original = PianoTranscriber(NMF(dictionary="frames", max_iter=5, device="cpu"),
+                                threshold=0.4).fit(X, y)
+    other = NMF(dictionary="frames", max_iter=7, device="cpu").fit(X[::-1].copy(), y[::-1])
+    copy = original.with_decomposer(other, decomposer=NMF(max_iter=7), chunk_frames=64)
+    assert copy.decomposer_ is other and copy.chunk_frames == 64
+    assert copy.decomposer.max_iter == 7 and copy.threshold_ == original.threshold_
+    assert copy.pitches_.tolist() == [60, 62, 64] and np.isnan(copy.validation_f1_)
+    assert original.chunk_frames == 1024 and original.decomposer_ is not other
+    assert copy.transcribe_features(X).roll.shape == (12, 3)
+    with pytest.raises(ValueError, match="'chunk_frames' parameter of PianoTranscriber"):
+        original.with_decomposer(other, chunk_frames=1)

@@ -19,15 +19,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from decomp._validation import check_spectrogram
-from decomp.audio.io import _check_audio
+from decomp._validation import check_audio, check_spectrogram
 
 if TYPE_CHECKING:
     from decomp.estimators.amortized.base import AmortizedSeparator
 
 # Parameters that may change between a run and its resumption.
 RESUMABLE_PARAMS = ("progress", "checkpoint", "max_seconds", "max_epochs", "patience",
-                    "device")
+                    "device", "learning_rate_decay")
 
 
 def as_float32(value: Any, device: torch.device) -> torch.Tensor:
@@ -51,14 +50,14 @@ def check_training_data(
             labels = mixtures.instruments
         mixtures, sources = mixtures.mixtures, mixtures.sources
     if sources is None:
-        raise ValueError(f"{owner}.fit needs the sources of every mixture: "
-                         "fit(mixtures, sources).")
+        raise ValueError(f"{owner} requires y to be passed, but the target y is None: "
+                         "fit(mixtures, sources) needs the sources of every mixture.")
     ndim = getattr(mixtures, "ndim", np.ndim(mixtures))
     if ndim == 2:  # waveforms (n_items, n_samples)
-        mixture_audio = _check_audio(mixtures, name="mixtures", allow_batch=True)
+        mixture_audio = check_audio(mixtures, name="mixtures", allow_batch=True)
         source_audio = sources if isinstance(sources, torch.Tensor) else np.asarray(sources)
         if source_audio.ndim == 3:  # the audio check takes at most (n_items, n_samples)
-            _check_audio(source_audio.reshape(-1, source_audio.shape[-1]), name="sources",
+            check_audio(source_audio.reshape(-1, source_audio.shape[-1]), name="sources",
                          allow_batch=True)
         if source_audio.ndim != 3 or source_audio.shape[0] != mixture_audio.shape[0] \
                 or source_audio.shape[-1] != mixture_audio.shape[-1]:

@@ -328,6 +328,9 @@ class AudioSlots(AmortizedSeparator):
         Batches per epoch when fitting on a :class:`decomp.data.MixtureStream`.
     num_workers : int, default=0
         DataLoader workers that mix a stream's batches (0: in this process).
+    learning_rate_decay : int, default=0
+        Final epochs over which the learning rate falls along a half cosine to 1 %
+        (0: constant).
 
     Attributes
     ----------
@@ -435,6 +438,7 @@ class AudioSlots(AmortizedSeparator):
         progress: bool = False,
         steps_per_epoch: int = 100,
         num_workers: int = 0,
+        learning_rate_decay: int = 0,
     ) -> None:
         super().__init__(
             front_end=front_end, chunk_frames=chunk_frames, max_epochs=max_epochs,
@@ -443,6 +447,7 @@ class AudioSlots(AmortizedSeparator):
             max_grad_norm=max_grad_norm, max_seconds=max_seconds, checkpoint=checkpoint,
             device=device, random_state=random_state, progress=progress,
             steps_per_epoch=steps_per_epoch, num_workers=num_workers,
+            learning_rate_decay=learning_rate_decay,
         )
         self.n_slots = n_slots
         self.patch_frames = patch_frames

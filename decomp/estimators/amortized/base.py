@@ -48,10 +48,16 @@ from sklearn.utils.validation import check_is_fitted
 
 from decomp._backend import resolve_device
 from decomp._chunks import feature_chunks, run_in_chunks
-from decomp._training import train
-from decomp._validation import DEVICE, RANDOM_STATE, StrictInterval, check_spectrogram
+from decomp._training import cosine_decay, train
+from decomp._validation import (
+    DEVICE,
+    RANDOM_STATE,
+    StrictInterval,
+    check_audio,
+    check_params,
+    check_spectrogram,
+)
 from decomp.audio._segments import checked_blocks, separate_file, stream_segments
-from decomp.audio.io import _check_audio
 from decomp.audio.spectrogram import Spectrogram
 from decomp.estimators.amortized._batches import array_plan, as_float32, stream_plan
 from decomp.losses import pairwise_separation_cost, permutation_invariant_loss
@@ -157,12 +163,6 @@ def pit_waveform_loss(
     return permutation_invariant_loss(estimates, targets, pairwise=pairwise)
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1; got {value!r}.")
-    return int(value)
-
-
 # ------------------------------------------------------------------- streaming helpers
 #: Frames owned by one synthesis segment of a streamed separation (about 33 s at a hop of
 #: 256 samples, 65 s at 512).
@@ -214,6 +214,11 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         DataLoader worker processes that mix a stream's batches (0: in this process).
         The batches depend on it, except that 0 and 1 give the same ones (see the
         streams guide).
+    learning_rate_decay : int, default=0
+        Epochs at the end of ``max_epochs`` over which the learning rate falls along a
+        half cosine to 1 % of ``learning_rate`` (:func:`decomp._training.cosine_decay`);
+        0 keeps it constant. It may change when a checkpoint is resumed, so a run at a
+        constant rate can be continued into its decay.
     """
 
     _parameter_constraints: dict = {
@@ -232,6 +237,7 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         "progress": ["boolean"],
         "steps_per_epoch": [StrictInterval(Integral, 1, None, closed="left")],
         "num_workers": [StrictInterval(Integral, 0, None, closed="left")],
+        "learning_rate_decay": [StrictInterval(Integral, 0, None, closed="left")],
     }
 
     #: Whether the outputs are unordered, so the base re-orders them from one inference
@@ -266,6 +272,7 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         progress: bool = False,
         steps_per_epoch: int = 100,
         num_workers: int = 0,
+        learning_rate_decay: int = 0,
     ) -> None:
         self.front_end = front_end
         self.chunk_frames = chunk_frames
@@ -282,6 +289,7 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         self.progress = progress
         self.steps_per_epoch = steps_per_epoch
         self.num_workers = num_workers
+        self.learning_rate_decay = learning_rate_decay
 
     # ------------------------------------------------------------- subclass hooks
     def _build_network(self) -> torch.nn.Module:
@@ -454,6 +462,7 @@ class AmortizedSeparator(Persistent, BaseEstimator):
             what="separator-training",
             non_finite_hint=f"lower learning_rate (now {self.learning_rate}) or check the data.",
             progress=self.progress, desc=f"training {type(self).__name__}",
+            learning_rate_factor=cosine_decay(self.max_epochs, self.learning_rate_decay),
         )
         self.history_ = {**result.history,
                          "initial_validation_loss": np.asarray([result.initial_validation_loss])}
@@ -571,6 +580,83 @@ class AmortizedSeparator(Persistent, BaseEstimator):
             return estimate.to(mixtures.device)
         return estimate.numpy()
 
+    #: Whether the training loss reads the sources' classes, so that :meth:`score` needs
+    #: labels; a subclass may make it a property.
+    _loss_uses_labels: bool = False
+
+    def score(self, mixtures: Any, sources: Any = None, labels: Any = None) -> float:
+        """Minus the training loss on mixtures and their sources (higher is better).
+
+        The loss that ``fit`` minimises (its value on the validation split is
+        ``best_validation_loss_``), averaged over the ``chunk_frames``-frame tiles that
+        inference runs on (the last tile ends at the last frame), with the network in
+        evaluation mode, negated so that ``GridSearchCV`` and ``cross_val_score`` choose
+        settings without a scorer: there ``X`` is the mixtures and ``y`` their sources.
+        Only settings of one loss compare (e.g. not ``kl_weight`` of BlockVAE, which
+        weighs a term of it).
+
+        Parameters
+        ----------
+        mixtures : array-like
+            As in :meth:`fit`: spectrograms (n_items, n_frames, n_bins) or waveforms
+            (n_items, n_samples), converted by ``front_end_``.
+        sources : array-like
+            Their sources, as in :meth:`fit`.
+        labels : array-like of shape (n_items, n_sources), optional
+            The sources' classes (``""`` or ``-1`` for an unused slot), required by the
+            models whose loss reads them (SoundOfPixels, MHUNet with class heads).
+
+        Returns
+        -------
+        float
+
+        Raises
+        ------
+        NotFittedError
+            If the model is not fitted.
+        ValueError
+            If the data are malformed, labels are missing or unknown, or the model
+            trains on a waveform loss (``"si_sdr"``), which needs the chunks' waveforms:
+            compare such models by ``best_validation_loss_`` or a separation metric.
+        """
+        from decomp.estimators.amortized import _batches
+
+        check_is_fitted(self, "network_state_")
+        name = type(self).__name__
+        if self._needs_audio:
+            raise ValueError(f"{name}.score computes the training loss on spectrograms; with "
+                             "a waveform loss ('si_sdr') use best_validation_loss_ or a "
+                             "separation metric (decomp.separation.evaluate_separation).")
+        if sources is None:
+            raise ValueError(f"{name}.score needs the sources of every mixture: "
+                             "score(mixtures, sources).")
+        if self._loss_uses_labels and labels is None:
+            raise ValueError(f"{name}.score needs labels, the class of every source (its "
+                             "loss is per class): score(mixtures, sources, labels).")
+        mixtures, sources, labels = _batches.check_training_data(self, mixtures, sources,
+                                                                 labels)
+        if mixtures.shape[-1] != self.n_features_in_:
+            raise ValueError(f"mixtures have {mixtures.shape[-1]} bins but {name} was fitted "
+                             f"on {self.n_features_in_}.")
+        present = sources.flatten(2).amax(dim=2) > 0
+        label_index = None
+        if self._loss_uses_labels:
+            classes, index = _batches.encode_labels(labels, present)
+            known = {value: position for position, value in enumerate(self.classes_.tolist())}
+            unknown = sorted(str(value) for value in classes.tolist() if value not in known)
+            if unknown:
+                raise ValueError(f"unknown labels {unknown}; {name} knows "
+                                 f"{self.classes_.tolist()}.")
+            to_fitted = torch.as_tensor([known[value] for value in classes.tolist()] + [-1])
+            label_index = to_fitted[index]  # index -1 picks the trailing -1
+        if sources.shape[1] > self.n_slots_:
+            sources, present, label_index = _batches.drop_empty_slots(
+                sources, present, label_index, self.n_slots_)
+        chunks = _batches.tile_chunks(mixtures, sources, present, label_index,
+                                      np.arange(mixtures.shape[0]), self.chunk_frames)
+        network = self._get_network()
+        return -self._validation_loss(network, chunks, next(network.parameters()).device)
+
     def separate(self, audio: Any, labels: Any = None) -> Any:
         """Separate waveforms: masks applied to the mixture's STFT, inverted with its phase.
 
@@ -588,7 +674,7 @@ class AmortizedSeparator(Persistent, BaseEstimator):
             ones, so the sources then sum to the mixture.
         """
         check_is_fitted(self, "network_state_")
-        checked = _check_audio(audio, name="audio", allow_batch=True)
+        checked = check_audio(audio, name="audio", allow_batch=True)
         single = checked.ndim == 1
         waveforms = as_float32(checked, torch.device("cpu"))
         waveforms = waveforms.unsqueeze(0) if single else waveforms
@@ -689,8 +775,11 @@ class AmortizedSeparator(Persistent, BaseEstimator):
             Consecutive segments of the separated sources.
         """
         check_is_fitted(self, "network_state_")
+        check_params({"segment_frames": [StrictInterval(Integral, 1, None, closed="left"), None]},
+                     {"segment_frames": segment_frames},
+                     f"{type(self).__name__}.separate_stream")
         if segment_frames is not None:
-            segment_frames = _positive_int(segment_frames, "segment_frames")
+            segment_frames = int(segment_frames)
         front_end = self.front_end_
         hop = front_end.hop_length
         label_index = self._label_indices(labels, 1)
@@ -754,8 +843,15 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         return super().set_params(**params)
 
     def __sklearn_tags__(self):
+        from sklearn.utils import TransformerTags
+
         tags = super().__sklearn_tags__()
         tags.input_tags.positive_only = True
+        # ``transform`` maps mixtures to source spectrograms (always float32); the
+        # separators are not scikit-learn transformers (their output is 3-d or 4-d, and
+        # fit's y is the sources), but the tag lets scikit-learn's checks run on them.
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float32"])
+        tags.target_tags.required = True
         return tags
 
 

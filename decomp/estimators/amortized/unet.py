@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional
 
 from decomp._validation import StrictInterval
-from decomp.audio.spectrogram import Spectrogram, _db_normalize
+from decomp.audio.spectrogram import Spectrogram, db_normalize
 from decomp.estimators.amortized.base import (
     AmortizedSeparator,
     compress_magnitude,
@@ -174,7 +174,7 @@ class UNet(nn.Module):
 
 def _network_input(mixture: torch.Tensor) -> torch.Tensor:
     """(B, T, F) magnitudes -> (B, 1, T, F) Solos features: dB above the floor, in [-1, 1]."""
-    return _db_normalize(mixture).unsqueeze(1)
+    return db_normalize(mixture).unsqueeze(1)
 
 
 class _MultiHeadMasks(nn.Module):
@@ -402,6 +402,9 @@ class MHUNet(_UNetSeparator):
         DataLoader workers that mix a stream's batches (0: in this process). See
         :class:`~decomp.estimators.amortized.base.AmortizedSeparator` for the training
         settings in full.
+    learning_rate_decay : int, default=0
+        Final epochs over which the learning rate falls along a half cosine to 1 %
+        (0: constant).
 
     Attributes
     ----------
@@ -503,6 +506,7 @@ class MHUNet(_UNetSeparator):
         progress: bool = False,
         steps_per_epoch: int = 100,
         num_workers: int = 0,
+        learning_rate_decay: int = 0,
     ) -> None:
         super().__init__(
             front_end=front_end, chunk_frames=chunk_frames, max_epochs=max_epochs,
@@ -511,6 +515,7 @@ class MHUNet(_UNetSeparator):
             max_grad_norm=max_grad_norm, max_seconds=max_seconds, checkpoint=checkpoint,
             device=device, random_state=random_state, progress=progress,
             steps_per_epoch=steps_per_epoch, num_workers=num_workers,
+            learning_rate_decay=learning_rate_decay,
         )
         self.n_levels = n_levels
         self.base_channels = base_channels
@@ -523,6 +528,11 @@ class MHUNet(_UNetSeparator):
     def _permutation_invariant(self) -> bool:  # type: ignore[override]
         # Per-class heads are ordered; only label-free heads need chunk re-alignment.
         return getattr(self, "classes_", None) is None
+
+    @property
+    def _loss_uses_labels(self) -> bool:  # type: ignore[override]
+        # Class heads are trained on each class's sources; label-free heads by PIT.
+        return getattr(self, "classes_", None) is not None
 
     def _used_classes(self, classes: Any) -> Any:
         if self.heads == "sources":
@@ -701,6 +711,9 @@ class SoundOfPixels(_UNetSeparator):
         DataLoader workers that mix a stream's batches (0: in this process). See
         :class:`~decomp.estimators.amortized.base.AmortizedSeparator` for the training
         settings in full.
+    learning_rate_decay : int, default=0
+        Final epochs over which the learning rate falls along a half cosine to 1 %
+        (0: constant).
 
     Attributes
     ----------
@@ -770,6 +783,7 @@ class SoundOfPixels(_UNetSeparator):
 
     _permutation_invariant = False
     _requires_labels = True
+    _loss_uses_labels = True
 
     def __init__(
         self,
@@ -794,6 +808,7 @@ class SoundOfPixels(_UNetSeparator):
         progress: bool = False,
         steps_per_epoch: int = 100,
         num_workers: int = 0,
+        learning_rate_decay: int = 0,
     ) -> None:
         super().__init__(
             front_end=front_end, chunk_frames=chunk_frames, max_epochs=max_epochs,
@@ -802,6 +817,7 @@ class SoundOfPixels(_UNetSeparator):
             max_grad_norm=max_grad_norm, max_seconds=max_seconds, checkpoint=checkpoint,
             device=device, random_state=random_state, progress=progress,
             steps_per_epoch=steps_per_epoch, num_workers=num_workers,
+            learning_rate_decay=learning_rate_decay,
         )
         self.n_components = n_components
         self.n_levels = n_levels

@@ -1,0 +1,153 @@
+"""The documentation's generated parts are fresh: results pages, figures, listening examples.
+
+``benchmarks/docs_results.py`` writes the Results pages and figures from the benchmarks'
+JSON, ``benchmarks/docs_audio.py`` the listening examples with the shipped models; both
+outputs are committed. These tests fail while they are stale, and check the converter that
+shows the notebooks on the site (``benchmarks/docs_notebooks.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "results"
+EXAMPLES = RESULTS / "examples"
+MAX_EXAMPLE_BYTES = 1_500_000
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+docs_results = _load("docs_results")
+docs_notebooks = _load("docs_notebooks")
+
+
+def _nav_paths(entries) -> list[str]:
+    paths = []
+    for entry in entries:
+        if isinstance(entry, str):
+            paths.append(entry)
+        elif isinstance(entry, dict):
+            for value in entry.values():
+                paths += _nav_paths(value) if isinstance(value, list) else [value]
+    return paths
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_results_pages_are_fresh() -> None:
+    stale = docs_results.stale()
+    assert not stale, (
+        "generated documentation is stale: " + ", ".join(f"docs/results/{name}"
+                                                         for name in stale)
+        + "; run `python benchmarks/docs_results.py` and commit the result.")
+
+
+def test_stale_results_are_detected(tmp_path: Path) -> None:
+    copy = tmp_path / "results"
+    shutil.copytree(RESULTS, copy)
+    assert docs_results.stale(copy) == []
+    path = copy / "separation-table-instruments.json"
+    data = json.loads(path.read_text())
+    data["rows"][0]["si_sdr_improvement"] += 1.0
+    path.write_text(json.dumps(data))
+    stale = docs_results.stale(copy)
+    assert "separation.md" in stale and "figures/separation-si-sdri.svg" in stale
+    (copy / "figures" / "orphan.svg").write_text("<svg/>")
+    assert "figures/orphan.svg" in docs_results.stale(copy)
+
+
+def test_generated_pages_and_notebooks_are_in_the_nav() -> None:
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    nav = _nav_paths(config["nav"])
+    for page in docs_results.PAGES:
+        assert f"results/{page}" in nav, f"results/{page} is missing from mkdocs.yml's nav"
+    for path in docs_notebooks.notebooks():
+        assert f"notebooks/{path.stem}.md" in nav, f"{path.name} has no page in the nav"
+    assert "guide/own-recordings.md" in nav
+    assert "benchmarks/docs_notebooks.py" in config.get("hooks", [])
+
+
+def test_examples_were_made_by_the_shipped_models() -> None:
+    record = json.loads((EXAMPLES / "examples.json").read_text())
+    models = ROOT / "decomp" / "models"
+    for name, model in record["models"].items():
+        assert _sha256(models / model["file"]) == model["sha256"], (
+            f"the shipped model {name!r} changed since the listening examples were made; run "
+            "`python benchmarks/docs_audio.py && python benchmarks/docs_results.py`.")
+    listed = {entry["file"]: entry for entry in record["files"]}
+    for name, entry in listed.items():
+        assert _sha256(EXAMPLES / name) == entry["sha256"], f"{name} is not the file recorded"
+    present = {path.name for path in EXAMPLES.iterdir()} - {"index.md", "examples.json"}
+    assert present == set(listed), f"unlisted or missing files: {present ^ set(listed)}"
+    assert sum(entry["bytes"] for entry in listed.values()) <= MAX_EXAMPLE_BYTES
+    page = (EXAMPLES / "index.md").read_text()
+    sources = re.findall(r'<audio [^>]*src="([^"]+)"', page)
+    assert sources and set(sources) <= set(listed)
+    assert all(name.endswith(".ogg") for name in sources)
+
+
+def _png() -> str:
+    # A 1x1 PNG.
+    return ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJ"
+            "RU5ErkJggg==")
+
+
+def test_notebook_conversion() -> None:
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell("# Title\n\nSee the [guide](../docs/guide/dds.md)."),
+        nbformat.v4.new_code_cell("print('hi')\nplot()", outputs=[
+            nbformat.v4.new_output("stream", name="stdout", text="hi\n"),
+            nbformat.v4.new_output("stream", name="stderr",
+                                   text="\x1b[31m 10%\r 50%\r100%\x1b[0m\n"),
+            nbformat.v4.new_output("display_data", data={"image/png": _png(),
+                                                         "text/plain": "<Figure>"}),
+            nbformat.v4.new_output("execute_result", data={"text/plain": "42"},
+                                   execution_count=1),
+        ]),
+        nbformat.v4.new_code_cell("s = '```'"),
+    ]
+    text, figures = docs_notebooks.convert(notebook, "nb", note="!!! note\n    hello")
+    assert "[guide](../guide/dds.md)" in text
+    assert text.index("# Title") < text.index("!!! note") < text.index("```python\nprint")
+    assert "```text\nhi\n100%\n```" in text
+    assert "![output of cell 1](nb/cell1-0.png)" in text and "<Figure>" not in text
+    assert "```text\n42\n```" in text
+    assert "````python\ns = '```'\n````" in text
+    assert figures == {"nb/cell1-0.png": base64.b64decode(_png())}
+
+
+def test_notebook_store_and_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(docs_notebooks, "CACHE_DIR", tmp_path)
+    path = tmp_path / "source" / "n.ipynb"
+    path.parent.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(), path)
+    key = docs_notebooks.execution_key(path)
+    assert docs_notebooks.stored(path) is None
+    docs_notebooks.store(path, nbformat.v4.new_notebook(), key)
+    assert docs_notebooks.stored(path) is not None
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells.append(nbformat.v4.new_markdown_cell("changed"))
+    nbformat.write(notebook, path)
+    assert docs_notebooks.execution_key(path) != key
+    assert docs_notebooks.stored(path) is None
