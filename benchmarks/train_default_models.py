@@ -9,9 +9,10 @@
 speed), in ``--work-dir/<name>`` (checkpointed every epoch: re-running the command
 resumes an interrupted training), and written to ``decomp/models/separator-<name>.decomp``
 with its weights stored in float16. ``--evaluate`` also scores it on the held-out test
-sets beside NMF and the ideal ratio mask (``<work-dir>/<name>/results.json``). Each takes
-about two hours on the 2-core reference machine with one torch thread; the model card
-(docs/guide/model-card.md) gives the figures.
+sets beside NMF and the ideal ratio mask (``<work-dir>/<name>/results.json``). They took
+about four hours (``instruments``, 156 epochs) and two and a half (``speech``, 111) on
+the 2-core reference machine with one torch thread, sharing it with other work; the model
+card (docs/guide/model-card.md) gives the figures.
 
 **Piano NMF** (``nmf``): the default transcriber, exactly
 ``fit_transcriber(default_settings(), DEFAULT_PROTOCOL)`` (the default protocol's isolated
@@ -65,17 +66,19 @@ SEPARATOR_RECIPES: dict[str, list[str]] = {
     "instruments": ["--model", "mhunet", "--corpus", "instruments", "--loss", "si_sdr",
                     "--heads", "sources", "--sources", "2", "3", "--test-sources", "2", "3",
                     "--base-channels", "24", "--n-levels", "4", "--learning-rate", "1e-3",
-                    "--seed", "0", "--max-epochs", "{epochs}"],
+                    "--learning-rate-decay", "60", "--seed", "0", "--max-epochs", "{epochs}"],
     # Two unordered heads for two espeak-ng voices.
     "speech": ["--model", "mhunet", "--corpus", "speech", "--loss", "si_sdr",
                "--heads", "sources", "--sources", "2", "--base-channels", "24",
-               "--n-levels", "4", "--learning-rate", "1e-3", "--seed", "0",
-               "--max-epochs", "{epochs}"],
+               "--n-levels", "4", "--learning-rate", "1e-3", "--learning-rate-decay", "40",
+               "--seed", "0", "--max-epochs", "{epochs}"],
 }
 """``benchmarks/train_separators.py`` arguments of each shipped separator."""
 
-SEPARATOR_EPOCHS = {"instruments": 96, "speech": 71}
-"""Epochs (of 100 batches of 16 mixtures) each shipped separator trained for."""
+SEPARATOR_EPOCHS = {"instruments": 156, "speech": 111}
+"""Epochs (of 100 batches of 16 mixtures) each shipped separator trained for: a constant
+learning rate, then a cosine decay over the recipe's last ``--learning-rate-decay``
+epochs (the decay starts at epoch 96 and 71, where the first shipped models stopped)."""
 
 
 def train_separator(name: str, work_dir: Path, evaluate: bool) -> object:
