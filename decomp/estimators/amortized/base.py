@@ -522,12 +522,17 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         if labels.ndim != 2 or labels.shape[0] != n_items or labels.shape[1] == 0:
             raise ValueError(f"labels must be a sequence of classes or an array of shape "
                              f"(n_items={n_items}, n_requested); got shape {labels.shape}.")
+        indices = self._class_indices(labels.ravel().tolist())
+        return torch.as_tensor(np.asarray(indices, dtype=np.int64).reshape(labels.shape))
+
+    def _class_indices(self, values: list) -> list[int]:
+        """Positions of ``values`` in ``classes_``; an unknown one is refused in one line."""
         known = {value: index for index, value in enumerate(self.classes_.tolist())}
-        unknown = sorted({str(value) for value in labels.ravel().tolist() if value not in known})
+        unknown = sorted({str(value) for value in values if value not in known})
         if unknown:
             raise ValueError(f"unknown labels {unknown}; {type(self).__name__} knows "
                              f"{self.classes_.tolist()}.")
-        return torch.as_tensor(np.vectorize(known.__getitem__, otypes=[np.int64])(labels))
+        return [known[value] for value in values]
 
     def _infer(self, mixtures: torch.Tensor, labels: torch.Tensor | None, *,
                masks: bool) -> tuple[torch.Tensor, bool]:
@@ -642,12 +647,7 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         label_index = None
         if self._loss_uses_labels:
             classes, index = _batches.encode_labels(labels, present)
-            known = {value: position for position, value in enumerate(self.classes_.tolist())}
-            unknown = sorted(str(value) for value in classes.tolist() if value not in known)
-            if unknown:
-                raise ValueError(f"unknown labels {unknown}; {name} knows "
-                                 f"{self.classes_.tolist()}.")
-            to_fitted = torch.as_tensor([known[value] for value in classes.tolist()] + [-1])
+            to_fitted = torch.as_tensor(self._class_indices(classes.tolist()) + [-1])
             label_index = to_fitted[index]  # index -1 picks the trailing -1
         if sources.shape[1] > self.n_slots_:
             sources, present, label_index = _batches.drop_empty_slots(
