@@ -37,6 +37,17 @@ def _bytes(folder: Path) -> dict[str, bytes]:
 
 
 # --- inputs --------------------------------------------------------------------------------
+def test_folders_yield_every_audio_extension_in_any_case(tmp_path):
+    from decomp.batch import AUDIO_EXTENSIONS
+
+    names = [f"take{index}{extension.upper() if index % 2 else extension}"
+             for index, extension in enumerate(AUDIO_EXTENSIONS)]
+    for name in [*names, "cover.jpg", "take.mp4"]:
+        (tmp_path / name).write_bytes(b"")  # only the names are searched
+    assert ".mp3" in AUDIO_EXTENSIONS
+    assert find_audio([tmp_path]) == sorted(tmp_path / name for name in names)
+
+
 def test_find_audio_expands_files_folders_and_patterns(corpus):
     folder, (a, b, c) = corpus["folder"], corpus["files"]
     assert find_audio([folder]) == [a, b, c]  # recursive, sorted, audio only
