@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 import torch
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.base import clone
@@ -85,8 +85,15 @@ def test_sinkhorn_is_doubly_stochastic(scores):
     torch.testing.assert_close(P.sum(dim=1), torch.ones(n, dtype=P.dtype), atol=1e-4, rtol=0)
 
 
+# Found by a fresh CI run: near-ties elsewhere in the matrix make Sinkhorn converge only
+# like 1/n_iterations at a low temperature (500 rounds left 0.012, 5000 leave 4e-4).
+_SLOW_SINKHORN_COST = np.array([[0.875, 0.75, 0.875, 0.0], [1.0, 0.875, 0.875, 0.875],
+                                [0.875, 0.875, 0.875, 0.0], [0.875, 0.875, 0.875, 0.875]])
+
+
 @settings(max_examples=30, deadline=None)
 @given(arrays(np.float64, (4, 4), elements=st.floats(0, 1)))
+@example(_SLOW_SINKHORN_COST)
 def test_sinkhorn_approaches_the_hungarian_permutation_as_temperature_vanishes(cost):
     totals = sorted(sum(cost[i, j] for i, j in enumerate(perm))
                     for perm in itertools.permutations(range(4)))
@@ -94,7 +101,7 @@ def test_sinkhorn_approaches_the_hungarian_permutation_as_temperature_vanishes(c
     rows, columns = scipy.optimize.linear_sum_assignment(cost)
     hard = np.zeros_like(cost)
     hard[rows, columns] = 1.0
-    errors = [float((sinkhorn(-torch.as_tensor(cost) / temperature, 500)
+    errors = [float((sinkhorn(-torch.as_tensor(cost) / temperature, 5000)
                      - torch.as_tensor(hard)).abs().max())
               for temperature in (0.5, 0.05, 0.002)]
     assert errors[-1] < 1e-2
