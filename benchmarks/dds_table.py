@@ -1,13 +1,16 @@
 """The DDS paper's Table II protocol on our data: NMF vs DDS-1/2/3 on held-out piano chords.
 
-    python benchmarks/dds_table.py [--polyphonies 2 3 4 5] [--n-chords 20] [--quick]
+    python benchmarks/dds_table.py [--polyphonies 2 3 4 5] [--n-chords 20] [--quick] \
+        [--iterations N] [--piece-bars 8] [--model NAME=PATH ...] [--json PATH]
 
 Test material: random chords of the given polyphonies (MAPS RAND-like), velocities
 32-96, rendered with the held-out SoundFont musescore-lite, so every method faces a
 timbre shift (trained on fluidr3 + timgm6mb). Methods: the default NMF transcriber (its
-own best front end, log1p(100 |STFT|), 24 frames per note) and the shipped DDS models
-(log1p(100 |CQT|)); DDS-1 searches DDS-2's per-note flows frame by frame. Every method
-gets the same iteration budget (``--iterations``, default 300).
+own best front end, log1p(100 |STFT|), 12 frames per note, 40 updates) and the shipped DDS models
+(log1p(100 |CQT|)); DDS-1 searches DDS-2's per-note flows frame by frame. Each method
+runs with its shipped search budget (``max_iter``, chosen cross-font for each), or
+``--iterations N`` gives every method the same budget, as the paper does. ``--model
+NAME=PATH`` adds a saved transcriber (e.g. an earlier shipped model) as method NAME.
 
 Reported per method and polyphony: PSA and ε-sparsity of the norm-rescaled source
 activations on the frames where notes sound (the paper concatenates note segments and
@@ -23,11 +26,16 @@ every polyphony, and NMF < DDS-2 < DDS-3 in PSA. The paper reports on MAPS PSA 0
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+import decomp
 from decomp.data import DEFAULT_PROTOCOL
 from decomp.metrics import epsilon_sparsity, precision_of_source_attribution
 from decomp.transcription import default_transcriber, evaluate_transcriber
@@ -38,13 +46,18 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["nmf", "dds1", "dds2", "dds3"])
     parser.add_argument("--polyphonies", nargs="+", type=int, default=[2, 3, 4, 5])
     parser.add_argument("--n-chords", type=int, default=20)
-    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="one search budget for every method (default: each model's "
+                        "own max_iter)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--piece-bars", nargs="*", type=int, default=[],
                         help="also transcribe held-out pieces of these lengths in bars "
                         "(seed 1); the real-time factor of long recordings")
     parser.add_argument("--quick", action="store_true",
                         help="polyphony 2 only, 8 chords, no DDS-1")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                        help="also evaluate this saved PianoTranscriber as method NAME")
     args = parser.parse_args()
     if args.quick:
         args.polyphonies, args.n_chords = [2], 8
@@ -53,9 +66,17 @@ def main() -> None:
     protocol = DEFAULT_PROTOCOL
 
     transcribers = {}
-    for method in args.methods:
-        transcriber = default_transcriber(method)
-        transcriber.decomposer_.set_params(max_iter=args.iterations)
+    loaded = {}
+    for spec in args.model:
+        name, separator, path = spec.partition("=")
+        if not separator:
+            parser.error(f"--model needs NAME=PATH; got {spec!r}")
+        loaded[name] = decomp.load(path)
+    for method in [*args.methods, *loaded]:
+        transcriber = (loaded[method] if method in loaded else default_transcriber(method))
+        transcriber.set_params(n_threads=args.threads)
+        if args.iterations is not None:
+            transcriber.decomposer_.set_params(max_iter=args.iterations)
         transcribers[method] = transcriber
 
     results: dict[tuple[str, int], dict[str, float]] = {}
@@ -83,18 +104,26 @@ def main() -> None:
                   f"{row['onset_offset_f1']:.3f} RTF {row['rtf']:.3f} "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
 
+    pieces = []
     for bars in args.piece_bars:
         piece = protocol.test_piece(random_state=1, n_bars=bars)
         for method, transcriber in transcribers.items():
             scores = evaluate_transcriber(transcriber, piece)
+            pieces.append({"method": method, "bars": bars, "seconds": piece.duration,
+                           "f1": scores.f1, "onset_f1": scores.note_onset_f1,
+                           "onset_offset_f1": scores.note_onset_offset_f1,
+                           "psa": scores.psa, "sparsity": scores.sparsity,
+                           "rtf": scores.real_time_factor})
             print(f"piece {bars} bars ({piece.duration:.0f} s) {method:<5} F1 {scores.f1:.3f} "
                   f"onset F1 {scores.note_onset_f1:.3f} on+off F1 "
                   f"{scores.note_onset_offset_f1:.3f} "
                   f"PSA {scores.psa:.3f} sparsity {scores.sparsity:.3f} "
                   f"RTF {scores.real_time_factor:.3f}", flush=True)
 
+    budgets = {method: int(transcriber.decomposer_.max_iter)
+               for method, transcriber in transcribers.items()}
     print(f"\nheld-out font {protocol.test_soundfont!r}, {args.n_chords} chords per "
-          f"polyphony, {args.iterations} iterations, {args.threads} threads")
+          f"polyphony, iterations {budgets}, {args.threads} threads")
     print("F1: frames; onF1: notes by pitch and onset (50 ms); ooF1: and offset")
     header = "method " + "".join(f"| P{p} PSA  spars  F1    onF1  ooF1  RTF   "
                                  for p in args.polyphonies)
@@ -107,19 +136,34 @@ def main() -> None:
             for p in args.polyphonies)
         print(f"{method:<7}{cells}")
 
+    verdicts = []
     if "nmf" in transcribers and "dds3" in transcribers:
         for metric in ("psa", "sparsity", "f1"):
             wins = [results[("dds3", p)][metric] > results[("nmf", p)][metric]
                     for p in args.polyphonies]
             verdict = "PASS" if all(wins) else "FAIL"
-            print(f"{verdict}: DDS-3 above NMF in {metric} at polyphonies "
-                  f"{[p for p, win in zip(args.polyphonies, wins, strict=True) if win]} "
-                  f"of {args.polyphonies}")
+            verdicts.append(f"{verdict}: DDS-3 above NMF in {metric} at polyphonies "
+                            f"{[p for p, win in zip(args.polyphonies, wins, strict=True) if win]}"
+                            f" of {args.polyphonies}")
     if all(method in transcribers for method in ("nmf", "dds2", "dds3")):
         ordered = [results[("nmf", p)]["psa"] < results[("dds2", p)]["psa"]
                    < results[("dds3", p)]["psa"] for p in args.polyphonies]
-        print(f"{'PASS' if all(ordered) else 'FAIL'}: PSA ordering NMF < DDS-2 < DDS-3 holds "
-              f"at {int(np.sum(ordered))} of {len(ordered)} polyphonies")
+        verdicts.append(f"{'PASS' if all(ordered) else 'FAIL'}: PSA ordering NMF < DDS-2 < "
+                        f"DDS-3 holds at {int(np.sum(ordered))} of {len(ordered)} polyphonies")
+    for line in verdicts:
+        print(line)
+    if args.json:
+        data = {"benchmark": "dds_table", "test_font": protocol.test_soundfont,
+                "machine": {"cpus": os.cpu_count(), "threads": args.threads,
+                            "processor": platform.processor(),
+                            "python": platform.python_version(), "torch": torch.__version__},
+                "settings": {"polyphonies": args.polyphonies, "n_chords": args.n_chords,
+                             "iterations": budgets, "piece_bars": args.piece_bars},
+                "chords": [{"method": method, "polyphony": polyphony, **row}
+                           for (method, polyphony), row in results.items()],
+                "pieces": pieces, "verdicts": verdicts}
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
+        print(f"results written to {args.json}")
 
 
 if __name__ == "__main__":

@@ -262,6 +262,20 @@ def draw_transcription(data: dict[str, Any]) -> Any:
     return figure
 
 
+def draw_dds_table(data: dict[str, Any]) -> Any:
+    plt = _style()
+    figure, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    groups = [f"P{polyphony}" for polyphony in data["polyphonies"]]
+    for ax, (metric, title) in zip(axes, (("f1", "frame F1"), ("psa", "PSA"),
+                                          ("sparsity", "ε-sparsity")), strict=True):
+        _bars(ax, groups, {method: values[metric] for method, values in
+                           data["methods"].items()}, labels=None)
+        ax.set(title=title, ylim=(0, 1), xlabel="polyphony")
+    axes[2].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.tight_layout()
+    return figure
+
+
 def draw_elbo(data: dict[str, Any]) -> Any:
     plt = _style()
     figure, ax = plt.subplots(figsize=(6.5, 3.2))
@@ -511,12 +525,143 @@ def transcription_page(results: dict[str, Any]) -> Page:
             page.add(f'??? note "{title}"\n' + _indent(body + f"\n\n*Data: [`{name}`]({name})"
                                                            + (f"; commands: {commands}"
                                                               if commands else "") + ".*"))
+    _dds_table_section(page, results.get("dds-table.json"))
+    _shared_cpu_section(page, _matching(results, r"shared-cpu.*\.json"))
+    _budget_sections(page, results.get("nmf-budget.json"), results.get("dds-budget.json"))
     page.add("## Not published here yet",
-             "`benchmarks/transcription.py` (the default transcriber against alternatives), "
-             "`benchmarks/dds_table.py` (NMF against DDS-1/2/3) and "
+             "`benchmarks/transcription.py` (the default transcriber against alternatives) and "
              "`benchmarks/note_postprocessing.py` print their tables but write no JSON yet; "
              "see [Benchmarks](../benchmarks.md) for what they measure.")
     return page
+
+
+DDS_TABLE_METRICS = (("psa", "PSA"), ("sparsity", "ε-sparsity"), ("f1", "frame F1"),
+                     ("onset_f1", "onset F1"), ("onset_offset_f1", "on+off F1"),
+                     ("rtf", "RTF"))
+
+
+def _dds_table_section(page: Page, data: dict[str, Any] | None) -> None:
+    if not data:
+        return
+    settings = data.get("settings", {})
+    page.add("## NMF against DDS on held-out chords (the DDS paper's Table II)",
+             f"Random chords of polyphony 2–5 ({number(settings.get('n_chords'))} per "
+             "polyphony) rendered with the held-out font; each shipped transcriber with its "
+             "own front end, threshold and search budget "
+             f"({', '.join(f'`{m}` {n}' for m, n in settings.get('iterations', {}).items())} "
+             "iterations). PSA and ε-sparsity of the raw activity on the sounding frames "
+             "(higher: the activity sits on the right notes, and on few rows); frame and "
+             "note F1 of the roll; RTF: seconds of computing per second of audio, "
+             f"{number((data.get('machine') or {}).get('threads'))} torch thread(s).")
+    chords = data.get("chords", [])
+    polyphonies = sorted({row["polyphony"] for row in chords})
+    methods = list(dict.fromkeys(row["method"] for row in chords))
+    by_key = {(row["method"], row["polyphony"]): row for row in chords}
+    rows = [[f"`{method}`", f"P{polyphony}",
+             *[number(by_key[(method, polyphony)].get(key), 3) for key, _ in DDS_TABLE_METRICS]]
+            for polyphony in polyphonies for method in methods if (method, polyphony) in by_key]
+    page.add(table(["method", "polyphony", *[label for _, label in DDS_TABLE_METRICS]], rows,
+                   ["l", "l"] + ["r"] * len(DDS_TABLE_METRICS)))
+    page.figure(Figure(
+        "dds-table", "frame F1, PSA and sparsity per polyphony, NMF and DDS", draw_dds_table,
+        {"polyphonies": polyphonies,
+         "methods": {method: {key: [by_key.get((method, p), {}).get(key) for p in polyphonies]
+                              for key in ("f1", "psa", "sparsity")} for method in methods}}))
+    pieces = data.get("pieces", [])
+    if pieces:
+        page.add("Held-out pieces (seed 1):",
+                 table(["method", "bars", "seconds", *[label for _, label in
+                                                         DDS_TABLE_METRICS]],
+                         [[f"`{row['method']}`", number(row["bars"]),
+                           number(row["seconds"], 1),
+                           *[number(row.get(key), 3) for key, _ in DDS_TABLE_METRICS]]
+                          for row in pieces], ["l"] + ["r"] * (2 + len(DDS_TABLE_METRICS))))
+    if data.get("verdicts"):
+        page.add("Targets: " + "; ".join(verdict(line) for line in data["verdicts"]) + ".")
+    page.add(source("dds-table.json", data), "Rerun: `python benchmarks/dds_table.py "
+             "--piece-bars 8 --threads 1 --json docs/results/dds-table.json`.")
+
+
+def _shared_cpu_section(page: Page, runs: dict[str, Any]) -> None:
+    if not runs:
+        return
+    page.add("## Speed, alone and on a shared CPU",
+             "A 20-s held-out piece transcribed from its WAV file by each shipped "
+             "transcriber in a worker process (model loaded and one warm-up run first), "
+             "alone, then by two processes released together. The first table is what a "
+             "user gets (`PianoTranscriber(n_threads=1)`, the default); the second sets "
+             "`n_threads=None` (torch's default, one thread per core), the behaviour "
+             "before the default became 1.")
+    for name, data in sorted(runs.items(), key=lambda item: item[0] != "shared-cpu.json"):
+        _shared_cpu_table(page, name, data)
+
+
+def _shared_cpu_table(page: Page, name: str, data: dict[str, Any]) -> None:
+    settings = data.get("settings", {})
+    target = data.get("target_ratio")
+    threads = settings.get("threads")
+    page.add(f"**{'Default threads (1)' if threads is None else 'torch default threads'}"
+             f"** (`{name}`, {number(settings.get('audio_seconds'), 1)}-s piece):")
+    page.add(table(["method", "torch threads", "alone (s)", "RTF", "RTF target", "frame F1",
+                    "two at once (s)", "ratio", f"ratio target (≤ {number(target, 1)})"],
+                   [[f"`{row['method']}`", number(row.get("threads_per_process")),
+                     number(row.get("alone_seconds"), 2), number(row.get("real_time_factor"), 3),
+                     verdict(row.get("rtf_verdict", "–")), number(row.get("frame_f1"), 3),
+                     number(max(row.get("pair_seconds") or [math.nan]), 2),
+                     number(row.get("ratio"), 2), verdict(row.get("ratio_verdict", "–"))]
+                    for row in data.get("rows", [])]))
+    option = "" if threads is None else f" --threads {threads}"
+    page.add(source(name, data), f"Rerun: `python benchmarks/shared_cpu.py{option} --json "
+             f"docs/results/{name}`.")
+
+
+def _budget_sections(page: Page, nmf: dict[str, Any] | None, dds: dict[str, Any] | None
+                     ) -> None:
+    if not (nmf or dds):
+        return
+    page.add("## Choosing the search budgets (validation, cross-font)",
+             "Each setting transcribes the validation recordings (chords of polyphony 1–4 and "
+             "an 8-bar piece) of one training font with a model built from the other, in both "
+             "directions; the validation F1 is the mean of the two (what `fit_transcriber` "
+             "reports), and the threshold is chosen per setting. The held-out font is not "
+             "used. The shipped settings are the best row of each table.")
+    if nmf:
+        best = nmf.get("best", {})
+        rows = sorted(nmf.get("rows", []), key=lambda row: -row["validation_f1"])
+        body = table(["frames per note", "iterations", "dictionary rows", "validation F1",
+                      "threshold", "20-s piece (s)", "RTF"],
+                     [[number(row["frames_per_note"]), number(row["iterations"]),
+                       number(row["dictionary_rows"]), number(row["validation_f1"], 4),
+                       number(row["threshold"], 3), number(row["seconds"], 2),
+                       number(row["real_time_factor"], 4)] for row in rows])
+        page.add(f'??? note "NMF transcriber: dictionary size and multiplicative updates '
+                 f'(best: {best.get("frames_per_note")} frames per note, '
+                 f'{best.get("iterations")} updates)"\n'
+                 + _indent(body + "\n\n" + source("nmf-budget.json", nmf)
+                           + " Rerun: `python benchmarks/nmf_budget.py --json "
+                           "docs/results/nmf-budget.json`."))
+    if dds:
+        for method, best in (dds.get("best") or {}).items():
+            rows = sorted((row for row in dds.get("rows", []) if row["method"] == method),
+                          key=lambda row: -row["validation_f1"])
+            body = table(["iterations", "latent step", "warm start", "sustain ratio",
+                          "validation F1", "PSA", "ε-sparsity", "threshold", "search (s)"],
+                         [[number(row["iterations"]) + (" (before)" if row.get("reference")
+                                                        else ""),
+                           f"{row['latent_learning_rate']:g}",
+                           number(row["warm_start_iterations"]),
+                           number(row["sustain_ratio"], 2), number(row["validation_f1"], 4),
+                           number(row["psa"], 3), number(row["sparsity"], 3),
+                           number(row["threshold"], 3), number(row["search_seconds"], 1)]
+                          for row in rows])
+            page.add(f'??? note "`{method}`: search iterations, latent step, warm start and '
+                     f'hysteresis (best: {best.get("iterations")} iterations, step '
+                     f'{best.get("latent_learning_rate")}, warm start '
+                     f'{best.get("warm_start_iterations")}, sustain '
+                     f'{best.get("sustain_ratio")})"\n'
+                     + _indent(body + "\n\n" + source("dds-budget.json", dds)
+                               + " Rerun: `python benchmarks/dds_budget.py --json "
+                               "docs/results/dds-budget.json`."))
 
 
 def _indent(text: str) -> str:

@@ -16,7 +16,7 @@ card (docs/guide/model-card.md) gives the figures.
 
 **Piano NMF** (``nmf``): the default transcriber, exactly
 ``fit_transcriber(default_settings(), DEFAULT_PROTOCOL)`` (the default protocol's isolated
-training notes, a fixed dictionary of 24 frames per note, the threshold chosen cross-font),
+training notes, a fixed dictionary of 12 frames per note, the threshold chosen cross-font),
 written to ``decomp/models/piano-nmf.decomp`` with its dictionary stored in float16 (cast
 back to float32 on loading: the transcriptions of the training-font and held-out pieces
 measured were identical to the float32 model's), about 3 MB. About a minute on the 2-core
@@ -25,9 +25,11 @@ without FluidSynth or a SoundFont.
 
 **Piano DDS** (``dds2``, ``dds3``):
 
-For each method: render the default protocol's isolated training notes (MIDI 36-95,
-velocities 40/64/96, fonts fluidr3 and timgm6mb), compute the DDS front end
-(``default_dds_front_end``: log1p(100 |CQT|), 24 bins/octave from 55 Hz), train the
+For each method, with ``default_dds_settings(method)`` (the search settings chosen by
+``benchmarks/dds_budget.py``, note hysteresis 0.7): render the default protocol's isolated
+training notes (MIDI 36-95, velocities 40/64/96, fonts fluidr3 and timgm6mb), compute the
+DDS front end (``default_dds_front_end``: log1p(100 |CQT|), 24 bins/octave from 55 Hz),
+train the
 flow(s) with an 80/20 split, model selection on validation NLL and early stopping,
 choose the threshold cross-font as for the NMF default (flows from one training font,
 validation chords and a piece from the other; the test font musescore-lite is never
@@ -53,8 +55,7 @@ from decomp.data import DEFAULT_PROTOCOL
 from decomp.pretrained import pretrained_file
 from decomp.transcription import (
     PianoTranscriber,
-    default_dds_decomposer,
-    default_dds_front_end,
+    default_dds_settings,
     default_settings,
     fit_transcriber,
     pretrained_path,
@@ -142,7 +143,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     protocol = DEFAULT_PROTOCOL
-    front_end = default_dds_front_end()
     started = time.perf_counter()
     for method in args.methods:
         begun = time.perf_counter()
@@ -165,14 +165,14 @@ def main() -> None:
             print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in "
                   f"{time.perf_counter() - begun:.0f} s", flush=True)
             continue
-        decomposer = default_dds_decomposer(method).set_params(progress=True)
+        settings = default_dds_settings(method)
+        settings.decomposer.set_params(progress=True)
         if args.max_epochs is not None:
-            decomposer.set_params(max_epochs=args.max_epochs)
+            settings.decomposer.set_params(max_epochs=args.max_epochs)
         # Cross-font threshold, as for the NMF default: flows trained on one training font
         # choose the threshold on material of the other, then the final flows are trained
         # on both fonts.
-        transcriber = fit_transcriber(
-            PianoTranscriber(decomposer, front_end=front_end, chunk_frames=4096), protocol)
+        transcriber = fit_transcriber(settings, protocol)
         history = transcriber.decomposer_.training_history_
         print(f"{method}: {history['n_epochs']} epochs, best {history['best_epoch']}, "
               f"validation NLL {history['validation_loss'][0]:.1f} -> "

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ __all__ = [
     "to_tensor",
     "like_input",
     "is_tensor",
+    "torch_threads",
 ]
 
 #: The ``device`` values every estimator accepts, as error messages spell them.
@@ -213,3 +216,23 @@ def like_input(result: torch.Tensor, reference: Any) -> Any:
     if isinstance(reference, torch.Tensor):
         return result.detach().to(reference.device)
     return result.detach().cpu().numpy()
+
+
+@contextmanager
+def torch_threads(n_threads: int | None) -> Iterator[None]:
+    """Run the block with ``n_threads`` torch intra-op threads, then restore the count.
+
+    ``None`` leaves the process's setting alone. The count is process-wide in torch, so
+    code running in other Python threads meanwhile sees it too.
+    """
+    if n_threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    if previous != n_threads:
+        torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)

@@ -213,6 +213,10 @@ class TranscriptionJob:
         Ground truth for the plots, by input path.
     device : str
         Where to compute.
+    threads : int, optional
+        Torch threads per transcription (``PianoTranscriber.n_threads``; its default is
+        1). Outputs do not depend on it beyond the last bits of float sums, so it is not
+        part of the settings hash.
     """
 
     method: str = "nmf"
@@ -226,12 +230,14 @@ class TranscriptionJob:
     plot: bool = False
     references: tuple[tuple[str, str], ...] = ()
     device: str = "auto"
+    threads: int | None = None
 
     def settings(self) -> dict[str, Any]:
-        """What the outputs depend on (the settings hash), without references or device."""
+        """What the outputs depend on (the settings hash): not references, device, threads."""
         fields = dataclasses.asdict(self)
         fields.pop("references")
         fields.pop("device")
+        fields.pop("threads")
         fields["model"] = _model_identity(self.model)
         return {"kind": "transcribe", **fields}
 
@@ -266,6 +272,11 @@ class TranscriptionJob:
             transcriber = default_transcriber(self.method)
             name = f"the {self.method} transcriber"
         set_device(transcriber, self.device)
+        if self.threads is not None:
+            if not isinstance(transcriber, PianoTranscriber):
+                raise ValueError(f"{name}: threads need a PianoTranscriber; it holds "
+                                 f"{with_article(type(transcriber).__name__)}.")
+            transcriber.set_params(n_threads=self.threads)
         given = [option for option, value in (("threshold", self.threshold),
                                               ("sustain_ratio", self.sustain_ratio),
                                               ("min_note_length", self.min_note_length),

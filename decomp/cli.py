@@ -236,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "--method)")
     transcribe.add_argument("--out", required=True, help="output directory")
     _add_device_option(transcribe)
+    transcribe.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                            help="torch threads per transcription (default 1, which keeps "
+                            "runs side by side from slowing each other down; give the "
+                            "number of cores when one run has the machine to itself)")
     notes = transcribe.add_argument_group(
         "note decisions", "Override the model's own settings (see PianoTranscriber). A note "
         "starts where the pitch's smoothed activity, divided by the recording's largest, "
@@ -412,7 +416,7 @@ def _transcribe(args: argparse.Namespace) -> int:
         sustain_ratio=args.sustain_ratio, min_note_length=args.min_note_length,
         pitch_range=tuple(args.pitch_range) if args.pitch_range else None,
         save_notes=args.save_notes, sonify=args.sonify, plot=args.plot,
-        references=references, device=args.device)
+        references=references, device=args.device, threads=args.threads)
     outputs = [(os.fspath(path), job.outputs(path, out)) for path in inputs]
     protected = [(f"the input {path}", path) for path in inputs]
     truths = [(path, path.with_suffix(".mid")) for path in inputs

@@ -93,3 +93,25 @@ def test_reversed_and_read_only_arrays_convert_to_tensors():
     np.testing.assert_allclose(model.fit_transform(reversed_view),
                                NMF(n_components=2, max_iter=20, random_state=0)
                                .fit_transform(X[::-1].copy()))
+
+
+@pytest.mark.parametrize("inside", [1, 3])
+def test_torch_threads_sets_the_count_inside_and_restores_it(inside):
+    before = torch.get_num_threads()
+    with _backend.torch_threads(inside):
+        assert torch.get_num_threads() == inside
+    assert torch.get_num_threads() == before
+
+
+def test_torch_threads_restores_the_count_after_an_error():
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="boom"), _backend.torch_threads(before + 1):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+
+
+def test_torch_threads_none_leaves_the_count_alone():
+    before = torch.get_num_threads()
+    with _backend.torch_threads(None):
+        assert torch.get_num_threads() == before
+    assert torch.get_num_threads() == before

@@ -222,3 +222,12 @@ def test_ray_runs_equal_sequential_ones_byte_for_byte_and_survive_a_crash(corpus
                       "crash.wav": "failed"}
     lost = next(r for r in crashing.records if Path(r["input"]) == crash.resolve())
     assert lost["error"].startswith("worker lost")
+
+
+def test_threads_set_the_transcribers_n_threads_outside_the_settings_hash(corpus):
+    model = os.fspath(corpus["model"])
+    assert TranscriptionJob(model=model).load().n_threads == 1  # the transcriber's own
+    assert TranscriptionJob(model=model, threads=2).load().n_threads == 2
+    # Threads do not change what is written, so a run with other threads is not redone.
+    assert (TranscriptionJob(model=model, threads=2).settings()
+            == TranscriptionJob(model=model).settings())

@@ -523,7 +523,7 @@ def test_python_dash_m_decomp_runs_the_command_line():
 
 def test_every_option_is_in_help(capsys):
     expected = {
-        "transcribe": ["--method", "--model", "--out", "--device", "--threshold",
+        "transcribe": ["--method", "--model", "--out", "--device", "--threads", "--threshold",
                        "--sustain-ratio", "--min-note-length", "--pitch-range", "--save-notes",
                        "--sonify", "--plot", "--reference", "--jobs", "--address",
                        "--force", "--no-progress", "--debug", "--verbose", "--quiet"],
@@ -749,3 +749,25 @@ def test_verbose_and_quiet_set_the_logging_level(tmp_path, saved_model, tiny_cho
 def _written(out):
     """The files a command wrote into ``out``, besides its manifest."""
     return [path for path in out.iterdir() if path.name != "manifest.jsonl"]
+
+
+def test_threads_option(tmp_path, saved_model, chords_wav, monkeypatch, capsys):
+    from decomp.batch import TranscriptionJob
+
+    loaded = []
+    original = TranscriptionJob.load
+
+    def spy(job):
+        transcriber = original(job)
+        loaded.append(transcriber.n_threads)
+        return transcriber
+
+    monkeypatch.setattr(TranscriptionJob, "load", spy)
+    out = _transcribe(tmp_path, saved_model, chords_wav, "two", "--threads", "2")
+    assert (out / "chords.mid").exists() and loaded == [2]
+    for bad in ("0", "1.5", "x"):
+        with pytest.raises(SystemExit) as stopped:
+            main(["transcribe", str(chords_wav), "--model", str(saved_model), "--out",
+                  str(tmp_path / "bad"), "--threads", bad])
+        assert stopped.value.code == 2
+        assert "--threads" in capsys.readouterr().err

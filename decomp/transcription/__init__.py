@@ -7,10 +7,12 @@ transcribers' settings, training and cache, and the helpers that build their dat
 
 from decomp.transcription.defaults import (
     BAYESIAN_SETTINGS,
+    DDS_SEARCH_SETTINGS,
     PRETRAINED_METHODS,
     bayesian_transcriber,
     default_dds_decomposer,
     default_dds_front_end,
+    default_dds_settings,
     default_settings,
     default_transcriber,
     fit_transcriber,
@@ -30,6 +32,7 @@ from decomp.transcription.piano import (
 
 __all__ = [
     "BAYESIAN_SETTINGS",
+    "DDS_SEARCH_SETTINGS",
     "PRETRAINED_METHODS",
     "bayesian_transcriber",
     "PianoTranscriber",
@@ -39,6 +42,7 @@ __all__ = [
     "choose_threshold",
     "default_dds_decomposer",
     "default_dds_front_end",
+    "default_dds_settings",
     "default_decomposer",
     "default_front_end",
     "default_settings",

@@ -31,6 +31,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from decomp._backend import torch_threads
 from decomp._chunks import feature_chunks, run_in_chunks
 from decomp._files import atomic_write
 from decomp._validation import StrictInterval, check_labels, check_spectrogram
@@ -79,12 +80,17 @@ def default_decomposer() -> NMF:
     """The decomposer of the default NMF transcriber (unfitted).
 
     What ``PianoTranscriber(decomposer=None)`` fits. Euclidean NMF against a fixed
-    dictionary of 24 training frames per note: within 0.001 cross-font validation F1 of
-    all training frames (the best), at a quarter of the dictionary size, which keeps
-    transcription several times faster.
+    dictionary of 12 training frames per note, 40 multiplicative updates. Chosen by
+    cross-font validation (``benchmarks/nmf_budget.py``: frames per note 8-24 x 20-200
+    iterations): F1 0.812, against 0.792 for the earlier 24 frames x 200 iterations, in
+    a fifteenth of the time (0.26 s against 3.95 s for a 20-s piece on one thread; an
+    update costs about n_frames x n_rows^2). Stopping early helps on an unheard timbre
+    in validation: the activations stay closer to their smooth start instead of fitting
+    the new font's spectra with far-off rows. On the held-out font it does not carry
+    over (frame F1 0.004-0.019 lower; see the transcription guide).
     """
-    return NMF(beta_loss="frobenius", dictionary="frames", n_components_per_source=24,
-               max_iter=200, random_state=0)
+    return NMF(beta_loss="frobenius", dictionary="frames", n_components_per_source=12,
+               max_iter=40, random_state=0)
 
 
 @dataclass
@@ -295,6 +301,17 @@ class PianoTranscriber(Persistent, BaseEstimator):
         :meth:`transcribe` is read, resampled and analysed chunk by chunk too, so memory
         does not grow with the length of the recording beyond the per-pitch activity
         (n_frames x n_pitches float32: about 80 MB for two hours).
+    n_threads : int or None, default=1
+        Torch threads while a recording is analysed and decomposed (:meth:`transcribe`,
+        :meth:`transcribe_features` and the validation in :meth:`fit`); the process's
+        count is restored afterwards. ``None`` keeps the process's setting (torch's
+        default is one thread per core). One thread is the default because
+        transcriptions are often run side by side (a notebook beside a script, one
+        process per file): on the 2-core reference machine two transcriptions at once
+        then take 1.0x the time of one alone, against 4-7x with torch's default, whose
+        OpenMP workers spin-wait for cores the other process holds
+        (``benchmarks/shared_cpu.py``; the transcription guide has the figures). Raise
+        it when a transcription has the machine to itself.
 
     Attributes
     ----------
@@ -317,6 +334,7 @@ class PianoTranscriber(Persistent, BaseEstimator):
         "sustain_ratio": [StrictInterval(Real, 0, 1, closed="right")],
         "min_note_frames": [StrictInterval(Integral, 1, None, closed="left")],
         "chunk_frames": [StrictInterval(Integral, 16, None, closed="left")],
+        "n_threads": [None, StrictInterval(Integral, 1, None, closed="left")],
     }
 
     def __init__(
@@ -330,6 +348,7 @@ class PianoTranscriber(Persistent, BaseEstimator):
         sustain_ratio: float = 1.0,
         min_note_frames: int = 2,
         chunk_frames: int = 1024,
+        n_threads: int | None = 1,
     ) -> None:
         self.decomposer = decomposer
         self.front_end = front_end
@@ -339,6 +358,7 @@ class PianoTranscriber(Persistent, BaseEstimator):
         self.sustain_ratio = sustain_ratio
         self.min_note_frames = min_note_frames
         self.chunk_frames = chunk_frames
+        self.n_threads = n_threads
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -390,7 +410,8 @@ class PianoTranscriber(Persistent, BaseEstimator):
             return load_pretrained(f"piano-{method}", kind=cls)
         dds2 = load_pretrained("piano-dds2", kind=cls)
         search = dds2.decomposer_
-        settings = {"max_iter": search.max_iter, "random_state": search.random_state}
+        settings = {key: getattr(search, key) for key in (
+            "max_iter", "latent_learning_rate", "warm_start_iterations", "random_state")}
         return dds2.with_decomposer(DDS1.from_flow(search.flow_, search.sources_, **settings),
                                     decomposer=DDS1(**settings),
                                     chunk_frames=_DDS1_CHUNK_FRAMES)
@@ -513,7 +534,7 @@ class PianoTranscriber(Persistent, BaseEstimator):
     # --- inference -----------------------------------------------------------------------
     #: Chunks decomposed per call of the decomposer, on a CPU and on a GPU. Each chunk in
     #: flight costs the decomposer's working buffers (measured: ~120 MB per 1024-frame
-    #: chunk for the default NMF, whose 2112 components outnumber the bins), and on a CPU
+    #: chunk for an NMF of 2112 components, which outnumber the bins), and on a CPU
     #: batching gains nothing (one chunk keeps the cores busy), so one there; a GPU needs
     #: a batch to be busy.
     _chunks_per_batch = {"cpu": 1, "cuda": 8}
@@ -538,14 +559,17 @@ class PianoTranscriber(Persistent, BaseEstimator):
         where they came from: a file streamed by :meth:`transcribe` and the same
         features in memory give the same activity.
         """
+        self._validate_params()  # parameters set after fitting (n_threads, ...) are checked too
+
         def decompose(batch: torch.Tensor) -> np.ndarray:
             return np.asarray(self.decomposer_.source_activations(batch.numpy()),
                               dtype=np.float32)  # (n_batch, chunk_frames, n_pitches)
 
-        return np.concatenate([
-            activity[keep] for activity, keep in run_in_chunks(
-                chunks, decompose, chunk_frames=self.chunk_frames,
-                batch_size=self._batch_size(), pad_short=False)])
+        with torch_threads(self.n_threads):
+            return np.concatenate([
+                activity[keep] for activity, keep in run_in_chunks(
+                    chunks, decompose, chunk_frames=self.chunk_frames,
+                    batch_size=self._batch_size(), pad_short=False)])
 
     def _postprocess(self, activity: np.ndarray) -> np.ndarray:
         if self.normalization == "max":

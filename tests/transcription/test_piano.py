@@ -479,3 +479,40 @@ def test_with_decomposer_builds_a_fitted_copy_without_touching_the_original():
     assert copy.transcribe_features(X).roll.shape == (12, 3)
     with pytest.raises(ValueError, match="'chunk_frames' parameter of PianoTranscriber"):
         original.with_decomposer(other, chunk_frames=1)
+
+
+def test_transcribes_with_n_threads_and_restores_the_process_count(
+        tiny_transcriber, tiny_chords, monkeypatch):
+    seen = []
+    decomposer = tiny_transcriber.decomposer_
+    original = decomposer.source_activations
+
+    def spy(X):
+        seen.append(torch.get_num_threads())
+        return original(X)
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(decomposer, "source_activations", spy)
+    one = tiny_transcriber.transcribe(tiny_chords.audio)  # the default: one thread
+    assert tiny_transcriber.n_threads == 1 and set(seen) == {1}
+    seen.clear()
+    two = copy.copy(tiny_transcriber).set_params(n_threads=2).transcribe(tiny_chords.audio)
+    assert set(seen) == {2}
+    seen.clear()
+    torch.set_num_threads(3)
+    try:
+        copy.copy(tiny_transcriber).set_params(n_threads=None).transcribe(tiny_chords.audio)
+        assert set(seen) == {3}  # None keeps the process's setting
+    finally:
+        torch.set_num_threads(before)
+    assert torch.get_num_threads() == before
+    np.testing.assert_array_equal(one.roll, two.roll)
+
+
+@pytest.mark.parametrize("n_threads", [0, -1, 1.5, True])
+def test_bad_n_threads_gets_the_parameter_message(tiny_transcriber, tiny_chords, n_threads):
+    transcriber = copy.copy(tiny_transcriber).set_params(n_threads=n_threads)
+    before = torch.get_num_threads()
+    with pytest.raises(ValueError, match="'n_threads' parameter of PianoTranscriber"):
+        transcriber.transcribe(tiny_chords.audio)  # set after fitting: checked here too
+    assert torch.get_num_threads() == before

@@ -7,7 +7,12 @@ import pytest
 
 from decomp import DDS1, DDS2, DDS3, PianoTranscriber
 from decomp.flows import ConditionalGlow, StackedRealNVP
-from decomp.transcription import default_transcriber, pretrained_path
+from decomp.transcription import (
+    DDS_SEARCH_SETTINGS,
+    default_dds_settings,
+    default_transcriber,
+    pretrained_path,
+)
 
 
 @pytest.mark.parametrize(("method", "estimator", "flow"),
@@ -22,8 +27,13 @@ def test_shipped_models_load(method, estimator, flow):
     assert transcriber.pitches_.tolist() == list(range(36, 96))
     assert transcriber.decomposer_.checkpoint is None
     assert np.isfinite(transcriber.threshold_)
-    # Saved before note hysteresis existed: loads with a single threshold, as trained.
-    assert transcriber.sustain_ratio == 1.0
+    # The settings of default_dds_settings, with the search that dds_budget.py chose.
+    expected = default_dds_settings(method)
+    assert transcriber.sustain_ratio == expected.sustain_ratio == 0.7
+    assert transcriber.chunk_frames == expected.chunk_frames
+    search = transcriber.decomposer_.get_params()
+    assert {key: search[key] for key in DDS_SEARCH_SETTINGS[method]} == \
+        DDS_SEARCH_SETTINGS[method]
     # Weights are stored in float16 and come back as float32.
     assert next(transcriber.decomposer_.flow_.parameters()).dtype.is_floating_point
 
@@ -33,11 +43,14 @@ def test_dds1_reuses_the_dds2_flows():
     assert isinstance(transcriber.decomposer_, DDS1)
     assert transcriber.decomposer_.n_components_ == 60
     assert transcriber.chunk_frames == 256
+    # The same search rules as the DDS-2 it reuses.
+    search = transcriber.decomposer_.get_params()
+    assert {key: search[key] for key in DDS_SEARCH_SETTINGS["dds2"]} == \
+        DDS_SEARCH_SETTINGS["dds2"]
 
 
 def test_shipped_dds3_transcribes_held_out_chords(tiny_chords):
     transcriber = PianoTranscriber.pretrained("dds3")
-    transcriber.decomposer_.set_params(max_iter=60)
     transcription = transcriber.transcribe(tiny_chords.audio)
     reference = tiny_chords.roll(transcription.times, transcription.pitches)
     activity = transcription.activations
