@@ -436,18 +436,22 @@ def settings_hash(job: Job) -> str:
 
 
 # --- one input, in whichever process ----------------------------------------------------------
-_LOADED: dict[str, Any] = {}
-"""Models loaded in this process, by settings hash: a worker loads its model once."""
+_LOADED: dict[tuple, Any] = {}
+"""Models loaded in this process, by settings hash and the loading options outside it
+(device, threads): a worker loads its model once."""
 
 
 def _cached_model(job: Job, key: str) -> tuple[Any, bool]:
     """``job``'s model for settings ``key``, loaded in this process at most once, and
     whether this call loaded it (one model at a time per process)."""
-    model = _LOADED.get(key)
+    # Device and threads change how the model is loaded, not what it writes, so they
+    # are outside the settings hash but part of what makes a loaded model reusable.
+    loading = (key, getattr(job, "device", None), getattr(job, "threads", None))
+    model = _LOADED.get(loading)
     if model is not None:
         return model, False
     _LOADED.clear()
-    model = _LOADED[key] = job.load()
+    model = _LOADED[loading] = job.load()
     return model, True
 
 

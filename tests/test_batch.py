@@ -231,3 +231,11 @@ def test_threads_set_the_transcribers_n_threads_outside_the_settings_hash(corpus
     # Threads do not change what is written, so a run with other threads is not redone.
     assert (TranscriptionJob(model=model, threads=2).settings()
             == TranscriptionJob(model=model).settings())
+
+
+def test_a_loaded_model_is_reused_only_with_the_same_threads(corpus):
+    model = os.fspath(corpus["model"])
+    first = batch.preload(TranscriptionJob(model=model))
+    assert batch.preload(TranscriptionJob(model=model)) is first  # loaded once
+    other = batch.preload(TranscriptionJob(model=model, threads=2))
+    assert other is not first and other.n_threads == 2
