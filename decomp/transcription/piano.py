@@ -308,8 +308,9 @@ class PianoTranscriber(Persistent, BaseEstimator):
         default is one thread per core). One thread is the default because
         transcriptions are often run side by side (a notebook beside a script, one
         process per file): on the 2-core reference machine two transcriptions at once
-        then take 1.0x the time of one alone, against 4-7x with torch's default, whose
-        OpenMP workers spin-wait for cores the other process holds
+        then take 1.00-1.05x the time of one alone, against 3x (NMF, DDS-3) to 100x
+        (DDS-2) with torch's default, whose OpenMP workers spin-wait for cores the other
+        process holds
         (``benchmarks/shared_cpu.py``; the transcription guide has the figures). Raise
         it when a transcription has the machine to itself.
 
