@@ -299,8 +299,16 @@ class StackedRealNVP(DictionaryFlow):
         if n == 0:
             return x.clone(), x.new_zeros(0)
         sources, order, group, slot, n_rows_max = self._group(labels, self.n_sources)
-        padded = x.new_zeros(sources.numel(), n_rows_max, self.n_features)
-        padded = padded.index_put((group, slot), x[order])
+        # Rows already grouped by source, as many per source (DDS-2's dictionary: M codes
+        # per source, in source order): the padded layout is a view, and the gather in
+        # and the scatter out (40 % of a search step's time) are skipped.
+        grouped = sources.numel() * n_rows_max == n and bool(
+            torch.all(labels[1:] >= labels[:-1]))
+        if grouped:
+            padded = x.reshape(sources.numel(), n_rows_max, self.n_features)
+        else:
+            padded = x.new_zeros(sources.numel(), n_rows_max, self.n_features)
+            padded = padded.index_put((group, slot), x[order])
         every_source = sources.numel() == self.n_sources
         loc = (self.output_loc if every_source else self.output_loc[sources]).unsqueeze(1)
         log_scale = (self.output_log_scale if every_source
@@ -318,6 +326,8 @@ class StackedRealNVP(DictionaryFlow):
             log_det = log_det + block_log_det
         if not inverse:
             padded = loc + torch.exp(log_scale) * padded
+        if grouped:
+            return padded.reshape(n, self.n_features), log_det.reshape(n)
         out = torch.empty_like(x).index_put((order,), padded[group, slot])
         out_log_det = x.new_empty(n).index_put((order,), log_det[group, slot])
         return out, out_log_det
