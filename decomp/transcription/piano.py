@@ -560,8 +560,6 @@ class PianoTranscriber(Persistent, BaseEstimator):
         where they came from: a file streamed by :meth:`transcribe` and the same
         features in memory give the same activity.
         """
-        self._validate_params()  # parameters set after fitting (n_threads, ...) are checked too
-
         def decompose(batch: torch.Tensor) -> np.ndarray:
             return np.asarray(self.decomposer_.source_activations(batch.numpy()),
                               dtype=np.float32)  # (n_batch, chunk_frames, n_pitches)
@@ -613,6 +611,7 @@ class PianoTranscriber(Persistent, BaseEstimator):
         Transcription
         """
         check_is_fitted(self)
+        self._validate_params()  # parameters set after fitting (n_threads, ...) too
         features = check_spectrogram(features, name="features", allow_batch=False,
                                      n_bins=self.decomposer_.n_features_in_,
                                      owner=type(self).__name__)
@@ -669,6 +668,7 @@ class PianoTranscriber(Persistent, BaseEstimator):
             file; once per recording and reason, naming the file.
         """
         check_is_fitted(self)
+        self._validate_params()  # parameters set after fitting (n_threads, ...) too
         front_end = self._front_end()
         if isinstance(audio, (str, os.PathLike)):
             stream = AudioStream(audio, front_end.sample_rate, min_sample_rate=MIN_SAMPLE_RATE)

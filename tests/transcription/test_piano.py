@@ -515,4 +515,7 @@ def test_bad_n_threads_gets_the_parameter_message(tiny_transcriber, tiny_chords,
     before = torch.get_num_threads()
     with pytest.raises(ValueError, match="'n_threads' parameter of PianoTranscriber"):
         transcriber.transcribe(tiny_chords.audio)  # set after fitting: checked here too
+    features = transcriber._front_end().transform(tiny_chords.audio)
+    with pytest.raises(ValueError, match="'n_threads' parameter of PianoTranscriber"):
+        transcriber.transcribe_features(features)
     assert torch.get_num_threads() == before
