@@ -528,6 +528,7 @@ def transcription_page(results: dict[str, Any]) -> Page:
     _dds_table_section(page, results.get("dds-table.json"))
     _shared_cpu_section(page, _matching(results, r"shared-cpu.*\.json"))
     _budget_sections(page, results.get("nmf-budget.json"), results.get("dds-budget.json"))
+    _levers_section(page, results.get("dds-levers.json"))
     page.add("## Not published here yet",
              "`benchmarks/transcription.py` (the default transcriber against alternatives) and "
              "`benchmarks/note_postprocessing.py` print their tables but write no JSON yet; "
@@ -662,6 +663,27 @@ def _budget_sections(page: Page, nmf: dict[str, Any] | None, dds: dict[str, Any]
                      + _indent(body + "\n\n" + source("dds-budget.json", dds)
                                + " Rerun: `python benchmarks/dds_budget.py --json "
                                "docs/results/dds-budget.json`."))
+
+
+def _levers_section(page: Page, levers: dict[str, Any] | None) -> None:
+    if not levers:
+        return
+    rows = levers.get("rows", [])
+    body = table(["variant", "bins", "validation F1", "PSA", "F1 per direction", "epochs"],
+                 [[f"`{row['variant']}`", number(row["n_bins"]),
+                   number(row["validation_f1"], 4), number(row["psa"], 3),
+                   " / ".join(number(d["f1"], 3) for d in row["directions"]),
+                   " / ".join("–" if d["epochs"] is None else number(d["epochs"])
+                              for d in row["directions"])] for row in rows],
+                 ["l"] + ["r"] * 5)
+    page.add("## Levers for DDS on unheard timbres (validation, cross-font)",
+             "Front ends, flow training and objective variants, each fitted on one training "
+             "font and scored on the other's validation recordings, both directions (the "
+             "directions' F1 are listed fluidr3 → timgm6mb first). What each variant is: "
+             "the docstring of `benchmarks/dds_levers.py`; what was kept: the "
+             "[DDS guide](../guide/dds.md#accuracy-on-unheard-timbres-levers-measured).",
+             body + "\n\n" + source("dds-levers.json", levers)
+             + " Rerun: `python benchmarks/dds_levers.py --json docs/results/dds-levers.json`.")
 
 
 def _indent(text: str) -> str:

@@ -174,9 +174,11 @@ def main() -> None:
         # on both fonts.
         transcriber = fit_transcriber(settings, protocol)
         history = transcriber.decomposer_.training_history_
+        nll = (f"validation NLL {history['validation_loss'][0]:.1f} -> "
+               f"{history['best_validation_loss']:.1f} nats/frame"
+               if len(history["validation_loss"]) else "no training epoch")
         print(f"{method}: {history['n_epochs']} epochs, best {history['best_epoch']}, "
-              f"validation NLL {history['validation_loss'][0]:.1f} -> "
-              f"{history['best_validation_loss']:.1f} nats/frame, final flow training "
+              f"{nll}, final flow training "
               f"{history['seconds']:.0f} s; threshold {transcriber.threshold_:.3f}, "
               f"cross-font validation F1 {transcriber.validation_f1_:.3f}; total "
               f"{time.perf_counter() - begun:.0f} s", flush=True)

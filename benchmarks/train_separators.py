@@ -141,12 +141,14 @@ def train(args: argparse.Namespace, directory: Path) -> tuple[Any, dict[str, Any
         "training_seconds": 0.0, "runs": 0}
     remaining = args.minutes * 60.0 - budget["training_seconds"]
     started = time.perf_counter()
+    size = {} if args.stems_per_label is None else {
+        "n_utterances" if args.corpus == "speech" else "n_melodies": args.stems_per_label}
     if args.corpus == "speech":
-        bank = speech_stems(random_state=args.bank_seed)
+        bank = speech_stems(random_state=args.bank_seed, **size)
         print(f"stem bank: {bank.n_stems} utterances of {len(bank.classes)} espeak-ng voices "
               f"in {time.perf_counter() - started:.1f} s", flush=True)
     else:
-        bank = instrument_stems(random_state=args.bank_seed)
+        bank = instrument_stems(random_state=args.bank_seed, **size)
         print(f"stem bank: {bank.n_stems} stems ({len(bank.classes)} instruments x fonts "
               f"{sorted(set(bank.fonts.tolist()))}) in {time.perf_counter() - started:.1f} s",
               flush=True)
@@ -233,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="default: train-separators/<model>")
     parser.add_argument("--seed", type=int, default=0, help="weights and stream")
     parser.add_argument("--bank-seed", type=int, default=0, help="melodies of the stem bank")
+    parser.add_argument("--stems-per-label", type=int,
+                        help="stem bank size: utterances per voice (speech; default 8) or "
+                             "melodies per instrument and font (instruments; default 32)")
     parser.add_argument("--sources", type=int, nargs="+", default=[2], choices=[2, 3],
                         help="source counts of training mixtures (min [max])")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)

@@ -1,0 +1,190 @@
+"""Levers for the DDS transcribers' accuracy on unheard timbres, measured cross-font.
+
+    python benchmarks/dds_levers.py [--variants NAME ...] [--threads 1] [--json PATH]
+
+Each variant is a transcriber (front end and decomposer; the search settings of the
+shipped models, :data:`~decomp.transcription.DDS_SEARCH_SETTINGS`, note hysteresis 0.7)
+whose dictionary or flows are fitted on the isolated notes of one training font and
+which transcribes the validation recordings of the *other* training font (chords of
+polyphony 1-4 and an 8-bar piece, :func:`~decomp.transcription.defaults.validation_set`),
+both directions, as ``benchmarks/dds_budget.py`` does; the held-out font is never used.
+Printed per variant and direction: frame F1 at the F1-maximising threshold, PSA of the
+raw activity on the sounding frames, the flow-training epochs and the seconds of the
+fit and of the transcription (``--threads`` torch threads).
+
+The variants (``--variants`` picks some; default all):
+
+- ``nmf``, ``nmf-dds-front-end``: the default NMF transcriber on its own front end
+  (log STFT, 1025 bins) and on the DDS front end (log CQT, 172 bins): what the front end
+  alone costs.
+- ``dds2``, ``dds3``: the shipped decomposers as they are.
+- ``dds2-epochs-E``, ``dds3-epochs-E``: flows trained for exactly E epochs (0: the
+  data-dependent initialisation only, i.e. for DDS-2 a diagonal Gaussian per note at its
+  frames' mean and spread), against early stopping on the same-font 80/20 split.
+- ``dds3-likelihood-L``: likelihood weight L (the default is 1).
+- ``dds3-kl``: Kullback-Leibler instead of Euclidean reconstruction.
+- ``dds3-large``: a larger Glow (12 steps, 512 hidden units; the default 8 and 256).
+- ``dds3-noise-S``: the flows' training frames plus two copies with Gaussian noise of
+  standard deviation S (feature units; features span about 0-5), floored at 0: a
+  timbre-agnostic augmentation.
+- ``dds3-stft256``: DDS-3 on the log STFT cut at 256 bins (0-2 kHz), where NMF scores
+  ``nmf-stft256``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from decomp.audio import Spectrogram
+from decomp.data import DEFAULT_PROTOCOL
+from decomp.metrics import precision_of_source_attribution
+from decomp.transcription import (
+    PianoTranscriber,
+    choose_threshold,
+    default_dds_decomposer,
+    default_dds_front_end,
+    default_decomposer,
+    default_front_end,
+)
+from decomp.transcription.defaults import training_frames_per_font, validation_set
+
+SUSTAIN_RATIO = 0.7
+NOISE_COPIES = 2
+
+
+def _stft256() -> Spectrogram:
+    return Spectrogram(kind="log", compression=100.0, n_bins=256)
+
+
+def variants() -> dict[str, tuple[Callable[[], Spectrogram], Callable[[], Any], float]]:
+    """name -> (front end, unfitted decomposer, noise standard deviation of the copies)."""
+    def dds(method: str, **params: Any) -> Callable[[], Any]:
+        return lambda: default_dds_decomposer(method).set_params(**params)
+
+    table: dict[str, tuple[Callable[[], Spectrogram], Callable[[], Any], float]] = {
+        "nmf": (default_front_end, default_decomposer, 0.0),
+        "nmf-dds-front-end": (default_dds_front_end, default_decomposer, 0.0),
+        "nmf-stft256": (_stft256, default_decomposer, 0.0),
+        "dds2": (default_dds_front_end, dds("dds2"), 0.0),
+        "dds3": (default_dds_front_end, dds("dds3"), 0.0),
+    }
+    for epochs in (0, 1, 2, 4, 8):
+        table[f"dds2-epochs-{epochs}"] = (default_dds_front_end,
+                                          dds("dds2", max_epochs=epochs), 0.0)
+    for epochs in (16, 24, 32):
+        table[f"dds3-epochs-{epochs}"] = (default_dds_front_end,
+                                          dds("dds3", max_epochs=epochs), 0.0)
+    for weight in (0.3, 3.0):
+        table[f"dds3-likelihood-{weight:g}"] = (default_dds_front_end,
+                                                dds("dds3", likelihood_weight=weight), 0.0)
+    table["dds3-kl"] = (default_dds_front_end, dds("dds3", beta_loss="kullback-leibler"), 0.0)
+    table["dds3-large"] = (default_dds_front_end,
+                           dds("dds3", n_flow_steps=12, hidden_features=512), 0.0)
+    for noise in (0.1, 0.3):
+        table[f"dds3-noise-{noise:g}"] = (default_dds_front_end, dds("dds3"), noise)
+    table["dds3-stft256"] = (_stft256, dds("dds3"), 0.0)
+    return table
+
+
+def with_noise_copies(X: np.ndarray, y: np.ndarray, noise: float, seed: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """``X`` and ``NOISE_COPIES`` copies with Gaussian noise (floored at 0), labels alike."""
+    if noise == 0:
+        return X, y
+    rng = np.random.default_rng(seed)
+    copies = [np.maximum(X + noise * rng.standard_normal(X.shape).astype(X.dtype), 0)
+              for _ in range(NOISE_COPIES)]
+    return np.concatenate([X, *copies]), np.concatenate([y] * (NOISE_COPIES + 1))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    table = variants()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", choices=list(table), default=list(table))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    protocol = DEFAULT_PROTOCOL
+    fonts = list(protocol.train_soundfonts)
+    data: dict[str, tuple[list, dict]] = {}  # per front end: training frames, validation
+    rows = []
+    for name in args.variants:
+        make_front_end, make_decomposer, noise = table[name]
+        front_end = make_front_end()
+        key = repr(front_end)
+        if key not in data:
+            data[key] = (training_frames_per_font(protocol, front_end),
+                         {font: validation_set(font, protocol, front_end) for font in fonts})
+        per_font, validation = data[key]
+        directions = []
+        for index, font in enumerate(fonts):
+            other = fonts[1 - index]
+            X, y = with_noise_copies(*per_font[index], noise, seed=index)
+            transcriber = PianoTranscriber(make_decomposer(), front_end=front_end,
+                                           threshold=1.0, chunk_frames=4096,
+                                           sustain_ratio=SUSTAIN_RATIO,
+                                           n_threads=args.threads)
+            begun = time.perf_counter()
+            transcriber.fit(X, y)
+            fit_seconds = time.perf_counter() - begun
+            features, roll = validation[other]
+            begun = time.perf_counter()
+            raw = transcriber._source_activity(transcriber._feature_chunks(features))
+            seconds = time.perf_counter() - begun
+            sounding = roll.any(axis=1)
+            psa = float(precision_of_source_attribution(raw[sounding], roll[sounding]))
+            threshold, f1 = choose_threshold(transcriber._postprocess(raw), roll,
+                                             sustain_ratio=SUSTAIN_RATIO,
+                                             min_note_frames=transcriber.min_note_frames)
+            history = getattr(transcriber.decomposer_, "training_history_", {})
+            epochs = history.get("n_epochs")
+            directions.append({"train": font, "validate": other, "f1": float(f1),
+                               "psa": psa, "threshold": float(threshold),
+                               "epochs": None if epochs is None else int(epochs),
+                               "best_epoch": history.get("best_epoch"),
+                               "fit_seconds": fit_seconds, "transcribe_seconds": seconds})
+            print(f"  {name} {font}->{other}: F1 {f1:.4f} (threshold {threshold:.3f}), PSA "
+                  f"{psa:.3f}, {epochs if epochs is not None else '-'} epochs, fit "
+                  f"{fit_seconds:.0f} s, transcription {seconds:.1f} s", flush=True)
+        row = {"variant": name, "front_end": key, "n_bins": int(per_font[0][0].shape[1]),
+               "validation_f1": float(np.mean([d["f1"] for d in directions])),
+               "psa": float(np.mean([d["psa"] for d in directions])),
+               "directions": directions}
+        rows.append(row)
+        print(f"{name}: validation F1 {row['validation_f1']:.4f}, PSA {row['psa']:.3f}",
+              flush=True)
+    print("\n| variant | bins | validation F1 | PSA | F1 per direction |")
+    print("|---|---:|---:|---:|---|")
+    for row in rows:
+        per_direction = " / ".join(f"{d['f1']:.3f}" for d in row["directions"])
+        print(f"| {row['variant']} | {row['n_bins']} | {row['validation_f1']:.4f} | "
+              f"{row['psa']:.3f} | {per_direction} |")
+    result = {
+        "benchmark": "dds_levers",
+        "machine": {"cpus": os.cpu_count(), "threads": args.threads,
+                    "processor": platform.processor(), "python": platform.python_version(),
+                    "torch": torch.__version__},
+        "settings": {"fonts": fonts, "sustain_ratio": SUSTAIN_RATIO,
+                     "noise_copies": NOISE_COPIES},
+        "rows": rows,
+    }
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"results written to {args.json}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
