@@ -30,14 +30,12 @@ its attribution.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _results import machine, write_results
 
 from decomp.data import DEFAULT_PROTOCOL
 from decomp.metrics import epsilon_sparsity, precision_of_source_attribution
@@ -152,9 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     best = best_settings(rows)
     result = {
         "benchmark": "dds_budget",
-        "machine": {"cpus": os.cpu_count(), "threads": args.threads,
-                    "processor": platform.processor(), "python": platform.python_version(),
-                    "torch": torch.__version__},
+        "machine": machine(args.threads),
         "settings": {"iterations": args.iterations,
                      "latent_learning_rates": args.latent_learning_rates,
                      "warm_starts": args.warm_starts, "sustain_ratios": args.sustain_ratios,
@@ -162,9 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": rows,
         "best": best,
     }
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"results written to {args.json}")
+    write_results(args.json, result)
     return result
 
 

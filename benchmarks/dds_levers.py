@@ -34,9 +34,6 @@ The variants (``--variants`` picks some; default all):
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _results import machine, write_results
 
 from decomp.audio import Spectrogram
 from decomp.data import DEFAULT_PROTOCOL
@@ -173,16 +171,12 @@ def main(argv: list[str] | None = None) -> dict:
               f"{row['psa']:.3f} | {per_direction} |")
     result = {
         "benchmark": "dds_levers",
-        "machine": {"cpus": os.cpu_count(), "threads": args.threads,
-                    "processor": platform.processor(), "python": platform.python_version(),
-                    "torch": torch.__version__},
+        "machine": machine(args.threads),
         "settings": {"fonts": fonts, "sustain_ratio": SUSTAIN_RATIO,
                      "noise_copies": NOISE_COPIES},
         "rows": rows,
     }
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"results written to {args.json}")
+    write_results(args.json, result)
     return result
 
 

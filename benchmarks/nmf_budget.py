@@ -22,14 +22,12 @@ results decide ``default_decomposer()``: the pair with the best validation F1.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _results import machine, write_results
 
 from decomp import NMF
 from decomp.audio import write_audio
@@ -87,17 +85,13 @@ def main(argv: list[str] | None = None) -> dict:
           f"{best['real_time_factor']:.4f})")
     result = {
         "benchmark": "nmf_budget",
-        "machine": {"cpus": os.cpu_count(), "threads": args.threads,
-                    "processor": platform.processor(), "python": platform.python_version(),
-                    "torch": torch.__version__},
+        "machine": machine(args.threads),
         "settings": {"per_note": args.per_note, "iterations": args.iterations,
                      "audio_seconds": seconds_of_audio},
         "rows": rows,
         "best": {"frames_per_note": best["frames_per_note"], "iterations": best["iterations"]},
     }
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"results written to {args.json}")
+    write_results(args.json, result)
     return result
 
 

@@ -27,12 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _results import machine, write_results
 
 TARGET_RATIO = 2.5
 #: Real-time factors a transcription of a ~20-s piece must reach alone (the DDS issue).
@@ -137,16 +138,13 @@ def main(argv: list[str] | None = None) -> dict:
                   "torch threads each)", flush=True)
     result = {
         "benchmark": "shared_cpu",
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor(),
-                    "python": platform.python_version()},
+        "machine": machine(),
         "settings": {"methods": args.methods, "bars": args.bars, "seed": args.seed,
                      "threads": args.threads, "audio_seconds": seconds_of_audio},
         "rows": rows,
         "target_ratio": TARGET_RATIO,
     }
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"results written to {args.json}")
+    write_results(args.json, result)
     return result
 
 
