@@ -27,8 +27,9 @@ The variants (``--variants`` picks some; default all):
 - ``dds3-noise-S``: the flows' training frames plus two copies with Gaussian noise of
   standard deviation S (feature units; features span about 0-5), floored at 0: a
   timbre-agnostic augmentation.
-- ``dds3-stft256``: DDS-3 on the log STFT cut at 256 bins (0-2 kHz), where NMF scores
-  ``nmf-stft256``.
+- ``dds3-stft256``, ``dds2-stft256``, ``dds2-epochs-0-stft256``, ``dds2-stft384``: DDS on
+  the log STFT cut at 256 bins (0-2 kHz) or 384 (0-3 kHz), beside NMF on the same
+  (``nmf-stft256``, ``nmf-stft384``).
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ def _stft256() -> Spectrogram:
     return Spectrogram(kind="log", compression=100.0, n_bins=256)
 
 
+def _stft384() -> Spectrogram:
+    return Spectrogram(kind="log", compression=100.0, n_bins=384)
+
+
 def variants() -> dict[str, tuple[Callable[[], Spectrogram], Callable[[], Any], float]]:
     """name -> (front end, unfitted decomposer, noise standard deviation of the copies)."""
     def dds(method: str, **params: Any) -> Callable[[], Any]:
@@ -73,6 +78,7 @@ def variants() -> dict[str, tuple[Callable[[], Spectrogram], Callable[[], Any], 
         "nmf": (default_front_end, default_decomposer, 0.0),
         "nmf-dds-front-end": (default_dds_front_end, default_decomposer, 0.0),
         "nmf-stft256": (_stft256, default_decomposer, 0.0),
+        "nmf-stft384": (_stft384, default_decomposer, 0.0),
         "dds2": (default_dds_front_end, dds("dds2"), 0.0),
         "dds3": (default_dds_front_end, dds("dds3"), 0.0),
     }
@@ -91,6 +97,9 @@ def variants() -> dict[str, tuple[Callable[[], Spectrogram], Callable[[], Any], 
     for noise in (0.1, 0.3):
         table[f"dds3-noise-{noise:g}"] = (default_dds_front_end, dds("dds3"), noise)
     table["dds3-stft256"] = (_stft256, dds("dds3"), 0.0)
+    table["dds2-stft256"] = (_stft256, dds("dds2"), 0.0)
+    table["dds2-epochs-0-stft256"] = (_stft256, dds("dds2", max_epochs=0), 0.0)
+    table["dds2-stft384"] = (_stft384, dds("dds2"), 0.0)
     return table
 
 
