@@ -35,13 +35,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _crossfont import validation_scores
 from _results import machine, write_results
 
 from decomp.data import DEFAULT_PROTOCOL
-from decomp.metrics import epsilon_sparsity, precision_of_source_attribution
 from decomp.transcription import (
     PianoTranscriber,
-    choose_threshold,
     default_dds_decomposer,
     default_dds_front_end,
 )
@@ -102,7 +101,6 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{method}: flows on {font} in {time.perf_counter() - begun:.0f} s; "
                   f"validating on {other}", flush=True)
             features, roll = validation[other]
-            sounding = roll.any(axis=1)
             for search in searches:
                 iterations, rate, warm = search
                 decomposer = default_dds_decomposer(method).set_params(
@@ -111,16 +109,9 @@ def main(argv: list[str] | None = None) -> dict:
                 transcriber = PianoTranscriber(decomposer, front_end=front_end, threshold=1.0,
                                                chunk_frames=4096, n_threads=args.threads)
                 transcriber.fit(*per_font[index])  # the given flows, used as they are
-                begun = time.perf_counter()
-                raw = transcriber._source_activity(transcriber._feature_chunks(features))
-                seconds = time.perf_counter() - begun
-                activity = transcriber._postprocess(raw)  # normalised, smoothed
-                psa = float(precision_of_source_attribution(raw[sounding], roll[sounding]))
-                sparsity = float(epsilon_sparsity(raw[sounding]))
-                for sustain in args.sustain_ratios:
-                    threshold, f1 = choose_threshold(
-                        activity, roll, sustain_ratio=sustain,
-                        min_note_frames=transcriber.min_note_frames)
+                scored = validation_scores(transcriber, features, roll, args.sustain_ratios)
+                seconds, psa, sparsity = scored["seconds"], scored["psa"], scored["sparsity"]
+                for sustain, (threshold, f1) in scored["thresholds"].items():
                     scores.setdefault((search, sustain), []).append(
                         (f1, threshold, seconds, psa, sparsity))
                     print(f"  {method} {font}->{other}: {iterations:4d} iterations, step "

@@ -42,14 +42,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from _crossfont import validation_scores
 from _results import machine, write_results
 
 from decomp.audio import Spectrogram
 from decomp.data import DEFAULT_PROTOCOL
-from decomp.metrics import precision_of_source_attribution
 from decomp.transcription import (
     PianoTranscriber,
-    choose_threshold,
     default_dds_decomposer,
     default_dds_front_end,
     default_decomposer,
@@ -146,15 +145,9 @@ def main(argv: list[str] | None = None) -> dict:
             begun = time.perf_counter()
             transcriber.fit(X, y)
             fit_seconds = time.perf_counter() - begun
-            features, roll = validation[other]
-            begun = time.perf_counter()
-            raw = transcriber._source_activity(transcriber._feature_chunks(features))
-            seconds = time.perf_counter() - begun
-            sounding = roll.any(axis=1)
-            psa = float(precision_of_source_attribution(raw[sounding], roll[sounding]))
-            threshold, f1 = choose_threshold(transcriber._postprocess(raw), roll,
-                                             sustain_ratio=SUSTAIN_RATIO,
-                                             min_note_frames=transcriber.min_note_frames)
+            scored = validation_scores(transcriber, *validation[other], [SUSTAIN_RATIO])
+            seconds, psa = scored["seconds"], scored["psa"]
+            threshold, f1 = scored["thresholds"][SUSTAIN_RATIO]
             history = getattr(transcriber.decomposer_, "training_history_", {})
             epochs = history.get("n_epochs")
             directions.append({"train": font, "validate": other, "f1": float(f1),

@@ -669,6 +669,8 @@ def _levers_section(page: Page, levers: dict[str, Any] | None) -> None:
     if not levers:
         return
     rows = levers.get("rows", [])
+    fonts = levers.get("settings", {}).get("fonts", [])
+    order = " → ".join(fonts) if len(fonts) == 2 else "the first training font"
     body = table(["variant", "bins", "validation F1", "PSA", "F1 per direction", "epochs"],
                  [[f"`{row['variant']}`", number(row["n_bins"]),
                    number(row["validation_f1"], 4), number(row["psa"], 3),
@@ -679,7 +681,7 @@ def _levers_section(page: Page, levers: dict[str, Any] | None) -> None:
     page.add("## Levers for DDS on unheard timbres (validation, cross-font)",
              "Front ends, flow training and objective variants, each fitted on one training "
              "font and scored on the other's validation recordings, both directions (the "
-             "directions' F1 are listed fluidr3 → timgm6mb first). What each variant is: "
+             f"directions' F1 are listed {order} first). What each variant is: "
              "the docstring of `benchmarks/dds_levers.py`; what was kept: the "
              "[DDS guide](../guide/dds.md#accuracy-on-unheard-timbres-levers-measured).",
              body + "\n\n" + source("dds-levers.json", levers)

@@ -51,6 +51,7 @@ from pathlib import Path
 import torch
 import train_separators
 
+from decomp.audio import Spectrogram
 from decomp.data import DEFAULT_PROTOCOL
 from decomp.pretrained import pretrained_file
 from decomp.transcription import (
@@ -138,8 +139,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="directory for the model files (default: inside the package)")
     parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--stft-bins", type=int, default=None,
+                        help="DDS methods on the log STFT cut at this many bins instead of "
+                             "the shipped CQT front end (an experiment: needs --out)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.stft_bins is not None and args.out is None:
+        parser.error("--stft-bins trains an experiment, not the shipped models: give --out")
     torch.set_num_threads(args.threads)
 
     protocol = DEFAULT_PROTOCOL
@@ -169,6 +175,9 @@ def main() -> None:
         settings.decomposer.set_params(progress=True)
         if args.max_epochs is not None:
             settings.decomposer.set_params(max_epochs=args.max_epochs)
+        if args.stft_bins is not None:
+            settings.set_params(front_end=Spectrogram(kind="log", compression=100.0,
+                                                      n_bins=args.stft_bins))
         # Cross-font threshold, as for the NMF default: flows trained on one training font
         # choose the threshold on material of the other, then the final flows are trained
         # on both fonts.
