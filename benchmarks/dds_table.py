@@ -3,14 +3,15 @@
     python benchmarks/dds_table.py [--polyphonies 2 3 4 5] [--n-chords 20] [--quick] \
         [--iterations N] [--piece-bars 8] [--model NAME=PATH ...] [--json PATH]
 
-Test material: random chords of the given polyphonies (MAPS RAND-like), velocities
-32-96, rendered with the held-out SoundFont musescore-lite, so every method faces a
-timbre shift (trained on fluidr3 + timgm6mb). Methods: the default NMF transcriber (its
-own best front end, log1p(100 |STFT|), 12 frames per note, 40 updates) and the shipped DDS models
-(log1p(100 |CQT|)); DDS-1 searches DDS-2's per-note flows frame by frame. Each method
-runs with its shipped search budget (``max_iter``, chosen cross-font for each), or
-``--iterations N`` gives every method the same budget, as the paper does. ``--model
-NAME=PATH`` adds a saved transcriber (e.g. an earlier shipped model) as method NAME.
+Test material: random chords of the given polyphonies (MAPS RAND-like), velocities 32-96,
+rendered with the held-out SoundFont musescore-lite, so every method faces a timbre shift
+(trained on fluidr3 + timgm6mb). Methods: the default NMF transcriber (its own best front
+end, log1p(100 |STFT|), 12 frames per note, 40 updates) and the shipped DDS models (DDS-2:
+log1p(100 |STFT|) cut at 384 bins; DDS-3: log1p(100 |CQT|)); DDS-1 searches DDS-2's
+per-note flows frame by frame. Each method runs with its shipped search budget
+(``max_iter``, chosen cross-font for each), or ``--iterations N`` gives every method the
+same budget, as the paper does. ``--model NAME=PATH`` adds a saved transcriber (e.g. an
+earlier shipped model) as method NAME.
 
 Reported per method and polyphony: PSA and ε-sparsity of the norm-rescaled source
 activations on the frames where notes sound (the paper concatenates note segments and

@@ -625,7 +625,10 @@ def _budget_sections(page: Page, nmf: dict[str, Any] | None, dds: dict[str, Any]
              "an 8-bar piece) of one training font with a model built from the other, in both "
              "directions; the validation F1 is the mean of the two (what `fit_transcriber` "
              "reports), and the threshold is chosen per setting. The held-out font is not "
-             "used. The shipped settings are the best row of each table.")
+             "used. The shipped settings are the best row of each table (for DDS: among "
+             "the rows whose PSA reaches the old settings', with F1 within 0.001 of the best "
+             "counted as a tie won by the fewest iterations), each DDS variant on its own "
+             "front end.")
     if nmf:
         best = nmf.get("best", {})
         rows = sorted(nmf.get("rows", []), key=lambda row: -row["validation_f1"])

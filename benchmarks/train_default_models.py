@@ -28,12 +28,12 @@ without FluidSynth or a SoundFont.
 For each method, with ``default_dds_settings(method)`` (the search settings chosen by
 ``benchmarks/dds_budget.py``, note hysteresis 0.7): render the default protocol's isolated
 training notes (MIDI 36-95, velocities 40/64/96, fonts fluidr3 and timgm6mb), compute the
-DDS front end (``default_dds_front_end``: log1p(100 |CQT|), 24 bins/octave from 55 Hz),
-train the
-flow(s) with an 80/20 split, model selection on validation NLL and early stopping,
-choose the threshold cross-font as for the NMF default (flows from one training font,
-validation chords and a piece from the other; the test font musescore-lite is never
-used), train the final flows on both fonts, and write
+method's front end (``default_dds_front_end(method)``; DDS-2: log1p(100 |STFT|) cut at 384
+bins, DDS-3: log1p(100 |CQT|), 24 bins/octave from 55 Hz), train the flow(s) with an
+80/20 split, model selection on validation NLL and early stopping, choose the threshold
+cross-font as for the NMF default (flows from one training font, validation chords and a
+piece from the other; the test font musescore-lite is never used), train the final flows
+on both fonts, and write
 ``decomp/models/piano-<method>.decomp`` with the flow weights stored in float16 (they
 are cast back to float32 on loading) so that each file stays a few MB.
 
@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--stft-bins", type=int, default=None,
                         help="DDS methods on the log STFT cut at this many bins instead of "
-                             "the shipped CQT front end (an experiment: needs --out)")
+                             "their shipped front end (an experiment: needs --out)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     if args.stft_bins is not None and args.out is None:

@@ -30,6 +30,17 @@ _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+def _select_features(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x.index_select(-1, index)`` through a 2-D view.
+
+    On the CPU, ``index_select`` along the last axis of a 3-D tensor took 6x (a DDS-2
+    search's (60, 4, 384) codes) to 15x (a training batch's (60, 64, 384)) longer than
+    the same selection on its (rows, features) view, and was a quarter of a DDS-2
+    search step at 384 bins.
+    """
+    return x.reshape(-1, x.shape[-1]).index_select(1, index).view(x.shape)
+
+
 class _Permute(torch.autograd.Function):
     """``x[..., order]`` whose backward gathers by the inverse order.
 
@@ -40,7 +51,7 @@ class _Permute(torch.autograd.Function):
 
     @staticmethod
     def forward(x: torch.Tensor, order: torch.Tensor, inverse_order: torch.Tensor):
-        return x.index_select(-1, order)
+        return _select_features(x, order)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -48,7 +59,7 @@ class _Permute(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gradient: torch.Tensor):
-        return gradient.index_select(-1, ctx.inverse_order), None, None
+        return _select_features(gradient, ctx.inverse_order), None, None
 
 
 def _permute(x: torch.Tensor, order: torch.Tensor, inverse_order: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ transcribers' settings, training and cache, and the helpers that build their dat
 
 from decomp.transcription.defaults import (
     BAYESIAN_SETTINGS,
+    DDS_FRONT_ENDS,
     DDS_SEARCH_SETTINGS,
     PRETRAINED_METHODS,
     bayesian_transcriber,
@@ -32,6 +33,7 @@ from decomp.transcription.piano import (
 
 __all__ = [
     "BAYESIAN_SETTINGS",
+    "DDS_FRONT_ENDS",
     "DDS_SEARCH_SETTINGS",
     "PRETRAINED_METHODS",
     "bayesian_transcriber",

@@ -50,6 +50,7 @@ from decomp.transcription.piano import (
 __all__ = [
     "BAYESIAN_SETTINGS",
     "PRETRAINED_METHODS",
+    "DDS_FRONT_ENDS",
     "DDS_SEARCH_SETTINGS",
     "bayesian_transcriber",
     "default_dds_settings",
@@ -141,28 +142,59 @@ def bayesian_transcriber(
     return transcriber.fit(dictionary[first_rows], sources[first_rows])
 
 
-def default_dds_front_end() -> Spectrogram:
-    """The front end of the shipped DDS transcribers: ``log1p(100 |CQT|)``, 172 bins.
+DDS_FRONT_ENDS = {
+    "dds2": {"kind": "log", "compression": 100.0, "n_bins": 384},
+    "dds3": {"kind": "log-cqt", "compression": 100.0, "bins_per_octave": 24, "fmin": 55.0},
+}
+"""The front end of each shipped DDS transcriber, as :class:`~decomp.audio.Spectrogram`
+parameters.
 
-    24 bins per octave from 55 Hz (A1) to the Nyquist frequency. A flow's cost grows
-    with the square of the bin count (the Glow's mixing layers are bins x bins), and
-    log-frequency bins keep the piano's partials resolved at a sixth of the STFT's 1025.
+Chosen cross-font by ``benchmarks/dds_levers.py`` (flows from one training font, the
+other font's validation recordings, both directions): DDS-2's per-note RealNVPs on the log
+STFT cut at 384 bins (0-3 kHz: 2048-point frames at 16 kHz) score validation frame F1
+0.820 against 0.755 on the log CQT (the default NMF transcriber, on the full 1025-bin log
+STFT: 0.812). DDS-3's conditional Glow stays on the log CQT: on STFT frames its
+validation NLL diverges (F1 0.50 at 256 bins).
+"""
+
+
+def default_dds_front_end(method: str) -> Spectrogram:
+    """The front end of the shipped DDS transcriber ``method`` (:data:`DDS_FRONT_ENDS`).
+
+    ``"dds2"``: ``log1p(100 |STFT|)`` of 2048-point frames, the lowest 384 bins
+    (0-3 kHz at 16 kHz): 384 features per frame. ``"dds3"``: ``log1p(100 |CQT|)``
+    with 24 bins per octave from 55 Hz (A1) to the Nyquist frequency, 172 bins. The
+    Glow's mixing layers are bins x bins, so its cost grows with the square of the bin
+    count; the per-note RealNVPs' grows linearly.
+
+    Parameters
+    ----------
+    method : {"dds2", "dds3"}
+
+    Returns
+    -------
+    Spectrogram
+        Unfitted front end: ``transform(audio)`` gives (n_frames, n_bins) features.
     """
-    return Spectrogram(kind="log-cqt", compression=100.0, bins_per_octave=24, fmin=55.0)
+    if method not in DDS_FRONT_ENDS:
+        raise ValueError(f"method must be 'dds2' or 'dds3'; got {method!r}.")
+    return Spectrogram(**DDS_FRONT_ENDS[method])
 
 
 DDS_SEARCH_SETTINGS = {
-    "dds2": {"max_iter": 50, "latent_learning_rate": 0.01, "warm_start_iterations": 40},
+    "dds2": {"max_iter": 25, "latent_learning_rate": 0.02, "warm_start_iterations": 40},
     "dds3": {"max_iter": 50, "latent_learning_rate": 0.02, "warm_start_iterations": 40},
 }
 """Search settings of the shipped DDS transcribers, by method.
 
 Chosen cross-font by ``benchmarks/dds_budget.py`` (flows from one training font, the other
-font's validation recordings, both directions): the best validation frame F1 among the
-settings whose PSA is at least that of the settings shipped before (300 iterations,
-latent step 0.002, no warm start). With ``sustain_ratio=0.7``, DDS-2: F1 0.755 against
-0.727, PSA 0.636 against 0.625, 4.2x less search time; DDS-3: F1 0.780 against 0.756,
-PSA 0.689 against 0.688, 5.6x less.
+font's validation recordings, both directions, each method on its own front end): the best
+validation frame F1 among the settings whose PSA is at least that of the settings shipped
+before (300 iterations, latent step 0.002, no warm start), the fewest iterations among
+those within 0.001 of it. With ``sustain_ratio=0.7``, DDS-2 (log STFT, 384 bins): F1 0.820
+against 0.796, PSA 0.594 against 0.583, 10x less search time (50 iterations at step 0.01
+tie at 0.820 in twice the time); DDS-3 (log CQT): F1 0.780 against 0.756, PSA 0.689
+against 0.688, 5.7x less.
 """
 
 
@@ -171,8 +203,9 @@ def default_dds_decomposer(method: str) -> Any:
 
     ``"dds2"``: per-note RealNVPs (4 coupling blocks, 32 hidden units), 4 components
     per note. ``"dds3"``: one conditional Glow (8 steps, 256 hidden units), 4 components
-    per note. Both start with 40 NMF updates of the activations and then search 50
-    iterations, with the latent steps of :data:`DDS_SEARCH_SETTINGS`.
+    per note. Both start with 40 NMF updates of the activations and then search with the
+    iterations and latent steps of :data:`DDS_SEARCH_SETTINGS` (DDS-2: 25 at 0.02,
+    DDS-3: 50 at 0.02).
     """
     from decomp.estimators import DDS2, DDS3
 
@@ -186,12 +219,13 @@ def default_dds_decomposer(method: str) -> Any:
 def default_dds_settings(method: str) -> PianoTranscriber:
     """The shipped DDS transcriber's settings (unfitted; ``threshold="auto"``).
 
-    :func:`default_dds_front_end`, :func:`default_dds_decomposer`, chunks of 4096 frames
-    (one search per chunk) and note hysteresis with ``sustain_ratio=0.7``, which raised
-    the cross-font validation F1 of both variants at every search setting of
+    :func:`default_dds_front_end` and :func:`default_dds_decomposer` of ``method``, chunks
+    of 4096 frames (one search per chunk) and note hysteresis with ``sustain_ratio=0.7``,
+    which raised the cross-font validation F1 of both variants at every search setting of
     ``benchmarks/dds_budget.py`` (by 0.003-0.013).
     """
-    return PianoTranscriber(default_dds_decomposer(method), front_end=default_dds_front_end(),
+    return PianoTranscriber(default_dds_decomposer(method),
+                            front_end=default_dds_front_end(method),
                             chunk_frames=4096, sustain_ratio=0.7)
 
 

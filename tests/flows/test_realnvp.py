@@ -287,10 +287,20 @@ def test_round_trip_property(labels, seed):
     torch.testing.assert_close(inverse_log_det, -log_det, atol=1e-10, rtol=0)
 
 
-def test_permutation_gradient_is_the_inverse_permutation():
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "empty", "2-d"])
+def test_permutation_gradient_is_the_inverse_permutation(layout):
     from decomp.flows.realnvp import _permute
 
     order = torch.randperm(6, generator=torch.Generator().manual_seed(0))
-    x = torch.randn(3, 2, 6, dtype=torch.float64, requires_grad=True)
-    assert torch.equal(_permute(x, order, torch.argsort(order)), x[..., order])
-    assert torch.autograd.gradcheck(lambda t: _permute(t, order, torch.argsort(order)), (x,))
+    shape = {"contiguous": (3, 2, 6), "transposed": (2, 3, 6), "empty": (0, 2, 6),
+             "2-d": (5, 6)}[layout]
+    x = torch.randn(*shape, dtype=torch.float64)
+    if layout == "transposed":
+        x = x.transpose(0, 1)  # a non-contiguous input
+    x.requires_grad_(True)
+    permuted = _permute(x, order, torch.argsort(order))
+    assert permuted.shape == x.shape
+    assert torch.equal(permuted, x[..., order])
+    if x.numel():
+        assert torch.autograd.gradcheck(lambda t: _permute(t, order, torch.argsort(order)),
+                                        (x,))

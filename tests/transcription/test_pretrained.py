@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from decomp import DDS1, DDS2, DDS3, PianoTranscriber
 from decomp.flows import ConditionalGlow, StackedRealNVP
 from decomp.transcription import (
+    DDS_FRONT_ENDS,
     DDS_SEARCH_SETTINGS,
+    default_dds_front_end,
     default_dds_settings,
     default_transcriber,
     pretrained_path,
@@ -20,7 +25,8 @@ from decomp.transcription import (
 def test_shipped_models_load(method, estimator, flow):
     path = pretrained_path(method)
     assert path.exists(), f"{path.name} must ship inside the package"
-    assert path.stat().st_size < 8e6  # "a few MB"
+    # A few MB: DDS-2's flows on 384 bins hold 4.6 M parameters, 9.2 MB in float16.
+    assert path.stat().st_size < 10e6
     transcriber = PianoTranscriber.pretrained(method)
     assert isinstance(transcriber.decomposer_, estimator)
     assert isinstance(transcriber.decomposer_.flow_, flow)
@@ -29,6 +35,7 @@ def test_shipped_models_load(method, estimator, flow):
     assert np.isfinite(transcriber.threshold_)
     # The settings of default_dds_settings, with the search that dds_budget.py chose.
     expected = default_dds_settings(method)
+    assert transcriber.front_end == expected.front_end == default_dds_front_end(method)
     assert transcriber.sustain_ratio == expected.sustain_ratio == 0.7
     assert transcriber.chunk_frames == expected.chunk_frames
     search = transcriber.decomposer_.get_params()
@@ -64,3 +71,26 @@ def test_unknown_method():
         default_transcriber("dds4")
     with pytest.raises(ValueError, match="'nmf', 'dds2' and 'dds3'"):
         pretrained_path("dds1")
+
+
+def test_dds_front_ends_per_method():
+    # DDS-2's per-note flows on the log STFT cut at 384 bins; DDS-3's Glow on the log CQT.
+    stft, cqt = default_dds_front_end("dds2"), default_dds_front_end("dds3")
+    assert (stft.kind, stft.n_bins, stft.compression) == ("log", 384, 100.0)
+    assert (cqt.kind, cqt.bins_per_octave, cqt.fmin) == ("log-cqt", 24, 55.0)
+    assert stft.transform(np.zeros(22050, dtype=np.float32)).shape[1] == 384
+    assert set(DDS_FRONT_ENDS) == set(DDS_SEARCH_SETTINGS)
+    with pytest.raises(ValueError, match="method must be 'dds2' or 'dds3'; got 'nmf'"):
+        default_dds_front_end("nmf")
+
+
+def test_search_settings_are_the_budget_sweeps_choice():
+    # DDS_SEARCH_SETTINGS must be what benchmarks/dds_budget.py chose in the run the docs
+    # publish (docs/results/dds-budget.json), so the code and the Results page agree.
+    results = Path(__file__).resolve().parents[2] / "docs" / "results" / "dds-budget.json"
+    best = json.loads(results.read_text())["best"]
+    for method, settings in DDS_SEARCH_SETTINGS.items():
+        assert {"max_iter": best[method]["iterations"],
+                "latent_learning_rate": best[method]["latent_learning_rate"],
+                "warm_start_iterations": best[method]["warm_start_iterations"]} == settings
+        assert default_dds_settings(method).sustain_ratio == best[method]["sustain_ratio"]
