@@ -1,6 +1,6 @@
 """Levers for the DDS transcribers' accuracy on unheard timbres, measured cross-font.
 
-    python benchmarks/dds_levers.py [--variants NAME ...] [--threads 1] [--json PATH]
+    python benchmarks/dds_levers.py [--variants NAME ...] [--threads 1] [--json PATH [--update]]
 
 Each variant is a transcriber (front end and decomposer; the search settings of the
 shipped models, :data:`~decomp.transcription.DDS_SEARCH_SETTINGS`, note hysteresis 0.7)
@@ -32,11 +32,19 @@ The variants (``--variants`` picks some; default all):
   the log STFT cut at 256 bins (0-2 kHz) or 384 (0-3 kHz), beside NMF on the same
   (``nmf-stft256``, ``nmf-stft384``). ``dds2-stft384`` is the shipped DDS-2
   (:data:`~decomp.transcription.DDS_FRONT_ENDS`).
+- ``dds3-stft384``, ``dds3-stft384-flow-lr``, ``dds3-stft384-flow-lr-step-0.1``: DDS-3 on
+  the log STFT cut at 384 bins as shipped, with the Glow trained at learning rate 3e-4
+  (the default 1e-3 diverges on these frames), and with that Glow searched at latent
+  step 0.1 (the shipped 0.02).
+
+``--update`` merges the variants run into an existing ``--json`` file (rows of the same
+name replaced, the others kept), so that added variants need not rerun the rest.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -105,6 +113,10 @@ def variants() -> dict[str, tuple[Callable[[], Spectrogram], Callable[[], Any], 
     table["dds2-stft256"] = (_stft256, dds("dds2"), 0.0)
     table["dds2-epochs-0-stft256"] = (_stft256, dds("dds2", max_epochs=0), 0.0)
     table["dds2-stft384"] = (_stft384, dds("dds2"), 0.0)
+    table["dds3-stft384"] = (_stft384, dds("dds3"), 0.0)
+    table["dds3-stft384-flow-lr"] = (_stft384, dds("dds3", flow_learning_rate=3e-4), 0.0)
+    table["dds3-stft384-flow-lr-step-0.1"] = (
+        _stft384, dds("dds3", flow_learning_rate=3e-4, latent_learning_rate=0.1), 0.0)
     return table
 
 
@@ -125,7 +137,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--variants", nargs="+", choices=list(table), default=list(table))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--update", action="store_true",
+                        help="merge into the existing --json file instead of replacing it")
     args = parser.parse_args(argv)
+    if args.update and (args.json is None or not args.json.exists()):
+        parser.error("--update needs an existing --json file")
     torch.set_num_threads(args.threads)
 
     protocol = DEFAULT_PROTOCOL
@@ -184,6 +200,13 @@ def main(argv: list[str] | None = None) -> dict:
                      "noise_copies": NOISE_COPIES},
         "rows": rows,
     }
+    if args.update:
+        run = {row["variant"]: row for row in rows}
+        kept = [row for row in json.loads(args.json.read_text())["rows"]
+                if row["variant"] not in run]
+        order = list(table)
+        result["rows"] = sorted([*kept, *rows], key=lambda row: order.index(row["variant"])
+                                if row["variant"] in table else len(order))
     write_results(args.json, result)
     return result
 
