@@ -15,8 +15,9 @@ parameters are frozen, so backward needs only input gradients.
    same MLP sizes and random permutations; its scale is nflows' sigmoid, so only the
    time is comparable). Stacked and loop are checked to give the same W, loss and
    gradient before timing. Settings: our shipped flow (4 blocks, hidden 32, 1 hidden layer) and
-   the papers' (16 blocks, hidden 128, 3 hidden layers), M = 4 and 20, F = 172 (our DDS
-   front end, log-CQT 24 bins/octave from 55 Hz) and, without --quick, F = 1025 (the
+   the papers' (16 blocks, hidden 128, 3 hidden layers), M = 4 and 20, F = 384 (the
+   shipped DDS-2's front end, log STFT cut at 384 bins), F = 172 (DDS-3's front end,
+   log-CQT 24 bins/octave from 55 Hz) and, without --quick, F = 1025 (the
    papers' STFT). Then torch.profiler splits one iteration's self CPU time into matmul,
    gather/scatter/copy, elementwise and framework time (autograd nodes, views, checks).
 2. Achieved GFLOP/s of the dictionary pass alone (stacked flow forward + backward to Z).
@@ -36,10 +37,11 @@ parameters are frozen, so backward needs only input gradients.
    and the implied real-time factor of a 256-frame chunk (hop 512 at 16 kHz: 8.19 s)
    at 200 and 1000 iterations.
 
-Target (DDS speed issue): stacked >= 10x faster than the loop on the headline setting
-(our flow, M = 4, F = 172). Timings: warm-up, then best of ``--repeats`` (each repeat
-averages enough iterations to last ~0.2 s). Float32, ``--threads`` (default 2) threads.
-Run: ``python benchmarks/dds_speed.py`` (~1.5 min on 2 cores) or ``--quick`` (~35 s).
+Target (DDS speed issue): stacked >= 10x faster than the loop on the headline setting (our
+flow, M = 4, F = 384, as the shipped DDS-2 searches). Timings: warm-up, then best of
+``--repeats`` (each repeat averages enough iterations to last ~0.2 s). Float32,
+``--threads`` (default 2) threads. Run: ``python benchmarks/dds_speed.py`` (~1.5 min on 2
+cores) or ``--quick`` (~45 s).
 """
 
 from __future__ import annotations
@@ -268,7 +270,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true",
-                        help="F = 172 only, nflows on the headline setting only (~30 s)")
+                        help="F = 384 and 172 only, nflows on the headline setting only (~40 s)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started, load = time.perf_counter(), os.getloadavg()[0]
@@ -284,7 +286,7 @@ def main() -> None:
         have_nflows = True
     except ImportError:
         have_nflows = False
-    plan = [("ours 4x32x1", 4, 172), ("ours 4x32x1", 20, 172),
+    plan = [("ours 4x32x1", 4, 384), ("ours 4x32x1", 4, 172), ("ours 4x32x1", 20, 172),
             ("paper 16x128x3", 4, 172), ("paper 16x128x3", 20, 172)]
     if not args.quick:
         plan += [("ours 4x32x1", 4, 1025), ("paper 16x128x3", 20, 1025)]
@@ -304,8 +306,8 @@ def main() -> None:
               f"{r['stacked'] * 1e3:8.2f} {r['loop'] * 1e3:8.2f} {ratio:6.1f}x "
               f"{nflows_cells}  {'PASS' if ratio >= TARGET else 'FAIL'}")
     head = results[0]
-    print(f"  where one iteration's time goes, {head['name']} M=4 F=172 (torch.profiler, self "
-          "CPU ms; profiling inflates small ops):")
+    print(f"  where one iteration's time goes, {head['name']} M={head['M']} F={head['F']} "
+          "(torch.profiler, self CPU ms; profiling inflates small ops):")
     for method, split in head["profile"].items():
         shares = ", ".join(f"{kind} {ms:.1f}" for kind, ms in sorted(
             split["ms"].items(), key=lambda item: -item[1]))
@@ -340,7 +342,8 @@ def main() -> None:
     rate = head["pass_flops"] / head["pass"] / 1e9
     print(f"\nsummary ({args.threads} threads, load average {load:.2f} -> "
           f"{os.getloadavg()[0]:.2f}, {time.perf_counter() - started:.0f} s):")
-    print(f"TARGET stacked >= {TARGET:.0f}x loop, {head['name']} M=4 F=172: {ratio:.1f}x "
+    print(f"TARGET stacked >= {TARGET:.0f}x loop, {head['name']} M={head['M']} F={head['F']}: "
+          f"{ratio:.1f}x "
           f"{'PASS' if ratio >= TARGET else 'FAIL'}")
     print("  other settings: " + "; ".join(
         f"{r['name'].split()[0]} M={r['M']} F={r['F']} {r['loop'] / r['stacked']:.1f}x"
