@@ -75,11 +75,11 @@ def _cqt() -> Spectrogram:
 
 
 def _stft256() -> Spectrogram:
-    return Spectrogram(kind="log", compression=100.0, n_bins=256)
+    return default_dds_front_end("dds2").replace(n_bins=256)
 
 
 def _stft384() -> Spectrogram:
-    return Spectrogram(kind="log", compression=100.0, n_bins=384)
+    return default_dds_front_end("dds2").replace(n_bins=384)
 
 
 def variants() -> dict[str, tuple[Callable[[], Spectrogram], Callable[[], Any], float]]:

@@ -51,11 +51,11 @@ from pathlib import Path
 import torch
 import train_separators
 
-from decomp.audio import Spectrogram
 from decomp.data import DEFAULT_PROTOCOL
 from decomp.pretrained import pretrained_file
 from decomp.transcription import (
     PianoTranscriber,
+    default_dds_front_end,
     default_dds_settings,
     default_settings,
     fit_transcriber,
@@ -176,8 +176,8 @@ def main() -> None:
         if args.max_epochs is not None:
             settings.decomposer.set_params(max_epochs=args.max_epochs)
         if args.stft_bins is not None:
-            settings.set_params(front_end=Spectrogram(kind="log", compression=100.0,
-                                                      n_bins=args.stft_bins))
+            settings.set_params(front_end=default_dds_front_end("dds2").replace(
+                n_bins=args.stft_bins))
         # Cross-font threshold, as for the NMF default: flows trained on one training font
         # choose the threshold on material of the other, then the final flows are trained
         # on both fonts.

@@ -159,6 +159,11 @@ training diverges at the default learning rate (F1 0.065), and at 3e-4 DDS-3 rea
 """
 
 
+def _check_dds_method(method: str) -> None:
+    if method not in ("dds2", "dds3"):
+        raise ValueError(f"method must be 'dds2' or 'dds3'; got {method!r}.")
+
+
 def default_dds_front_end(method: str) -> Spectrogram:
     """The front end of the shipped DDS transcriber ``method`` (:data:`DDS_FRONT_ENDS`).
 
@@ -177,8 +182,7 @@ def default_dds_front_end(method: str) -> Spectrogram:
     Spectrogram
         Unfitted front end: ``transform(audio)`` gives (n_frames, n_bins) features.
     """
-    if method not in DDS_FRONT_ENDS:
-        raise ValueError(f"method must be 'dds2' or 'dds3'; got {method!r}.")
+    _check_dds_method(method)
     return Spectrogram(**DDS_FRONT_ENDS[method])
 
 
@@ -210,8 +214,7 @@ def default_dds_decomposer(method: str) -> Any:
     """
     from decomp.estimators import DDS2, DDS3
 
-    if method not in DDS_SEARCH_SETTINGS:
-        raise ValueError(f"method must be 'dds2' or 'dds3'; got {method!r}.")
+    _check_dds_method(method)
     settings = {"n_components_per_source": 4, "random_state": 0, "max_epochs": 100,
                 "early_stopping_epochs": 10, **DDS_SEARCH_SETTINGS[method]}
     return (DDS2 if method == "dds2" else DDS3)(**settings)

@@ -82,6 +82,8 @@ def test_dds_front_ends_per_method():
     assert set(DDS_FRONT_ENDS) == set(DDS_SEARCH_SETTINGS)
     with pytest.raises(ValueError, match="method must be 'dds2' or 'dds3'; got 'nmf'"):
         default_dds_front_end("nmf")
+    with pytest.raises(ValueError, match="method must be 'dds2' or 'dds3'; got 'dds1'"):
+        default_dds_settings("dds1")
 
 
 def test_search_settings_are_the_budget_sweeps_choice():
