@@ -580,7 +580,15 @@ def _dds_table_section(page: Page, data: dict[str, Any] | None) -> None:
     if data.get("verdicts"):
         page.add("Targets: " + "; ".join(verdict(line) for line in data["verdicts"]) + ".")
     page.add(source("dds-table.json", data), "Rerun: `python benchmarks/dds_table.py "
-             "--piece-bars 8 --threads 1 --json docs/results/dds-table.json`.")
+             "--piece-bars 8 --threads 1 --model dds2-cqt=A --model dds3-stft=B --json "
+             "docs/results/dds-table.json`, where `A` is the DDS-2 shipped on the log CQT "
+             "(`git show 6e65aca:decomp/models/piano-dds2.decomp > A`) and `B` the DDS-3 of "
+             "the [DDS guide's levers](../guide/dds.md#accuracy-on-unheard-timbres-levers-"
+             "measured) (`python benchmarks/train_default_models.py --methods dds3 "
+             "--stft-bins 384 --flow-learning-rate 3e-4 --flow-noise 0.1 --out DIR`, "
+             "`B = DIR/piano-dds3.decomp`). The RTFs of this run were measured beside other "
+             "work on the second core; `benchmarks/shared_cpu.py` times the shipped models "
+             "alone.")
 
 
 def _shared_cpu_section(page: Page, runs: dict[str, Any]) -> None:

@@ -37,6 +37,10 @@ on both fonts, and write
 ``decomp/models/piano-<method>.decomp`` with the flow weights stored in float16 (they
 are cast back to float32 on loading) so that each file stays a few MB.
 
+``--stft-bins``, ``--flow-learning-rate`` and ``--flow-noise`` train experiments (they
+need ``--out``): DDS-3 on the 384-bin log STFT of the DDS guide's levers was
+``--methods dds3 --stft-bins 384 --flow-learning-rate 3e-4 --flow-noise 0.1``.
+
 Each method trains its flows three times (once per training font for the threshold, once
 on both). Training time on the 2-core reference machine is printed at the end.
 """
@@ -142,10 +146,19 @@ def main() -> None:
     parser.add_argument("--stft-bins", type=int, default=None,
                         help="DDS methods on the log STFT cut at this many bins instead of "
                              "their shipped front end (an experiment: needs --out)")
+    parser.add_argument("--flow-learning-rate", type=float, default=None,
+                        help="train the DDS flows at this learning rate (an experiment: "
+                             "needs --out)")
+    parser.add_argument("--flow-noise", type=float, default=None,
+                        help="train the DDS flows on the frames plus noisy copies of this "
+                             "standard deviation (flow_noise; an experiment: needs --out)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    if args.stft_bins is not None and args.out is None:
-        parser.error("--stft-bins trains an experiment, not the shipped models: give --out")
+    experiment = {"--stft-bins": args.stft_bins, "--flow-learning-rate": args.flow_learning_rate,
+                  "--flow-noise": args.flow_noise}
+    for flag, value in experiment.items():
+        if value is not None and args.out is None:
+            parser.error(f"{flag} trains an experiment, not the shipped models: give --out")
     torch.set_num_threads(args.threads)
 
     protocol = DEFAULT_PROTOCOL
@@ -178,6 +191,10 @@ def main() -> None:
         if args.stft_bins is not None:
             settings.set_params(front_end=default_dds_front_end("dds2").replace(
                 n_bins=args.stft_bins))
+        if args.flow_learning_rate is not None:
+            settings.decomposer.set_params(flow_learning_rate=args.flow_learning_rate)
+        if args.flow_noise is not None:
+            settings.decomposer.set_params(flow_noise=args.flow_noise)
         # Cross-font threshold, as for the NMF default: flows trained on one training font
         # choose the threshold on material of the other, then the final flows are trained
         # on both fonts.

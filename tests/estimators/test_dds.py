@@ -247,3 +247,39 @@ def test_warm_start_iterations_fit_the_activations_before_the_search(
 def test_warm_start_iterations_is_checked():
     with pytest.raises(ValueError, match="'warm_start_iterations' parameter of DDS2"):
         DDS2(warm_start_iterations=-1).fit(np.ones((4, N_BINS)), [60, 60, 61, 61])
+
+
+def test_flow_noise_trains_on_noisy_copies_of_the_frames(training_frames, monkeypatch):
+    X, y = training_frames
+    seen = []
+    original = dds_module.fit_flow
+
+    def recording_fit_flow(flow, frames, labels, **params):
+        seen.append((frames, labels))
+        return original(flow, frames, labels, **params)
+
+    monkeypatch.setattr(dds_module, "fit_flow", recording_fit_flow)
+    for _ in range(2):
+        DDS2(n_flow_steps=1, hidden_features=8, max_epochs=1, flow_noise=0.3,
+             random_state=0).fit(X, y)
+    DDS2(n_flow_steps=1, hidden_features=8, max_epochs=1, random_state=0).fit(X, y)
+    (frames, labels), (again, _), (plain, plain_labels) = seen
+    n = X.shape[0]
+    copies = dds_module.NOISE_COPIES
+    assert frames.shape == ((copies + 1) * n, N_BINS) and labels.shape == ((copies + 1) * n,)
+    np.testing.assert_array_equal(frames[:n], X)
+    np.testing.assert_array_equal(labels, np.tile(labels[:n], copies + 1))
+    noisy = frames[n:]
+    assert noisy.min() >= 0  # floored: the features are non-negative
+    # Gaussian with the given spread, where the floor at 0 is 4 standard deviations away
+    clean = np.tile(X, (copies, 1))
+    difference = (noisy - clean)[clean > 1.2]
+    assert abs(difference.std() - 0.3) < 0.02
+    np.testing.assert_array_equal(again, frames)  # seeded by random_state
+    assert plain.shape == X.shape and plain_labels.shape == (n,)  # 0: the frames alone
+
+
+def test_flow_noise_is_checked():
+    with pytest.raises(ValueError, match="'flow_noise' parameter of DDS3 must be a float in "
+                                         r"the range \[0.0, inf\). Got -0.1"):
+        DDS3(flow_noise=-0.1).fit(np.ones((10, 80)), np.zeros(10))
