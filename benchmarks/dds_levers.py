@@ -37,8 +37,8 @@ The variants (``--variants`` picks some; default all):
   (the default 1e-3 diverges on these frames), and with that Glow searched at latent
   step 0.1 (the shipped 0.02).
 - ``dds3-stft384-flow-lr-noise-S``: that Glow trained with ``flow_noise=S`` (the frames
-  plus two noisy copies, as ``dds3-noise-S``). Not shipped: see
-  the DDS guide.
+  plus two noisy copies, as ``dds3-noise-S``), and with 0.1 searching 2 codes per note
+  instead of 4 (``-m2``: half the rows through the Glow). Not shipped: see the DDS guide.
 
 The ``dds3-noise-S`` rows were measured when the copies were made here (seeded by the
 direction) rather than by the estimator's ``flow_noise`` (seeded by its
@@ -127,6 +127,9 @@ def variants() -> dict[str, tuple[Callable[[], Spectrogram], Callable[[], Any]]]
     for noise in (0.1, 0.2):
         table[f"dds3-stft384-flow-lr-noise-{noise:g}"] = (
             _stft384, dds("dds3", flow_learning_rate=3e-4, flow_noise=noise))
+    table["dds3-stft384-flow-lr-noise-0.1-m2"] = (
+        _stft384, dds("dds3", flow_learning_rate=3e-4, flow_noise=0.1,
+                      n_components_per_source=2))
     return table
 
 
