@@ -586,9 +586,8 @@ def _dds_table_section(page: Page, data: dict[str, Any] | None) -> None:
              "the [DDS guide's levers](../guide/dds.md#accuracy-on-unheard-timbres-levers-"
              "measured) (`python benchmarks/train_default_models.py --methods dds3 "
              "--stft-bins 384 --flow-learning-rate 3e-4 --flow-noise 0.1 --out DIR`, "
-             "`B = DIR/piano-dds3.decomp`). The RTFs of this run were measured beside other "
-             "work on the second core; `benchmarks/shared_cpu.py` times the shipped models "
-             "alone.")
+             "`B = DIR/piano-dds3.decomp`). `benchmarks/shared_cpu.py` times the shipped "
+             "models alone.")
 
 
 def _shared_cpu_section(page: Page, runs: dict[str, Any]) -> None:
