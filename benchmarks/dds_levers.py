@@ -130,6 +130,11 @@ def variants() -> dict[str, tuple[Callable[[], Spectrogram], Callable[[], Any]]]
     table["dds3-stft384-flow-lr-noise-0.1-m2"] = (
         _stft384, dds("dds3", flow_learning_rate=3e-4, flow_noise=0.1,
                       n_components_per_source=2))
+    table["dds3-stft384-flow-lr-noise-0.1-m2-iter25"] = (
+        _stft384, dds("dds3", flow_learning_rate=3e-4, flow_noise=0.1,
+                      n_components_per_source=2, max_iter=25))
+    table["dds3-stft256-flow-lr-noise-0.1"] = (
+        _stft256, dds("dds3", flow_learning_rate=3e-4, flow_noise=0.1))
     return table
 
 

@@ -23,10 +23,10 @@ no mixing is wasted and every validation chunk is whole.
 
 Resumption: everything lives in ``--checkpoint-dir``: ``checkpoint.pt`` (written after
 every epoch by the estimator's ``checkpoint`` parameter: weights, optimiser, random
-states), ``budget.json`` (the training seconds spent by earlier runs) and, once a run
-ends, ``model.decomp``. Re-running the same command continues where the last run stopped
-until ``--minutes`` of training in all are spent (raise ``--minutes`` to train on); a
-run killed mid-epoch loses that epoch and the time it took is not counted. Any change of
+states, the training time so far) and, once a run ends, ``model.decomp``. Re-running the
+same command continues where the last run stopped until ``--minutes`` of training in all
+are spent (raise ``--minutes`` to train on); a run killed mid-epoch loses that epoch and
+the time it took. Any change of
 a setting that shapes training (sizes, stream, seed, ...) is refused by the checkpoint.
 ``--evaluate-only`` loads ``model.decomp`` and only evaluates. ``--max-epochs`` bounds the
 run by epochs rather than minutes (the shipped models' recipes use it, so that a rebuild
@@ -136,10 +136,10 @@ def build(args: argparse.Namespace, checkpoint: Path, max_seconds: float) -> Any
 
 def train(args: argparse.Namespace, directory: Path) -> tuple[Any, dict[str, Any]]:
     directory.mkdir(parents=True, exist_ok=True)
-    budget_path = directory / "budget.json"
-    budget = json.loads(budget_path.read_text()) if budget_path.exists() else {
-        "training_seconds": 0.0, "runs": 0}
-    remaining = args.minutes * 60.0 - budget["training_seconds"]
+    checkpoint = directory / "checkpoint.pt"
+    spent = (torch.load(checkpoint, map_location="cpu", weights_only=True).get(
+        "training_seconds", 0.0) if checkpoint.exists() else 0.0)
+    remaining = args.minutes * 60.0 - spent
     started = time.perf_counter()
     size = {} if args.stems_per_label is None else {
         "n_utterances" if args.corpus == "speech" else "n_melodies": args.stems_per_label}
@@ -165,21 +165,16 @@ def train(args: argparse.Namespace, directory: Path) -> tuple[Any, dict[str, Any
                            min_sources=args.sources[0], max_sources=args.sources[-1],
                            augmentation=Augmentation() if args.augment else None,
                            random_state=args.seed)
-    model = build(args, directory / "checkpoint.pt", max(remaining, 1e-3))
-    resuming = (directory / "checkpoint.pt").exists()
-    print(f"{'resuming' if resuming else 'starting'} {type(model).__name__}: "
-          f"{budget['training_seconds'] / 60:.1f} of {args.minutes:g} min spent, "
+    model = build(args, checkpoint, max(remaining, 1e-3))
+    print(f"{'resuming' if checkpoint.exists() else 'starting'} {type(model).__name__}: "
+          f"{spent / 60:.1f} of {args.minutes:g} min spent, "
           f"{max(remaining, 0.0) / 60:.1f} min left", flush=True)
     model.fit(stream, validation=validation)
-    if remaining > 0:  # fit only loaded the checkpoint otherwise
-        budget["training_seconds"] += model.training_seconds_
-        budget["runs"] += 1
-        budget_path.write_text(json.dumps(budget, indent=2) + "\n")
     model.set_params(checkpoint=None)  # the saved model does not point at the run's files
     model.save(directory / "model.decomp")
     history = {key: np.asarray(value).tolist() for key, value in model.history_.items()}
     training = {
-        "minutes": budget["training_seconds"] / 60.0, "runs": budget["runs"],
+        "minutes": model.training_seconds_ / 60.0,
         "epochs": int(model.n_epochs_), "steps": int(model.n_epochs_ * args.steps_per_epoch),
         "mixtures_seen": int(model.n_epochs_ * args.steps_per_epoch * args.batch_size),
         "best_epoch": int(model.best_epoch_),

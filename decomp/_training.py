@@ -15,6 +15,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,10 @@ class TrainingResult:
         The epoch a checkpoint resumed from (0: a fresh start).
     seconds : float
         Wall-clock time of this call.
+    earlier_seconds : float
+        The time the resumed checkpoint recorded for the runs before this one, each
+        counted from its ``started`` to its last checkpoint (0 for a fresh start). A
+        caller's own training time is this plus the time since its ``started``.
     """
 
     history: dict[str, np.ndarray]
@@ -169,9 +174,11 @@ class TrainingResult:
     stopped_early: bool
     resumed_epoch: int
     seconds: float
+    earlier_seconds: float
 
 
-#: What :func:`train` writes into a checkpoint besides the format and the fingerprint.
+#: What :func:`train` writes into a checkpoint besides the format and the fingerprint
+#: (and ``"training_seconds"``, which checkpoints written before decomp recorded it lack).
 _CHECKPOINT_KEYS = frozenset({
     "epoch", "model", "optimizer", "stateful", "best_model", "best_loss", "best_epoch",
     "since_best", "initial_validation_loss", "history", "rng"})
@@ -268,8 +275,9 @@ def train(
     rest: the gradient steps (:func:`run_epoch`), the copy of the weights with the lowest
     validation loss (restored at the end), patience, the time budget, a progress bar, a
     checkpoint written atomically after every epoch (weights, optimisers, best weights,
-    counters, history and every random state: torch's, CUDA's, Python's ``random`` and
-    the NumPy generators in ``generators``) and the exact resumption from it.
+    counters, history, the training time so far and every random state: torch's, CUDA's,
+    Python's ``random`` and the NumPy generators in ``generators``) and the exact
+    resumption from it.
 
     Parameters
     ----------
@@ -350,6 +358,7 @@ def train(
     # Read before a checkpoint's optimiser state (whose rates are scheduled) replaces them.
     base_rates = [group["lr"] for group in optimizer.param_groups]
     epoch = best_epoch = since_best = resumed_epoch = 0
+    earlier_seconds = 0.0  # training time of the runs a checkpoint resumes
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
         state = load_checkpoint(path, checkpoint_format, fingerprint, what=what)
@@ -366,6 +375,12 @@ def train(
         initial_loss, history = state["initial_validation_loss"], state["history"]
         _set_rng_states(state["rng"], generators)
         resumed_epoch = epoch
+        if "training_seconds" in state:
+            earlier_seconds = float(state["training_seconds"])
+        else:
+            warnings.warn(f"checkpoint {str(path)!r} does not record how long its earlier runs "
+                          "trained (an older decomp wrote it); the training time reported "
+                          "counts from this resumption.", RuntimeWarning, stacklevel=2)
     else:
         if on_start is not None:
             on_start()
@@ -419,6 +434,7 @@ def train(
                     "best_epoch": best_epoch, "since_best": since_best,
                     "initial_validation_loss": initial_loss, "history": history,
                     "rng": _rng_states(generators),
+                    "training_seconds": earlier_seconds + time.perf_counter() - started,
                 })
     model.load_state_dict(best_state)
     model.eval()
@@ -431,4 +447,5 @@ def train(
         stopped_early=bool(stopped_early),
         resumed_epoch=int(resumed_epoch),
         seconds=time.perf_counter() - began,
+        earlier_seconds=earlier_seconds,
     )

@@ -231,6 +231,46 @@ def test_train_keeps_to_its_time_budget():
     assert 1 <= result.n_epochs <= 10 and not result.stopped_early
 
 
+def _timed_run(checkpoint, max_epochs):
+    """train() whose epochs each take at least 20 ms, checkpointed to ``checkpoint``."""
+    import time
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    model = torch.nn.Module()
+    model.weight = weight
+
+    def slow(epoch):
+        time.sleep(0.02)
+        return [None]
+
+    return train(model, lambda _: {"loss": weight.square().sum() + 1}, lambda: 1.0, slow,
+                 torch.optim.SGD([weight], lr=0.1), max_epochs=max_epochs, patience=100,
+                 checkpoint=checkpoint)
+
+
+def test_the_checkpoint_records_the_training_time_a_resumed_run_adds_to(tmp_path):
+    path = tmp_path / "timed.ckpt"
+    first = _timed_run(path, 3)
+    recorded = torch.load(path, weights_only=True)["training_seconds"]
+    assert first.earlier_seconds == 0
+    assert 0.06 <= recorded <= first.seconds  # three epochs of 20 ms, up to the last save
+    resumed = _timed_run(path, 5)
+    assert resumed.resumed_epoch == 3 and resumed.earlier_seconds == recorded
+    assert torch.load(path, weights_only=True)["training_seconds"] == pytest.approx(
+        recorded + resumed.seconds, abs=0.01)
+
+
+def test_a_checkpoint_without_the_training_time_resumes_with_a_warning(tmp_path):
+    path = tmp_path / "old.ckpt"
+    _timed_run(path, 2)
+    state = torch.load(path, weights_only=True)
+    del state["training_seconds"]  # as written before decomp recorded it
+    save_checkpoint(path, state)
+    with pytest.warns(RuntimeWarning, match="does not record how long its earlier runs"):
+        resumed = _timed_run(path, 3)
+    assert resumed.resumed_epoch == 2 and resumed.earlier_seconds == 0
+
+
 def test_train_reports_an_epoch_of_non_finite_losses_and_keeps_the_best_weights():
     weight = torch.nn.Parameter(torch.ones(1))
     model = torch.nn.Module()
@@ -283,9 +323,16 @@ def test_a_separator_resumes_exactly_through_the_loop(tmp_path):
     straight = AudioSlots(max_epochs=4, **params).fit(sources.sum(1), sources)
     AudioSlots(max_epochs=2, checkpoint=tmp_path / "s.ckpt", **params).fit(sources.sum(1),
                                                                             sources)
+    recorded = torch.load(tmp_path / "s.ckpt", weights_only=True)["training_seconds"]
+    # Nothing left to train: the fit only loads the checkpoint, yet reports its time, as
+    # n_epochs_ reports its epochs.
+    loaded = AudioSlots(max_epochs=2, checkpoint=tmp_path / "s.ckpt", **params).fit(
+        sources.sum(1), sources)
+    assert loaded.n_epochs_ == 2 and loaded.training_seconds_ >= recorded > 0
     resumed = AudioSlots(max_epochs=4, checkpoint=tmp_path / "s.ckpt", **params).fit(
         sources.sum(1), sources)
     assert resumed.n_epochs_ == 4
+    assert resumed.training_seconds_ > recorded
     for key, value in straight.history_.items():
         np.testing.assert_array_equal(resumed.history_[key], value)
     for key, value in straight.network_state_.items():

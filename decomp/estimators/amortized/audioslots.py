@@ -359,7 +359,8 @@ class AudioSlots(AmortizedSeparator):
     n_train_items_, n_validation_items_ : int
         Sizes of the split.
     training_seconds_ : float
-        Duration of ``fit``.
+        Duration of ``fit``, plus the training time of the earlier runs of a checkpoint it
+        resumed.
 
     See Also
     --------

@@ -48,7 +48,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from decomp._backend import resolve_device
 from decomp._chunks import feature_chunks, run_in_chunks
-from decomp._training import cosine_decay, train
+from decomp._training import TrainingResult, cosine_decay, train
 from decomp._validation import (
     DEVICE,
     RANDOM_STATE,
@@ -415,11 +415,12 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             network = self._build_network().to(device)
-            self._train(network, plan, device, started)
+            result = self._train(network, plan, device, started)
         self._network = network.eval()
         self.network_state_ = {key: value.detach().cpu().clone()
                                for key, value in network.state_dict().items()}
-        self.training_seconds_ = time.perf_counter() - started
+        # A resumed run adds the time its checkpoint recorded for the runs before it.
+        self.training_seconds_ = result.earlier_seconds + time.perf_counter() - started
         return self
 
     def _set_shapes(self, n_bins: int, max_sources: int, classes: np.ndarray | None) -> None:
@@ -432,7 +433,7 @@ class AmortizedSeparator(Persistent, BaseEstimator):
                                           None if classes is None else len(classes)))
 
     def _train(self, network: torch.nn.Module, plan: dict[str, Any], device: torch.device,
-               started: float) -> None:
+               started: float) -> TrainingResult:
         """Hand the network, its loss, its validation and its batches to the one loop."""
         validation = plan["validation"]
         optimizer = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
@@ -471,6 +472,7 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         self.best_validation_loss_ = result.best_validation_loss
         self.n_train_items_ = plan["n_train"]
         self.n_validation_items_ = plan["n_validation"]
+        return result
 
     def _validation_loss(self, network: torch.nn.Module, chunks: dict[str, torch.Tensor],
                          device: torch.device) -> float:
