@@ -38,7 +38,10 @@ The variants (``--variants`` picks some; default all):
   step 0.1 (the shipped 0.02).
 - ``dds3-stft384-flow-lr-noise-S``: that Glow trained with ``flow_noise=S`` (the frames
   plus two noisy copies, as ``dds3-noise-S``), and with 0.1 searching 2 codes per note
-  instead of 4 (``-m2``: half the rows through the Glow). Not shipped: see the DDS guide.
+  instead of 4 (``-m2``: half the rows through the Glow), also in 25 search iterations
+  instead of 50 (``-m2-iter25``). Not shipped: see the DDS guide.
+- ``dds3-stft256-flow-lr-noise-0.1``: that recipe on the log STFT cut at 256 bins, whose
+  mixing layers cost less than half of the 384-bin ones.
 
 The ``dds3-noise-S`` rows were measured when the copies were made here (seeded by the
 direction) rather than by the estimator's ``flow_noise`` (seeded by its
