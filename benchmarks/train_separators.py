@@ -26,8 +26,8 @@ every epoch by the estimator's ``checkpoint`` parameter: weights, optimiser, ran
 states, the training time so far) and, once a run ends, ``model.decomp``. Re-running the
 same command continues where the last run stopped until ``--minutes`` of training in all
 are spent (raise ``--minutes`` to train on); a run killed mid-epoch loses that epoch and
-the time it took. Any change of
-a setting that shapes training (sizes, stream, seed, ...) is refused by the checkpoint.
+the time it took. Any change of a setting that shapes training (sizes, stream, seed, ...)
+is refused by the checkpoint.
 ``--evaluate-only`` loads ``model.decomp`` and only evaluates. ``--max-epochs`` bounds the
 run by epochs rather than minutes (the shipped models' recipes use it, so that a rebuild
 does not depend on the machine's speed).
