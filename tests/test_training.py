@@ -214,7 +214,8 @@ def test_patience_may_grow_when_a_run_resumes(tmp_path):
     assert more.n_epochs == 5 and more.best_epoch == 5 and final == 5.0
 
 
-def test_train_keeps_to_its_time_budget():
+def _slow_run(epoch_seconds, **options):
+    """train() on a one-weight model whose epochs each take at least ``epoch_seconds``."""
     import time
 
     weight = torch.nn.Parameter(torch.zeros(1))
@@ -222,30 +223,20 @@ def test_train_keeps_to_its_time_budget():
     model.weight = weight
 
     def slow(epoch):
-        time.sleep(0.05)
+        time.sleep(epoch_seconds)
         return [None]
 
-    result = train(model, lambda _: {"loss": weight.square().sum() + 1}, lambda: 1.0, slow,
-                   torch.optim.SGD([weight], lr=0.1), max_epochs=10_000, patience=10_000,
-                   max_seconds=0.3)
+    return train(model, lambda _: {"loss": weight.square().sum() + 1}, lambda: 1.0, slow,
+                 torch.optim.SGD([weight], lr=0.1), **options)
+
+
+def test_train_keeps_to_its_time_budget():
+    result = _slow_run(0.05, max_epochs=10_000, patience=10_000, max_seconds=0.3)
     assert 1 <= result.n_epochs <= 10 and not result.stopped_early
 
 
 def _timed_run(checkpoint, max_epochs):
-    """train() whose epochs each take at least 20 ms, checkpointed to ``checkpoint``."""
-    import time
-
-    weight = torch.nn.Parameter(torch.zeros(1))
-    model = torch.nn.Module()
-    model.weight = weight
-
-    def slow(epoch):
-        time.sleep(0.02)
-        return [None]
-
-    return train(model, lambda _: {"loss": weight.square().sum() + 1}, lambda: 1.0, slow,
-                 torch.optim.SGD([weight], lr=0.1), max_epochs=max_epochs, patience=100,
-                 checkpoint=checkpoint)
+    return _slow_run(0.02, max_epochs=max_epochs, patience=100, checkpoint=checkpoint)
 
 
 def test_the_checkpoint_records_the_training_time_a_resumed_run_adds_to(tmp_path):
