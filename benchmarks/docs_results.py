@@ -449,9 +449,62 @@ def separation_page(results: dict[str, Any]) -> Page:
                      "jumps when those arrive.")
             page.figure(Figure("separator-losses", "training and validation loss per epoch",
                                draw_losses, histories))
+    _ablation_section(page, results.get("augmentation-ablation.json"))
     if not tables and not runs:
         page.add("No separation results in `docs/results/` yet.")
     return page
+
+
+ABLATION_LABELS = {"all": "all four (shipped)", "none": "none"}
+ABLATION_SCORES = ("si_sdr_improvement", "sdr", "sir", "sar")
+
+
+def _ablation_section(page: Page, data: dict[str, Any] | None) -> None:
+    """The table of ``benchmarks/augmentation_ablation.py``: which augmentations help."""
+    if not data:
+        return
+    settings = data.get("settings", {})
+    page.add("## Which augmentations help", "A blind MHUNet of the shipped `instruments` "
+             f"size trained for {number(settings.get('max_epochs'))} epochs on 2-instrument "
+             "mixtures of one training font (fluidr3) with each set of augmentations; the "
+             "cross-font validation loss (negative SI-SDR in dB on unaugmented mixtures of "
+             "the other training font, timgm6mb; lower is better) decides, the held-out "
+             "musescore-lite test set is shown for reference. A seed sets the weights, the "
+             "stream and the validation draw.")
+    rows = []
+    for variant, runs in data.get("variants", {}).items():
+        label = ABLATION_LABELS.get(variant, variant.replace("no-", "all but "))
+        for seed, run in runs.items():
+            training, scores = run.get("training", {}), run.get("scores", {})
+            rows.append([label, seed, number(training.get("best_validation_loss")),
+                         number(training.get("best_epoch")),
+                         *[number(scores.get(key)) for key in ABLATION_SCORES],
+                         number(training.get("minutes"), 0)])
+        if len(runs) > 1:
+            columns = [[run["training"]["best_validation_loss"] for run in runs.values()],
+                       *[[run["scores"][key] for run in runs.values()]
+                         for key in ABLATION_SCORES]]
+            means = [number(sum(column) / len(column)) for column in columns]
+            rows.append([f"**{label}**", "**mean**", f"**{means[0]}**", "",
+                         *[f"**{value}**" for value in means[1:]], ""])
+    for method, scores in data.get("reference", {}).items():
+        rows.append([SEPARATION_METHODS.get(method, method), "", "", "",
+                     *[number(scores.get(key)) for key in ABLATION_SCORES], ""])
+    page.add(table(["augmentations", "seed", "cross-font validation loss", "best epoch",
+                    "test SI-SDRi", "SDR", "SIR", "SAR", "minutes"], rows,
+                   ["l", "l"] + ["r"] * 7))
+    script = (f"python benchmarks/augmentation_ablation.py --max-epochs "
+              f"{settings.get('max_epochs')}")
+    by_seed: dict[str, list[str]] = {}
+    for variant, runs in data.get("variants", {}).items():
+        for seed in runs:
+            by_seed.setdefault(seed, []).append(variant)
+    runs_made = [f"`{script} --jobs 2 --seeds {seed} --variants {' '.join(variants)}`"
+                 for seed, variants in by_seed.items()]
+    page.add(source("augmentation-ablation.json", data), "Rerun: " + ", then ".join(
+        runs_made) + f", then `{script} --seeds {' '.join(by_seed)} --variants "
+        f"{' '.join(data.get('variants', {}))} --summary-only --json "
+        "docs/results/augmentation-ablation.json`.")
 
 
 TRANSCRIPTION_METRICS = (("precision", "frame P", 3), ("recall", "frame R", 3),

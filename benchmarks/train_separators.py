@@ -13,7 +13,8 @@ SoundOfPixels; ``audioslots``; ``blockvae``) is fitted on a
 (:func:`decomp.data.instrument_stems`: the training fonts fluidr3 and timgm6mb only, as the
 data policy requires) or, with ``--corpus speech``, of :func:`decomp.data.speech_stems`
 (espeak-ng voices), 2-source mixtures by default (``--sources 2 3`` for 2 or 3), with
-every :class:`decomp.data.Augmentation` on (``--no-augment`` turns it off). Each epoch is
+every :class:`decomp.data.Augmentation` on (``--no-augment`` turns them all off,
+``--without pitch reverb`` those named). Each epoch is
 ``--steps-per-epoch`` fresh batches; the model's own validation set is a fixed draw of the
 same stream under another seed (training fonts, so it measures fitting, not
 generalisation to a new timbre); ``--validation-font F`` trains on the other training
@@ -86,6 +87,7 @@ from decomp.estimators.amortized import (
 from decomp.separation import NMFSeparator, evaluate_separation
 
 MODELS = ("mhunet", "sop", "audioslots", "blockvae")
+AUGMENTATIONS = ("gain", "tilt", "pitch", "reverb")  # the kinds of decomp.data.Augmentation
 
 
 def crop_samples(chunk_frames: int) -> int:
@@ -101,6 +103,13 @@ def crop_samples(chunk_frames: int) -> int:
     if DEFAULT_FRONT_END.n_frames(samples) != chunk_frames:
         raise ValueError(f"no crop gives exactly {chunk_frames} frames")
     return samples
+
+
+def augmentation(args: argparse.Namespace) -> Augmentation | None:
+    """Every augmentation with its default probability, less those named by ``--without``."""
+    if not args.augment:
+        return None
+    return Augmentation(**{f"{kind}_probability": 0.0 for kind in args.without})
 
 
 def build(args: argparse.Namespace, checkpoint: Path, max_seconds: float) -> Any:
@@ -163,7 +172,7 @@ def train(args: argparse.Namespace, directory: Path) -> tuple[Any, dict[str, Any
         bank = bank.select(fonts=[font for font in TRAIN_FONTS if font != args.validation_font])
     stream = MixtureStream(bank, crop_samples=crop_samples(args.chunk_frames),
                            min_sources=args.sources[0], max_sources=args.sources[-1],
-                           augmentation=Augmentation() if args.augment else None,
+                           augmentation=augmentation(args),
                            random_state=args.seed)
     model = build(args, checkpoint, max(remaining, 1e-3))
     print(f"{'resuming' if checkpoint.exists() else 'starting'} {type(model).__name__}: "
@@ -236,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sources", type=int, nargs="+", default=[2], choices=[2, 3],
                         help="source counts of training mixtures (min [max])")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--without", nargs="+", default=[], choices=AUGMENTATIONS,
+                        help="augmentations to turn off (the others keep their defaults)")
     parser.add_argument("--base-channels", type=int, help="U-Net width (mhunet, sop)")
     parser.add_argument("--n-levels", type=int, help="U-Net depth (mhunet, sop)")
     parser.add_argument("--embed-dim", type=int, help="AudioSlots width")

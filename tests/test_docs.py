@@ -8,6 +8,7 @@ shows the notebooks on the site (``benchmarks/docs_notebooks.py``).
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import importlib.util
@@ -151,3 +152,46 @@ def test_notebook_store_and_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     nbformat.write(notebook, path)
     assert docs_notebooks.execution_key(path) != key
     assert docs_notebooks.stored(path) is None
+
+
+def test_the_augmentation_ablation_table_shows_every_run() -> None:
+    data = json.loads((RESULTS / "augmentation-ablation.json").read_text())
+    page = docs_results.separation_page(docs_results.load_results()).text()
+    section = page.split("## Which augmentations help", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    for variant, runs in data["variants"].items():
+        label = docs_results.ABLATION_LABELS.get(variant, variant.replace("no-", "all but "))
+        for seed, run in runs.items():
+            loss = docs_results.number(run["training"]["best_validation_loss"])
+            assert any(row.startswith(f"| {label} | {seed} | {loss} |") for row in rows)
+        if len(runs) > 1:  # a mean over the seeds, in bold
+            mean = sum(run["training"]["best_validation_loss"]
+                       for run in runs.values()) / len(runs)
+            assert f"| **{label}** | **mean** | **{docs_results.number(mean)}** |" in section
+    # The rerun commands make exactly the runs in the JSON, seed by seed.
+    for seed in {seed for runs in data["variants"].values() for seed in runs}:
+        variants = [variant for variant, runs in data["variants"].items() if seed in runs]
+        assert f"--seeds {seed} --variants {' '.join(variants)}`" in section
+
+
+def test_ablation_variants_turn_off_what_they_name(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    ablation = _load("augmentation_ablation")
+    train_separators = sys.modules["train_separators"]
+    parser = train_separators.build_parser()
+    settings = argparse.Namespace(work_dir=Path("ablation"), max_epochs=24,
+                                  learning_rate_decay=8, n_test=20)
+    for variant in ablation.VARIANTS:
+        # The command line of each run is one that train_separators.py accepts.
+        command = ablation.command(settings, variant, 1)
+        assert command[1].endswith("train_separators.py")
+        args = parser.parse_args(command[2:])
+        assert (args.seed, args.max_epochs, args.validation_font) == (1, 24, "timgm6mb")
+        assert args.checkpoint_dir == Path("ablation") / "seed1" / variant
+        augmentation = train_separators.augmentation(args)
+        if variant == "none":
+            assert augmentation is None
+            continue
+        for kind in train_separators.AUGMENTATIONS:
+            expected = 0.0 if variant == f"no-{kind}" else 0.5
+            assert getattr(augmentation, f"{kind}_probability") == expected
