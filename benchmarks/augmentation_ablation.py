@@ -28,9 +28,9 @@ one run's noise is not a finding). Runs are separate processes, ``--jobs`` at a 
 each on one torch thread, in ``<work-dir>/seed<k>/<variant>/`` (a checkpoint per epoch:
 re-running the command resumes unfinished runs and reuses finished ones'
 ``results.json``). Prints a Markdown table (a row per run, and the mean over seeds of
-each variant run with more than one) and writes the JSON (``--json``): the settings, and
-per variant and seed the training (minutes, epochs, best epoch, validation loss per
-epoch) and the scores.
+each variant run with more than one) and writes the JSON (``--json``): the settings, per
+variant and seed the training (minutes, epochs, best epoch, validation loss per epoch)
+and the scores, and those means.
 """
 
 from __future__ import annotations
@@ -119,6 +119,7 @@ def summarise(args: argparse.Namespace) -> dict[str, Any]:
             reference, machine = {"nmf": scores["nmf"], "irm": scores["irm"]}, result["machine"]
             variants.setdefault(variant, {})[str(seed)] = {
                 "training": result["training"], "scores": scores["mhunet"]}
+    means = {variant: mean_run(runs) for variant, runs in variants.items() if len(runs) > 1}
     print("\n| augmentation | seed | best cross-font validation loss (dB) | best epoch | "
           "SI-SDRi musescore-lite (dB) | SDR | SIR | SAR | minutes |\n"
           "|---|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -129,8 +130,8 @@ def summarise(args: argparse.Namespace) -> dict[str, Any]:
                   f"{training['best_epoch']} | "
                   + " | ".join(f"{scores[key]:.2f}" for key in SCORES)
                   + f" | {training['minutes']:.0f} |")
-        if len(runs) > 1:
-            mean = mean_run(runs)
+        if variant in means:
+            mean = means[variant]
             print(f"| {variant} | mean | {mean['best_validation_loss']:.2f} | | "
                   + " | ".join(f"{mean[key]:.2f}" for key in SCORES) + " | |")
     for method, scores in reference.items():
@@ -140,7 +141,7 @@ def summarise(args: argparse.Namespace) -> dict[str, Any]:
             "settings": {key: (str(value) if isinstance(value, Path) else value)
                          for key, value in vars(args).items()},
             "command": " ".join(command(args, "<variant>", "<seed>")[1:]),
-            "variants": variants, "reference": reference}
+            "variants": variants, "means": means, "reference": reference}
 
 
 def mean_run(runs: dict[str, Any]) -> dict[str, float]:

@@ -455,8 +455,13 @@ def separation_page(results: dict[str, Any]) -> Page:
     return page
 
 
-ABLATION_LABELS = {"all": "all four (shipped)", "none": "none"}
 ABLATION_SCORES = ("si_sdr_improvement", "sdr", "sir", "sar")
+
+
+def ablation_label(variant: str) -> str:
+    """A variant of ``augmentation_ablation.py`` in words: ``no-reverb`` -> all but reverb."""
+    return {"all": "all four (shipped)", "none": "none"}.get(
+        variant, variant.replace("no-", "all but "))
 
 
 def _ablation_section(page: Page, data: dict[str, Any] | None) -> None:
@@ -472,21 +477,20 @@ def _ablation_section(page: Page, data: dict[str, Any] | None) -> None:
              "musescore-lite test set is shown for reference. A seed sets the weights, the "
              "stream and the validation draw.")
     rows = []
+    means = data.get("means", {})
     for variant, runs in data.get("variants", {}).items():
-        label = ABLATION_LABELS.get(variant, variant.replace("no-", "all but "))
+        label = ablation_label(variant)
         for seed, run in runs.items():
             training, scores = run.get("training", {}), run.get("scores", {})
             rows.append([label, seed, number(training.get("best_validation_loss")),
                          number(training.get("best_epoch")),
                          *[number(scores.get(key)) for key in ABLATION_SCORES],
                          number(training.get("minutes"), 0)])
-        if len(runs) > 1:
-            columns = [[run["training"]["best_validation_loss"] for run in runs.values()],
-                       *[[run["scores"][key] for run in runs.values()]
-                         for key in ABLATION_SCORES]]
-            means = [number(sum(column) / len(column)) for column in columns]
-            rows.append([f"**{label}**", "**mean**", f"**{means[0]}**", "",
-                         *[f"**{value}**" for value in means[1:]], ""])
+        if variant in means:  # the mean over the seeds, as the benchmark computed it
+            rows.append([f"**{label}**", "**mean**",
+                         *[f"**{number(means[variant][key])}**" if key else ""
+                           for key in ("best_validation_loss", None, *ABLATION_SCORES)],
+                         ""])
     for method, scores in data.get("reference", {}).items():
         rows.append([SEPARATION_METHODS.get(method, method), "", "", "",
                      *[number(scores.get(key)) for key in ABLATION_SCORES], ""])

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import platform
@@ -87,7 +88,9 @@ from decomp.estimators.amortized import (
 from decomp.separation import NMFSeparator, evaluate_separation
 
 MODELS = ("mhunet", "sop", "audioslots", "blockvae")
-AUGMENTATIONS = ("gain", "tilt", "pitch", "reverb")  # the kinds of decomp.data.Augmentation
+AUGMENTATIONS = tuple(field.name.removesuffix("_probability") for field in
+                      dataclasses.fields(Augmentation) if field.name.endswith("_probability"))
+"""The kinds of :class:`decomp.data.Augmentation` (gain, tilt, pitch, reverb)."""
 
 
 def crop_samples(chunk_frames: int) -> int:

@@ -160,7 +160,7 @@ def test_the_augmentation_ablation_table_shows_every_run() -> None:
     section = page.split("## Which augmentations help", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ")]
     for variant, runs in data["variants"].items():
-        label = docs_results.ABLATION_LABELS.get(variant, variant.replace("no-", "all but "))
+        label = docs_results.ablation_label(variant)
         for seed, run in runs.items():
             loss = docs_results.number(run["training"]["best_validation_loss"])
             assert any(row.startswith(f"| {label} | {seed} | {loss} |") for row in rows)
