@@ -42,6 +42,12 @@ The variants (``--variants`` picks some; default all):
   instead of 50 (``-m2-iter25``). Not shipped: see the DDS guide.
 - ``dds3-stft256-flow-lr-noise-0.1``: that recipe on the log STFT cut at 256 bins, whose
   mixing layers cost less than half of the 384-bin ones.
+- ``<variant>-timbre`` for the variants in ``TIMBRE_COPIES``: the training frames plus one
+  copy of each under a random smooth equaliser (``training_frames_per_font(...,
+  n_timbre_copies=1)``, i.e. :func:`decomp.audio.timbre_copies`: a tilt of +-3 dB per
+  octave around 1 kHz plus +-3 dB at every octave, a curve per frame, seeded by the
+  font), made before the fit (and so before a flow's 80/20
+  split and its noise copies): a timbre augmentation.
 
 The ``dds3-noise-S`` rows were measured when the copies were made here (seeded by the
 direction) rather than by the estimator's ``flow_noise`` (seeded by its
@@ -138,7 +144,14 @@ def variants() -> dict[str, tuple[Callable[[], Spectrogram], Callable[[], Any]]]
                       n_components_per_source=2, max_iter=25))
     table["dds3-stft256-flow-lr-noise-0.1"] = (
         _stft256, dds("dds3", flow_learning_rate=3e-4, flow_noise=0.1))
+    for name in TIMBRE_COPIES:
+        table[f"{name}-timbre"] = table[name]
     return table
+
+
+#: The variants also measured with their training frames plus one copy under random
+#: smooth equalisers (``decomp.audio.timbre_copies``), as ``<name>-timbre``.
+TIMBRE_COPIES = ("nmf", "nmf-stft384", "dds2-stft384", "dds3", "dds3-stft384-flow-lr-noise-0.1")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -162,10 +175,13 @@ def main(argv: list[str] | None = None) -> dict:
         make_front_end, make_decomposer = table[name]
         front_end = make_front_end()
         key = repr(front_end)
+        copies = int(name.endswith("-timbre"))
         if key not in data:
             data[key] = (training_frames_per_font(protocol, front_end),
                          {font: validation_set(font, protocol, front_end) for font in fonts})
         per_font, validation = data[key]
+        if copies:
+            per_font = training_frames_per_font(protocol, front_end, n_timbre_copies=copies)
         directions = []
         for index, font in enumerate(fonts):
             other = fonts[1 - index]

@@ -37,9 +37,10 @@ on both fonts, and write
 ``decomp/models/piano-<method>.decomp`` with the flow weights stored in float16 (they
 are cast back to float32 on loading) so that each file stays a few MB.
 
-``--stft-bins``, ``--flow-learning-rate`` and ``--flow-noise`` train experiments (they
-need ``--out``): DDS-3 on the 384-bin log STFT of the DDS guide's levers was
-``--methods dds3 --stft-bins 384 --flow-learning-rate 3e-4 --flow-noise 0.1``.
+``--stft-bins``, ``--flow-learning-rate``, ``--flow-noise`` and ``--timbre-copies`` train
+experiments (they need ``--out``): DDS-3 on the 384-bin log STFT of the DDS guide's levers
+was ``--methods dds3 --stft-bins 384 --flow-learning-rate 3e-4 --flow-noise 0.1``, with
+the timbre augmentation ``--timbre-copies 1`` besides.
 
 Each method trains its flows three times (once per training font for the threshold, once
 on both). Training time on the 2-core reference machine is printed at the end.
@@ -154,10 +155,13 @@ def main() -> None:
     parser.add_argument("--flow-noise", type=float, default=None,
                         help="train the DDS flows on the frames plus noisy copies of this "
                              "standard deviation (flow_noise; an experiment: needs --out)")
+    parser.add_argument("--timbre-copies", type=int, default=None,
+                        help="train the DDS flows on the frames plus this many copies under "
+                             "random equalisers (n_timbre_copies; an experiment: needs --out)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     experiment = {"--stft-bins": args.stft_bins, "--flow-learning-rate": args.flow_learning_rate,
-                  "--flow-noise": args.flow_noise}
+                  "--flow-noise": args.flow_noise, "--timbre-copies": args.timbre_copies}
     for flag, value in experiment.items():
         if value is not None and args.out is None:
             parser.error(f"{flag} trains an experiment, not the shipped models: give --out")
@@ -200,7 +204,8 @@ def main() -> None:
         # Cross-font threshold, as for the NMF default: flows trained on one training font
         # choose the threshold on material of the other, then the final flows are trained
         # on both fonts.
-        transcriber = fit_transcriber(settings, protocol)
+        transcriber = fit_transcriber(settings, protocol,
+                                      n_timbre_copies=args.timbre_copies or 0)
         history = transcriber.decomposer_.training_history_
         nll = (f"validation NLL {history['validation_loss'][0]:.1f} -> "
                f"{history['best_validation_loss']:.1f} nats/frame"

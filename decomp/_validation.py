@@ -14,7 +14,7 @@ NumPy integers, never booleans (:class:`StrictInterval`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from numbers import Integral
 from typing import Any
 
@@ -333,3 +333,20 @@ def check_labels(y: Any, n_frames: int, *, name: str = "y") -> np.ndarray:
     if labels.dtype.kind == "f" and not np.isfinite(labels).all():
         raise ValueError(f"{name} contains NaN or infinity.")
     return labels
+
+
+def check_range(value: Any, name: str, low: float, high: float) -> tuple[float, float]:
+    """A pair (a, b) of finite numbers with low <= a <= b <= high."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+        raise TypeError(f"{name} must be a pair (low, high) of numbers; got {value!r}.")
+    pair = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name} must be a pair (low, high) of numbers; got {value!r}.")
+        pair.append(float(item))
+    a, b = pair
+    if not (np.isfinite(a) and np.isfinite(b) and low <= a <= b <= high):
+        raise ValueError(
+            f"{name} must satisfy {low:g} <= low <= high <= {high:g}; got ({a:g}, {b:g})."
+        )
+    return a, b

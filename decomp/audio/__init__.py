@@ -1,4 +1,4 @@
-"""Audio front end: file input/output, spectrograms, piano rolls.
+"""Audio front end: file input/output, spectrograms, piano rolls, timbre augmentation of frames.
 
 Everything here is time-major: a waveform is ``(n_samples,)``, a spectrogram
 ``(n_frames, n_bins)``; :func:`to_librosa` / :func:`from_librosa` convert to and from
@@ -17,6 +17,7 @@ from decomp.audio.io import (
 )
 from decomp.audio.pianoroll import midi_to_roll, roll_to_midi, roll_to_notes
 from decomp.audio.spectrogram import Spectrogram, frame_times, from_librosa, to_librosa
+from decomp.audio.timbre import equaliser_gains, timbre_copies
 
 __all__ = [
     "MIN_SAMPLE_RATE",
@@ -26,12 +27,14 @@ __all__ = [
     "Spectrogram",
     "audio_level",
     "check_level",
+    "equaliser_gains",
     "frame_times",
     "from_librosa",
     "load_audio",
     "midi_to_roll",
     "roll_to_midi",
     "roll_to_notes",
+    "timbre_copies",
     "to_librosa",
     "write_audio",
 ]

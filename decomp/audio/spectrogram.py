@@ -548,11 +548,9 @@ class Spectrogram:
             magnitude = self._to_log_frequency(coefficients.abs())
         else:
             magnitude = coefficients[..., : self._n_bins].abs()
-        if self._compressed:
-            magnitude = torch.log1p(self.compression * magnitude)
         if self.db_normalization:
-            magnitude = db_normalize(magnitude)
-        return _like(magnitude, audio)
+            return _like(db_normalize(magnitude), audio)
+        return _like(self._from_magnitude(magnitude), audio)
 
     def stream(self, blocks: Any, *, chunk_frames: int) -> Iterator[np.ndarray]:
         """Features of a long waveform given block by block, ``chunk_frames`` frames at a time.
@@ -755,6 +753,37 @@ class Spectrogram:
         features = check_spectrogram(features, name="features", allow_batch=True)
         self._check_bins(features, "features")
         return _like(self._to_magnitude(_to_tensor(features)), features)
+
+    def from_magnitude(self, magnitude: Any) -> Any:
+        """Features of magnitudes: ``log1p(compression * magnitude)`` for the log kinds.
+
+        The inverse of :meth:`to_magnitude`, e.g. to re-equalise features in the linear
+        domain and compress them again. ``"linear"`` and ``"cqt"`` magnitudes come back as
+        they are (float32 for NumPy input).
+
+        Parameters
+        ----------
+        magnitude : ndarray or Tensor of shape (n_frames, n_bins) or (n_items, n_frames, n_bins)
+            Non-negative magnitudes on this front end's bins.
+
+        Returns
+        -------
+        features : ndarray or Tensor, same shape as ``magnitude``
+
+        Raises
+        ------
+        ValueError
+            With ``db_normalization=True`` (as :meth:`to_magnitude`).
+        """
+        self._check_invertible()
+        magnitude = check_spectrogram(magnitude, name="magnitude", allow_batch=True)
+        self._check_bins(magnitude, "magnitude")
+        return _like(self._from_magnitude(_to_tensor(magnitude)), magnitude)
+
+    def _from_magnitude(self, magnitude: torch.Tensor) -> torch.Tensor:
+        if self._compressed:
+            return torch.log1p(self.compression * magnitude)
+        return magnitude
 
     def _to_magnitude(self, features: torch.Tensor) -> torch.Tensor:
         self._check_invertible()

@@ -37,7 +37,7 @@ import numpy as np
 import pretty_midi
 from scipy.signal import resample_poly
 
-from decomp._validation import GENERATOR_SEED, StrictInterval, check_params
+from decomp._validation import GENERATOR_SEED, StrictInterval, check_params, check_range
 from decomp.data.cache import cached_arrays
 from decomp.data.render import SYNTHESIS_SAMPLE_RATE, render_midi, run_writing_wav
 from decomp.data.soundfonts import resolve_soundfont
@@ -166,21 +166,6 @@ _COMMON_CONSTRAINTS: dict[str, list] = {
 }
 
 
-def _check_range(value: Any, name: str, low: float, high: float) -> tuple[float, float]:
-    """A pair (a, b) of finite numbers with low <= a <= b <= high."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
-        raise TypeError(f"{name} must be a pair (low, high) of numbers; got {value!r}.")
-    pair = []
-    for item in value:
-        if isinstance(item, bool) or not isinstance(item, (int, float, np.integer, np.floating)):
-            raise TypeError(f"{name} must be a pair (low, high) of numbers; got {value!r}.")
-        pair.append(float(item))
-    a, b = pair
-    if not (np.isfinite(a) and np.isfinite(b) and low <= a <= b <= high):
-        raise ValueError(
-            f"{name} must satisfy {low:g} <= low <= high <= {high:g}; got ({a:g}, {b:g})."
-        )
-    return a, b
 
 
 def _check_n_sources(n_sources: Any, n_available: int) -> tuple[int, int]:
@@ -459,9 +444,9 @@ def instrument_mixtures(
     n_mixtures, duration, sample_rate = int(n_mixtures), float(duration), int(sample_rate)
     instrument_list = _check_instruments(instruments)
     low_sources, high_sources = _check_n_sources(n_sources, len(instrument_list))
-    level_range = _check_range(level_range, "level_range", -80.0, 0.0)
+    level_range = check_range(level_range, "level_range", -80.0, 0.0)
     low_velocity, high_velocity = (
-        int(v) for v in _check_range(velocity_range, "velocity_range", 1, 127)
+        int(v) for v in check_range(velocity_range, "velocity_range", 1, 127)
     )
     rng = np.random.default_rng(random_state)
 
@@ -644,7 +629,7 @@ def speech_mixtures(
         "random_state": random_state, "cache": cache,
     }, "speech_mixtures")
     n_mixtures, duration, sample_rate = int(n_mixtures), float(duration), int(sample_rate)
-    relative_range = _check_range(relative_level_range, "relative_level_range", -30.0, 30.0)
+    relative_range = check_range(relative_level_range, "relative_level_range", -30.0, 30.0)
     rng = np.random.default_rng(random_state)
     binary = _espeak_binary()
 

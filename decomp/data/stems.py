@@ -29,7 +29,7 @@ import torch
 from scipy.signal import fftconvolve, resample_poly
 from sklearn.utils._param_validation import StrOptions
 
-from decomp._validation import StrictInterval, check_params
+from decomp._validation import StrictInterval, check_params, check_range
 from decomp.data import mixtures as _mixtures
 from decomp.data.cache import cached_arrays
 from decomp.data.mixtures import (
@@ -38,7 +38,6 @@ from decomp.data.mixtures import (
     GMInstrument,
     MixtureSet,
     _check_instruments,
-    _check_range,
     _mix,
 )
 from decomp.data.protocol import DEFAULT_PROTOCOL
@@ -306,7 +305,7 @@ def instrument_stems(
     instrument_list = _check_instruments(instruments)
     n_melodies, seconds, sample_rate = int(n_melodies), float(seconds), int(sample_rate)
     low_velocity, high_velocity = (
-        int(v) for v in _check_range(velocity_range, "velocity_range", 1, 127)
+        int(v) for v in check_range(velocity_range, "velocity_range", 1, 127)
     )
     seed, cache = int(random_state), bool(cache)
     n_samples = int(round(seconds * sample_rate))
@@ -544,7 +543,7 @@ class Augmentation:
         for kind, range_name, low, high in checks:
             name = f"{kind}_probability"
             object.__setattr__(self, name, float(getattr(self, name)))
-            object.__setattr__(self, range_name, _check_range(
+            object.__setattr__(self, range_name, check_range(
                 getattr(self, range_name), f"Augmentation {range_name}", low, high))
 
 
@@ -748,7 +747,7 @@ class MixtureStream(torch.utils.data.IterableDataset):
             {"max_sources": max_sources}, "MixtureStream")
         self.sample_rate, self.crop_samples = int(sample_rate), int(crop_samples)
         self.min_sources, self.max_sources = int(min_sources), int(max_sources)
-        self.level_range = _check_range(level_range, "level_range", -80.0, 0.0)
+        self.level_range = check_range(level_range, "level_range", -80.0, 0.0)
         if augmentation is not None and not isinstance(augmentation, Augmentation):
             raise TypeError(
                 f"augmentation must be an Augmentation or None; got {type(augmentation).__name__}."

@@ -29,7 +29,7 @@ import numpy as np
 from sklearn.base import clone
 
 from decomp._version import __version__
-from decomp.audio import Spectrogram
+from decomp.audio import Spectrogram, timbre_copies
 from decomp.data import (
     DEFAULT_PROTOCOL,
     PianoProtocol,
@@ -249,9 +249,18 @@ def protocol_features(
 
 
 def training_frames_per_font(
-    protocol: PianoProtocol, front_end: Spectrogram
+    protocol: PianoProtocol, front_end: Spectrogram, *, n_timbre_copies: int = 0
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Isolated-note frames and their MIDI labels, one pair per training font.
+
+    Parameters
+    ----------
+    protocol : PianoProtocol
+    front_end : Spectrogram
+    n_timbre_copies : int, default=0
+        Copies of each font's frames under random smooth equalisers added after them
+        (:func:`decomp.audio.timbre_copies`, its default ranges, seeded by the font's
+        position): a timbre augmentation.
 
     Returns
     -------
@@ -259,11 +268,13 @@ def training_frames_per_font(
         ``X`` of shape (n_frames, n_bins) from ``front_end``, ``y`` of shape (n_frames,),
         in ``protocol.train_soundfonts`` order.
     """
-    return [
+    per_font = [
         labelled_frames(*protocol_features(notes, front_end, protocol.pitches),
                         protocol.pitches)
         for notes in protocol.training_notes()
     ]
+    return [timbre_copies(X, y, front_end, n_copies=n_timbre_copies, random_state=index)
+            for index, (X, y) in enumerate(per_font)]
 
 
 def validation_recordings(
@@ -323,6 +334,7 @@ def fit_transcriber(
     validation_polyphonies: tuple[int, ...] = (1, 2, 3, 4),
     n_validation_piece_bars: int = 8,
     random_state: int = 0,
+    n_timbre_copies: int = 0,
 ) -> PianoTranscriber:
     """Train a transcriber on a protocol's isolated notes, with cross-font threshold choice.
 
@@ -340,6 +352,9 @@ def fit_transcriber(
         Length of the validation piece added to each validation set (0: none).
     random_state : int
         Seed of the validation chords.
+    n_timbre_copies : int
+        Equalised copies of the training frames added to them
+        (:func:`training_frames_per_font`); the validation material is never augmented.
 
     Returns
     -------
@@ -353,7 +368,8 @@ def fit_transcriber(
     transcriber = transcriber if transcriber is not None else default_settings()
     front_end = transcriber.front_end or default_front_end()
     fonts = protocol.train_soundfonts
-    per_font = training_frames_per_font(protocol, front_end)
+    per_font = training_frames_per_font(protocol, front_end,
+                                        n_timbre_copies=n_timbre_copies)
     X = np.concatenate([frames for frames, _ in per_font])
     y = np.concatenate([labels for _, labels in per_font])
     if transcriber.threshold != "auto":

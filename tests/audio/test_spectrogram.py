@@ -133,6 +133,25 @@ def test_to_magnitude_inverts_the_compression(linear, log):
                                   linear_features)
 
 
+@pytest.mark.parametrize("kind", ["log", "linear", "log-cqt"])
+def test_from_magnitude_is_the_inverse_of_to_magnitude(kind):
+    front_end = Spectrogram(kind=kind)
+    features = front_end(_sine(660, 4000))
+    np.testing.assert_allclose(front_end.from_magnitude(front_end.to_magnitude(features)),
+                               features, rtol=1e-5, atol=1e-6)
+    tensor = torch.from_numpy(front_end.to_magnitude(features))
+    assert isinstance(front_end.from_magnitude(tensor), torch.Tensor)
+
+
+def test_from_magnitude_refuses_what_it_cannot_compress():
+    with pytest.raises(ValueError, match="magnitude"):
+        Spectrogram().from_magnitude(-np.ones((3, 1025)))
+    with pytest.raises(ValueError, match="bins"):
+        Spectrogram().from_magnitude(np.ones((3, 1024)))
+    with pytest.raises(ValueError, match="dB-normalised"):
+        Spectrogram(kind="linear", db_normalization=True).from_magnitude(np.ones((3, 1025)))
+
+
 def test_tensors_in_give_tensors_out():
     front_end = Spectrogram()
     audio = torch.from_numpy(_sine(440, 3000))

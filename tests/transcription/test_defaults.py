@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from decomp import NMF, load
+from decomp.audio import Spectrogram, timbre_copies
 from decomp.transcription import default_transcriber, defaults
+from decomp.transcription.defaults import training_frames_per_font
 
 
 @pytest.fixture
@@ -169,3 +171,16 @@ def test_the_bayesian_transcriber_thresholds_probabilities_without_fluidsynth(
     assert result.activations.min() >= 0 and result.activations.max() <= 1
     reference = tiny_chords.roll(result.times, result.pitches)
     assert frame_scores(result.roll, reference)["f1"] > 0.5
+
+
+def test_training_frames_take_timbre_copies_after_each_fonts_frames(tiny_protocol):
+    front_end = Spectrogram(compression=100.0, n_bins=64)
+    plain = training_frames_per_font(tiny_protocol, front_end)
+    augmented = training_frames_per_font(tiny_protocol, front_end, n_timbre_copies=2)
+    assert len(augmented) == len(plain) == len(tiny_protocol.train_soundfonts)
+    for index, ((X, y), (X_more, y_more)) in enumerate(zip(plain, augmented, strict=True)):
+        n = X.shape[0]
+        np.testing.assert_array_equal(X_more[:n], X)
+        np.testing.assert_array_equal(y_more, np.tile(y, 3))
+        expected, _ = timbre_copies(X, y, front_end, n_copies=2, random_state=index)
+        np.testing.assert_array_equal(X_more, expected)
