@@ -10,9 +10,9 @@ speed), in ``--work-dir/<name>`` (checkpointed every epoch: re-running the comma
 resumes an interrupted training), and written to ``decomp/models/separator-<name>.decomp``
 with its weights stored in float16. ``--evaluate`` also scores it on the held-out test
 sets beside NMF and the ideal ratio mask (``<work-dir>/<name>/results.json``). They took
-about four hours (``instruments``, 156 epochs) and two and a half (``speech``, 111) on
-the 2-core reference machine with one torch thread, sharing it with other work; the model
-card (docs/guide/model-card.md) gives the figures.
+about two and a half hours each (``instruments``, 156 epochs; ``speech``, 150) on the
+2-core reference machine, sharing it with other work; the model card
+(docs/guide/model-card.md) gives the figures.
 
 **Piano NMF** (``nmf``): the default transcriber, exactly
 ``fit_transcriber(default_settings(), DEFAULT_PROTOCOL)`` (the default protocol's isolated
@@ -69,11 +69,14 @@ from decomp.transcription import (
 
 SEPARATOR_RECIPES: dict[str, list[str]] = {
     # A blind multi-head U-Net: 3 unordered heads for mixtures of 2-3 of the 10 training
-    # instruments (fonts fluidr3 and timgm6mb, augmented), negative SI-SDR with PIT.
+    # instruments (fonts fluidr3 and timgm6mb, augmented with gain, tilt and pitch shift;
+    # not reverb, which benchmarks/augmentation_ablation.py measured to hurt on an unseen
+    # font), negative SI-SDR with PIT.
     "instruments": ["--model", "mhunet", "--corpus", "instruments", "--loss", "si_sdr",
                     "--heads", "sources", "--sources", "2", "3", "--test-sources", "2", "3",
                     "--base-channels", "24", "--n-levels", "4", "--learning-rate", "1e-3",
-                    "--learning-rate-decay", "60", "--seed", "0", "--max-epochs", "{epochs}"],
+                    "--learning-rate-decay", "60", "--seed", "0", "--max-epochs", "{epochs}",
+                    "--without", "reverb"],
     # Two unordered heads for two espeak-ng voices.
     "speech": ["--model", "mhunet", "--corpus", "speech", "--loss", "si_sdr",
                "--heads", "sources", "--sources", "2", "--base-channels", "24",
