@@ -169,19 +169,22 @@ def main(argv: list[str] | None = None) -> dict:
 
     protocol = DEFAULT_PROTOCOL
     fonts = list(protocol.train_soundfonts)
-    data: dict[str, tuple[list, dict]] = {}  # per front end: training frames, validation
+    # Per (front end, timbre copies): training frames; per front end: validation sets.
+    training: dict[tuple[str, int], list] = {}
+    validation_sets: dict[str, dict] = {}
     rows = []
     for name in args.variants:
         make_front_end, make_decomposer = table[name]
         front_end = make_front_end()
         key = repr(front_end)
         copies = int(name.endswith("-timbre"))
-        if key not in data:
-            data[key] = (training_frames_per_font(protocol, front_end),
-                         {font: validation_set(font, protocol, front_end) for font in fonts})
-        per_font, validation = data[key]
-        if copies:
-            per_font = training_frames_per_font(protocol, front_end, n_timbre_copies=copies)
+        if (key, copies) not in training:
+            training[key, copies] = training_frames_per_font(protocol, front_end,
+                                                             n_timbre_copies=copies)
+        if key not in validation_sets:
+            validation_sets[key] = {font: validation_set(font, protocol, front_end)
+                                    for font in fonts}
+        per_font, validation = training[key, copies], validation_sets[key]
         directions = []
         for index, font in enumerate(fonts):
             other = fonts[1 - index]

@@ -64,7 +64,9 @@ def equaliser_gains(
         raise ValueError("frequencies must be a non-empty 1-d array of finite values in Hz; "
                          f"got shape {frequencies.shape}.")
     rng = np.random.default_rng(random_state)
-    octaves = np.log2(np.maximum(frequencies, FLAT_BELOW_HZ) / FLAT_BELOW_HZ)  # (F,) >= 0
+    # Octaves above 62.5 Hz, (F,) >= 0; clamping makes every curve flat below 62.5 Hz at
+    # its value there, tilt included.
+    octaves = np.log2(np.maximum(frequencies, FLAT_BELOW_HZ) / FLAT_BELOW_HZ)
     # One control point per octave from 62.5 Hz, enough to cover every bin.
     controls = np.arange(int(np.ceil(octaves.max())) + 1, dtype=np.float64)  # (K,)
     # (K, F): bin f's gain is a linear mix of its two neighbouring control points.
@@ -74,7 +76,6 @@ def equaliser_gains(
     bands = rng.uniform(*band_range, size=(n_curves, controls.size))
     pivot = np.log2(TILT_PIVOT_HZ / FLAT_BELOW_HZ)
     gains_db = tilts * (octaves - pivot) + bands @ interpolation
-    # Flat below 62.5 Hz: the curve there is its value at 62.5 Hz, tilt included.
     return 10.0 ** (gains_db / 20.0)
 
 

@@ -166,8 +166,6 @@ _COMMON_CONSTRAINTS: dict[str, list] = {
 }
 
 
-
-
 def _check_n_sources(n_sources: Any, n_available: int) -> tuple[int, int]:
     """``n_sources`` as an inclusive (min, max) range within [1, min(MAX_SOURCES, n_available)]."""
     if isinstance(n_sources, (int, np.integer)) and not isinstance(n_sources, bool):
