@@ -584,6 +584,7 @@ def transcription_page(results: dict[str, Any]) -> Page:
                                                               if commands else "") + ".*"))
     _dds_table_section(page, results.get("dds-table.json"))
     _shared_cpu_section(page, _matching(results, r"shared-cpu.*\.json"))
+    _dds_speed_section(page, results.get("dds-speed.json"))
     _budget_sections(page, results.get("nmf-budget.json"), results.get("dds-budget.json"))
     _levers_section(page, results.get("dds-levers.json"))
     page.add("## Not published here yet",
@@ -678,6 +679,43 @@ def _shared_cpu_table(page: Page, name: str, data: dict[str, Any]) -> None:
     option = "" if threads is None else f" --threads {threads}"
     page.add(source(name, data), f"Rerun: `python benchmarks/shared_cpu.py{option} --json "
              f"docs/results/{name}`.")
+
+
+def _dds_speed_section(page: Page, data: dict[str, Any] | None) -> None:
+    if not data:
+        return
+    settings = data.get("settings", {})
+    target = data.get("target_ratio")
+    page.add("## Stacked flow dictionary against a loop over per-source flows",
+             f"One DDS-2 search iteration (flow forward, loss, backward to the codes) with "
+             f"{settings.get('sources')} per-note RealNVPs evaluated as decomp's one stacked "
+             "model, as a Python loop over per-source models, and as a loop over nflows "
+             "models of the same sizes, after checking that stacked and loop give the same "
+             "dictionary, loss and gradient; best of "
+             f"{settings.get('repeats')} interleaved repeats, {settings.get('threads')} torch "
+             f"threads. The issue's target: stacked at least {number(target, 0)}x faster "
+             "than the loop on the first row (the shipped DDS-2's flow and front end).")
+    page.add(table(["flow (blocks × width × hidden layers)", "codes per note", "bins",
+                    "stacked (ms)", "loop (ms)", "loop / stacked", "nflows loop (ms)",
+                    "nflows / stacked", "dictionary pass GFLOP/s"],
+                   [[row["name"], number(row["M"]), number(row["F"]),
+                     number(row["stacked"] * 1e3, 2), number(row["loop"] * 1e3, 2),
+                     f"{number(row['ratio'], 1)}x",
+                     number(row["nflows"] * 1e3 if row.get("nflows") is not None else None, 2),
+                     f"{number(row['nflows_ratio'], 1)}x" if row.get("nflows_ratio") else "–",
+                     number(row.get("pass_gflops"), 1)]
+                    for row in data.get("rows", [])]))
+    head = (data.get("rows") or [{}])[0]
+    dds3 = data.get("dds3", {})
+    page.add(verdict(f"Target, first row: {number(head.get('ratio'), 1)}x against "
+                     f"{number(target, 0)}x: {data.get('verdict', '–')}."),
+             f"DDS-3's search with an untrained 8-step Glow (hidden 256, 60 notes, 4 codes "
+             f"per note): {number(dds3.get('per_iter', math.nan) * 1e3, 1)} ms per iteration "
+             "of a 256-frame chunk. The real-time factors of the shipped transcribers are "
+             "in the previous section.")
+    option = "" if settings.get("threads") == 2 else f" --threads {settings.get('threads')}"
+    page.add(source("dds-speed.json", data), f"Rerun: `python benchmarks/dds_speed.py{option} "
+             "--json docs/results/dds-speed.json`.")
 
 
 def _budget_sections(page: Page, nmf: dict[str, Any] | None, dds: dict[str, Any] | None

@@ -327,6 +327,31 @@ class ConditionedDictionary:
         return self.flow.sample_and_log_prob(z, self.labels)
 
 
+def bounded_log_scale(raw: torch.Tensor, bound: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``bound * tanh(raw / bound)`` and the sigmoid it is computed from.
+
+    As ``2 * bound * sigmoid(2 * raw / bound) - bound``: on this CPU torch's ``tanh``
+    took 6x as long as its ``sigmoid`` (177 against 29 us for a DDS-2 search's
+    (60, 4, 192) scales), the largest elementwise cost of a search step.
+
+    Parameters
+    ----------
+    raw : Tensor of any shape
+        A coupling net's unbounded log-scale output.
+    bound : float
+        The largest absolute log-scale, > 0.
+
+    Returns
+    -------
+    log_scale : Tensor, raw's shape
+        Within (-bound, bound).
+    gate : Tensor, raw's shape
+        ``sigmoid(2 * raw / bound)``: ``d log_scale / d raw = 4 * gate * (1 - gate)``.
+    """
+    gate = torch.sigmoid(raw * (2.0 / bound))
+    return gate * (2.0 * bound) - bound, gate
+
+
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     """``log N(z; 0, I)`` summed over the last axis: shape (n, d) -> (n,)."""
     return -0.5 * (z * z).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional
 
 from decomp._validation import StrictInterval, check_params
-from decomp.flows.base import DictionaryFlow, standard_normal_log_prob
+from decomp.flows.base import DictionaryFlow, bounded_log_scale, standard_normal_log_prob
 
 __all__ = ["PAPER_GLOW_CONFIG", "ConditionalGlow"]
 
@@ -150,6 +150,8 @@ class _GlowStep(nn.Module):
 
         sizes = [self.n_conditioning] + [hidden_features] * n_hidden_layers + [2 * n_transformed]
         self.coupling = _mlp(sizes, activation, generator, zero_last=True)
+        # (parameter versions, (matrix, bias)): see _frozen_generate_map
+        self._frozen_map_cache: tuple | None = None
 
     # ------------------------------------------------------------------ pieces
     def _triangles(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,8 +164,7 @@ class _GlowStep(nn.Module):
 
     def _coupling_parameters(self, conditioning: torch.Tensor) -> tuple[torch.Tensor, ...]:
         raw_scale, shift = self.coupling(conditioning).chunk(2, dim=-1)
-        bound = self.log_scale_bound
-        return bound * torch.tanh(raw_scale / bound), shift
+        return bounded_log_scale(raw_scale, self.log_scale_bound)[0], shift
 
     def constant_log_det(self) -> torch.Tensor:
         """Log-det of ActNorm and mixing (data -> latent), the same for every row: ()."""
@@ -196,6 +197,10 @@ class _GlowStep(nn.Module):
         log_scale, shift = self._coupling_parameters(conditioning)
         transformed = (transformed - shift) * torch.exp(-log_scale)
         x = torch.cat([conditioning, transformed], dim=-1)
+        frozen_map = self._frozen_generate_map()
+        if frozen_map is not None:
+            matrix, bias = frozen_map
+            return torch.addmm(bias, x, matrix), -log_scale.sum(-1)
         strict_lower, upper = self._triangles()
         # undo P^T, then solve X L^T = B and X U^T = B: triangular solves, no dense inverse
         x = x[:, self.inverse_permutation]
@@ -205,6 +210,34 @@ class _GlowStep(nn.Module):
         x = torch.linalg.solve_triangular(upper.T, x, upper=False, left=False)
         x = (x - self.actnorm_bias) * torch.exp(-self.actnorm_log_scale)
         return x, -log_scale.sum(-1)
+
+    def _frozen_generate_map(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Generate's mixing and ActNorm as one affine map ``x @ matrix + bias``, or None.
+
+        Only while the mixing and ActNorm parameters are frozen (a DDS search): the
+        (F, F) inverse is then computed once, in float64, and reused until a parameter
+        changes. Two triangular solves per step were a fifth of a DDS-3 transcription's
+        time; one matrix product takes a third of theirs, and its backward is a product too.
+        """
+        parameters = (self.lower_upper, self.log_abs_diag, self.actnorm_log_scale,
+                      self.actnorm_bias)
+        if any(parameter.requires_grad for parameter in parameters):
+            return None
+        key = tuple((parameter.data_ptr(), parameter._version, parameter.dtype)
+                    for parameter in parameters)
+        if self._frozen_map_cache is not None and self._frozen_map_cache[0] == key:
+            return self._frozen_map_cache[1]
+        with torch.no_grad():
+            strict_lower, upper = (t.double() for t in self._triangles())
+            # normalize maps rows by x -> (x * exp(a) + b) @ mixing
+            lower = strict_lower + torch.eye(strict_lower.shape[0], dtype=torch.float64)
+            mixing = (upper.T @ lower.T)[:, self.permutation]
+            inverse_scale = torch.exp(-self.actnorm_log_scale.double())
+            matrix = torch.linalg.inv(mixing) * inverse_scale
+            bias = -self.actnorm_bias.double() * inverse_scale
+            frozen_map = (matrix.to(self.lower_upper.dtype), bias.to(self.lower_upper.dtype))
+        self._frozen_map_cache = (key, frozen_map)
+        return frozen_map
 
     @torch.no_grad()
     def initialize_actnorm(self, x: torch.Tensor) -> None:

@@ -304,3 +304,71 @@ def test_permutation_gradient_is_the_inverse_permutation(layout):
     if x.numel():
         assert torch.autograd.gradcheck(lambda t: _permute(t, order, torch.argsort(order)),
                                         (x,))
+
+
+def autograd_nodes(tensor: torch.Tensor) -> set[str]:
+    """Names of the autograd nodes that produced ``tensor``."""
+    seen, stack = set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            stack.extend(parent for parent, _ in node.next_functions)
+    return {type(node).__name__ for node in seen}
+
+
+@pytest.mark.parametrize("activation", ["selu", "relu", "elu", "leaky_relu", "tanh"])
+@pytest.mark.parametrize("grouped", [True, False])
+def test_frozen_forward_matches_autograd(activation, grouped):
+    """With frozen parameters the forward pass runs the hand-written input-gradient
+    backward (the DDS search's case); values and gradients equal autograd's."""
+    flow = StackedRealNVP(5, 11, n_blocks=3, hidden_features=8, n_hidden_layers=2,
+                          activation=activation, random_state=0).double()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in flow.parameters():
+            parameter.add_(0.5 * torch.randn(parameter.shape, generator=generator,
+                                             dtype=torch.float64))
+    labels = (torch.arange(5).repeat_interleave(3) if grouped
+              else torch.tensor([3, 1, 1, 0, 4, 3, 3]))
+    z = torch.randn(labels.numel(), 11, dtype=torch.float64, generator=generator,
+                    requires_grad=True)
+
+    def loss(W, log_det):  # uses both outputs, non-linearly
+        return (W * torch.cos(W)).sum() + (log_det**2).sum()
+
+    W, log_det = flow.forward_and_log_det(z, labels)
+    gradient = torch.autograd.grad(loss(W, log_det), z)[0]
+    flow.requires_grad_(False)
+    W_frozen, log_det_frozen = flow.forward_and_log_det(z, labels)
+    assert "_FrozenForwardBackward" in autograd_nodes(W_frozen)
+    torch.testing.assert_close(W_frozen, W, atol=1e-12, rtol=0)
+    torch.testing.assert_close(log_det_frozen, log_det, atol=1e-12, rtol=0)
+    torch.testing.assert_close(torch.autograd.grad(loss(W_frozen, log_det_frozen), z)[0],
+                               gradient, atol=1e-10, rtol=0)
+    assert torch.autograd.gradcheck(lambda codes: flow.forward_and_log_det(codes, labels), (z,))
+
+
+def test_frozen_forward_only_when_no_parameter_learns():
+    flow = make_flow()
+    z = torch.randn(6, 7, dtype=torch.float64, requires_grad=True)
+    labels = mixed_labels(6, 4)
+    flow.output_loc.requires_grad_(False)  # one parameter still learns: autograd's path
+    W = flow.sample(z, labels)
+    assert "_FrozenForwardBackward" not in autograd_nodes(W)
+    W.sum().backward()
+    assert flow.weights[0][0].grad is not None
+
+
+@settings(max_examples=40, deadline=None)
+@given(raw=st.lists(st.floats(-50, 50), min_size=1, max_size=20),
+       bound=st.floats(0.1, 5.0))
+def test_bounded_log_scale_is_bound_tanh(raw, bound):
+    from decomp.flows.base import bounded_log_scale
+
+    raw = torch.tensor(raw, dtype=torch.float64)
+    log_scale, gate = bounded_log_scale(raw, bound)
+    torch.testing.assert_close(log_scale, bound * torch.tanh(raw / bound), atol=1e-12, rtol=0)
+    assert torch.all(log_scale.abs() <= bound)
+    torch.testing.assert_close(4 * gate * (1 - gate), 1 - torch.tanh(raw / bound) ** 2,
+                               atol=1e-12, rtol=0)
