@@ -42,6 +42,11 @@ The variants (``--variants`` picks some; default all):
   instead of 50 (``-m2-iter25``). Not shipped: see the DDS guide.
 - ``dds3-stft256-flow-lr-noise-0.1``: that recipe on the log STFT cut at 256 bins, whose
   mixing layers cost less than half of the 384-bin ones.
+- ``dds2-stft384-inverse-start``: the shipped DDS-2 with an amortized start through the
+  flows' inverse (``inverse_start_iterations=10``: 10 NMF updates of a free dictionary,
+  codes halfway to the inverse of its rows); ``-iter10`` also searches 10 iterations
+  instead of 25, beside ``dds2-stft384-iter10`` (10 iterations without the start);
+  ``dds3-inverse-start``: the same start for the shipped DDS-3.
 - ``<variant>-timbre`` for the variants in ``TIMBRE_COPIES``: the training frames plus one
   copy of each under a random smooth equaliser (``training_frames_per_font(...,
   n_timbre_copies=1)``, i.e. :func:`decomp.audio.timbre_copies`: a tilt of +-3 dB per
@@ -144,6 +149,11 @@ def variants() -> dict[str, tuple[Callable[[], Spectrogram], Callable[[], Any]]]
                       n_components_per_source=2, max_iter=25))
     table["dds3-stft256-flow-lr-noise-0.1"] = (
         _stft256, dds("dds3", flow_learning_rate=3e-4, flow_noise=0.1))
+    table["dds2-stft384-inverse-start"] = (_stft384, dds("dds2", inverse_start_iterations=10))
+    table["dds2-stft384-inverse-start-iter10"] = (
+        _stft384, dds("dds2", inverse_start_iterations=10, max_iter=10))
+    table["dds2-stft384-iter10"] = (_stft384, dds("dds2", max_iter=10))
+    table["dds3-inverse-start"] = (_cqt, dds("dds3", inverse_start_iterations=10))
     for name in TIMBRE_COPIES:
         table[f"{name}-timbre"] = table[name]
     return table

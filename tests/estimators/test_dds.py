@@ -283,3 +283,60 @@ def test_flow_noise_is_checked():
     with pytest.raises(ValueError, match="'flow_noise' parameter of DDS3 must be a float in "
                                          r"the range \[0.0, inf\). Got -0.1"):
         DDS3(flow_noise=-0.1).fit(np.ones((10, 80)), np.zeros(10))
+
+
+def test_inverse_start_codes_decode_to_the_adapted_dictionary(
+        fitted_dds2, planted, monkeypatch):
+    """With the whole step to the inverse (shrink 1), the start's codes of the sounding
+    notes decode exactly to the dictionary the NMF updates adapted, the silent notes keep
+    the mode, and the default shrink (0.5) goes half the way."""
+    mixture, roll = planted
+    model = clone(fitted_dds2).set_params(flow=fitted_dds2.flow_, inverse_start_iterations=10)
+    model.fit(np.ones((8, N_BINS), dtype=np.float32), np.repeat(np.arange(N_SOURCES) + 60, 2))
+    batch = torch.as_tensor(mixture)[None]
+    flow, labels = model.flow_, model._component_labels(batch.device)
+    mode = flow.mode(labels).expand(1, labels.numel(), flow.n_latent).clone()
+    with torch.no_grad():
+        start = flow.sample(mode[0], labels).clamp_min(0)[None]
+    sounding = np.repeat(roll.any(axis=0), 2)  # notes 0 and 2, two entries each
+    # As after a warm start: the silent notes' activations are already small.
+    activations = torch.where(torch.as_tensor(sounding), 0.5, 1e-4).expand(
+        1, mixture.shape[0], labels.numel()).clone()
+
+    monkeypatch.setattr(dds_module, "INVERSE_START_SHRINK", 1.0)
+    codes, updated = model._start_codes(batch, start, activations, flow, labels, mode)
+    adapted, _ = model._nmf_updates(batch, start, activations, 10, adapt_dictionary=True)
+    assert sounding.sum() == 4
+    with torch.no_grad():
+        decoded = flow.sample(codes[0], labels)
+    torch.testing.assert_close(decoded[sounding], adapted[0][sounding], atol=1e-4, rtol=1e-4)
+    assert torch.equal(codes[0][~sounding], mode[0][~sounding])
+    assert updated.shape == activations.shape and not torch.equal(updated, activations)
+
+    monkeypatch.setattr(dds_module, "INVERSE_START_SHRINK", 0.5)
+    half, _ = model._start_codes(batch, start, activations, flow, labels, mode)
+    torch.testing.assert_close(half, 0.5 * codes)
+
+
+def test_inverse_start_still_recovers_the_planted_notes(fitted_dds2, training_frames, planted):
+    mixture, roll = planted
+    model = clone(fitted_dds2).set_params(flow=fitted_dds2.flow_, warm_start_iterations=40,
+                                          inverse_start_iterations=10, max_iter=50)
+    activity = model.fit(*training_frames).source_activations(mixture)
+    assert precision_of_source_attribution(activity, roll) > 0.9
+
+
+def test_inverse_start_needs_an_invertible_flow_and_a_count(planted, monkeypatch):
+    with pytest.raises(ValueError, match="'inverse_start_iterations' parameter of DDS2"):
+        DDS2(inverse_start_iterations=-1).fit(np.ones((4, N_BINS)), [60, 60, 61, 61])
+    flow = StackedRealNVP(N_SOURCES, N_BINS, n_blocks=1, hidden_features=4, random_state=0)
+    model = DDS2(2, flow=flow, inverse_start_iterations=3).fit(
+        np.ones((8, N_BINS), dtype=np.float32), np.repeat(np.arange(N_SOURCES), 2))
+
+    def no_inverse(*args, **kwargs):
+        raise decomp.flows.InverseNotAvailable("StackedRealNVP has no inverse map.")
+
+    monkeypatch.setattr(model.flow_, "inverse", no_inverse)
+    monkeypatch.setattr(dds_module, "_FLOW_COPIES", type(dds_module._FLOW_COPIES)())
+    with pytest.raises(ValueError, match="needs a flow with an inverse"):
+        model.decompose(planted[0], max_iter=1)
