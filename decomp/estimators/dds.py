@@ -766,7 +766,7 @@ class DDS2(_FlowDecomposer):
         without (frame F1 0.824 against 0.820, PSA 0.633 against 0.594, 0.9 s against
         1.2-1.6 s of transcription per validation set); on the held-out font that setting
         moved F1 by -0.029 to +0.024 across chords of polyphony 2-5 and a piece (PSA up
-        by 0.04-0.06), so the shipped transcribers do not use it
+        by about 0.06), so the shipped transcribers do not use it
         (``benchmarks/dds_levers.py``, ``benchmarks/dds_table.py``; the DDS guide has the
         figures). The flow must have an inverse. For DDS-3 the inverse of a row gives the
         nuisance code of the semantic part the row itself maps to, not of the entry's
