@@ -320,6 +320,15 @@ METRICS = (("sdr", "SDR"), ("sir", "SIR"), ("sar", "SAR"), ("si_sdr", "SI-SDR"),
 TARGETS = {"instruments-2": 10.0, "instruments-3": 7.0, "speech-2": 8.0}  # issue 10
 
 
+def score_cells(row: dict[str, Any]) -> list[str]:
+    """A score row's METRICS cells; SI-SDRi with its standard error over mixtures where
+    the run recorded one (runs since 2026-12)."""
+    cells = [number(row.get(key)) for key, _ in METRICS]
+    if row.get("si_sdr_improvement_se") is not None:
+        cells[-1] += f" ± {number(row['si_sdr_improvement_se'])}"
+    return cells
+
+
 def separation_page(results: dict[str, Any]) -> Page:
     page = Page("separation.md")
     page.add("The separators shipped with the package (`decomp.pretrained(\"instruments\")` "
@@ -341,11 +350,12 @@ def separation_page(results: dict[str, Any]) -> Page:
                            None)
             seconds = settings.get("speech_duration" if test_set.startswith("speech")
                                    else "duration")
-            page.add(f"{number(n_items)} mixtures of {test_set.rsplit('-', 1)[-1]} sources, "
-                     f"{number(seconds, 0)} s each.")
+            page.add(f"{number(n_items, 0)} mixtures of {test_set.rsplit('-', 1)[-1]} sources, "
+                     f"{number(seconds, 0)} s each (± is the standard error of the mean "
+                     "over mixtures).")
             page.add(table(["method", *[label for _, label in METRICS]],
                            [[SEPARATION_METHODS.get(row["method"], row["method"]),
-                             *[number(row.get(key)) for key, _ in METRICS]]
+                             *score_cells(row)]
                             for row in rows if row["test_set"] == test_set]))
             for row in rows:
                 if row["test_set"] == test_set:
@@ -404,14 +414,15 @@ def separation_page(results: dict[str, Any]) -> Page:
             for test_set, methods in data.get("results", {}).items():
                 values = methods.get(model, {})
                 score_rows.append([f"`{name.removeprefix('train-separators-').removesuffix('.json')}`",
-                                   test_set,
-                                   *[number(values.get(key)) for key, _ in METRICS],
+                                   test_set, number(values.get("n_items"), 0),
+                                   *score_cells(values),
                                    number(methods.get("nmf", {}).get("si_sdr_improvement")),
                                    number(methods.get("irm", {}).get("si_sdr_improvement"))])
         page.add("Scores of each run's model (dB), with NMF's and the oracle mask's SI-SDRi "
-                 "on the same test set:",
-                 table(["run", "test set", *[label for _, label in METRICS], "NMF SI-SDRi",
-                        "IRM SI-SDRi"], score_rows, ["l", "l"] + ["r"] * 7))
+                 "on the same test set of that many mixtures (± : standard error over "
+                 "mixtures, where recorded):",
+                 table(["run", "test set", "mixtures", *[label for _, label in METRICS],
+                        "NMF SI-SDRi", "IRM SI-SDRi"], score_rows, ["l", "l"] + ["r"] * 8))
         machines = sorted({machine(data) for data in runs.values()})
         page.add("*Measured on: " + "; ".join(machines) + ".*")
         curves = {}

@@ -33,17 +33,18 @@ is refused by the checkpoint.
 run by epochs rather than minutes (the shipped models' recipes use it, so that a rebuild
 does not depend on the machine's speed).
 
-Evaluation: the test sets of ``benchmarks/separation_table.py`` (``--n-test`` mixtures of
-2 (and, with ``--test-sources 2 3``, 3) instruments rendered with the held-out font
+Evaluation: the test sets of ``benchmarks/separation_table.py`` (``--n-test``, default
+100, mixtures of 2 (and, with ``--test-sources 2 3``, 3) instruments rendered with the held-out font
 musescore-lite, 4 s, seeds 102 / 103), its semi-supervised NMF baseline (dictionaries from
 the stems of its 400 fixed training-font mixtures) and the oracle ideal ratio mask. Models
 that take labels (MHUNet with class heads, SoundOfPixels, NMF) get each test mixture's
-true instruments. Speech (``--corpus speech``): 20 two-speaker mixtures of 3 s at seed 100
+true instruments. Speech (``--corpus speech``): two-speaker mixtures of 3 s at seed 100
 (the test set of ``separation_table.py``; the voices are the training ones, the
 sentences, pitches, speeds and levels are new), NMF with a dictionary per voice. Scores:
 :func:`decomp.separation.evaluate_separation`'s bss_eval SDR / SIR / SAR and SI-SDR
-improvement (dB), side by side. ``--curve`` also scores the checkpoint copies in
-``<checkpoint-dir>/snapshots/`` and plots SI-SDRi against training time (``curve.png``).
+improvement (dB, with its standard error over mixtures), side by side. ``--curve`` also
+scores the checkpoint copies in ``<checkpoint-dir>/snapshots/`` and plots SI-SDRi against
+training time (``curve.png``).
 
 Output: the table, and JSON (``--json``, default ``<checkpoint-dir>/results.json``): the
 machine, the settings, the training (minutes, epochs, optimisation steps, the validation
@@ -66,7 +67,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from separation_table import TEST_FONT, TRAIN_FONTS, concatenate, separate, stems_by_class
+from separation_table import (
+    N_TEST,
+    TEST_FONT,
+    TRAIN_FONTS,
+    concatenate,
+    separate,
+    stems_by_class,
+    summarise,
+)
 
 import decomp
 from decomp import __version__
@@ -269,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--curve", action="store_true",
                         help="also score the checkpoint copies in <checkpoint-dir>/snapshots "
                         "and plot SI-SDRi against training time (curve.png)")
-    parser.add_argument("--n-test", type=int, default=20)
+    parser.add_argument("--n-test", type=int, default=N_TEST)
     parser.add_argument("--test-sources", type=int, nargs="+", default=[2], choices=[2, 3])
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--nmf-train", type=int, default=400,
@@ -320,10 +329,11 @@ def evaluate(args: argparse.Namespace, model: Any, training: dict[str, Any],
             estimates = separate(method, estimator, test)
             scores = evaluate_separation(estimates, test.sources, test.mixtures,
                                          test.sample_rate, n_sources=test.n_sources)
-            row = {key: float(value) for key, value in scores.summary().items()}
+            row = summarise(scores)
             results[test_name][method] = row
             print(f"| {test_name} | {method} | {row['sdr']:.2f} | {row['sir']:.2f} | "
-                  f"{row['sar']:.2f} | {row['si_sdr_improvement']:.2f} |", flush=True)
+                  f"{row['sar']:.2f} | {row['si_sdr_improvement']:.2f} "
+                  f"+- {row['si_sdr_improvement_se']:.2f} |", flush=True)
         gap = (results[test_name][args.model]["si_sdr_improvement"]
                - results[test_name]["nmf"]["si_sdr_improvement"])
         print(f"{test_name}: {args.model} {gap:+.2f} dB SI-SDRi against NMF", flush=True)

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from decomp._chunks import feature_chunks, run_in_chunks
+from decomp._chunks import feature_chunks, overlap_add, run_in_chunks, run_in_windows
 
 
 def _join(features: np.ndarray, chunk: int, batch: int, pad_short: bool = True):
@@ -56,3 +56,79 @@ def test_malformed_chunk_sequences_are_refused():
     with pytest.raises(ValueError, match="only the last chunk"):
         list(run_in_chunks([np.zeros((4, 2)), np.zeros((2, 2)), np.zeros((4, 2))], run,
                            chunk_frames=4, batch_size=1))
+
+
+def _windows(n_frames: int, chunk: int, hop: int, batch: int, piece: int):
+    """The windows run_in_windows takes of frames 0..n-1 given in pieces of `piece`."""
+    features = np.arange(n_frames, dtype=np.float32)[:, None]
+    seen: list[tuple[int, ...]] = []
+
+    def run(windows: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(windows.shape))
+        return windows
+
+    pieces = [features[start:start + piece] for start in range(0, n_frames, piece)]
+    return list(run_in_windows(pieces, run, chunk_frames=chunk, batch_size=batch,
+                               hop_frames=hop)), seen
+
+
+@settings(max_examples=80, deadline=None)
+@given(n_frames=st.integers(1, 70), chunk=st.integers(1, 16), data=st.data())
+def test_windows_start_every_hop_and_the_last_one_ends_at_the_last_frame(n_frames, chunk,
+                                                                         data):
+    hop = data.draw(st.integers(1, chunk))
+    batch = data.draw(st.integers(1, 4))
+    windows, seen = _windows(n_frames, chunk, hop, batch, piece=chunk)
+    starts = [start for _, start, _ in windows]
+    assert all(shape[1] == chunk and 1 <= shape[0] <= batch for shape in seen)
+    for output, start, n_real in windows:  # each window holds its own input frames
+        np.testing.assert_array_equal(output[:n_real, 0].numpy(),
+                                      np.arange(start, start + n_real))
+    if n_frames < chunk:
+        assert [(start, n_real) for _, start, n_real in windows] == [(0, n_frames)]
+        return
+    regular = list(range(0, n_frames - chunk + 1, hop))
+    assert starts[:len(regular)] == regular
+    assert starts[-1] + chunk == n_frames and len(starts) - len(regular) <= 1
+
+
+def test_a_hop_outside_one_to_chunk_frames_is_refused():
+    for hop in (0, 5):
+        with pytest.raises(ValueError, match="hop_frames must be in"):
+            _windows(10, 4, hop, 1, piece=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n_frames=st.integers(1, 70), chunk=st.integers(2, 16), data=st.data())
+def test_overlap_add_of_a_frame_wise_model_is_exact(n_frames, chunk, data):
+    hop = data.draw(st.integers(1, chunk))
+    features = np.arange(n_frames * 2, dtype=np.float32).reshape(n_frames, 2)
+
+    def run(windows: torch.Tensor) -> torch.Tensor:  # two outputs per frame, frame-wise
+        return torch.stack([windows * 2 + 1, -windows], dim=1)
+
+    windows = run_in_windows(feature_chunks(features, chunk), run, chunk_frames=chunk,
+                             batch_size=3, hop_frames=hop)
+    parts = list(overlap_add(windows, chunk))
+    joined = torch.cat(parts, dim=1).numpy()
+    np.testing.assert_allclose(joined[0], features * 2 + 1, rtol=1e-6)
+    np.testing.assert_allclose(joined[1], -features, rtol=1e-6, atol=1e-6)
+
+
+def test_overlap_add_matches_unordered_outputs_on_the_shared_frames():
+    rng = np.random.default_rng(0)
+    first, second = rng.random((28, 4)), rng.random((28, 4)) * 3
+    truth = torch.as_tensor(np.stack([first, second]), dtype=torch.float32)  # (2, 28, 4)
+    windows = []
+    for index, start in enumerate(range(0, 21, 4)):  # windows of 8, hop 4, every other swapped
+        values = truth[:, start:start + 8]
+        windows.append((values.flip(0) if index % 2 else values, start, 8))
+
+    def order(joined: torch.Tensor, new: torch.Tensor) -> list[int]:
+        errors = [(joined - new[list(candidate)]).abs().sum() for candidate in ([0, 1], [1, 0])]
+        return [0, 1] if errors[0] <= errors[1] else [1, 0]
+
+    joined = torch.cat(list(overlap_add(windows, 8, order)), dim=1)
+    torch.testing.assert_close(joined, truth)
+    unmatched = torch.cat(list(overlap_add(windows, 8)), dim=1)
+    assert not torch.allclose(unmatched, truth)

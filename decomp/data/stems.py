@@ -510,9 +510,10 @@ class Augmentation:
     reverb_probability : float, default 0.5
         Chance that a source is convolved with a synthetic room. Measured to hurt a
         blind instrument separator on a held-out SoundFont
-        (``benchmarks/augmentation_ablation.py``: 1 dB SI-SDRi lost; the shipped
-        ``instruments`` model trains without it); 0.0 is advised for new instrument
-        models. The default stays 0.5 for the shipped ``speech`` recipe, trained with it.
+        (``benchmarks/augmentation_ablation.py``: 1 dB SI-SDRi lost) and the speech
+        separator (0.4 dB); both shipped models train without it, and 0.0 is advised
+        for new ones. The default stays 0.5 so that a seeded stream gives the mixtures
+        it always gave.
     rt60_range : (float, float), default (0.1, 0.6)
         Reverberation time in seconds, within [0.01, 3]. The impulse response is a direct
         impulse plus exponentially decaying Gaussian noise that falls by 60 dB in RT60

@@ -95,11 +95,10 @@ class _FrozenForward(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, flow, layers, loc, log_scale):  # noqa: ANN001, ANN205
-        saved: list = []
+        saved: dict = {"blocks": []}
         with torch.no_grad():
             out, log_det = flow._forward_blocks(x, layers, loc, log_scale, saved)
         ctx.flow, ctx.layers, ctx.saved = flow, layers, saved
-        ctx.output_scale = torch.exp(log_scale)
         return out, log_det
 
     @staticmethod
@@ -108,11 +107,11 @@ class _FrozenForward(torch.autograd.Function):
         flow, layers = ctx.flow, ctx.layers
         activation_backward = _ACTIVATION_BACKWARDS[flow.activation]
         n_conditioning = flow.conditioning_index.shape[1]
-        _, inverses = flow._forward_steps()
+        inverses = ctx.saved["inverses"]
         log_det_gradient = log_det_gradient.unsqueeze(-1)
-        gradient = _select_features(out_gradient * ctx.output_scale, inverses[-1])
+        gradient = _select_features(out_gradient * ctx.saved["output_scale"], inverses[-1])
         for block in range(len(layers) - 1, -1, -1):
-            transformed, activations, gate, scale = ctx.saved[block]
+            transformed, activations, gate, scale = ctx.saved["blocks"][block]
             conditioning_gradient = gradient[..., :n_conditioning]
             shift_gradient = gradient[..., n_conditioning:]
             transformed_gradient = shift_gradient * scale
@@ -456,13 +455,16 @@ class StackedRealNVP(DictionaryFlow):
         layers: list[list[tuple[torch.Tensor, torch.Tensor]]],
         loc: torch.Tensor,
         log_scale: torch.Tensor,
-        saved: list | None = None,
+        saved: dict | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The coupling blocks and the output affine map on (n_groups, n_rows_max, F).
 
         Returns the mapped rows and the log-det of the blocks and the affine map,
-        (n_groups, n_rows_max). With ``saved`` (a list, under ``torch.no_grad``), every
-        block's intermediates needed by :class:`_FrozenForward`'s backward are appended.
+        (n_groups, n_rows_max). With ``saved`` (a dict with a list under ``"blocks"``,
+        under ``torch.no_grad``), what :class:`_FrozenForward`'s backward needs is kept:
+        every block's intermediates are appended to ``"blocks"``, and the gathers'
+        inverses and the output scale are stored under ``"inverses"`` and
+        ``"output_scale"``.
         """
         n_conditioning = self.conditioning_index.shape[1]
         steps, inverses = self._forward_steps()
@@ -482,10 +484,13 @@ class StackedRealNVP(DictionaryFlow):
             scale = torch.exp(block_log_scale)
             log_det = log_det + block_log_scale.sum(-1)
             if saved is not None:
-                saved.append((transformed, activations, gate, scale))
+                saved["blocks"].append((transformed, activations, gate, scale))
             y = move(torch.cat([conditioning, torch.addcmul(shift, transformed, scale)], -1),
                      block + 1)
-        return torch.addcmul(loc, torch.exp(log_scale), y), log_det
+        output_scale = torch.exp(log_scale)
+        if saved is not None:
+            saved["inverses"], saved["output_scale"] = inverses, output_scale
+        return torch.addcmul(loc, output_scale, y), log_det
 
     def _inverse_blocks(
         self,

@@ -297,7 +297,8 @@ class PianoTranscriber(Persistent, BaseEstimator):
         Recordings are decomposed in chunks of this many frames (about 33 s at the
         default hop), one chunk per batch on a CPU and eight on a GPU (where batching is
         what keeps it busy); a shorter last chunk is extended back into its predecessor,
-        as the separators do (:func:`decomp._chunks.run_in_chunks`). A file given to
+        as the separators' last window is (:func:`decomp._chunks.run_in_chunks`; the
+        separators' windows overlap). A file given to
         :meth:`transcribe` is read, resampled and analysed chunk by chunk too, so memory
         does not grow with the length of the recording beyond the per-pitch activity
         (n_frames x n_pitches float32: about 80 MB for two hours).
@@ -552,13 +553,13 @@ class PianoTranscriber(Persistent, BaseEstimator):
     def _source_activity(self, chunks: Iterable[np.ndarray]) -> np.ndarray:
         """Raw per-pitch activity (n_frames, n_pitches) of consecutive feature chunks.
 
-        The chunks run through :func:`decomp._chunks.run_in_chunks`, the chunking shared
-        with the separators, in batches of ``_batch_size()`` (each chunk gets its own
-        search for DDS): a shorter last chunk is extended backwards into its predecessor
-        and only its new frames are kept; a recording shorter than one chunk is
-        decomposed at its own length. The result depends only on the chunks, not on
-        where they came from: a file streamed by :meth:`transcribe` and the same
-        features in memory give the same activity.
+        The chunks run through :func:`decomp._chunks.run_in_chunks`, the consecutive
+        case of the windowing shared with the separators, in batches of
+        ``_batch_size()`` (each chunk gets its own search for DDS): a shorter last chunk
+        is extended backwards into its predecessor and only its new frames are kept; a
+        recording shorter than one chunk is decomposed at its own length. The result
+        depends only on the chunks, not on where they came from: a file streamed by
+        :meth:`transcribe` and the same features in memory give the same activity.
         """
         def decompose(batch: torch.Tensor) -> np.ndarray:
             return np.asarray(self.decomposer_.source_activations(batch.numpy()),

@@ -331,6 +331,9 @@ class AudioSlots(AmortizedSeparator):
     learning_rate_decay : int, default=0
         Final epochs over which the learning rate falls along a half cosine to 1 %
         (0: constant).
+    inference_overlap : float, default=0.5
+        Share of each inference window that the next one also covers (0: consecutive
+        chunks); see :class:`~decomp.estimators.amortized.base.AmortizedSeparator`.
 
     Attributes
     ----------
@@ -440,6 +443,7 @@ class AudioSlots(AmortizedSeparator):
         steps_per_epoch: int = 100,
         num_workers: int = 0,
         learning_rate_decay: int = 0,
+        inference_overlap: float = 0.5,
     ) -> None:
         super().__init__(
             front_end=front_end, chunk_frames=chunk_frames, max_epochs=max_epochs,
@@ -448,7 +452,7 @@ class AudioSlots(AmortizedSeparator):
             max_grad_norm=max_grad_norm, max_seconds=max_seconds, checkpoint=checkpoint,
             device=device, random_state=random_state, progress=progress,
             steps_per_epoch=steps_per_epoch, num_workers=num_workers,
-            learning_rate_decay=learning_rate_decay,
+            learning_rate_decay=learning_rate_decay, inference_overlap=inference_overlap,
         )
         self.n_slots = n_slots
         self.patch_frames = patch_frames

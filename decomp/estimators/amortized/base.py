@@ -47,7 +47,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from decomp._backend import resolve_device
-from decomp._chunks import feature_chunks, run_in_chunks
+from decomp._chunks import feature_chunks, overlap_add, run_in_chunks, run_in_windows
 from decomp._training import TrainingResult, cosine_decay, train
 from decomp._validation import (
     DEVICE,
@@ -219,6 +219,16 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         half cosine to 1 % of ``learning_rate`` (:func:`decomp._training.cosine_decay`);
         0 keeps it constant. It may change when a checkpoint is resumed, so a run at a
         constant rate can be continued into its decay.
+    inference_overlap : float, default=0.5
+        Share of each inference window of ``chunk_frames`` frames that the next window
+        also covers, in [0, 1). With overlap, the windows' outputs are cross-faded
+        (:func:`decomp._chunks.overlap_add`: each frame is mostly what the windows that
+        see it in context say) and unordered outputs are matched on the frames that
+        consecutive windows share; 0.5 runs the network on about twice as many frames as
+        0. With 0, consecutive chunks run and unordered outputs are matched by their
+        mean spectra. On the held-out test sets of ``benchmarks/separation_table.py``
+        (100 mixtures each) 0.5 raised the shipped separators' SI-SDRi from 7.45 to 8.85
+        dB (2 instruments), 2.77 to 4.53 dB (3) and 8.48 to 8.74 dB (speech).
     """
 
     _parameter_constraints: dict = {
@@ -238,6 +248,7 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         "steps_per_epoch": [StrictInterval(Integral, 1, None, closed="left")],
         "num_workers": [StrictInterval(Integral, 0, None, closed="left")],
         "learning_rate_decay": [StrictInterval(Integral, 0, None, closed="left")],
+        "inference_overlap": [StrictInterval(Real, 0, 1, closed="left")],
     }
 
     #: Whether the outputs are unordered, so the base re-orders them from one inference
@@ -273,6 +284,7 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         steps_per_epoch: int = 100,
         num_workers: int = 0,
         learning_rate_decay: int = 0,
+        inference_overlap: float = 0.5,
     ) -> None:
         self.front_end = front_end
         self.chunk_frames = chunk_frames
@@ -290,6 +302,7 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         self.steps_per_epoch = steps_per_epoch
         self.num_workers = num_workers
         self.learning_rate_decay = learning_rate_decay
+        self.inference_overlap = inference_overlap
 
     # ------------------------------------------------------------- subclass hooks
     def _build_network(self) -> torch.nn.Module:
@@ -698,41 +711,71 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         ``values`` are the model's masks where it gives masks and ``masks`` is True (for
         resynthesis), its source magnitudes otherwise (``is_mask`` says which).
 
-        The chunks run through :func:`decomp._chunks.run_in_chunks` (the chunking shared
-        with the piano transcriber: ``batch_size`` chunks per forward pass, a shorter last
-        chunk extended back into its predecessor, an input shorter than a chunk
-        zero-padded). Unordered outputs are re-ordered from chunk to chunk to follow the
-        previous chunks (:meth:`_align`), with the running profile carried along, so the
-        result is the same whether the chunks come from memory or from a stream.
+        With ``inference_overlap`` 0, the chunks run through
+        :func:`decomp._chunks.run_in_chunks` (the chunking shared with the piano
+        transcriber: ``batch_size`` chunks per forward pass, a shorter last chunk extended
+        back into its predecessor, an input shorter than a chunk zero-padded) and
+        unordered outputs are re-ordered from chunk to chunk to follow the previous chunks
+        (:meth:`_align`), with the running profile carried along. Otherwise windows
+        overlap (:func:`decomp._chunks.run_in_windows`, the same policy with a hop of
+        ``chunk_frames * (1 - inference_overlap)`` frames) and are cross-faded
+        (:func:`decomp._chunks.overlap_add`); unordered outputs are matched on the frames
+        consecutive windows share (:meth:`_align_shared`). Either way the result is the
+        same whether the chunks come from memory or from a stream.
         """
         network = self._get_network()
         device = next(network.parameters()).device
         align = self._permutation_invariant and labels is None
-        previous: torch.Tensor | None = None
+        returns_masks: list[bool] = []
+        hop = self.chunk_frames - int(round(self.inference_overlap * self.chunk_frames))
+        overlapping = hop < self.chunk_frames
+        n_bins = self.n_features_in_
 
-        def run(batch: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            """(B, T, F) -> (B, S, T, F) outputs (masks or magnitude estimates); without
+            overlap (B, S, T, 2F): the estimates, which the outputs are then matched by,
+            and after them the outputs."""
             batch_labels = None if labels is None else labels.expand(len(batch), -1).to(device)
             with torch.no_grad():
                 estimate, mask = self._forward(network, batch.to(device), batch_labels)
-            estimate = estimate.cpu()
-            mask = None if mask is None else mask.cpu()
-            return [(estimate[index], None if mask is None else mask[index])
-                    for index in range(len(batch))]
+            returns_masks[:] = [mask is not None and masks]
+            outputs = mask if returns_masks[0] else estimate
+            return (outputs if overlapping else torch.cat([estimate, outputs], dim=-1)).cpu()
 
-        for (estimate, mask), keep in run_in_chunks(features, run, chunk_frames=self.chunk_frames,
-                                                    batch_size=self.batch_size):
+        if overlapping:
+            windows = run_in_windows(features, run, chunk_frames=self.chunk_frames,
+                                     batch_size=self.batch_size, hop_frames=max(hop, 1))
+            for values in overlap_add(windows, self.chunk_frames,
+                                      self._align_shared if align else None):
+                yield values, returns_masks[0]
+            return
+        previous: torch.Tensor | None = None
+        for values, keep in run_in_chunks(features, run, chunk_frames=self.chunk_frames,
+                                          batch_size=self.batch_size):
             if align:
+                profile = values[..., :n_bins].mean(dim=1)
                 if previous is None:
-                    previous = estimate.mean(dim=1)
+                    previous = profile
                 else:
-                    order = self._align(previous, estimate.mean(dim=1))
-                    estimate = estimate[order]
-                    mask = None if mask is None else mask[order]
-                    previous = 0.5 * previous + 0.5 * estimate.mean(dim=1)
-            if mask is None or not masks:
-                yield estimate[:, keep], False
-            else:
-                yield mask[:, keep], True
+                    order = self._align(previous, profile)
+                    values = values[order]
+                    previous = 0.5 * previous + 0.5 * profile[order]
+            yield values[:, keep, n_bins:], returns_masks[0]
+
+    @staticmethod
+    def _align_shared(joined: torch.Tensor, new: torch.Tensor) -> Any:
+        """The order of a window's outputs that continues the joined ones.
+
+        ``joined`` and ``new`` are the outputs (masks where the model gives them), each
+        (n_slots, n_shared, n_bins) on the frames both windows cover; slots are matched
+        (Hungarian) by the cosine similarity of those frames, so the match compares the
+        same moments of the signal rather than average timbres. Masks match better than
+        magnitude estimates (which a loud source dominates): 8.85 against 8.29 dB
+        SI-SDRi for the shipped ``instruments`` on 2 instruments, 4.53 against 4.36 on 3.
+        """
+        similarity = torch.nn.functional.normalize(joined.flatten(1), dim=1, eps=1e-12) \
+            @ torch.nn.functional.normalize(new.flatten(1), dim=1, eps=1e-12).T
+        return scipy.optimize.linear_sum_assignment(similarity.numpy(), maximize=True)[1]
 
     @staticmethod
     def _align(previous: torch.Tensor, current: torch.Tensor) -> torch.Tensor:

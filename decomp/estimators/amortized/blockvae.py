@@ -390,7 +390,7 @@ class BlockVAE(AmortizedSeparator):
         memory).
     front_end, chunk_frames, max_epochs, batch_size, learning_rate, validation_fraction, \
 patience, max_grad_norm, max_seconds, checkpoint, device, random_state, progress, \
-steps_per_epoch, num_workers, learning_rate_decay
+steps_per_epoch, num_workers, learning_rate_decay, inference_overlap
         Shared training and inference parameters; see
         :class:`~decomp.estimators.amortized.base.AmortizedSeparator`.
 
@@ -495,6 +495,7 @@ training_seconds_
         steps_per_epoch: int = 100,
         num_workers: int = 0,
         learning_rate_decay: int = 0,
+        inference_overlap: float = 0.5,
     ) -> None:
         super().__init__(
             front_end=front_end, chunk_frames=chunk_frames, max_epochs=max_epochs,
@@ -503,7 +504,7 @@ training_seconds_
             max_grad_norm=max_grad_norm, max_seconds=max_seconds, checkpoint=checkpoint,
             device=device, random_state=random_state, progress=progress,
             steps_per_epoch=steps_per_epoch, num_workers=num_workers,
-            learning_rate_decay=learning_rate_decay,
+            learning_rate_decay=learning_rate_decay, inference_overlap=inference_overlap,
         )
         self.n_blocks = n_blocks
         self.block_size = block_size

@@ -292,10 +292,17 @@ def test_separate_stream_equals_separate(stream_model, n_samples):
         assert len(streamed) > 1
 
 
-def test_chunk_alignment_is_carried_across_segments(stream_model):
-    # Swap the slots of every other chunk: the carried profile must undo it everywhere.
-    swapped = FrameMasker(**stream_model.get_params())
-    swapped.__dict__.update({k: v for k, v in stream_model.__dict__.items() if k.endswith("_")})
+def _copy(model, **params):
+    """A fitted copy of ``model`` with ``params`` changed."""
+    copy = FrameMasker(**{**model.get_params(), **params})
+    copy.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_")})
+    return copy
+
+
+def _swapping(model):
+    """A copy whose network swaps the two slots of every other item it runs (counting
+    from its first call; ``calls.clear()`` on the returned list restarts the count)."""
+    swapped = _copy(model)
     calls = []
 
     def forward(network, mixture, labels):
@@ -308,10 +315,52 @@ def test_chunk_alignment_is_carried_across_segments(stream_model):
         return estimate, masks
 
     swapped._forward = forward
+    return swapped, calls
+
+
+def test_chunk_alignment_is_carried_across_segments(stream_model):
+    # Swap the slots of every other chunk: the carried profile must undo it everywhere.
+    swapped, calls = _swapping(stream_model)
     audio = np.random.default_rng(2).standard_normal(1500).astype(np.float32)
     streamed = np.concatenate(list(swapped.separate_stream([audio], segment_frames=16)), axis=1)
     calls.clear()
     np.testing.assert_allclose(streamed, swapped.separate(audio), atol=1e-5)
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.5])
+def test_swapped_slots_are_matched_back_with_and_without_overlap(stream_model, overlap):
+    # A network whose slots come out swapped in every other forward item separates
+    # exactly like the plain one once the windows are matched (up to one global order).
+    plain = _copy(stream_model, inference_overlap=overlap)
+    swapped, _ = _swapping(plain)
+    audio = np.random.default_rng(2).standard_normal(1500).astype(np.float32)
+    reference, result = plain.separate(audio), swapped.separate(audio)
+    errors = [np.abs(result[list(order)] - reference).max() for order in ([0, 1], [1, 0])]
+    assert min(errors) < 1e-4
+    np.testing.assert_allclose(result.sum(axis=0), reference.sum(axis=0), atol=1e-4)
+
+
+def test_overlapping_windows_cost_twice_the_frames_and_keep_the_masks_summing_to_one(
+        stream_model, data):
+    mixtures, _ = data
+    frames = {}
+    for overlap in (0.0, 0.5):
+        model = _copy(stream_model, inference_overlap=overlap)
+        seen = []
+        forward = model._forward
+
+        def counting(network, mixture, labels, forward=forward, seen=seen):
+            seen.append(mixture.shape[0] * mixture.shape[1])
+            return forward(network, mixture, labels)
+
+        model._forward = counting
+        long_mixture = np.concatenate(list(mixtures[:3]))  # 120 frames, chunks of 8
+        estimates = model.transform(long_mixture)
+        np.testing.assert_allclose(estimates.sum(axis=0), long_mixture, rtol=1e-4, atol=1e-5)
+        frames[overlap] = sum(seen)
+    assert frames[0.0] == 120 and frames[0.5] == 8 * 29  # windows every 4 frames
+    with pytest.raises(ValueError, match="inference_overlap"):
+        FrameMasker(inference_overlap=1.0).fit(mixtures, data[1])
 
 
 def test_separate_file_writes_stems_atomically(stream_model, tmp_path):
