@@ -1,7 +1,8 @@
 """The DDS paper's Table II protocol on our data: NMF vs DDS-1/2/3 on held-out piano chords.
 
     python benchmarks/dds_table.py [--polyphonies 2 3 4 5] [--n-chords 20] [--quick] \
-        [--iterations N] [--piece-bars 8] [--model NAME=PATH ...] [--json PATH]
+        [--iterations N] [--piece-bars 8] [--model NAME=PATH ...] \
+        [--variant NAME=METHOD:PARAM=VALUE[,PARAM=VALUE...] ...] [--json PATH]
 
 Test material: random chords of the given polyphonies (MAPS RAND-like), velocities 32-96,
 rendered with the held-out SoundFont musescore-lite, so every method faces a timbre shift
@@ -11,7 +12,9 @@ log1p(100 |STFT|) cut at 384 bins; DDS-3: log1p(100 |CQT|)); DDS-1 searches DDS-
 per-note flows frame by frame. Each method runs with its shipped search budget
 (``max_iter``, chosen cross-font for each), or ``--iterations N`` gives every method the
 same budget, as the paper does. ``--model NAME=PATH`` adds a saved transcriber (e.g. an
-earlier shipped model) as method NAME.
+earlier shipped model) as method NAME; ``--variant NAME=METHOD:PARAM=VALUE,...`` adds the
+shipped METHOD with its decomposer's parameters changed (Python literals), e.g.
+``--variant inverse-start=dds2:inverse_start_iterations=10,max_iter=10``.
 
 Reported per method and polyphony: PSA and ε-sparsity of the norm-rescaled source
 activations on the frames where notes sound (the paper concatenates note segments and
@@ -27,6 +30,7 @@ every polyphony, and NMF < DDS-2 < DDS-3 in PSA. The paper reports on MAPS PSA 0
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import platform
@@ -40,6 +44,24 @@ import decomp
 from decomp.data import DEFAULT_PROTOCOL
 from decomp.metrics import epsilon_sparsity, precision_of_source_attribution
 from decomp.transcription import default_transcriber, evaluate_transcriber
+
+
+def parse_variant(spec: str, parser: argparse.ArgumentParser) -> tuple[str, str, dict]:
+    """``NAME=METHOD:PARAM=VALUE,...`` -> (name, method, {param: value})."""
+    name, _, rest = spec.partition("=")
+    method, _, assignments = rest.partition(":")
+    settings = {}
+    for assignment in filter(None, assignments.split(",")):
+        key, separator, value = assignment.partition("=")
+        if not separator:
+            parser.error(f"--variant needs NAME=METHOD:PARAM=VALUE,...; got {spec!r}")
+        try:
+            settings[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            settings[key] = value  # a string parameter, e.g. a front end's name
+    if not name or not method or not settings:
+        parser.error(f"--variant needs NAME=METHOD:PARAM=VALUE,...; got {spec!r}")
+    return name, method, settings
 
 
 def main() -> None:
@@ -59,6 +81,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                         help="also evaluate this saved PianoTranscriber as method NAME")
+    parser.add_argument("--variant", action="append", default=[],
+                        metavar="NAME=METHOD:PARAM=VALUE[,PARAM=VALUE...]",
+                        help="also evaluate the shipped METHOD with these decomposer "
+                        "parameters as method NAME")
     args = parser.parse_args()
     if args.quick:
         args.polyphonies, args.n_chords = [2], 8
@@ -73,6 +99,10 @@ def main() -> None:
         if not separator:
             parser.error(f"--model needs NAME=PATH; got {spec!r}")
         loaded[name] = decomp.load(path)
+    for spec in args.variant:
+        name, method, settings = parse_variant(spec, parser)
+        loaded[name] = default_transcriber(method)
+        loaded[name].decomposer_.set_params(**settings)
     for method in [*args.methods, *loaded]:
         transcriber = (loaded[method] if method in loaded else default_transcriber(method))
         transcriber.set_params(n_threads=args.threads)
