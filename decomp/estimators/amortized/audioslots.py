@@ -258,9 +258,10 @@ class AudioSlots(AmortizedSeparator):
     slots to sources, unmatched slots against silence), plus ``generation_weight`` times
     the MSE of the generated spectrograms under that assignment.
 
-    Inference runs on chunks of ``chunk_frames`` frames (the positional embeddings cover
-    one chunk); slots are re-ordered from chunk to chunk so that slot ``k`` follows one
-    source (see :class:`~decomp.estimators.amortized.base.AmortizedSeparator`).
+    Inference runs on windows of ``chunk_frames`` frames (the positional embeddings cover
+    one window), overlapping by ``inference_overlap``; slots are re-ordered from window
+    to window so that slot ``k`` follows one source (see
+    :class:`~decomp.estimators.amortized.base.AmortizedSeparator`).
 
     Parameters
     ----------

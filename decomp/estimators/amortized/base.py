@@ -15,8 +15,9 @@ its outputs become source spectrograms:
   validation loss, early stopping, ``max_seconds``, a progress bar and an atomic
   per-epoch checkpoint, random states included, that a restarted ``fit`` resumes);
 - ``transform(mixtures)`` -> source magnitudes ``(n_items, n_slots, n_frames, n_bins)``,
-  computed chunk by chunk; slots of permutation-invariant models are re-ordered from
-  chunk to chunk so that slot ``k`` stays the same source;
+  computed window by window (overlapping by ``inference_overlap``); slots of
+  permutation-invariant models are re-ordered from window to window so that slot ``k``
+  stays the same source;
 - ``separate(audio)`` -> waveforms, by masking the mixture's STFT and inverting it with
   the mixture's phase (:meth:`decomp.audio.Spectrogram.separate`);
 - ``separate_stream(blocks)`` / ``separate_file(path, out_paths)``: the same separation of
@@ -608,10 +609,11 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         """Minus the training loss on mixtures and their sources (higher is better).
 
         The loss that ``fit`` minimises (its value on the validation split is
-        ``best_validation_loss_``), averaged over the ``chunk_frames``-frame tiles that
-        inference runs on (the last tile ends at the last frame), with the network in
-        evaluation mode, negated so that ``GridSearchCV`` and ``cross_val_score`` choose
-        settings without a scorer: there ``X`` is the mixtures and ``y`` their sources.
+        ``best_validation_loss_``), averaged over consecutive ``chunk_frames``-frame tiles
+        (the windows of ``inference_overlap=0``; the last tile ends at the last frame),
+        with the network in evaluation mode, negated so that ``GridSearchCV`` and
+        ``cross_val_score`` choose settings without a scorer: there ``X`` is the mixtures
+        and ``y`` their sources.
         Only settings of one loss compare (e.g. not ``kl_weight`` of BlockVAE, which
         weighs a term of it).
 

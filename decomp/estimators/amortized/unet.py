@@ -325,7 +325,7 @@ class MHUNet(_UNetSeparator):
     - **without labels** the heads are unordered: one head per source slot
       (``n_slots_`` = the source axis of the training data), scored under the best
       assignment of heads to sources (permutation-invariant training; heads without a
-      source learn an all-zero mask), and re-ordered from chunk to chunk at inference;
+      source learn an all-zero mask), and re-ordered from window to window at inference;
     - **with labels** (``fit(..., labels)``, or a ``MixtureSet`` whose ``instruments``
       are used) there is one head per class (``n_slots_ = len(classes_)``): each source
       trains its class's head, classes absent from a mixture train their head towards 0.
