@@ -222,25 +222,27 @@ def overlap_add(
     """
     ramp = torch.minimum(torch.arange(1, chunk_frames + 1),
                          torch.arange(chunk_frames, 0, -1)).float()
+
+    def per_frame(frame_weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """(n,) weights shaped to broadcast over ``like`` (n_outputs, n, ...)."""
+        return frame_weights.view((-1,) + (1,) * (like.dim() - 2))
+
     total: torch.Tensor | None = None  # weighted sums over frames [first, end)
     weight = torch.zeros(0)
     first = end = 0
     for values, start, n_real in windows:
         if total is not None and start > first:  # frames before this window are final
             done = min(start, end) - first
-            shape = (-1,) + (1,) * (total.dim() - 2)
-            yield total[:, :done] / weight[:done].view(shape)
+            yield total[:, :done] / per_frame(weight[:done], total)
             total, weight, first = total[:, done:], weight[done:], first + done
         values = values[:, :n_real]
         if total is not None and order is not None and start < end:
-            shared = end - start
-            shape = (-1,) + (1,) * (total.dim() - 2)
-            joined = total[:, start - first:] / weight[start - first:].view(shape)
-            values = values[torch.as_tensor(order(joined, values[:, :shared]))]
+            joined = total[:, start - first:] / per_frame(weight[start - first:], total)
+            values = values[torch.as_tensor(order(joined, values[:, :end - start]))]
         window_weight = ramp[:n_real]
-        shape = (-1,) + (1,) * (values.dim() - 2)
         if total is None:
-            total, weight, first = values * window_weight.view(shape), window_weight.clone(), start
+            total = values * per_frame(window_weight, values)
+            weight, first = window_weight.clone(), start
         else:
             grow = start + n_real - end
             if grow > 0:
@@ -248,9 +250,8 @@ def overlap_add(
                                                           *total.shape[2:])], dim=1)
                 weight = torch.cat([weight, weight.new_zeros(grow)])
             offset = start - first
-            total[:, offset:offset + n_real] += values * window_weight.view(shape)
+            total[:, offset:offset + n_real] += values * per_frame(window_weight, values)
             weight[offset:offset + n_real] += window_weight
         end = max(end, start + n_real)
     if total is not None and total.shape[1]:
-        shape = (-1,) + (1,) * (total.dim() - 2)
-        yield total / weight.view(shape)
+        yield total / per_frame(weight, total)
