@@ -11,6 +11,7 @@ apply unchanged (with the Adam solver).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -46,9 +47,12 @@ class FlowDictionaryObjective(BetaNMFObjective):
 
     Notes
     -----
-    The dictionary and its NLL are cached while ``Z`` is unchanged (same tensor, same
-    version) and does not require gradients, so the activation step of an iteration
-    reuses the flow pass of the latent step instead of running the flow again.
+    One flow pass serves every use of the same codes. The dictionary and its NLL are
+    cached while ``Z``'s storage is unchanged (same data, same version). Once a latent
+    step has asked for gradients, the activation step's pass after it is run with
+    autograd on a private copy of the codes, and the next latent step, at the same codes,
+    reuses that graph (:class:`_ReusedPass`) instead of running the flow again: one flow
+    pass per iteration instead of two, with the same values and gradients.
     The shares ``c_k`` are detached: they weigh how much each entry's likelihood
     matters to the code step, but the activation step does not feel the penalty. With
     gradients through the shares, the activation step moves mass to whichever entries
@@ -74,9 +78,13 @@ class FlowDictionaryObjective(BetaNMFObjective):
         self.per_frame = per_frame
         self.likelihood_weight = float(likelihood_weight)
         self.frobenius_norm = frobenius_norm and self.beta == 2
+        # (data pointer, version, shape, strides) of the codes of the cached pass.
+        self._cached_key: tuple | None = None
         self._cached_latent: torch.Tensor | None = None
-        self._cached_version = -1
         self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
+        # (leaf, W, nll) of the cached pass run with autograd on a copy of the codes.
+        self._graph: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._latent_gradients = False
 
     # --- the flow pass -------------------------------------------------------------------
     def dictionary_and_nll(self, Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,18 +95,33 @@ class FlowDictionaryObjective(BetaNMFObjective):
         W : Tensor of shape Z.shape[:-1] + (n_bins,)
         nll : Tensor of shape Z.shape[:-1]
         """
-        cacheable = not Z.requires_grad
-        if cacheable and self._cached_latent is Z and self._cached_version == Z._version:
-            return self._cached
+        key = (Z.data_ptr(), Z._version, tuple(Z.shape), Z.stride())
+        if Z.requires_grad:
+            self._latent_gradients = True
+            if self._cached_key == key and self._graph is not None:
+                graph, self._graph = self._graph, None  # used once
+                return _ReusedPass.apply(Z, graph)
+            return self._flow_pass(Z)
+        if self._cached_key != key:
+            self._graph = None
+            if self._latent_gradients and torch.is_grad_enabled():
+                # A latent step at these codes follows: keep the graph for it.
+                leaf = Z.detach().requires_grad_(True)
+                self._graph = (leaf, *self._flow_pass(leaf))
+                W, nll = self._graph[1].detach(), self._graph[2].detach()
+            else:
+                W, nll = self._flow_pass(Z)
+            # Holding the codes keeps their storage, so no other tensor takes its address.
+            self._cached_key, self._cached_latent, self._cached = key, Z.detach(), (W, nll)
+        return self._cached
+
+    def _flow_pass(self, Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n_entries = self.labels.shape[0]
         rows = Z.reshape(-1, Z.shape[-1])
         labels = self.labels.repeat(rows.shape[0] // n_entries)
         W, log_prob = self.flow.sample_and_log_prob(rows, labels)
         W = torch.relu(W).reshape(*Z.shape[:-1], W.shape[-1])
         nll = (-log_prob / W.shape[-1]).reshape(Z.shape[:-1])
-        if cacheable:
-            self._cached_latent, self._cached_version = Z, Z._version
-            self._cached = (W, nll)
         return W, nll
 
     def dictionary(self, blocks: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -165,3 +188,31 @@ class FlowDictionaryObjective(BetaNMFObjective):
         else:
             denominator = (W @ denominator_factor.unsqueeze(-1)).squeeze(-1)
         return self._apply_ratio(H, numerator.div_(denominator.clamp_min(self._tiny)))
+
+
+class _ReusedPass(torch.autograd.Function):
+    """A flow pass computed earlier on another leaf holding the same codes, joined to ``Z``.
+
+    ``forward(Z, (leaf, W, nll))`` returns the cached ``W`` and ``nll``; the backward
+    pass differentiates that earlier graph with respect to its leaf, which is the
+    gradient with respect to ``Z`` since both hold the same values.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, latent: torch.Tensor, graph: tuple) -> tuple[torch.Tensor, ...]:
+        ctx.graph = graph
+        _, W, nll = graph
+        return W.detach().clone(), nll.detach().clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad_W: torch.Tensor | None,
+                 grad_nll: torch.Tensor | None) -> tuple[torch.Tensor | None, None]:
+        leaf, W, nll = ctx.graph
+        del ctx.graph
+        pairs = [(output, grad) for output, grad in ((W, grad_W), (nll, grad_nll))
+                 if grad is not None and output.requires_grad]
+        if not pairs:
+            return None, None
+        outputs, grads = zip(*pairs, strict=True)
+        (gradient,) = torch.autograd.grad(outputs, leaf, grads)
+        return gradient, None
