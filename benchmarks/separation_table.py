@@ -105,25 +105,37 @@ def concatenate(sets: list[MixtureSet]) -> MixtureSet:
     )
 
 
+def training_set(dataset: str, n_train: int, *, duration: float,
+                 speech_duration: float) -> MixtureSet:
+    """The training mixtures of ``dataset`` (instruments: half from each training font)."""
+    if dataset == "speech":
+        return speech_mixtures(n_train, duration=speech_duration, random_state=10)
+    per_font = n_train // len(TRAIN_FONTS)
+    return concatenate([
+        instrument_mixtures(font, per_font, n_sources=(2, 3), duration=duration,
+                            random_state=10 + index)
+        for index, font in enumerate(TRAIN_FONTS)])
+
+
+def test_sets(dataset: str, n_test: int, *, duration: float, speech_duration: float,
+              counts: tuple[int, ...] = (2, 3)) -> dict[str, MixtureSet]:
+    """{test name: held-out mixtures}: the test font's ``counts``-instrument mixtures, or
+    the speech test set (new sentences and seeds, the training voices)."""
+    if dataset == "speech":
+        return {"speech-2": speech_mixtures(n_test, duration=speech_duration,
+                                            random_state=100)}
+    return {f"instruments-{count}": instrument_mixtures(
+        TEST_FONT, n_test, n_sources=count, duration=duration, random_state=100 + count)
+        for count in counts}
+
+
 def datasets(args: argparse.Namespace) -> dict[str, tuple[MixtureSet, dict[str, MixtureSet]]]:
     """{name: (training set, {test name: test set})}."""
-    result = {}
-    if "instruments" in args.datasets:
-        per_font = args.n_train // len(TRAIN_FONTS)
-        train = concatenate([
-            instrument_mixtures(font, per_font, n_sources=(2, 3), duration=args.duration,
-                                random_state=10 + index)
-            for index, font in enumerate(TRAIN_FONTS)])
-        tests = {f"instruments-{count}": instrument_mixtures(
-            TEST_FONT, args.n_test, n_sources=count, duration=args.duration,
-            random_state=100 + count) for count in (2, 3)}
-        result["instruments"] = (train, tests)
-    if "speech" in args.datasets:
-        train = speech_mixtures(args.n_train, duration=args.speech_duration, random_state=10)
-        tests = {"speech-2": speech_mixtures(args.n_test, duration=args.speech_duration,
-                                             random_state=100)}
-        result["speech"] = (train, tests)
-    return result
+    return {dataset: (training_set(dataset, args.n_train, duration=args.duration,
+                                   speech_duration=args.speech_duration),
+                      test_sets(dataset, args.n_test, duration=args.duration,
+                                speech_duration=args.speech_duration))
+            for dataset in ("instruments", "speech") if dataset in args.datasets}
 
 
 def build(method: str, dataset: str, args: argparse.Namespace) -> Any:

@@ -66,25 +66,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import separation_table
 import torch
-from separation_table import (
-    N_TEST,
-    TEST_FONT,
-    TRAIN_FONTS,
-    concatenate,
-    separate,
-    stems_by_class,
-    summarise,
-)
+from separation_table import N_TEST, TRAIN_FONTS, separate, stems_by_class, summarise
 
 import decomp
 from decomp import __version__
 from decomp.data import (
     Augmentation,
     MixtureStream,
-    instrument_mixtures,
     instrument_stems,
-    speech_mixtures,
     speech_stems,
 )
 from decomp.estimators.amortized import (
@@ -207,26 +198,17 @@ def train(args: argparse.Namespace, directory: Path) -> tuple[Any, dict[str, Any
 
 
 def test_sets(args: argparse.Namespace) -> dict[str, Any]:
-    if args.corpus == "speech":  # the speech test set of benchmarks/separation_table.py
-        return {"speech-2": speech_mixtures(args.n_test, duration=args.speech_duration,
-                                            random_state=100)}
-    return {f"instruments-{count}": instrument_mixtures(
-        TEST_FONT, args.n_test, n_sources=count, duration=args.duration,
-        random_state=100 + count) for count in args.test_sources}
+    """The held-out test sets of benchmarks/separation_table.py for ``args.corpus``."""
+    return separation_table.test_sets(args.corpus, args.n_test, duration=args.duration,
+                                      speech_duration=args.speech_duration,
+                                      counts=tuple(args.test_sources))
 
 
 def nmf_baseline(args: argparse.Namespace) -> NMFSeparator:
     """The NMF of benchmarks/separation_table.py (its default 400 training mixtures)."""
-    if args.corpus == "speech":
-        train_set = speech_mixtures(args.nmf_train, duration=args.speech_duration,
-                                    random_state=10)
-        return NMFSeparator(n_components_per_source=16, random_state=0).fit(
-            stems_by_class(train_set, per_class=20))
-    per_font = args.nmf_train // len(TRAIN_FONTS)
-    train_set = concatenate([
-        instrument_mixtures(font, per_font, n_sources=(2, 3), duration=args.duration,
-                            random_state=10 + index)
-        for index, font in enumerate(TRAIN_FONTS)])
+    train_set = separation_table.training_set(args.corpus, args.nmf_train,
+                                              duration=args.duration,
+                                              speech_duration=args.speech_duration)
     return NMFSeparator(n_components_per_source=16, random_state=0).fit(
         stems_by_class(train_set, per_class=20))
 
