@@ -356,15 +356,24 @@ class SeparationJob:
         Sources to extract (label-conditioned models) and the stems' names.
     device : str
         Where to compute.
+    inference_overlap : float, optional
+        Sets the separator's ``inference_overlap`` (the share of each inference window
+        the next one repeats, in [0, 1)); None keeps the model's. Only separators that
+        run in windows have it (AudioSlots, BlockVAE, MHUNet, SoundOfPixels).
     """
 
     model: str
     labels: tuple[str, ...] | None = None
     device: str = "auto"
+    inference_overlap: float | None = None
 
     def settings(self) -> dict[str, Any]:
-        return {"kind": "separate", "model": _model_identity(self.model),
-                "labels": list(self.labels) if self.labels else None}
+        settings = {"kind": "separate", "model": _model_identity(self.model),
+                    "labels": list(self.labels) if self.labels else None}
+        if self.inference_overlap is not None:
+            # Only when set, so that runs without it keep their manifests' fingerprints.
+            settings["inference_overlap"] = float(self.inference_overlap)
+        return settings
 
     def outputs(self, path: Path, out_dir: Path) -> list[Path]:
         """The stems, when ``labels`` name them; otherwise known after the run."""
@@ -380,6 +389,16 @@ class SeparationJob:
             kind = with_article(type(separator).__name__)
             raise ValueError(f"{self.model}: holds {kind}, not a separator (use `decomp "
                              "transcribe --model` for transcribers).")
+        if self.inference_overlap is not None:
+            if "inference_overlap" not in separator.get_params(deep=False):
+                kind = with_article(type(separator).__name__)
+                raise ValueError(f"{self.model}: holds {kind}, which does not run in "
+                                 "inference windows, so an overlap does not apply (it does "
+                                 "to AudioSlots, BlockVAE, MHUNet and SoundOfPixels).")
+            if not 0 <= self.inference_overlap < 1:
+                raise ValueError("inference_overlap must be in [0, 1); got "
+                                 f"{self.inference_overlap}.")
+            separator.set_params(inference_overlap=float(self.inference_overlap))
         set_device(separator, self.device)
         return separator
 

@@ -109,6 +109,49 @@ def test_separate_writes_one_wav_per_source(tmp_path, saved_separator, capsys):
     np.testing.assert_allclose(stems[0] + stems[1], mixture, atol=1e-4)
 
 
+@pytest.mark.parametrize("overlap", ["0", "0.75"])
+def test_separate_overlap_sets_the_models_inference_windows(tmp_path, saved_separator,
+                                                            overlap):
+    from decomp.audio import load_audio
+
+    mixture = (0.1 * np.random.default_rng(2).standard_normal(4000)).astype(np.float32)
+    path = write_audio(tmp_path / "mix.wav", mixture, 8000)
+    out = tmp_path / "stems"
+    assert main(["separate", str(path), "--model", str(saved_separator), "--overlap",
+                 overlap, "--out", str(out), "--no-progress"]) == 0
+    model = decomp.load(saved_separator).set_params(inference_overlap=float(overlap))
+    expected = model.separate(load_audio(path, 8000)[0])
+    for index, source in enumerate(expected):
+        np.testing.assert_allclose(load_audio(out / f"mix-{index}.wav", None)[0], source,
+                                   atol=1e-4)
+    # The overlap is one of the settings the manifest fingerprints: another value reruns.
+    from decomp.batch import SeparationJob, settings_hash
+    hashes = {settings_hash(SeparationJob(model=str(saved_separator), inference_overlap=value))
+              for value in (None, 0.0, 0.75)}
+    assert len(hashes) == 3
+
+
+def test_separate_overlap_errors(tmp_path, saved_separator, capsys):
+    from decomp.batch import SeparationJob
+
+    path = write_audio(tmp_path / "mix.wav", np.zeros(800, dtype=np.float32), 8000)
+    for value in ("1", "-0.1", "half"):
+        with pytest.raises(SystemExit):
+            main(["separate", str(path), "--model", str(saved_separator), "--overlap", value,
+                  "--out", str(tmp_path / "stems")])
+        assert "expected a number in [0, 1)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\); got 1.0"):
+        SeparationJob(model=str(saved_separator), inference_overlap=1.0).load()
+
+
+def test_separate_overlap_needs_a_windowed_separator(tmp_path, saved_nmf_separator, capsys):
+    path = write_audio(tmp_path / "mix.wav", np.zeros(800, dtype=np.float32), 8000)
+    assert main(["separate", str(path), "--model", str(saved_nmf_separator), "--overlap",
+                 "0.5", "--out", str(tmp_path / "stems")]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "an NMFSeparator",
+                           "does not run in inference windows")
+
+
 def test_separate_argument_errors(tmp_path, saved_separator, saved_model, capsys):
     mixture = write_audio(tmp_path / "mix.wav", np.zeros(800, dtype=np.float32), 8000)
     assert main(["separate", str(mixture), "--model", str(tmp_path / "missing.decomp"),
