@@ -358,10 +358,15 @@ def separation_page(results: dict[str, Any]) -> Page:
             page.add(f"{number(n_items, 0)} mixtures of {test_set.rsplit('-', 1)[-1]} sources, "
                      f"{number(seconds, 0)} s each (± is the standard error of the mean "
                      "over mixtures).")
-            page.add(table(["method", *[label for _, label in METRICS]],
+            selected = [row for row in rows if row["test_set"] == test_set]
+            # Runs since 2026-12-02 count the outputs that carry sound (1 % of the energy).
+            used = any("active_outputs" in row for row in selected)
+            page.add(table(["method", *[label for _, label in METRICS]]
+                           + (["outputs used"] if used else []),
                            [[SEPARATION_METHODS.get(row["method"], row["method"]),
                              *score_cells(row)]
-                            for row in rows if row["test_set"] == test_set]))
+                            + ([number(row.get("active_outputs"))] if used else [])
+                            for row in selected]))
             for row in rows:
                 if row["test_set"] == test_set:
                     bars.setdefault(test_set, {})[row["method"]] = row.get("si_sdr_improvement")
@@ -421,13 +426,16 @@ def separation_page(results: dict[str, Any]) -> Page:
                 score_rows.append([f"`{name.removeprefix('train-separators-').removesuffix('.json')}`",
                                    test_set, number(values.get("n_items"), 0),
                                    *score_cells(values),
+                                   number(values.get("active_outputs")),
                                    number(methods.get("nmf", {}).get("si_sdr_improvement")),
                                    number(methods.get("irm", {}).get("si_sdr_improvement"))])
         page.add("Scores of each run's model (dB), with NMF's and the oracle mask's SI-SDRi "
                  "on the same test set of that many mixtures (± : standard error over "
-                 "mixtures, where recorded):",
+                 "mixtures, where recorded; outputs used: outputs carrying at least 1 % of "
+                 "a mixture's separated energy, mean over mixtures, where recorded):",
                  table(["run", "test set", "mixtures", *[label for _, label in METRICS],
-                        "NMF SI-SDRi", "IRM SI-SDRi"], score_rows, ["l", "l"] + ["r"] * 8))
+                        "outputs used", "NMF SI-SDRi", "IRM SI-SDRi"], score_rows,
+                       ["l", "l"] + ["r"] * 9))
         machines = sorted({machine(data) for data in runs.values()})
         page.add("*Measured on: " + "; ".join(machines) + ".*")
         curves = {}

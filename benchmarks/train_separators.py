@@ -68,7 +68,14 @@ from typing import Any
 import numpy as np
 import separation_table
 import torch
-from separation_table import N_TEST, TRAIN_FONTS, separate, stems_by_class, summarise
+from separation_table import (
+    N_TEST,
+    TRAIN_FONTS,
+    active_outputs,
+    separate,
+    stems_by_class,
+    summarise,
+)
 
 import decomp
 from decomp import __version__
@@ -127,7 +134,9 @@ def build(args: argparse.Namespace, checkpoint: Path, max_seconds: float) -> Any
     if args.model == "mhunet":
         common.setdefault("learning_rate", 3e-3)
         return MHUNet(base_channels=args.base_channels or 8, n_levels=args.n_levels or 4,
-                      loss=args.loss or "bce", heads=args.heads, **common)
+                      loss=args.loss or "bce", heads=args.heads,
+                      **({} if args.curriculum_epochs is None
+                         else {"curriculum_epochs": args.curriculum_epochs}), **common)
     if args.model == "sop":
         extra = {"base_channels": args.base_channels} if args.base_channels else {}
         if args.loss:
@@ -223,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "for AudioSlots' separation loss")
     parser.add_argument("--heads", choices=["auto", "classes", "sources"], default="auto",
                         help="MHUNet: one head per class or per source (PIT)")
+    parser.add_argument("--curriculum-epochs", type=int, default=None,
+                        help="MHUNet: epochs of Solos' source-count curriculum (2 sources "
+                        "first; default the model's, 20; 0: none). With source heads the "
+                        "curriculum trains the third head to silence for 19 epochs")
     parser.add_argument("--speech-duration", type=float, default=3.0)
     parser.add_argument("--validation-font", choices=TRAIN_FONTS,
                         help="cross-font validation: train on the other training font's "
@@ -304,7 +317,8 @@ def evaluate(args: argparse.Namespace, model: Any, training: dict[str, Any],
 
     nmf = nmf_baseline(args)
     results: dict[str, dict[str, dict[str, float]]] = {}
-    print("\n| test set | method | SDR | SIR | SAR | SI-SDRi |\n|---|---|---|---|---|---|")
+    print("\n| test set | method | SDR | SIR | SAR | SI-SDRi | outputs used |\n"
+          "|---|---|---|---|---|---|---|")
     for test_name, test in test_sets(args).items():
         results[test_name] = {}
         for method, estimator in ((args.model, model), ("nmf", nmf), ("irm", None)):
@@ -312,10 +326,12 @@ def evaluate(args: argparse.Namespace, model: Any, training: dict[str, Any],
             scores = evaluate_separation(estimates, test.sources, test.mixtures,
                                          test.sample_rate, n_sources=test.n_sources)
             row = summarise(scores)
+            row["active_outputs"] = active_outputs(estimates)
             results[test_name][method] = row
             print(f"| {test_name} | {method} | {row['sdr']:.2f} | {row['sir']:.2f} | "
                   f"{row['sar']:.2f} | {row['si_sdr_improvement']:.2f} "
-                  f"+- {row['si_sdr_improvement_se']:.2f} |", flush=True)
+                  f"+- {row['si_sdr_improvement_se']:.2f} | {row['active_outputs']:.2f} |",
+                  flush=True)
         gap = (results[test_name][args.model]["si_sdr_improvement"]
                - results[test_name]["nmf"]["si_sdr_improvement"])
         print(f"{test_name}: {args.model} {gap:+.2f} dB SI-SDRi against NMF", flush=True)

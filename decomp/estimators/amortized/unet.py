@@ -361,7 +361,11 @@ class MHUNet(_UNetSeparator):
         Epochs over which the largest number of sources per training mixture grows
         linearly from 2 to the largest in the data (epoch 1: 2; epoch
         ``curriculum_epochs`` and later: all); mixtures with more sources wait. 0: no
-        curriculum.
+        curriculum. Meant for class heads (Solos). With ``heads="sources"`` the heads
+        beyond the second learn silence for ``curriculum_epochs - 1`` epochs and may
+        never recover: the shipped ``instruments`` model (3 source heads, 2-3 sources,
+        the default 20) never puts sound in its third head (see the model card), so
+        pass 0 for source heads.
     normalize_masks : bool, default=True
         At inference, divide every head's mask by the sum over all heads, so the masks
         sum to one (as the targets do) and the separated sources sum to the mixture.
