@@ -234,8 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="MHUNet: one head per class or per source (PIT)")
     parser.add_argument("--curriculum-epochs", type=int, default=None,
                         help="MHUNet: epochs of Solos' source-count curriculum (2 sources "
-                        "first; default the model's, 20; 0: none). With source heads the "
-                        "curriculum trains the third head to silence for 19 epochs")
+                        "first; default the model's, 20; 0: none)")
     parser.add_argument("--speech-duration", type=float, default=3.0)
     parser.add_argument("--validation-font", choices=TRAIN_FONTS,
                         help="cross-font validation: train on the other training font's "
