@@ -395,10 +395,8 @@ class SeparationJob:
                 raise ValueError(f"{self.model}: holds {kind}, which does not run in "
                                  "inference windows, so an overlap does not apply (it does "
                                  "to AudioSlots, BlockVAE, MHUNet and SoundOfPixels).")
-            if not 0 <= self.inference_overlap < 1:
-                raise ValueError("inference_overlap must be in [0, 1); got "
-                                 f"{self.inference_overlap}.")
             separator.set_params(inference_overlap=float(self.inference_overlap))
+            separator._validate_params()  # the separator's own constraint on the value
         set_device(separator, self.device)
         return separator
 

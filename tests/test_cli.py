@@ -140,7 +140,8 @@ def test_separate_overlap_errors(tmp_path, saved_separator, capsys):
             main(["separate", str(path), "--model", str(saved_separator), "--overlap", value,
                   "--out", str(tmp_path / "stems")])
         assert "expected a number in [0, 1)" in capsys.readouterr().err
-    with pytest.raises(ValueError, match=r"must be in \[0, 1\); got 1.0"):
+    with pytest.raises(ValueError, match=r"'inference_overlap' parameter of AudioSlots must "
+                       r"be a float in the range \[0.0, 1.0\). Got 1.0 instead"):
         SeparationJob(model=str(saved_separator), inference_overlap=1.0).load()
 
 
