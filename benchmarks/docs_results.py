@@ -409,7 +409,8 @@ def separation_page(results: dict[str, Any]) -> Page:
         for name, data in runs.items():
             settings, training = data.get("settings", {}), data.get("training", {})
             sizes = ", ".join(f"{key.replace('_', ' ')} {settings[key]}"
-                              for key in ("base_channels", "n_levels", "embed_dim", "n_layers")
+                              for key in ("base_channels", "n_levels", "embed_dim", "n_layers",
+                                          "normalize_masks")
                               if settings.get(key) is not None)
             rows.append([f"[`{name}`]({name})", f"{settings.get('model')} ({sizes or 'defaults'})",
                          settings.get("corpus"), settings.get("loss"),
@@ -464,6 +465,12 @@ def separation_page(results: dict[str, Any]) -> Page:
                      for name, data in runs.items()
                      if data.get("training", {}).get("history")
                      and data.get("settings", {}).get("loss") == "si_sdr"}
+        # A rescoring with other inference settings repeats its run's history: drop it.
+        for name, data in runs.items():
+            label = name.removeprefix("train-separators-").removesuffix(".json")
+            if label in histories and data.get("settings", {}).get("normalize_masks") \
+                    and list(histories.values()).count(histories[label]) > 1:
+                del histories[label]
         if histories:
             page.add("### Losses per epoch", "Training loss and the loss on a fixed validation "
                      "draw of the same stream under another seed (training fonts or voices: "

@@ -136,11 +136,16 @@ def build(args: argparse.Namespace, checkpoint: Path, max_seconds: float) -> Any
         return MHUNet(base_channels=args.base_channels or 8, n_levels=args.n_levels or 4,
                       loss=args.loss or "bce", heads=args.heads,
                       **({} if args.curriculum_epochs is None
-                         else {"curriculum_epochs": args.curriculum_epochs}), **common)
+                         else {"curriculum_epochs": args.curriculum_epochs}),
+                      **({} if args.normalize_masks is None
+                         else {"normalize_masks": args.normalize_masks}),
+                      count_sources=args.count_sources, **common)
     if args.model == "sop":
         extra = {"base_channels": args.base_channels} if args.base_channels else {}
         if args.loss:
             extra["loss"] = args.loss
+        if args.normalize_masks is not None:
+            extra["normalize_masks"] = args.normalize_masks
         if args.n_levels:
             extra["n_levels"] = args.n_levels
         return SoundOfPixels(**extra, **common)
@@ -268,7 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--evaluate-only", action="store_true")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="score <checkpoint-dir>/model.decomp without training")
+    parser.add_argument("--count-sources", action="store_true",
+                        help="MHUNet(count_sources=True): source heads chosen by a "
+                        "predicted source count")
+    parser.add_argument("--normalize-masks", action=argparse.BooleanOptionalAction,
+                        help="MHUNet's or SoundOfPixels' normalize_masks (default: the "
+                        "model's); with --evaluate-only it changes the trained model's")
     parser.add_argument("--curve", action="store_true",
                         help="also score the checkpoint copies in <checkpoint-dir>/snapshots "
                         "and plot SI-SDRi against training time (curve.png)")
@@ -292,6 +304,8 @@ def main() -> None:
 
     if args.evaluate_only:
         model = decomp.load(directory / "model.decomp")
+        if args.normalize_masks is not None:  # an inference setting: no retraining needed
+            model.set_params(normalize_masks=args.normalize_masks)
         training_path = directory / "training.json"
         training = json.loads(training_path.read_text()) if training_path.exists() else {}
     else:

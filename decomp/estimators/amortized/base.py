@@ -130,7 +130,7 @@ def pit_magnitude_loss(
 
 def pit_waveform_loss(
     masks: torch.Tensor, mixture_audio: torch.Tensor, source_audio: torch.Tensor,
-    front_end: Spectrogram,
+    front_end: Spectrogram, *, absent: str = "silence",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Permutation-invariant negative SI-SDR of the sources that masks resynthesise.
 
@@ -148,11 +148,17 @@ def pit_waveform_loss(
         All-zero rows for absent sources.
     front_end : Spectrogram
         The front end the masks were computed on.
+    absent : {"silence", "ignore"}, default="silence"
+        ``"silence"``: a slot without a source pays its level relative to the mixture.
+        ``"ignore"``: it pays nothing (something else must silence it, as MHUNet's
+        ``count_sources`` zeroes the masks of the heads beyond the count), and the slots
+        are matched to the sounding sources only.
 
     Returns
     -------
     loss : Tensor of shape ()
-        The mean cost (dB) over every slot of every item.
+        The mean cost (dB) over every slot of every item (``absent="ignore"``: over
+        every sounding source of every item).
     permutation : Tensor of shape (batch, n_slots), int64
         ``permutation[b, j]`` is the slot matched to source ``j`` (the columns past
         ``n_sources`` are the silent targets' slots).
@@ -161,7 +167,21 @@ def pit_waveform_loss(
     targets = torch.nn.functional.pad(source_audio,
                                       (0, 0, 0, masks.shape[1] - source_audio.shape[1]))
     pairwise = functools.partial(pairwise_separation_cost, mixtures=mixture_audio)
-    return permutation_invariant_loss(estimates, targets, pairwise=pairwise)
+    if absent == "silence":
+        return permutation_invariant_loss(estimates, targets, pairwise=pairwise)
+    if absent != "ignore":
+        raise ValueError(f"absent must be 'silence' or 'ignore'; got {absent!r}.")
+    sounding = targets.abs().amax(dim=-1) > 0  # (B, n_slots)
+
+    def sounding_only(estimates: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        costs = pairwise(estimates, targets)  # (B, n_slots, n_slots)
+        return torch.where(sounding[:, None, :], costs, torch.zeros_like(costs))
+
+    per_item, permutation = permutation_invariant_loss(estimates, targets,
+                                                       pairwise=sounding_only, reduction="none")
+    # per_item is the mean over every slot; the silent targets' zeros are left out.
+    n_sounding = sounding.sum(dim=1).clamp_min(1)
+    return (per_item * targets.shape[1] / n_sounding).mean(), permutation
 
 
 # ------------------------------------------------------------------- streaming helpers

@@ -59,6 +59,8 @@ magnitudes for masking and for the targets)."""
 _WEIGHT_RANGE = (1e-3, 10.0)
 # Masks are divided by their sum over heads, which is tiny in silent bins.
 _MASK_SUM_FLOOR = 1e-8
+# Weight of the source count's cross-entropy (nats) beside the separation cost (dB).
+_COUNT_WEIGHT = 1.0
 
 
 # --------------------------------------------------------------------------- network
@@ -157,19 +159,27 @@ class UNet(nn.Module):
         )
         self.decoders = nn.ModuleList(_Decoder(channels, out_channels) for _ in range(n_heads))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(batch, in_channels, n_frames, n_bins) -> every level's encoder output, the
+        deepest last (the input zero-padded to multiples of ``2 ** n_levels`` first)."""
         if x.ndim != 4:
             raise ValueError(f"UNet expects input of shape (batch, channels, n_frames, n_bins); "
                              f"got {tuple(x.shape)}.")
-        n_frames, n_bins = x.shape[-2:]
         multiple = 2**self.n_levels
-        x = functional.pad(x, (0, -n_bins % multiple, 0, -n_frames % multiple))
+        x = functional.pad(x, (0, -x.shape[-1] % multiple, 0, -x.shape[-2] % multiple))
         features = []
         for block in self.encoder:
             x = block(x)
             features.append(x)
+        return features
+
+    def decode(self, features: list[torch.Tensor], n_frames: int, n_bins: int) -> torch.Tensor:
+        """:meth:`encode`'s features -> (batch, n_heads, out_channels, n_frames, n_bins)."""
         outputs = torch.stack([decoder(features) for decoder in self.decoders], dim=1)
         return outputs[..., :n_frames, :n_bins]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x), *x.shape[-2:])
 
 
 def _network_input(mixture: torch.Tensor) -> torch.Tensor:
@@ -178,14 +188,25 @@ def _network_input(mixture: torch.Tensor) -> torch.Tensor:
 
 
 class _MultiHeadMasks(nn.Module):
-    """Mixture magnitudes (B, T, F) -> mask logits (B, n_heads, T, F)."""
+    """Mixture magnitudes (B, T, F) -> mask logits (B, n_heads, T, F) and, with
+    ``count``, the logits (B, n_heads) of the number of sounding sources, 1 to n_heads,
+    from the pooled deepest features (else None)."""
 
-    def __init__(self, n_heads: int, n_levels: int, base_channels: int) -> None:
+    def __init__(self, n_heads: int, n_levels: int, base_channels: int,
+                 count: bool = False) -> None:
         super().__init__()
         self.unet = UNet(1, 1, n_levels=n_levels, base_channels=base_channels, n_heads=n_heads)
+        deepest = base_channels * 2 ** (n_levels - 1)
+        # Mean and max over the deepest map: how much of each pattern, and whether any.
+        self.count = nn.Linear(2 * deepest, n_heads) if count else None
 
-    def forward(self, mixture: torch.Tensor) -> torch.Tensor:
-        return self.unet(_network_input(mixture))[:, :, 0]
+    def forward(self, mixture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        features = self.unet.encode(_network_input(mixture))
+        logits = self.unet.decode(features, *mixture.shape[-2:])[:, :, 0]
+        if self.count is None:
+            return logits, None
+        pooled = torch.cat([features[-1].mean(dim=(2, 3)), features[-1].amax(dim=(2, 3))], 1)
+        return logits, self.count(pooled)
 
 
 class _LabelConditionedMasks(nn.Module):
@@ -371,6 +392,16 @@ class MHUNet(_UNetSeparator):
         sum to one (as the targets do) and the separated sources sum to the mixture.
         Applied before selecting requested classes, so a requested subset keeps its
         share of the full partition.
+    count_sources : bool, default=False
+        Source heads only (``heads="sources"``, ``loss="si_sdr"``): a linear layer on the
+        mean and maximum of the encoder's deepest features predicts how many sources
+        sound in each chunk (1 to ``n_slots_``; cross-entropy against the crop's count,
+        added to the separation cost), and only that many heads, those whose masks take
+        the most of the mixture, keep their masks (the others' are zeroed before the
+        normalisation). Training uses the true count and scores the kept heads against
+        the sounding sources only, so a head is never taught silence. Without it, a
+        blind head beyond the fewest sources per mixture learns silence everywhere (see
+        the model card's limitations).
     front_end : Spectrogram, optional
         Turns waveforms into magnitudes and masks back into waveforms; must give
         magnitudes (``kind="linear"``, ``db_normalization=False``): the network
@@ -487,6 +518,7 @@ class MHUNet(_UNetSeparator):
         "heads": [StrOptions({"auto", "classes", "sources"})],
         "curriculum_epochs": [StrictInterval(Integral, 0, None, closed="left")],
         "normalize_masks": ["boolean"],
+        "count_sources": ["boolean"],
     }
 
     def __init__(
@@ -498,6 +530,7 @@ class MHUNet(_UNetSeparator):
         heads: str = "auto",
         curriculum_epochs: int = 20,
         normalize_masks: bool = True,
+        count_sources: bool = False,
         front_end: Spectrogram | None = None,
         chunk_frames: int = 64,
         max_epochs: int = 100,
@@ -531,6 +564,7 @@ class MHUNet(_UNetSeparator):
         self.heads = heads
         self.curriculum_epochs = curriculum_epochs
         self.normalize_masks = normalize_masks
+        self.count_sources = count_sources
 
     @property
     def _permutation_invariant(self) -> bool:  # type: ignore[override]
@@ -543,6 +577,13 @@ class MHUNet(_UNetSeparator):
         return getattr(self, "classes_", None) is not None
 
     def _used_classes(self, classes: Any) -> Any:
+        if self.count_sources and (self.heads == "classes"
+                                   or (self.heads == "auto" and classes is not None)):
+            raise ValueError("MHUNet(count_sources=True) chooses among unordered source "
+                             "heads: use heads='sources'.")
+        if self.count_sources and self.loss != "si_sdr":
+            raise ValueError("MHUNet(count_sources=True) trains on the waveform loss: use "
+                             f"loss='si_sdr'; got loss={self.loss!r}.")
         if self.heads == "sources":
             return None
         if self.heads == "classes" and classes is None:
@@ -557,33 +598,61 @@ class MHUNet(_UNetSeparator):
         return curriculum_schedule(epoch, max_sources, self.curriculum_epochs)
 
     def _build_network(self) -> nn.Module:
-        return _MultiHeadMasks(self.n_slots_, self.n_levels, self.base_channels)
+        return _MultiHeadMasks(self.n_slots_, self.n_levels, self.base_channels,
+                               count=self.count_sources)
 
-    def _masks(self, network: nn.Module, mixture: torch.Tensor) -> torch.Tensor:
+    def _counted_masks(self, network: nn.Module, mixture: torch.Tensor,
+                       n_sounding: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, T, F) mixture magnitudes -> (B, H, T, F) masks (summing to 1 over the heads
-        with ``normalize_masks``)."""
-        masks = torch.sigmoid(network(mixture))
+        with ``normalize_masks``) and the (B, H) source-count logits (None without
+        ``count_sources``). With a count, only that many heads, those with the most masked
+        magnitude, keep their masks, the others are zeroed before the normalisation; the
+        count is ``n_sounding`` (B,) when given (training), else the predicted one."""
+        logits, count_logits = network(mixture)
+        masks = torch.sigmoid(logits)
+        if count_logits is not None:
+            if n_sounding is None:
+                n_sounding = count_logits.argmax(dim=1) + 1
+            share = (masks * mixture.unsqueeze(1)).sum(dim=(2, 3))  # (B, H)
+            rank = share.argsort(dim=1, descending=True).argsort(dim=1)  # 0: the loudest
+            keep = rank < n_sounding.to(rank.device)[:, None]
+            masks = masks * keep[:, :, None, None].to(masks.dtype)
         if self.normalize_masks:
             masks = masks / masks.sum(dim=1, keepdim=True).clamp_min(_MASK_SUM_FLOOR)
-        return masks
+        return masks, count_logits
+
+    def _masks(self, network: nn.Module, mixture: torch.Tensor) -> torch.Tensor:
+        return self._counted_masks(network, mixture)[0]
 
     def _waveform_losses(self, network: nn.Module, batch: dict[str, torch.Tensor]
                          ) -> dict[str, torch.Tensor]:
-        """Negative SI-SDR of the resynthesised heads (PIT, or one head per class)."""
+        """Negative SI-SDR of the resynthesised heads (PIT, or one head per class); when
+        counting sources, plus the count's cross-entropy."""
         mixture_audio = batch["mixture_audio"]
-        masks = self._masks(network, batch["mixture"])  # (B, H, T, F)
-        if "labels" in batch:
-            return {"loss": self._class_waveform_costs(masks, batch).mean()}
-        loss, _ = pit_waveform_loss(masks, mixture_audio, batch["source_audio"],
-                                    self.front_end_)
-        return {"loss": loss}
+        if "labels" in batch or not self.count_sources:
+            masks, _ = self._counted_masks(network, batch["mixture"])  # (B, H, T, F)
+            if "labels" in batch:
+                return {"loss": self._class_waveform_costs(masks, batch).mean()}
+            loss, _ = pit_waveform_loss(masks, mixture_audio, batch["source_audio"],
+                                        self.front_end_)
+            return {"loss": loss}
+        # The true count picks the heads that separate (the loudest that many), as the
+        # predicted count does at inference; the others are left out, not taught silence.
+        n_sounding = (batch["source_audio"].abs().amax(dim=-1) > 0).sum(dim=1).clamp_min(1)
+        masks, count_logits = self._counted_masks(network, batch["mixture"], n_sounding)
+        separation, _ = pit_waveform_loss(masks, mixture_audio, batch["source_audio"],
+                                          self.front_end_, absent="ignore")
+        count = functional.cross_entropy(count_logits, n_sounding - 1)
+        return {"loss": separation + _COUNT_WEIGHT * count, "separation": separation,
+                "count": count}
 
     def _training_losses(self, network: nn.Module, batch: dict[str, torch.Tensor]
                          ) -> dict[str, torch.Tensor]:
         if self.loss == "si_sdr":
             return self._waveform_losses(network, batch)
         mixture, sources = batch["mixture"], batch["sources"]
-        logits = network(mixture)  # (B, H, T, F)
+        logits, _ = network(mixture)  # (B, H, T, F)
         weights = _loss_weights(mixture)[:, None, None]  # (B, 1, 1, T, F)
         if "labels" in batch:
             targets = ratio_masks(_per_class(sources, batch["labels"], self.n_slots_))
@@ -661,7 +730,7 @@ class SoundOfPixels(_UNetSeparator):
     Labels are required: ``fit(mixtures, sources, labels)`` and
     ``transform(mixtures, labels=[...])`` / ``separate(audio, labels=[...])``, which
     return one estimate per requested class. The masks of different classes are not
-    normalised to sum to one.
+    normalised to sum to one unless ``normalize_masks`` is set.
 
     Parameters
     ----------
@@ -684,6 +753,13 @@ class SoundOfPixels(_UNetSeparator):
         (:func:`decomp.losses.separation_cost`); it trains on waveforms, so only on a
         :class:`decomp.data.MixtureStream`. A departure from the paper, for the reason
         given at :class:`MHUNet`'s ``loss``.
+    normalize_masks : bool, default=False
+        At inference, divide each requested class's mask by the sum of the requested
+        classes' masks, so that the returned sources share the mixture out among the
+        labels asked for (and sum to it). Meant for a query that names every source of
+        the mixture; a single label then gets the whole mixture back. Training is
+        unchanged. Off by default, as in Sound of Pixels, whose queries are
+        independent; the U-Net guide gives its effect on the held-out font.
     front_end : Spectrogram, optional
         Turns waveforms into magnitudes and masks back into waveforms; must give
         magnitudes (``kind="linear"``, ``db_normalization=False``): the network
@@ -790,6 +866,7 @@ class SoundOfPixels(_UNetSeparator):
         "base_channels": [StrictInterval(Integral, 1, None, closed="left")],
         "absent_weight": [StrictInterval(Real, 0, None, closed="left")],
         "loss": [StrOptions({"bce", "si_sdr"})],
+        "normalize_masks": ["boolean"],
     }
 
     _permutation_invariant = False
@@ -804,6 +881,7 @@ class SoundOfPixels(_UNetSeparator):
         base_channels: int = 16,
         absent_weight: float = 0.5,
         loss: str = "bce",
+        normalize_masks: bool = False,
         front_end: Spectrogram | None = None,
         chunk_frames: int = 64,
         max_epochs: int = 100,
@@ -836,6 +914,7 @@ class SoundOfPixels(_UNetSeparator):
         self.base_channels = base_channels
         self.absent_weight = absent_weight
         self.loss = loss
+        self.normalize_masks = normalize_masks
 
     def _n_slots(self, max_sources: int, n_classes: int | None) -> int:
         return int(n_classes)  # fit has refused missing labels already
@@ -865,4 +944,6 @@ class SoundOfPixels(_UNetSeparator):
     def _forward(self, network: nn.Module, mixture: torch.Tensor,
                  labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         masks = torch.sigmoid(network(mixture, labels))  # (B, n_requested, T, F)
+        if self.normalize_masks:
+            masks = masks / masks.sum(dim=1, keepdim=True).clamp_min(_MASK_SUM_FLOOR)
         return masks * mixture.unsqueeze(1), masks

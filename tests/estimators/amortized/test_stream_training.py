@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -18,8 +20,9 @@ MODELS = {
 }
 
 
-def _stream(random_state: int = 0) -> MixtureStream:
-    """Three tonal classes, two stems each, at 8 kHz: a stream of 2-source mixtures."""
+def _stream(random_state: int = 0, **mixing) -> MixtureStream:
+    """Three tonal classes, two stems each, at 8 kHz: a stream of 2-source mixtures
+    (``mixing``: other MixtureStream settings, e.g. ``max_sources=3``)."""
     rng = np.random.default_rng(7)
     time = np.arange(4000) / 8000
     stems, labels = [], []
@@ -30,7 +33,7 @@ def _stream(random_state: int = 0) -> MixtureStream:
                                                  + rng.uniform(0, 2 * np.pi)))
             labels.append(label)
     return MixtureStream(np.array(stems, dtype=np.float32), labels, sample_rate=8000,
-                         crop_samples=1024, random_state=random_state)
+                         crop_samples=1024, random_state=random_state, **mixing)
 
 
 def _model(name: str, **params):
@@ -209,3 +212,68 @@ def test_sound_of_pixels_learns_with_the_waveform_loss():
     example = next(iter(_stream(random_state=9)))
     assert model.separate(example.mixture, labels=["low", "high"]).shape == (
         2, example.mixture.size)
+
+
+# ------------------------------------------------------------------ source counting
+def test_count_sources_learns_the_count_and_keeps_that_many_heads():
+    # Three heads for 2-3 sources: one head has no source in every 2-source mixture.
+    stream = _stream(max_sources=3)
+    model = _model("MHUNet", loss="si_sdr", heads="sources", count_sources=True,
+                   max_epochs=6, learning_rate=1e-2).fit(stream)
+    assert model.n_slots_ == 3 and "count.weight" in model.network_state_
+    assert {"train_separation", "train_count"} <= set(model.history_)
+    assert model.history_["train_count"][-1] < model.history_["train_count"][0]
+    network = model._get_network().eval()
+    examples = list(itertools.islice(iter(stream), 8))
+    mixture = model.front_end_(torch.as_tensor(np.stack([e.mixture for e in examples])))
+    with torch.no_grad():
+        masks, count_logits = model._counted_masks(network, mixture)
+        logits, _ = network(mixture)
+        two, _ = model._counted_masks(network, mixture, torch.full((8,), 2))
+    assert count_logits.shape == (8, 3) and masks.shape[:2] == (8, 3)
+    # The predicted count of heads keeps its masks, normalised; the rest are zero.
+    kept = (masks.flatten(2).amax(dim=2) > 0).sum(dim=1)
+    torch.testing.assert_close(kept, count_logits.argmax(dim=1) + 1)
+    # With a given count of 2, the two heads that take the most of the mixture stay.
+    share = (torch.sigmoid(logits) * mixture[:, None]).sum(dim=(2, 3))
+    loudest = share.argsort(dim=1, descending=True)[:, :2]
+    expected = torch.zeros_like(share, dtype=torch.bool).scatter(1, loudest, True)
+    torch.testing.assert_close(two.flatten(2).amax(dim=2) > 0, expected)
+    sums = two.sum(dim=1)
+    torch.testing.assert_close(sums[mixture > 0], torch.ones_like(sums[mixture > 0]))
+    estimates = model.separate(examples[0].mixture)
+    assert estimates.shape == (3, examples[0].mixture.size)
+    np.testing.assert_allclose(estimates.sum(axis=0), examples[0].mixture, atol=1e-4)
+
+
+def test_count_sources_needs_blind_heads_and_the_waveform_loss():
+    with pytest.raises(ValueError, match="heads='sources'"):
+        _model("MHUNet", loss="si_sdr", count_sources=True).fit(_stream())  # auto: classes
+    with pytest.raises(ValueError, match="waveform loss"):
+        _model("MHUNet", loss="bce", heads="sources", count_sources=True).fit(_stream())
+
+
+def test_pit_waveform_loss_can_ignore_slots_without_a_source():
+    from decomp.estimators.amortized.base import pit_waveform_loss
+    from decomp.losses import separation_cost
+
+    front_end = FRONT_END
+    rng = np.random.default_rng(3)
+    sources = torch.tensor(rng.standard_normal((2, 3, 1024)) * 0.1, dtype=torch.float32)
+    sources[0, 2] = 0  # item 0 has two sources, item 1 three
+    mixture = sources.sum(dim=1)
+    n_frames = front_end(mixture).shape[1]
+    masks = torch.tensor(rng.uniform(0.05, 1.0, (2, 3, n_frames, front_end(mixture).shape[2])),
+                         dtype=torch.float32)
+    masks = masks / masks.sum(dim=1, keepdim=True)
+    loss, permutation = pit_waveform_loss(masks, mixture, sources, front_end, absent="ignore")
+    estimates = front_end._apply_masks(mixture, masks)
+    matched = torch.stack([separation_cost(estimates[item, permutation[item]], sources[item],
+                                           mixture[item]) for item in range(2)])
+    # Item 0's silent target costs nothing and is not counted.
+    expected = (matched[0, :2].mean() + matched[1].mean()) / 2
+    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-4)
+    silence, _ = pit_waveform_loss(masks, mixture, sources, front_end)
+    assert not torch.isclose(silence, loss)
+    with pytest.raises(ValueError, match="absent must be"):
+        pit_waveform_loss(masks, mixture, sources, front_end, absent="zero")

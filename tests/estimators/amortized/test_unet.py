@@ -270,6 +270,26 @@ def test_pixels_transform_shapes(pixels_model, data):
     assert np.all(batch <= mixtures[:4, None] + 1e-6)  # masks lie in [0, 1]
 
 
+def test_pixels_normalized_masks_share_the_mixture_among_the_requested_labels(
+        pixels_model, data):
+    mixtures = data[0][:4]
+    requested = ["violin", "cello"]
+    raw = pixels_model.transform(mixtures, labels=requested)
+    normalized = clone(pixels_model).set_params(normalize_masks=True)
+    normalized.__dict__.update({key: value for key, value in vars(pixels_model).items()
+                                if key.endswith("_")})  # the same fitted network
+    shared = normalized.transform(mixtures, labels=requested)
+    assert shared.shape == raw.shape
+    np.testing.assert_allclose(shared.sum(axis=1), mixtures, rtol=1e-4, atol=1e-5)
+    # Each class keeps its raw mask's share: the ratio of the two estimates is unchanged.
+    ratio = raw[:, 0] / np.maximum(raw.sum(axis=1), 1e-12)
+    inside = mixtures > 1e-3
+    np.testing.assert_allclose(shared[:, 0][inside] / mixtures[inside], ratio[inside],
+                               rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(normalized.transform(mixtures, labels=["flute"])[:, 0],
+                               mixtures, rtol=1e-5, atol=1e-6)
+
+
 def test_pixels_requires_labels(data, pixels_model):
     mixtures, sources, _ = data
     with pytest.raises(ValueError, match="needs labels"):
