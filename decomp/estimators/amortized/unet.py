@@ -396,12 +396,13 @@ class MHUNet(_UNetSeparator):
         Source heads only (``heads="sources"``, ``loss="si_sdr"``): a linear layer on the
         mean and maximum of the encoder's deepest features predicts how many sources
         sound in each chunk (1 to ``n_slots_``; cross-entropy against the crop's count,
-        added to the separation cost), and only that many heads, those whose masks take
-        the most of the mixture, keep their masks (the others' are zeroed before the
-        normalisation). Training uses the true count and scores the kept heads against
-        the sounding sources only, so a head is never taught silence. Without it, a
-        blind head beyond the fewest sources per mixture learns silence everywhere (see
-        the model card's limitations).
+        added to the separation cost). In training, the true count of heads, those whose
+        masks take the most of the mixture, keep their masks and the others' are zeroed
+        before the normalisation; the kept heads are scored against the sounding sources
+        only, so a head is never taught silence. At inference the head ranked r by that
+        share is weighted by the predicted probability that more than r sources sound.
+        Without it, a blind head beyond the fewest sources per mixture learns silence
+        everywhere (see the model card's limitations). Experimental.
     front_end : Spectrogram, optional
         Turns waveforms into magnitudes and masks back into waveforms; must give
         magnitudes (``kind="linear"``, ``db_normalization=False``): the network
@@ -606,18 +607,24 @@ class MHUNet(_UNetSeparator):
                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, T, F) mixture magnitudes -> (B, H, T, F) masks (summing to 1 over the heads
         with ``normalize_masks``) and the (B, H) source-count logits (None without
-        ``count_sources``). With a count, only that many heads, those with the most masked
-        magnitude, keep their masks, the others are zeroed before the normalisation; the
-        count is ``n_sounding`` (B,) when given (training), else the predicted one."""
+        ``count_sources``). With a count, the heads are ranked by the magnitude their
+        masks take (rank 0: the most) and weighted before the normalisation: given
+        ``n_sounding`` (B,) (training), the first ``n_sounding`` keep their masks and the
+        others are zeroed; otherwise the head of rank r is weighted by the predicted
+        probability that more than r sources sound."""
         logits, count_logits = network(mixture)
         masks = torch.sigmoid(logits)
         if count_logits is not None:
-            if n_sounding is None:
-                n_sounding = count_logits.argmax(dim=1) + 1
             share = (masks * mixture.unsqueeze(1)).sum(dim=(2, 3))  # (B, H)
-            rank = share.argsort(dim=1, descending=True).argsort(dim=1)  # 0: the loudest
-            keep = rank < n_sounding.to(rank.device)[:, None]
-            masks = masks * keep[:, :, None, None].to(masks.dtype)
+            rank = share.argsort(dim=1, descending=True).argsort(dim=1)  # 0: the most
+            if n_sounding is not None:
+                weights = (rank < n_sounding.to(rank.device)[:, None]).to(masks.dtype)
+            else:
+                # P(count >= r + 1) for rank r: a hard argmax drops a source for a whole
+                # chunk whenever the count is wrong.
+                at_least = count_logits.softmax(dim=1).flip(1).cumsum(dim=1).flip(1)
+                weights = at_least.gather(1, rank)
+            masks = masks * weights[:, :, None, None]
         if self.normalize_masks:
             masks = masks / masks.sum(dim=1, keepdim=True).clamp_min(_MASK_SUM_FLOOR)
         return masks, count_logits

@@ -231,13 +231,18 @@ def test_count_sources_learns_the_count_and_keeps_that_many_heads():
         logits, _ = network(mixture)
         two, _ = model._counted_masks(network, mixture, torch.full((8,), 2))
     assert count_logits.shape == (8, 3) and masks.shape[:2] == (8, 3)
-    # The predicted count of heads keeps its masks, normalised; the rest are zero.
-    kept = (masks.flatten(2).amax(dim=2) > 0).sum(dim=1)
-    torch.testing.assert_close(kept, count_logits.argmax(dim=1) + 1)
-    # With a given count of 2, the two heads that take the most of the mixture stay.
     share = (torch.sigmoid(logits) * mixture[:, None]).sum(dim=(2, 3))
-    loudest = share.argsort(dim=1, descending=True)[:, :2]
-    expected = torch.zeros_like(share, dtype=torch.bool).scatter(1, loudest, True)
+    order = share.argsort(dim=1, descending=True)  # heads by the magnitude they take
+    # Inference: the head ranked r is weighted by P(count > r) before the normalisation.
+    probabilities = count_logits.softmax(dim=1)
+    at_least = torch.stack([probabilities[:, 0:].sum(1), probabilities[:, 1:].sum(1),
+                            probabilities[:, 2:].sum(1)], dim=1)
+    weighted = torch.sigmoid(logits) * torch.zeros_like(share).scatter(
+        1, order, at_least)[:, :, None, None]
+    torch.testing.assert_close(masks, weighted / weighted.sum(dim=1, keepdim=True),
+                               rtol=1e-5, atol=1e-6)
+    # With a given count of 2, the two heads that take the most of the mixture stay.
+    expected = torch.zeros_like(share, dtype=torch.bool).scatter(1, order[:, :2], True)
     torch.testing.assert_close(two.flatten(2).amax(dim=2) > 0, expected)
     sums = two.sum(dim=1)
     torch.testing.assert_close(sums[mixture > 0], torch.ones_like(sums[mixture > 0]))
