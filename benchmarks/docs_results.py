@@ -465,10 +465,10 @@ def separation_page(results: dict[str, Any]) -> Page:
                      for name, data in runs.items()
                      if data.get("training", {}).get("history")
                      and data.get("settings", {}).get("loss") == "si_sdr"}
-        # A rescoring with other inference settings repeats its run's history: drop it.
+        # A rescoring (--evaluate-only) that repeats its run's history is not drawn twice.
         for name, data in runs.items():
             label = name.removeprefix("train-separators-").removesuffix(".json")
-            if label in histories and data.get("settings", {}).get("normalize_masks") \
+            if label in histories and data.get("settings", {}).get("evaluate_only") \
                     and list(histories.values()).count(histories[label]) > 1:
                 del histories[label]
         if histories:

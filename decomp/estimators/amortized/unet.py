@@ -59,6 +59,11 @@ magnitudes for masking and for the targets)."""
 _WEIGHT_RANGE = (1e-3, 10.0)
 # Masks are divided by their sum over heads, which is tiny in silent bins.
 _MASK_SUM_FLOOR = 1e-8
+
+
+def _sum_to_one(masks: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, F) masks divided by their sum over the H heads (floored)."""
+    return masks / masks.sum(dim=1, keepdim=True).clamp_min(_MASK_SUM_FLOOR)
 # Weight of the source count's cross-entropy (nats) beside the separation cost (dB).
 _COUNT_WEIGHT = 1.0
 
@@ -625,9 +630,7 @@ class MHUNet(_UNetSeparator):
                 at_least = count_logits.softmax(dim=1).flip(1).cumsum(dim=1).flip(1)
                 weights = at_least.gather(1, rank)
             masks = masks * weights[:, :, None, None]
-        if self.normalize_masks:
-            masks = masks / masks.sum(dim=1, keepdim=True).clamp_min(_MASK_SUM_FLOOR)
-        return masks, count_logits
+        return (_sum_to_one(masks) if self.normalize_masks else masks), count_logits
 
     def _masks(self, network: nn.Module, mixture: torch.Tensor) -> torch.Tensor:
         return self._counted_masks(network, mixture)[0]
@@ -637,22 +640,22 @@ class MHUNet(_UNetSeparator):
         """Negative SI-SDR of the resynthesised heads (PIT, or one head per class); when
         counting sources, plus the count's cross-entropy."""
         mixture_audio = batch["mixture_audio"]
-        if "labels" in batch or not self.count_sources:
-            masks, _ = self._counted_masks(network, batch["mixture"])  # (B, H, T, F)
-            if "labels" in batch:
-                return {"loss": self._class_waveform_costs(masks, batch).mean()}
-            loss, _ = pit_waveform_loss(masks, mixture_audio, batch["source_audio"],
-                                        self.front_end_)
-            return {"loss": loss}
-        # The true count picks the heads that separate (the loudest that many), as the
-        # predicted count does at inference; the others are left out, not taught silence.
-        n_sounding = (batch["source_audio"].abs().amax(dim=-1) > 0).sum(dim=1).clamp_min(1)
-        masks, count_logits = self._counted_masks(network, batch["mixture"], n_sounding)
-        separation, _ = pit_waveform_loss(masks, mixture_audio, batch["source_audio"],
-                                          self.front_end_, absent="ignore")
-        count = functional.cross_entropy(count_logits, n_sounding - 1)
-        return {"loss": separation + _COUNT_WEIGHT * count, "separation": separation,
-                "count": count}
+        if self.count_sources:  # source heads only: fit refuses it with class heads
+            # The true count picks the heads that separate (those that take the most of
+            # the mixture); the others are left out, not taught silence.
+            n_sounding = (batch["source_audio"].abs().amax(dim=-1) > 0).sum(dim=1).clamp_min(1)
+            masks, count_logits = self._counted_masks(network, batch["mixture"], n_sounding)
+            separation, _ = pit_waveform_loss(masks, mixture_audio, batch["source_audio"],
+                                              self.front_end_, absent="ignore")
+            count = functional.cross_entropy(count_logits, n_sounding - 1)
+            return {"loss": separation + _COUNT_WEIGHT * count, "separation": separation,
+                    "count": count}
+        masks = self._masks(network, batch["mixture"])  # (B, H, T, F)
+        if "labels" in batch:
+            return {"loss": self._class_waveform_costs(masks, batch).mean()}
+        loss, _ = pit_waveform_loss(masks, mixture_audio, batch["source_audio"],
+                                    self.front_end_)
+        return {"loss": loss}
 
     def _training_losses(self, network: nn.Module, batch: dict[str, torch.Tensor]
                          ) -> dict[str, torch.Tensor]:
@@ -952,5 +955,5 @@ class SoundOfPixels(_UNetSeparator):
                  labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         masks = torch.sigmoid(network(mixture, labels))  # (B, n_requested, T, F)
         if self.normalize_masks:
-            masks = masks / masks.sum(dim=1, keepdim=True).clamp_min(_MASK_SUM_FLOOR)
+            masks = _sum_to_one(masks)
         return masks * mixture.unsqueeze(1), masks
