@@ -410,8 +410,9 @@ def separation_page(results: dict[str, Any]) -> Page:
             settings, training = data.get("settings", {}), data.get("training", {})
             sizes = ", ".join(f"{key.replace('_', ' ')} {settings[key]}"
                               for key in ("base_channels", "n_levels", "embed_dim", "n_layers",
-                                          "normalize_masks")
-                              if settings.get(key) is not None)
+                                          "normalize_masks", "count_sources", "init_from",
+                                          "restart_heads")
+                              if settings.get(key) not in (None, False, []))
             rows.append([f"[`{name}`]({name})", f"{settings.get('model')} ({sizes or 'defaults'})",
                          settings.get("corpus"), settings.get("loss"),
                          number(training.get("minutes"), 0), number(training.get("epochs")),
@@ -422,14 +423,18 @@ def separation_page(results: dict[str, Any]) -> Page:
         score_rows = []
         for name, data in runs.items():
             model = data.get("settings", {}).get("model")
+            label = f"`{name.removeprefix('train-separators-').removesuffix('.json')}`"
             for test_set, methods in data.get("results", {}).items():
-                values = methods.get(model, {})
-                score_rows.append([f"`{name.removeprefix('train-separators-').removesuffix('.json')}`",
-                                   test_set, number(values.get("n_items"), 0),
-                                   *score_cells(values),
-                                   number(values.get("active_outputs")),
-                                   number(methods.get("nmf", {}).get("si_sdr_improvement")),
-                                   number(methods.get("irm", {}).get("si_sdr_improvement"))])
+                # A counting model is also scored with the number of sources given.
+                for method, suffix in ((model, ""), (f"{model}, count given", ", count given")):
+                    if method not in methods:
+                        continue
+                    values = methods[method]
+                    score_rows.append([label + suffix, test_set,
+                                       number(values.get("n_items"), 0), *score_cells(values),
+                                       number(values.get("active_outputs")),
+                                       number(methods.get("nmf", {}).get("si_sdr_improvement")),
+                                       number(methods.get("irm", {}).get("si_sdr_improvement"))])
         page.add("Scores of each run's model (dB), with NMF's and the oracle mask's SI-SDRi "
                  "on the same test set of that many mixtures (± : standard error over "
                  "mixtures, where recorded; outputs used: outputs carrying at least 1 % of "

@@ -351,7 +351,8 @@ class SeparationJob:
     Parameters
     ----------
     model : str
-        A saved separator (path) or a shipped one by name (``"instruments"``, ``"speech"``).
+        A saved separator (path) or a shipped one by name (``"instruments"``,
+        ``"instruments-count"``, ``"speech"``).
     labels : tuple of str, optional
         Sources to extract (label-conditioned models) and the stems' names.
     device : str
@@ -360,12 +361,18 @@ class SeparationJob:
         Sets the separator's ``inference_overlap`` (the share of each inference window
         the next one repeats, in [0, 1)); None keeps the model's. Only separators that
         run in windows have it (AudioSlots, BlockVAE, MHUNet, SoundOfPixels).
+    n_sources : int, optional
+        How many sources every recording holds, for a separator that counts its sources
+        (an ``MHUNet`` with ``count_sources=True``, e.g. ``"instruments-count"``): sets
+        its ``n_sources``, so that many stems sound and the others are silent. None lets
+        it count them.
     """
 
     model: str
     labels: tuple[str, ...] | None = None
     device: str = "auto"
     inference_overlap: float | None = None
+    n_sources: int | None = None
 
     def settings(self) -> dict[str, Any]:
         settings = {"kind": "separate", "model": _model_identity(self.model),
@@ -373,6 +380,8 @@ class SeparationJob:
         if self.inference_overlap is not None:
             # Only when set, so that runs without it keep their manifests' fingerprints.
             settings["inference_overlap"] = float(self.inference_overlap)
+        if self.n_sources is not None:
+            settings["n_sources"] = int(self.n_sources)
         return settings
 
     def outputs(self, path: Path, out_dir: Path) -> list[Path]:
@@ -397,6 +406,19 @@ class SeparationJob:
                                  "to AudioSlots, BlockVAE, MHUNet and SoundOfPixels).")
             separator.set_params(inference_overlap=float(self.inference_overlap))
             separator._validate_params()  # the separator's own constraint on the value
+        if self.n_sources is not None:
+            if "n_sources" not in separator.get_params(deep=False):
+                kind = with_article(type(separator).__name__)
+                raise ValueError(f"{self.model}: holds {kind}, which does not count its "
+                                 "sources, so a number of sources does not apply (it does to "
+                                 "an MHUNet trained with count_sources=True, such as "
+                                 "'instruments-count').")
+            separator.set_params(n_sources=int(self.n_sources))
+            separator._validate_params()
+            try:
+                separator._check_n_sources()  # the model's own rule, before any file
+            except ValueError as error:
+                raise ValueError(f"{self.model}: {error}") from None
         set_device(separator, self.device)
         return separator
 

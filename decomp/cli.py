@@ -304,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "in [0, 1): 0 runs consecutive windows in about half the time, "
                           "a little less accurately (default: the model's "
                           "inference_overlap, 0.5 for the shipped separators)")
+    separate.add_argument("--sources", type=_positive_int, default=None, metavar="N",
+                          help="how many sources every input holds, for a separator that "
+                          "counts them (instruments-count): N stems sound, the others are "
+                          "silent (default: it counts them itself)")
     _add_device_option(separate)
     separate.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_corpus_options(separate)
@@ -470,7 +474,8 @@ def _separate(args: argparse.Namespace) -> int:
     _check_output_directory(out)
     _check_device(args.device)
     job = SeparationJob(model=args.model, labels=tuple(args.labels) if args.labels else None,
-                        device=args.device, inference_overlap=args.overlap)
+                        device=args.device, inference_overlap=args.overlap,
+                        n_sources=args.sources)
     return _run_batch(job, inputs, out, args)
 
 

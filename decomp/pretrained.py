@@ -24,6 +24,9 @@ __all__ = [
 SHIPPED_MODELS: dict[str, tuple[str, str]] = {
     "instruments": ("separator-instruments.decomp",
                     "blind separator of 2-3 instruments (MHUNet, 3 unordered outputs)"),
+    "instruments-count": ("separator-instruments-count.decomp",
+                          "blind separator of 2-3 instruments that counts them, or is told "
+                          "how many (MHUNet, count_sources)"),
     "speech": ("separator-speech.decomp",
                "blind separator of two speakers (MHUNet, 2 unordered outputs)"),
     "piano-nmf": ("piano-nmf.decomp",
@@ -33,7 +36,7 @@ SHIPPED_MODELS: dict[str, tuple[str, str]] = {
 }
 """Shipped model names -> (file name in ``decomp/models/``, one-line description)."""
 
-SHIPPED_SEPARATORS = ("instruments", "speech")
+SHIPPED_SEPARATORS = ("instruments", "instruments-count", "speech")
 """The names in :data:`SHIPPED_MODELS` that are separators (``decomp separate --model``)."""
 
 _REBUILD = "python benchmarks/train_default_models.py"
@@ -52,7 +55,7 @@ def shipped_models() -> tuple[str, ...]:
     Examples
     --------
     >>> shipped_models()
-    ('instruments', 'speech', 'piano-nmf', 'piano-dds2', 'piano-dds3')
+    ('instruments', 'instruments-count', 'speech', 'piano-nmf', 'piano-dds2', 'piano-dds3')
     """
     return tuple(SHIPPED_MODELS)
 
@@ -101,7 +104,8 @@ def pretrained_file(name_or_path: str | os.PathLike) -> Path:
     Traceback (most recent call last):
     ...
     ValueError: unknown model 'instrumnts' (did you mean 'instruments'?); shipped models: \
-instruments, speech, piano-nmf, piano-dds2, piano-dds3 (or give the path of a .decomp file).
+instruments, instruments-count, speech, piano-nmf, piano-dds2, piano-dds3 (or give the path \
+of a .decomp file).
     """
     if isinstance(name_or_path, os.PathLike):
         return Path(name_or_path)

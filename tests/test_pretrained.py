@@ -28,11 +28,12 @@ def models_dir(tmp_path, monkeypatch):
 
 def test_one_table_of_shipped_models():
     assert decomp.pretrained is module.pretrained and "pretrained" in decomp.__all__
-    assert module.shipped_models() == ("instruments", "speech", "piano-nmf", "piano-dds2",
-                                       "piano-dds3")
+    assert module.shipped_models() == ("instruments", "instruments-count", "speech",
+                                       "piano-nmf", "piano-dds2", "piano-dds3")
     assert set(module.SHIPPED_SEPARATORS) <= set(module.SHIPPED_MODELS)
     files = {name: file for name, (file, _) in module.SHIPPED_MODELS.items()}
     assert files == {"instruments": "separator-instruments.decomp",
+                     "instruments-count": "separator-instruments-count.decomp",
                      "speech": "separator-speech.decomp", "piano-nmf": "piano-nmf.decomp",
                      "piano-dds2": "piano-dds2.decomp", "piano-dds3": "piano-dds3.decomp"}
     assert all(description and "\n" not in description
@@ -92,8 +93,8 @@ def test_unknown_names_are_one_line_naming_the_shipped_models():
         decomp.pretrained("instrumnts")
     assert str(typo.value) == (
         "unknown model 'instrumnts' (did you mean 'instruments'?); shipped models: "
-        "instruments, speech, piano-nmf, piano-dds2, piano-dds3 (or give the path of a "
-        ".decomp file).")
+        "instruments, instruments-count, speech, piano-nmf, piano-dds2, piano-dds3 (or give "
+        "the path of a .decomp file).")
     with pytest.raises(ValueError) as unknown:
         decomp.pretrained("separator")
     assert "did you mean" not in str(unknown.value)

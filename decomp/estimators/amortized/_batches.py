@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 # Parameters that may change between a run and its resumption.
 RESUMABLE_PARAMS = ("progress", "checkpoint", "max_seconds", "max_epochs", "patience",
-                    "device", "learning_rate_decay", "inference_overlap")
+                    "device", "learning_rate_decay", "inference_overlap",
+                    "n_sources")
 
 
 def as_float32(value: Any, device: torch.device) -> torch.Tensor:

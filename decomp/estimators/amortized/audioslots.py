@@ -468,7 +468,7 @@ class AudioSlots(AmortizedSeparator):
         self.separation_loss = separation_loss
 
     def fit(self, mixtures: Any, sources: Any = None, labels: Any = None, *,
-            validation: Any = None) -> AudioSlots:
+            validation: Any = None, init_from: AudioSlots | None = None) -> AudioSlots:
         """Train the network on mixtures and their sources.
 
         See :meth:`AmortizedSeparator.fit`; additionally raises ``ValueError`` if
@@ -477,7 +477,8 @@ class AudioSlots(AmortizedSeparator):
         """
         self._validate_params()
         self._check_architecture()
-        return super().fit(mixtures, sources, labels, validation=validation)
+        return super().fit(mixtures, sources, labels, validation=validation,
+                           init_from=init_from)
 
     def _check_architecture(self) -> None:
         if self.n_layers > 0 and self.embed_dim % self.n_heads:

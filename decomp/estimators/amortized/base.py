@@ -375,7 +375,8 @@ class AmortizedSeparator(Persistent, BaseEstimator):
 
     # ----------------------------------------------------------------------- fit
     def fit(self, mixtures: Any, sources: Any = None, labels: Any = None, *,
-            validation: Any = None) -> AmortizedSeparator:
+            validation: Any = None, init_from: AmortizedSeparator | None = None,
+            ) -> AmortizedSeparator:
         """Train the network on mixtures and their sources, or on a mixture stream.
 
         Parameters
@@ -407,6 +408,14 @@ class AmortizedSeparator(Persistent, BaseEstimator):
             a copy of the training stream (e.g. the stems of a font not trained on:
             ``bank.select(fonts=[...])``, for cross-font validation). Its classes must be
             the training stream's.
+        init_from : AmortizedSeparator, optional
+            A fitted separator of the same class whose weights start the training
+            instead of a random initialisation (fine-tuning). Its network must fit the one
+            these parameters describe for this data, except for layers it lacks, which
+            start at random: e.g. a model fitted with ``MHUNet(count_sources=False)``
+            starts a ``count_sources=True`` one, whose count layer is new. Its weights are
+            read, never changed. A run resumed from ``checkpoint`` starts from the
+            checkpoint instead.
 
         Returns
         -------
@@ -448,7 +457,10 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            network = self._build_network().to(device)
+            network = self._build_network()
+            if init_from is not None:
+                self._load_initial_weights(network, init_from)
+            network = network.to(device)
             result = self._train(network, plan, device, started)
         self._network = network.eval()
         self.network_state_ = {key: value.detach().cpu().clone()
@@ -456,6 +468,32 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         # A resumed run adds the time its checkpoint recorded for the runs before it.
         self.training_seconds_ = result.earlier_seconds + time.perf_counter() - started
         return self
+
+    def _load_initial_weights(self, network: torch.nn.Module,
+                              init_from: AmortizedSeparator) -> None:
+        """Copy ``init_from``'s fitted weights into ``network``; its missing layers stay."""
+        owner = type(self).__name__
+        if type(init_from) is not type(self):
+            raise TypeError(f"{owner}.fit(init_from=...) takes a fitted {owner}; got "
+                            f"{type(init_from).__name__}.")
+        check_is_fitted(init_from, "network_state_")
+        if init_from.front_end_ != self.front_end_:
+            raise ValueError(f"init_from was fitted with another front end "
+                             f"({init_from.front_end_!r}); this fit uses {self.front_end_!r}.")
+        current = network.state_dict()
+        unused = [key for key in init_from.network_state_ if key not in current]
+        mismatched = [f"{key}: {tuple(value.shape)} vs {tuple(current[key].shape)}"
+                      for key, value in init_from.network_state_.items()
+                      if key in current and value.shape != current[key].shape]
+        if unused or mismatched:
+            raise ValueError(
+                f"init_from's weights do not fit the network that {owner}'s parameters "
+                f"describe for this data (layers it has that this network lacks: {unused}; "
+                f"shapes that differ: {mismatched}); fine-tune with the architecture "
+                "parameters, classes and number of sources it was fitted with.")
+        network.load_state_dict({key: value.to(current[key].dtype)
+                                 for key, value in init_from.network_state_.items()},
+                                strict=False)
 
     def _set_shapes(self, n_bins: int, max_sources: int, classes: np.ndarray | None) -> None:
         """Record the fitted sizes that ``_build_network`` reads."""

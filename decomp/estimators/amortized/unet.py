@@ -408,6 +408,12 @@ class MHUNet(_UNetSeparator):
         share is weighted by the predicted probability that more than r sources sound.
         Without it, a blind head beyond the fewest sources per mixture learns silence
         everywhere (see the model card's limitations). Experimental.
+    n_sources : int, optional
+        With ``count_sources``, at inference: the number of sources the mixture holds,
+        when it is known. The heads ranked first to ``n_sources``-th keep their masks in
+        every chunk and the others are left out, instead of weighting the heads by the
+        predicted count (``None``, the default). An inference setting: training always
+        uses each crop's true count.
     front_end : Spectrogram, optional
         Turns waveforms into magnitudes and masks back into waveforms; must give
         magnitudes (``kind="linear"``, ``db_normalization=False``): the network
@@ -525,6 +531,7 @@ class MHUNet(_UNetSeparator):
         "curriculum_epochs": [StrictInterval(Integral, 0, None, closed="left")],
         "normalize_masks": ["boolean"],
         "count_sources": ["boolean"],
+        "n_sources": [StrictInterval(Integral, 1, None, closed="left"), None],
     }
 
     def __init__(
@@ -537,6 +544,7 @@ class MHUNet(_UNetSeparator):
         curriculum_epochs: int = 20,
         normalize_masks: bool = True,
         count_sources: bool = False,
+        n_sources: int | None = None,
         front_end: Spectrogram | None = None,
         chunk_frames: int = 64,
         max_epochs: int = 100,
@@ -571,6 +579,7 @@ class MHUNet(_UNetSeparator):
         self.curriculum_epochs = curriculum_epochs
         self.normalize_masks = normalize_masks
         self.count_sources = count_sources
+        self.n_sources = n_sources
 
     @property
     def _permutation_invariant(self) -> bool:  # type: ignore[override]
@@ -632,8 +641,21 @@ class MHUNet(_UNetSeparator):
             masks = masks * weights[:, :, None, None]
         return (_sum_to_one(masks) if self.normalize_masks else masks), count_logits
 
+    def _check_n_sources(self) -> None:
+        """Refuse an ``n_sources`` the fitted model cannot keep that many heads for."""
+        if self.n_sources is not None and (not self.count_sources
+                                           or self.n_sources > self.n_slots_):
+            raise ValueError(
+                f"MHUNet's n_sources={self.n_sources} keeps that many heads of a model that "
+                "counts sources: it needs count_sources=True and at most n_slots_ "
+                f"({self.n_slots_}) sources; got count_sources={self.count_sources}.")
+
     def _masks(self, network: nn.Module, mixture: torch.Tensor) -> torch.Tensor:
-        return self._counted_masks(network, mixture)[0]
+        if self.n_sources is None:
+            return self._counted_masks(network, mixture)[0]
+        self._check_n_sources()
+        known = torch.full((mixture.shape[0],), self.n_sources, device=mixture.device)
+        return self._counted_masks(network, mixture, known)[0]
 
     def _waveform_losses(self, network: nn.Module, batch: dict[str, torch.Tensor]
                          ) -> dict[str, torch.Tensor]:

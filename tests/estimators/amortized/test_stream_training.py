@@ -41,7 +41,7 @@ def _model(name: str, **params):
     settings = dict(front_end=FRONT_END, chunk_frames=16, batch_size=4, steps_per_epoch=3,
                     max_epochs=2, validation_fraction=0.5, patience=10, learning_rate=3e-3,
                     device="cpu", random_state=0)
-    return cls(**architecture, **{**settings, **params})
+    return cls(**{**architecture, **settings, **params})
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -249,9 +249,21 @@ def test_count_sources_learns_the_count_and_keeps_that_many_heads():
     estimates = model.separate(examples[0].mixture)
     assert estimates.shape == (3, examples[0].mixture.size)
     np.testing.assert_allclose(estimates.sum(axis=0), examples[0].mixture, atol=1e-4)
+    # A known number of sources keeps that many heads at inference.
+    model.set_params(n_sources=2)
+    with torch.no_grad():
+        torch.testing.assert_close(model._masks(network, mixture), two)
+    known = model.separate(examples[0].mixture)
+    assert (np.abs(known).max(axis=1) > 0).sum() == 2
+    np.testing.assert_allclose(known.sum(axis=0), examples[0].mixture, atol=1e-4)
+    with pytest.raises(ValueError, match=r"at most n_slots_ \(3\)"):
+        model.set_params(n_sources=4).separate(examples[0].mixture)
 
 
 def test_count_sources_needs_blind_heads_and_the_waveform_loss():
+    stream = _stream()
+    with pytest.raises(ValueError, match="needs count_sources=True"):
+        _blind(max_epochs=0, n_sources=2).fit(stream).separate(next(iter(stream)).mixture)
     with pytest.raises(ValueError, match="heads='sources'"):
         _model("MHUNet", loss="si_sdr", count_sources=True).fit(_stream())  # auto: classes
     with pytest.raises(ValueError, match="waveform loss"):
@@ -282,3 +294,78 @@ def test_pit_waveform_loss_can_ignore_slots_without_a_source():
     assert not torch.isclose(silence, loss)
     with pytest.raises(ValueError, match="absent must be"):
         pit_waveform_loss(masks, mixture, sources, front_end, absent="zero")
+
+
+# ------------------------------------------------------------------------ fine-tuning
+def test_init_from_starts_the_training_at_a_fitted_models_weights():
+    stream = _stream(max_sources=3)
+    base = _blind(max_epochs=2).fit(stream)
+    before = {key: value.clone() for key, value in base.network_state_.items()}
+    # No epoch: the weights are the base's; its validation loss is where training starts.
+    copy = _blind(max_epochs=0).fit(stream, init_from=base)
+    assert copy.history_["initial_validation_loss"][0] == pytest.approx(
+        base.best_validation_loss_, rel=1e-5)
+    # A layer the base lacks (the count of count_sources=True) starts at random.
+    counting = _blind(max_epochs=0, count_sources=True).fit(stream, init_from=base)
+    assert set(counting.network_state_) - set(before) == {"count.weight", "count.bias"}
+    for key, value in before.items():
+        torch.testing.assert_close(counting.network_state_[key], value)
+    tuned = _blind(max_epochs=2, count_sources=True).fit(stream, init_from=base)
+    assert not torch.equal(tuned.network_state_["unet.decoders.0.output.weight"],
+                           before["unet.decoders.0.output.weight"])
+    for key, value in before.items():  # the base itself is left as it was
+        torch.testing.assert_close(base.network_state_[key], value)
+
+
+def test_init_from_refusals():
+    stream = _stream(max_sources=3)
+    base = _blind(max_epochs=0).fit(stream)
+    from sklearn.exceptions import NotFittedError
+    with pytest.raises(NotFittedError):
+        _blind().fit(stream, init_from=_blind())
+    with pytest.raises(TypeError, match="takes a fitted MHUNet; got AudioSlots"):
+        _blind().fit(stream, init_from=_model("AudioSlots", max_epochs=0).fit(_stream()))
+    with pytest.raises(ValueError, match="shapes that differ"):
+        _blind(base_channels=8).fit(stream, init_from=base)
+    with pytest.raises(ValueError, match="layers it has that this network lacks"):
+        _blind().fit(stream, init_from=_blind(max_epochs=0, count_sources=True).fit(stream))
+    other = Spectrogram(sample_rate=8000, n_fft=128, hop_length=32, kind="linear")
+    with pytest.raises(ValueError, match="another front end"):
+        _blind(front_end=other).fit(stream, init_from=base)
+
+
+def _benchmark(name: str):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    benchmarks = Path(__file__).resolve().parents[3] / "benchmarks"
+    sys.path.insert(0, str(benchmarks))  # the benchmarks import each other by name
+    try:
+        spec = importlib.util.spec_from_file_location(name, benchmarks / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(benchmarks))
+    return module
+
+
+def test_restart_heads_copies_head_zero_with_noise_and_keeps_the_original():
+    restart_heads = _benchmark("train_separators").restart_heads
+    model = _blind(max_epochs=0).fit(_stream(max_sources=3))
+    before = {key: value.clone() for key, value in model.network_state_.items()}
+    restarted = restart_heads(model, [2], noise=0.05, seed=0)
+    for key, value in before.items():
+        torch.testing.assert_close(model.network_state_[key], value)
+        if not key.startswith("unet.decoders.2."):
+            torch.testing.assert_close(restarted.network_state_[key], value.float())
+    weight = "unet.decoders.{}.output.weight"
+    live, copy = before[weight.format(0)], restarted.network_state_[weight.format(2)]
+    relative = (copy - live).std() / live.std()
+    assert 0.03 < float(relative) < 0.07  # 5 % of the tensor's spread
+    again = restart_heads(model, [2], noise=0.05, seed=0).network_state_[weight.format(2)]
+    torch.testing.assert_close(again, copy)
+    with pytest.raises(SystemExit, match="blind heads 1..2"):
+        restart_heads(model, [0])
+    with pytest.raises(SystemExit, match="blind heads 1..2"):
+        restart_heads(model, [3])
