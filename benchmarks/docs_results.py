@@ -203,7 +203,7 @@ def _bars(ax: Any, groups: Sequence[str], series: dict[str, Sequence[float | Non
 def draw_separation(data: dict[str, Any]) -> Any:
     plt = _style()
     figure, ax = plt.subplots(figsize=(7.5, 3.2))
-    _bars(ax, data["test_sets"], data["series"], ["C0", "C2", "0.6"])
+    _bars(ax, data["test_sets"], data["series"], ["C0", "C1", "C2", "0.6"])
     for index, target in enumerate(data["targets"]):
         if target is not None:
             ax.plot([index - 0.45, index + 0.45], [target, target], "k--", lw=1,
@@ -313,6 +313,8 @@ class Page:
 
 
 SEPARATION_METHODS = {"shipped": "shipped separator (blind)",
+                      "shipped-count": "shipped instruments-count (told the number of "
+                                       "sources)",
                       "nmf": "semi-supervised NMF (given the labels)",
                       "irm": "ideal ratio mask (oracle)"}
 METRICS = (("sdr", "SDR"), ("sir", "SIR"), ("sar", "SAR"), ("si_sdr", "SI-SDR"),
@@ -331,8 +333,9 @@ def score_cells(row: dict[str, Any]) -> list[str]:
 
 def separation_page(results: dict[str, Any]) -> Page:
     page = Page("separation.md")
-    page.add("The separators shipped with the package (`decomp.pretrained(\"instruments\")` "
-             "and `(\"speech\")`, see the [model card](../guide/model-card.md)) on held-out "
+    page.add("The separators shipped with the package (`decomp.pretrained(\"instruments\")`, "
+             "`(\"instruments-count\")` and `(\"speech\")`, see the "
+             "[model card](../guide/model-card.md)) on held-out "
              "test mixtures, beside semi-supervised NMF and the oracle ideal ratio mask; "
              "scores in dB, averaged over sources, higher is better (see "
              "[Metrics](../guide/metrics.md)). Instrument mixtures are rendered with the "
@@ -411,7 +414,7 @@ def separation_page(results: dict[str, Any]) -> Page:
             sizes = ", ".join(f"{key.replace('_', ' ')} {settings[key]}"
                               for key in ("base_channels", "n_levels", "embed_dim", "n_layers",
                                           "normalize_masks", "count_sources", "init_from",
-                                          "restart_heads")
+                                          "restart_heads", "stems_per_label")
                               if settings.get(key) not in (None, False, []))
             rows.append([f"[`{name}`]({name})", f"{settings.get('model')} ({sizes or 'defaults'})",
                          settings.get("corpus"), settings.get("loss"),
