@@ -116,10 +116,12 @@ def separator_file(name: str, out: Path | None) -> Path:
 def train_separator(name: str, work_dir: Path, evaluate: bool, out: Path | None = None
                     ) -> object:
     """Train (or resume) the shipped separator ``name``; the fitted model. A recipe that
-    starts from another shipped separator reads the file that ``out`` (or the package)
-    holds, so ``instruments`` is (re)built before ``instruments-count``."""
-    recipe = [argument.format(epochs=SEPARATOR_EPOCHS[name],
-                              instruments=separator_file("instruments", out))
+    starts from another shipped separator reads its file in ``out`` where this command
+    wrote one (``instruments`` is built before ``instruments-count``), else the package's."""
+    base = separator_file("instruments", out)
+    if not base.exists():
+        base = pretrained_file("instruments")
+    recipe = [argument.format(epochs=SEPARATOR_EPOCHS[name], instruments=base)
               for argument in SEPARATOR_RECIPES[name]]
     directory = work_dir / name
     args = train_separators.build_parser().parse_args(
