@@ -178,8 +178,7 @@ def restart_heads(model: MHUNet, heads: list[int], noise: float = 0.05, seed: in
     live head starts where gradients flow and drifts apart from the original under the
     permutation-invariant loss. ``model`` itself is left as it was.
     """
-    if model.heads != "sources" or 0 in heads or not all(0 < head < model.n_slots_
-                                                         for head in heads):
+    if model.heads != "sources" or not all(0 < head < model.n_slots_ for head in heads):
         raise SystemExit(f"--restart-heads takes blind heads 1..{model.n_slots_ - 1} of an "
                          "MHUNet with heads='sources'")
     restarted = copy.deepcopy(model)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import importlib.util
 import json
 import re
 import shutil
@@ -22,22 +21,16 @@ import nbformat
 import pytest
 import yaml
 
+from tests.conftest import load_benchmark
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
 EXAMPLES = RESULTS / "examples"
 MAX_EXAMPLE_BYTES = 1_500_000
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-docs_results = _load("docs_results")
-docs_notebooks = _load("docs_notebooks")
+docs_results = load_benchmark("docs_results")
+docs_notebooks = load_benchmark("docs_notebooks")
 
 
 def _nav_paths(entries) -> list[str]:
@@ -176,7 +169,7 @@ def test_the_augmentation_ablation_table_shows_every_run() -> None:
 
 def test_ablation_variants_turn_off_what_they_name(monkeypatch) -> None:
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    ablation = _load("augmentation_ablation")
+    ablation = load_benchmark("augmentation_ablation")
     train_separators = sys.modules["train_separators"]
     parser = train_separators.build_parser()
     settings = argparse.Namespace(work_dir=Path("ablation"), max_epochs=24,

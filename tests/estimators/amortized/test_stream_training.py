@@ -11,6 +11,7 @@ import torch
 from decomp.audio import Spectrogram
 from decomp.data import MixtureStream
 from decomp.estimators.amortized import AudioSlots, MHUNet
+from tests.conftest import BENCHMARKS, load_benchmark
 
 FRONT_END = Spectrogram(sample_rate=8000, n_fft=64, hop_length=32, kind="linear")
 MODELS = {
@@ -334,24 +335,9 @@ def test_init_from_refusals():
         _blind(front_end=other).fit(stream, init_from=base)
 
 
-def _benchmark(name: str):
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    benchmarks = Path(__file__).resolve().parents[3] / "benchmarks"
-    sys.path.insert(0, str(benchmarks))  # the benchmarks import each other by name
-    try:
-        spec = importlib.util.spec_from_file_location(name, benchmarks / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(benchmarks))
-    return module
-
-
-def test_restart_heads_copies_head_zero_with_noise_and_keeps_the_original():
-    restart_heads = _benchmark("train_separators").restart_heads
+def test_restart_heads_copies_head_zero_with_noise_and_keeps_the_original(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # train_separators imports separation_table
+    restart_heads = load_benchmark("train_separators").restart_heads
     model = _blind(max_epochs=0).fit(_stream(max_sources=3))
     before = {key: value.clone() for key, value in model.network_state_.items()}
     restarted = restart_heads(model, [2], noise=0.05, seed=0)
