@@ -8,7 +8,9 @@
 Training: the chosen separator (``mhunet``: MHUNet, one head per instrument by default,
 as a stream always carries labels, or with ``--heads sources`` one unordered head per
 source; ``--loss si_sdr`` trains it on the resynthesised waveforms; ``sop``:
-SoundOfPixels; ``audioslots``; ``blockvae``) is fitted on a
+SoundOfPixels; ``audioslots``; ``blockvae``, with ``--loss si_sdr`` for AudioSlots' and
+BlockVAE's waveform loss and ``--hidden-size`` / ``--block-size`` for BlockVAE's sizes) is
+fitted on a
 :class:`decomp.data.MixtureStream` of the default instrument stem bank
 (:func:`decomp.data.instrument_stems`: the training fonts fluidr3 and timgm6mb only, as the
 data policy requires) or, with ``--corpus speech``, of :func:`decomp.data.speech_stems`
@@ -163,7 +165,12 @@ def build(args: argparse.Namespace, checkpoint: Path, max_seconds: float) -> Any
                           separation_loss="si_sdr" if args.loss == "si_sdr" else "magnitude",
                           **common)
     if args.model == "blockvae":
-        return BlockVAE(n_blocks=4, **common)
+        sizes = {name: value for name, value in (
+            ("hidden_size", args.hidden_size), ("block_size", args.block_size),
+            ("permutation_temperature", args.permutation_temperature)) if value}
+        return BlockVAE(n_blocks=4, **sizes,
+                        separation_loss="si_sdr" if args.loss == "si_sdr" else "magnitude",
+                        **common)
     raise ValueError(args.model)
 
 
@@ -282,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="training stems and test set")
     parser.add_argument("--loss", choices=["bce", "l1", "si_sdr"],
                         help="MHUNet's or SoundOfPixels' loss (bce, si_sdr); si_sdr also "
-                        "for AudioSlots' separation loss")
+                        "for AudioSlots' and BlockVAE's separation loss")
     parser.add_argument("--heads", choices=["auto", "classes", "sources"], default="auto",
                         help="MHUNet: one head per class or per source (PIT)")
     parser.add_argument("--curriculum-epochs", type=int, default=None,
@@ -310,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-levels", type=int, help="U-Net depth (mhunet, sop)")
     parser.add_argument("--embed-dim", type=int, help="AudioSlots width")
     parser.add_argument("--n-layers", type=int, help="AudioSlots Transformer layers")
+    parser.add_argument("--hidden-size", type=int, help="BlockVAE width")
+    parser.add_argument("--block-size", type=int, help="BlockVAE latent block size")
+    parser.add_argument("--permutation-temperature", type=float,
+                        help="BlockVAE's Sinkhorn temperature (relative to the mean cost)")
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--learning-rate-decay", type=int, default=0,
                         help="final epochs of --max-epochs over which the learning rate "

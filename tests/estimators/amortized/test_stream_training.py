@@ -198,6 +198,47 @@ def test_audioslots_learns_with_the_waveform_loss():
         _model("AudioSlots", separation_loss="si_sdr").fit(sources.sum(axis=1), sources)
 
 
+def test_blockvae_learns_with_the_waveform_loss():
+    from decomp.estimators.amortized import BlockVAE
+
+    stream = _stream()
+    settings = dict(n_blocks=3, block_size=4, hidden_size=16, separation_loss="si_sdr",
+                    front_end=FRONT_END, chunk_frames=16, batch_size=4, steps_per_epoch=3,
+                    validation_fraction=0.5, patience=20, learning_rate=1e-2, device="cpu",
+                    random_state=0)
+    untrained = BlockVAE(**settings, max_epochs=0).fit(stream)
+    model = BlockVAE(**settings, max_epochs=10).fit(stream)
+    # The validation loss is the soft-matched mean cost in dB (negative SI-SDR; a silent
+    # block against its padded silent target pays its level): it falls.
+    assert model.best_validation_loss_ < untrained.best_validation_loss_ - 1.0
+    assert {"train_reconstruction", "train_kl", "train_hungarian"} <= set(model.history_)
+    # The soft matching never scores below the best hard one (Sinkhorn tolerance apart).
+    assert np.all(model.history_["train_reconstruction"]
+                  >= model.history_["train_hungarian"] - 1e-3)
+    example = next(iter(_stream(random_state=9)))
+    estimates = model.separate(example.mixture)
+    assert estimates.shape == (3, example.mixture.size)
+    np.testing.assert_allclose(estimates.sum(axis=0), example.mixture, atol=1e-4)
+    rng = np.random.default_rng(0)
+    sources = rng.gamma(1.0, 1.0, size=(4, 2, 16, 33)).astype(np.float32)
+    with pytest.raises(ValueError, match="MixtureStream"):
+        BlockVAE(**settings).fit(sources.sum(axis=1), sources)
+    with pytest.raises(ValueError, match="separation_loss"):
+        BlockVAE(**{**settings, "separation_loss": "l1"}).fit(stream)
+
+
+def test_blockvae_shifted_soft_matching_keeps_the_loss_value():
+    from decomp.estimators.amortized.blockvae import soft_permutation_loss
+
+    # dB costs may be negative; taking them from their smallest one changes the
+    # matching's relative temperature but the loss only by that constant.
+    cost = torch.tensor([[[-12.0, 25.0, 3.0], [24.0, -8.0, 5.0], [1.0, 2.0, -30.0]]])
+    offset = cost.amin(dim=(1, 2))
+    shifted, permutation = soft_permutation_loss(cost - offset[:, None, None], 0.1)
+    torch.testing.assert_close(permutation.sum(dim=1), torch.ones(1, 3))
+    torch.testing.assert_close(shifted + offset, (permutation * cost).sum(dim=(1, 2)) / 3)
+
+
 def test_sound_of_pixels_learns_with_the_waveform_loss():
     from decomp.estimators.amortized import SoundOfPixels
 
