@@ -413,6 +413,7 @@ def separation_page(results: dict[str, Any]) -> Page:
             settings, training = data.get("settings", {}), data.get("training", {})
             sizes = ", ".join(f"{key.replace('_', ' ')} {settings[key]}"
                               for key in ("base_channels", "n_levels", "embed_dim", "n_layers",
+                                          "hidden_size", "block_size", "permutation_temperature",
                                           "normalize_masks", "count_sources", "init_from",
                                           "restart_heads", "stems_per_label")
                               if settings.get(key) not in (None, False, []))
