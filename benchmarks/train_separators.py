@@ -9,7 +9,8 @@ Training: the chosen separator (``mhunet``: MHUNet, one head per instrument by d
 as a stream always carries labels, or with ``--heads sources`` one unordered head per
 source; ``--loss si_sdr`` trains it on the resynthesised waveforms; ``sop``:
 SoundOfPixels; ``audioslots``; ``blockvae``, with ``--loss si_sdr`` for AudioSlots' and
-BlockVAE's waveform loss and ``--hidden-size`` / ``--block-size`` for BlockVAE's sizes) is
+BlockVAE's waveform loss, ``--hidden-size`` / ``--block-size`` for BlockVAE's sizes and
+``--permutation-temperature`` for its Sinkhorn matching) is
 fitted on a
 :class:`decomp.data.MixtureStream` of the default instrument stem bank
 (:func:`decomp.data.instrument_stems`: the training fonts fluidr3 and timgm6mb only, as the

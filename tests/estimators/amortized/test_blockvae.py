@@ -125,6 +125,17 @@ def test_soft_loss_is_invariant_to_permuting_targets_and_bounds_the_hard_loss():
     torch.testing.assert_close(cold, hard, atol=1e-4, rtol=0)
 
 
+def test_soft_loss_of_costs_shifted_by_a_constant_moves_by_that_constant():
+    # BlockVAE's waveform loss relies on it: its dB costs may be negative and are taken
+    # from their smallest one, which changes the matching's relative temperature, while
+    # P's columns summing to one keep the loss value once the constant is added back.
+    cost = torch.tensor([[[-12.0, 25.0, 3.0], [24.0, -8.0, 5.0], [1.0, 2.0, -30.0]]])
+    offset = cost.amin(dim=(1, 2))
+    shifted, permutation = soft_permutation_loss(cost - offset[:, None, None], 0.1)
+    torch.testing.assert_close(permutation.sum(dim=1), torch.ones(1, 3))
+    torch.testing.assert_close(shifted + offset, (permutation * cost).sum(dim=(1, 2)) / 3)
+
+
 def test_soft_loss_is_differentiable_and_checks_its_input():
     cost = torch.rand(2, 3, 3, requires_grad=True)
     loss, _ = soft_permutation_loss(cost)
