@@ -166,10 +166,10 @@ def build(args: argparse.Namespace, checkpoint: Path, max_seconds: float) -> Any
                           separation_loss="si_sdr" if args.loss == "si_sdr" else "magnitude",
                           **common)
     if args.model == "blockvae":
-        sizes = {name: value for name, value in (
+        overrides = {name: value for name, value in (
             ("hidden_size", args.hidden_size), ("block_size", args.block_size),
             ("permutation_temperature", args.permutation_temperature)) if value}
-        return BlockVAE(n_blocks=4, **sizes,
+        return BlockVAE(n_blocks=4, **overrides,
                         separation_loss="si_sdr" if args.loss == "si_sdr" else "magnitude",
                         **common)
     raise ValueError(args.model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import types
 
 import numpy as np
 import pytest
@@ -43,6 +44,28 @@ def _model(name: str, **params):
                     max_epochs=2, validation_fraction=0.5, patience=10, learning_rate=3e-3,
                     device="cpu", random_state=0)
     return cls(**{**architecture, **settings, **params})
+
+
+def _arrays() -> tuple[np.ndarray, np.ndarray]:
+    """Mixture and source spectrograms (4, 16, 33) and (4, 2, 16, 33): fixed arrays, which
+    a model on a waveform loss refuses."""
+    sources = np.random.default_rng(0).gamma(1.0, 1.0, size=(4, 2, 16, 33)).astype(np.float32)
+    return sources.sum(axis=1), sources
+
+
+def _waveform_settings(**architecture) -> dict:
+    """Training settings of the waveform-loss tests of models outside ``MODELS``: ten
+    epochs at this learning rate lower their validation loss by more than 1 dB."""
+    return dict(architecture, front_end=FRONT_END, chunk_frames=16, batch_size=4,
+                steps_per_epoch=3, validation_fraction=0.5, patience=20, learning_rate=1e-2,
+                device="cpu", random_state=0)
+
+
+def _untrained_and_trained(cls, settings: dict) -> tuple:
+    """``cls(**settings)`` fitted on ``_stream()`` for 0 and for 10 epochs."""
+    stream = _stream()
+    return (cls(**settings, max_epochs=0).fit(stream),
+            cls(**settings, max_epochs=10).fit(stream))
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -144,14 +167,13 @@ def test_si_sdr_loss_with_class_heads_and_resume(tmp_path):
 
 
 def test_si_sdr_loss_needs_a_stream_with_crops_of_a_chunk():
-    rng = np.random.default_rng(0)
-    sources = rng.gamma(1.0, 1.0, size=(4, 2, 16, 33)).astype(np.float32)
+    mixtures, sources = _arrays()
     with pytest.raises(ValueError, match="MixtureStream"):
-        _blind().fit(sources.sum(axis=1), sources)
+        _blind().fit(mixtures, sources)
     with pytest.raises(ValueError, match="shorter than one training chunk"):
         _blind(chunk_frames=64).fit(_stream())  # 63 hops of 32 > 1024 samples
     with pytest.raises(ValueError, match="labels"):
-        _model("MHUNet", heads="classes").fit(sources.sum(axis=1), sources)
+        _model("MHUNet", heads="classes").fit(mixtures, sources)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -177,9 +199,8 @@ def test_a_validation_stream_replaces_the_held_out_copy():
                                 ["low", "mid"], sample_rate=8000, crop_samples=1024)
     with pytest.raises(ValueError, match="classes and sample rate"):
         _model("MHUNet").fit(stream, validation=two_classes)
-    sources = rng.gamma(1.0, 1.0, size=(4, 2, 16, 33)).astype(np.float32)
     with pytest.raises(ValueError, match="only when it trains on a MixtureStream"):
-        _model("MHUNet").fit(sources.sum(axis=1), sources, validation=stream)
+        _model("MHUNet").fit(*_arrays(), validation=stream)
 
 
 def test_audioslots_learns_with_the_waveform_loss():
@@ -193,21 +214,15 @@ def test_audioslots_learns_with_the_waveform_loss():
     estimates = model.separate(example.mixture)
     np.testing.assert_allclose(estimates.sum(axis=0), example.mixture, atol=1e-4)
     with pytest.raises(ValueError, match="MixtureStream"):
-        rng = np.random.default_rng(0)
-        sources = rng.gamma(1.0, 1.0, size=(4, 2, 16, 33)).astype(np.float32)
-        _model("AudioSlots", separation_loss="si_sdr").fit(sources.sum(axis=1), sources)
+        _model("AudioSlots", separation_loss="si_sdr").fit(*_arrays())
 
 
 def test_blockvae_learns_with_the_waveform_loss():
     from decomp.estimators.amortized import BlockVAE
 
-    stream = _stream()
-    settings = dict(n_blocks=3, block_size=4, hidden_size=16, separation_loss="si_sdr",
-                    front_end=FRONT_END, chunk_frames=16, batch_size=4, steps_per_epoch=3,
-                    validation_fraction=0.5, patience=20, learning_rate=1e-2, device="cpu",
-                    random_state=0)
-    untrained = BlockVAE(**settings, max_epochs=0).fit(stream)
-    model = BlockVAE(**settings, max_epochs=10).fit(stream)
+    settings = _waveform_settings(n_blocks=3, block_size=4, hidden_size=16,
+                                  separation_loss="si_sdr")
+    untrained, model = _untrained_and_trained(BlockVAE, settings)
     # The validation loss is the soft-matched mean cost in dB (negative SI-SDR; a silent
     # block against its padded silent target pays its level): it falls.
     assert model.best_validation_loss_ < untrained.best_validation_loss_ - 1.0
@@ -219,24 +234,17 @@ def test_blockvae_learns_with_the_waveform_loss():
     estimates = model.separate(example.mixture)
     assert estimates.shape == (3, example.mixture.size)
     np.testing.assert_allclose(estimates.sum(axis=0), example.mixture, atol=1e-4)
-    rng = np.random.default_rng(0)
-    sources = rng.gamma(1.0, 1.0, size=(4, 2, 16, 33)).astype(np.float32)
     with pytest.raises(ValueError, match="MixtureStream"):
-        BlockVAE(**settings).fit(sources.sum(axis=1), sources)
+        BlockVAE(**settings).fit(*_arrays())
     with pytest.raises(ValueError, match="separation_loss"):
-        BlockVAE(**{**settings, "separation_loss": "l1"}).fit(stream)
+        BlockVAE(**{**settings, "separation_loss": "l1"}).fit(_stream())
 
 
 def test_sound_of_pixels_learns_with_the_waveform_loss():
     from decomp.estimators.amortized import SoundOfPixels
 
-    stream = _stream()
-    settings = dict(n_components=4, n_levels=2, base_channels=4, loss="si_sdr",
-                    front_end=FRONT_END, chunk_frames=16, batch_size=4, steps_per_epoch=3,
-                    validation_fraction=0.5, patience=20, learning_rate=1e-2, device="cpu",
-                    random_state=0)
-    untrained = SoundOfPixels(**settings, max_epochs=0).fit(stream)
-    model = SoundOfPixels(**settings, max_epochs=10).fit(stream)
+    settings = _waveform_settings(n_components=4, n_levels=2, base_channels=4, loss="si_sdr")
+    untrained, model = _untrained_and_trained(SoundOfPixels, settings)
     assert model.best_validation_loss_ < untrained.best_validation_loss_ - 1.0
     assert {"train_present", "train_absent"} <= set(model.history_)
     example = next(iter(_stream(random_state=9)))
@@ -384,3 +392,23 @@ def test_restart_heads_copies_head_zero_with_noise_and_keeps_the_original(monkey
         restart_heads(model, [0])
     with pytest.raises(SystemExit, match="blind heads 1..2"):
         restart_heads(model, [3])
+
+
+def test_told_the_count_keeps_that_many_heads_and_refuses_mixed_counts(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    told_the_count = load_benchmark("separation_table").told_the_count
+    model = _model("MHUNet", loss="si_sdr", heads="sources", count_sources=True,
+                   max_epochs=1).fit(_stream(max_sources=3))
+    examples = list(itertools.islice(iter(_stream(random_state=9)), 3))
+    mixtures = np.stack([example.mixture for example in examples])
+    test = types.SimpleNamespace(mixtures=mixtures, n_sources=np.array([2, 2, 2]))
+    estimates = told_the_count(model, test)
+    assert model.n_sources is None  # the model itself is left as it was
+    assert estimates.shape == (3, 3, mixtures.shape[1])
+    # Two heads keep their masks; the third is silent but for noise 100 dB down.
+    energy = np.square(estimates).mean(axis=-1)
+    assert np.all(np.sort(energy, axis=1)[:, 0] < 1e-9)
+    assert np.all(np.sort(energy, axis=1)[:, 1] > 1e-6)
+    test.n_sources = np.array([2, 3, 2])
+    with pytest.raises(ValueError, match="one number of sources"):
+        told_the_count(model, test)
