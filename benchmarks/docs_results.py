@@ -412,7 +412,8 @@ def separation_page(results: dict[str, Any]) -> Page:
         for name, data in runs.items():
             settings, training = data.get("settings", {}), data.get("training", {})
             sizes = ", ".join(f"{key.replace('_', ' ')} {settings[key]}"
-                              for key in ("base_channels", "n_levels", "embed_dim", "n_layers",
+                              for key in ("architecture", "decoder", "n_blocks", "n_slots",
+                                          "base_channels", "n_levels", "embed_dim", "n_layers",
                                           "hidden_size", "block_size", "permutation_temperature",
                                           "normalize_masks", "count_sources", "init_from",
                                           "restart_heads", "stems_per_label")

@@ -10,7 +10,8 @@ as a stream always carries labels, or with ``--heads sources`` one unordered hea
 source; ``--loss si_sdr`` trains it on the resynthesised waveforms; ``sop``:
 SoundOfPixels; ``audioslots``; ``blockvae``, with ``--loss si_sdr`` for AudioSlots' and
 BlockVAE's waveform loss, ``--hidden-size`` / ``--block-size`` for BlockVAE's sizes and
-``--permutation-temperature`` for its Sinkhorn matching) is
+``--permutation-temperature`` for its Sinkhorn matching, ``--architecture unet`` (with
+``--base-channels`` / ``--n-levels``) for its U-Net and ``--n-blocks`` for its block count) is
 fitted on a
 :class:`decomp.data.MixtureStream` of the default instrument stem bank
 (:func:`decomp.data.instrument_stems`: the training fonts fluidr3 and timgm6mb only, as the
@@ -161,15 +162,21 @@ def build(args: argparse.Namespace, checkpoint: Path, max_seconds: float) -> Any
         return SoundOfPixels(**extra, **common)
     if args.model == "audioslots":
         common.setdefault("learning_rate", 3e-3)
-        return AudioSlots(n_slots=4, embed_dim=args.embed_dim or 32, n_layers=args.n_layers or 1,
-                          patch_bins=32, decoder_hidden=args.embed_dim or 32,
+        unet = {name: value for name, value in (
+            ("base_channels", args.base_channels), ("n_levels", args.n_levels)) if value}
+        return AudioSlots(n_slots=args.n_slots or 4, embed_dim=args.embed_dim or 32,
+                          n_layers=args.n_layers or 1, patch_bins=32,
+                          decoder_hidden=args.embed_dim or 32,
+                          decoder=args.decoder or "broadcast", **unet,
                           separation_loss="si_sdr" if args.loss == "si_sdr" else "magnitude",
                           **common)
     if args.model == "blockvae":
         overrides = {name: value for name, value in (
             ("hidden_size", args.hidden_size), ("block_size", args.block_size),
-            ("permutation_temperature", args.permutation_temperature)) if value}
-        return BlockVAE(n_blocks=4, **overrides,
+            ("permutation_temperature", args.permutation_temperature),
+            ("base_channels", args.base_channels), ("n_levels", args.n_levels)) if value}
+        return BlockVAE(n_blocks=args.n_blocks or 4, architecture=args.architecture or "conv",
+                        **overrides,
                         separation_loss="si_sdr" if args.loss == "si_sdr" else "magnitude",
                         **common)
     raise ValueError(args.model)
@@ -314,11 +321,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--without", nargs="+", default=[], choices=AUGMENTATIONS,
                         help="augmentations to turn off (the others keep their defaults)")
-    parser.add_argument("--base-channels", type=int, help="U-Net width (mhunet, sop)")
-    parser.add_argument("--n-levels", type=int, help="U-Net depth (mhunet, sop)")
+    parser.add_argument("--base-channels", type=int,
+                        help="U-Net width (mhunet, sop, blockvae --architecture unet, "
+                        "audioslots --decoder unet)")
+    parser.add_argument("--n-levels", type=int,
+                        help="U-Net depth (mhunet, sop, blockvae --architecture unet, "
+                        "audioslots --decoder unet)")
     parser.add_argument("--embed-dim", type=int, help="AudioSlots width")
+    parser.add_argument("--decoder", choices=["broadcast", "unet"],
+                        help="AudioSlots' decoder (default broadcast; unet: also its "
+                        "encoder's patches)")
+    parser.add_argument("--n-slots", type=int, help="AudioSlots slots (default 4)")
     parser.add_argument("--n-layers", type=int, help="AudioSlots Transformer layers")
-    parser.add_argument("--hidden-size", type=int, help="BlockVAE width")
+    parser.add_argument("--architecture", choices=["conv", "unet"],
+                        help="BlockVAE's encoder and decoder (default conv)")
+    parser.add_argument("--n-blocks", type=int, help="BlockVAE latent blocks (default 4)")
+    parser.add_argument("--hidden-size", type=int, help="BlockVAE width (conv)")
     parser.add_argument("--block-size", type=int, help="BlockVAE latent block size")
     parser.add_argument("--permutation-temperature", type=float,
                         help="BlockVAE's Sinkhorn temperature (relative to the mean cost)")

@@ -187,7 +187,7 @@ class UNet(nn.Module):
         return self.decode(self.encode(x), *x.shape[-2:])
 
 
-def _network_input(mixture: torch.Tensor) -> torch.Tensor:
+def network_input(mixture: torch.Tensor) -> torch.Tensor:
     """(B, T, F) magnitudes -> (B, 1, T, F) Solos features: dB above the floor, in [-1, 1]."""
     return db_normalize(mixture).unsqueeze(1)
 
@@ -206,7 +206,7 @@ class _MultiHeadMasks(nn.Module):
         self.count = nn.Linear(2 * deepest, n_heads) if count else None
 
     def forward(self, mixture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        features = self.unet.encode(_network_input(mixture))
+        features = self.unet.encode(network_input(mixture))
         logits = self.unet.decode(features, *mixture.shape[-2:])[:, :, 0]
         if self.count is None:
             return logits, None
@@ -233,7 +233,7 @@ class _LabelConditionedMasks(nn.Module):
 
     def components(self, mixture: torch.Tensor) -> torch.Tensor:
         """(B, T, F) -> spectral components (B, K, T, F)."""
-        return self.unet(_network_input(mixture))[:, 0]
+        return self.unet(network_input(mixture))[:, 0]
 
     def combine(self, components: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """Components (B, K, T, F), labels (B, Q) or None (every class) -> logits (B, Q, T, F)."""

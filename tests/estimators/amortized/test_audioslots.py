@@ -10,7 +10,13 @@ from sklearn.exceptions import NotFittedError
 
 import decomp
 from decomp.audio import Spectrogram
-from decomp.estimators.amortized.audioslots import AudioSlots, AudioSlotsNetwork
+from decomp.estimators.amortized.audioslots import (
+    AudioSlots,
+    AudioSlotsNetwork,
+    AudioSlotsUNetNetwork,
+)
+from decomp.estimators.amortized.base import DEFAULT_FRONT_END
+from decomp.estimators.amortized.unet import SOLOS_FRONT_END
 
 N_ITEMS, N_FRAMES, N_BINS, CHUNK = 24, 48, 33, 16
 SMALL = dict(n_slots=3, patch_frames=4, patch_bins=16, embed_dim=32, n_layers=1,
@@ -44,11 +50,18 @@ def fitted(data):
     return AudioSlots(**SMALL, max_epochs=8).fit(mixtures, sources)
 
 
-def _network(n_slots: int = 3) -> AudioSlotsNetwork:
+# The U-Net decoder, small enough for 33 bins (padded to 36) and 16-frame chunks.
+UNET = dict(decoder="unet", n_levels=2, base_channels=8)
+
+
+def _network(n_slots: int = 3, decoder: str = "broadcast"
+             ) -> AudioSlotsNetwork | AudioSlotsUNetNetwork:
     torch.manual_seed(0)
-    return AudioSlotsNetwork(n_bins=N_BINS, chunk_frames=CHUNK, n_slots=n_slots,
-                             patch_frames=4, patch_bins=16, embed_dim=32, n_layers=1,
-                             n_heads=4, n_iterations=3, decoder_hidden=32).eval()
+    common = dict(n_bins=N_BINS, chunk_frames=CHUNK, n_slots=n_slots, embed_dim=32,
+                  n_layers=1, n_heads=4, n_iterations=3, decoder_hidden=32)
+    if decoder == "unet":
+        return AudioSlotsUNetNetwork(**common, n_levels=2, base_channels=8).eval()
+    return AudioSlotsNetwork(**common, patch_frames=4, patch_bins=16).eval()
 
 
 # --------------------------------------------------------------------- outputs
@@ -70,9 +83,10 @@ def test_masks_sum_to_one_so_sources_sum_to_mixture(fitted, data):
     estimates = fitted.transform(mixtures[:4])
     assert (estimates >= 0).all()
     np.testing.assert_allclose(estimates.sum(axis=1), mixtures[:4], rtol=1e-4, atol=1e-5)
-    masks, generated = _network()(torch.as_tensor(mixtures[:4, :CHUNK]))
-    torch.testing.assert_close(masks.sum(dim=1), torch.ones(4, CHUNK, N_BINS))
-    assert generated.shape == masks.shape and (generated >= 0).all()
+    for decoder in ("broadcast", "unet"):
+        masks, generated = _network(decoder=decoder)(torch.as_tensor(mixtures[:4, :CHUNK]))
+        torch.testing.assert_close(masks.sum(dim=1), torch.ones(4, CHUNK, N_BINS))
+        assert generated.shape == masks.shape and (generated >= 0).all()
 
 
 def test_transform_is_deterministic(fitted, data):
@@ -81,8 +95,9 @@ def test_transform_is_deterministic(fitted, data):
 
 
 # ---------------------------------------------------------------- permutations
-def test_network_is_permutation_equivariant_in_the_slots(data):
-    network = _network(n_slots=4)
+@pytest.mark.parametrize("decoder", ["broadcast", "unet"])
+def test_network_is_permutation_equivariant_in_the_slots(data, decoder):
+    network = _network(n_slots=4, decoder=decoder)
     mixture = torch.as_tensor(data[0][:3, :CHUNK])
     slots = network.slot_attention.initial_slots(3)
     order = torch.tensor([2, 0, 3, 1])
@@ -154,6 +169,29 @@ def test_feature_read_out_can_be_switched_off(data):
     assert with_features.network_state_["slot_readout.weight"].shape == (16, SMALL["embed_dim"])
 
 
+def test_unet_decoder_learns_sums_to_the_mixture_and_round_trips(data, tmp_path):
+    mixtures, sources = data
+    model = AudioSlots(**SMALL, **UNET, max_epochs=8).fit(mixtures, sources)
+    assert isinstance(model._get_network(), AudioSlotsUNetNetwork)
+    history = model.history_
+    assert history["validation_loss"].min() < 0.9 * history["validation_loss"][0]
+    estimates = model.transform(mixtures[:3])
+    assert estimates.shape == (3, 3, N_FRAMES, N_BINS) and (estimates >= 0).all()
+    np.testing.assert_allclose(estimates.sum(axis=1), mixtures[:3], rtol=1e-4, atol=1e-5)
+    loaded = decomp.load(model.save(tmp_path / "audioslots-unet.decomp"))
+    assert loaded.get_params() == model.get_params()
+    np.testing.assert_array_equal(loaded.transform(mixtures[:3]), estimates)
+    with pytest.raises(ValueError, match="chunks of at most"):
+        _network(decoder="unet")(torch.ones(1, CHUNK + 1, N_BINS))
+
+
+def test_the_unet_decoder_reads_the_log_frequency_front_end_by_default():
+    assert AudioSlots(decoder="unet")._front_end() is SOLOS_FRONT_END
+    assert AudioSlots()._front_end() is DEFAULT_FRONT_END
+    front_end = Spectrogram(sample_rate=8000, n_fft=64, hop_length=32, kind="linear")
+    assert AudioSlots(decoder="unet", front_end=front_end)._front_end() is front_end
+
+
 # ------------------------------------------------------------ persistence, audio
 def test_save_load_round_trip(fitted, data, tmp_path):
     path = fitted.save(tmp_path / "audioslots.decomp")
@@ -219,6 +257,8 @@ def test_bad_parameters(data):
         AudioSlots(**{**SMALL, "generation_weight": -1.0}).fit(mixtures, sources)
     with pytest.raises(ValueError, match="front end that gives magnitudes"):
         AudioSlots(**{**SMALL, "front_end": Spectrogram(kind="log")}).fit(mixtures, sources)
+    with pytest.raises(ValueError, match="decoder"):
+        AudioSlots(**{**SMALL, "decoder": "mlp"}).fit(mixtures, sources)
 
 
 def test_bad_inference_inputs(fitted, data):
@@ -244,6 +284,7 @@ def test_get_params_and_clone(fitted):
     params = fitted.get_params()
     for name in ("n_slots", "patch_frames", "patch_bins", "embed_dim", "n_layers",
                  "n_heads", "n_iterations", "decoder_hidden", "generation_weight",
+                 "decoder", "n_levels", "base_channels",
                  "front_end", "chunk_frames", "max_epochs", "batch_size", "learning_rate",
                  "validation_fraction", "patience", "max_grad_norm", "max_seconds",
                  "checkpoint", "device", "random_state", "progress"):

@@ -16,14 +16,16 @@ from sklearn.exceptions import NotFittedError
 
 import decomp
 from decomp.audio import Spectrogram
-from decomp.estimators.amortized.base import AmortizedSeparator
+from decomp.estimators.amortized.base import DEFAULT_FRONT_END, AmortizedSeparator
 from decomp.estimators.amortized.blockvae import (
     BlockVAE,
     BlockVAENetwork,
+    BlockVAEUNetNetwork,
     gaussian_kl,
     sinkhorn,
     soft_permutation_loss,
 )
+from decomp.estimators.amortized.unet import SOLOS_FRONT_END
 
 N_BINS, N_FRAMES, CHUNK = 33, 48, 16
 FRONT_END = Spectrogram(sample_rate=8000, n_fft=64, hop_length=32, kind="linear")
@@ -66,10 +68,19 @@ def data():
     return _data(24, N_FRAMES, 0)
 
 
+# The U-Net variant, small enough for 33 bins (padded to 36) and 16-frame chunks.
+UNET = dict(architecture="unet", n_levels=2, base_channels=8)
+
+
+@pytest.fixture(scope="module", params=["conv", "unet"])
+def architecture(request):
+    return {} if request.param == "conv" else UNET
+
+
 @pytest.fixture(scope="module")
-def fitted(data):
+def fitted(data, architecture):
     mixtures, sources = data
-    return BlockVAE(max_epochs=60, **SMALL).fit(mixtures, sources)
+    return BlockVAE(max_epochs=60, **SMALL, **architecture).fit(mixtures, sources)
 
 
 # ------------------------------------------------------------------- loss pieces
@@ -161,9 +172,9 @@ def _unfitted_model(**changes) -> BlockVAE:
     return model
 
 
-def test_one_optimisation_step_lowers_the_loss_on_a_fixed_batch(data):
+def test_one_optimisation_step_lowers_the_loss_on_a_fixed_batch(data, architecture):
     mixtures, sources = data
-    model = _unfitted_model()
+    model = _unfitted_model(**architecture)
     torch.manual_seed(0)
     network = model._build_network()
     batch = {"mixture": torch.as_tensor(mixtures[:8, :CHUNK]),
@@ -183,9 +194,9 @@ def test_one_optimisation_step_lowers_the_loss_on_a_fixed_batch(data):
     assert float(before["reconstruction"]) >= float(before["hungarian"]) - 1e-6
 
 
-def test_memory_updates_only_in_training_mode(data):
+def test_memory_updates_only_in_training_mode(data, architecture):
     mixtures, sources = data
-    model = _unfitted_model()
+    model = _unfitted_model(**architecture)
     network = model._build_network()
     batch = {"mixture": torch.as_tensor(mixtures[:4, :CHUNK]),
              "sources": torch.as_tensor(sources[:4, :, :CHUNK]),
@@ -201,6 +212,36 @@ def test_memory_updates_only_in_training_mode(data):
     assert float(network.memory_mean.abs().sum()) > 0
     covariance = network.memory_covariance
     torch.testing.assert_close(covariance, covariance.transpose(1, 2))
+
+
+def test_unet_decodes_every_block_alone_with_the_same_decoder(data):
+    torch.manual_seed(0)
+    network = BlockVAEUNetNetwork(n_blocks=3, block_size=4, n_levels=2, base_channels=4).eval()
+    mixture = torch.as_tensor(data[0][:2, :CHUNK])
+    with torch.no_grad():
+        skips, mean, log_variance = network.encode(mixture)
+        # 16 frames x 33 bins, padded to 36, halved twice: a 4 x 9 latent map per block.
+        assert mean.shape == log_variance.shape == (2, 3, 4, 4, 9)
+        logits = network.decode(mean, skips, CHUNK, N_BINS)
+        assert logits.shape == (2, 3, CHUNK, N_BINS)
+        order = torch.tensor([2, 0, 1])
+        torch.testing.assert_close(network.decode(mean[:, order], skips, CHUNK, N_BINS),
+                                   logits[:, order])
+        # A block's mask depends on its own latent only.
+        changed = mean.clone()
+        changed[:, 0] += 1.0
+        moved = network.decode(changed, skips, CHUNK, N_BINS)
+        torch.testing.assert_close(moved[:, 1:], logits[:, 1:])
+        assert not torch.allclose(moved[:, 0], logits[:, 0])
+        forward_logits, forward_mean, _ = network(mixture, sample=False)
+    torch.testing.assert_close(forward_logits, logits)
+    torch.testing.assert_close(forward_mean, mean)
+
+
+def test_the_unet_reads_the_log_frequency_front_end_by_default():
+    assert BlockVAE(architecture="unet")._front_end() is SOLOS_FRONT_END
+    assert BlockVAE()._front_end() is DEFAULT_FRONT_END
+    assert BlockVAE(architecture="unet", front_end=FRONT_END)._front_end() is FRONT_END
 
 
 def test_memory_order_puts_each_block_in_the_slot_of_its_statistics():
@@ -256,10 +297,33 @@ def test_separation_quality_and_chunk_consistency(fitted):
     assert estimate[:, 2].mean() < 0.01 * mixtures.mean()  # the spare block stays silent
 
 
-def test_memory_follows_the_training_order_of_the_sources(fitted, data):
+def test_chunk_alignment_keeps_each_source_in_its_slot_when_the_memory_cannot(
+        fitted, monkeypatch):
+    """Blind training (sources in random order) leaves the memory's slots without an
+    identity: it then orders each chunk arbitrarily, and the windows' alignment on their
+    shared frames must keep every source in one slot over the whole recording."""
+    mixtures, _ = _data(4, 64, seed=1)
+    network = fitted._get_network()
+    generator = torch.Generator().manual_seed(0)
+
+    def arbitrary(statistics: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.randperm(statistics.shape[1], generator=generator)
+                            for _ in range(statistics.shape[0])])
+
+    monkeypatch.setattr(network, "memory_order", arbitrary)
+    estimate = fitted.transform(mixtures)
+    for item in range(4):
+        first = _slot_templates(estimate[item, :, :CHUNK]).tolist()
+        for chunk in range(1, 4):
+            frames = slice(chunk * CHUNK, (chunk + 1) * CHUNK)
+            assert _slot_templates(estimate[item, :, frames]).tolist() == first
+
+
+def test_memory_follows_the_training_order_of_the_sources(fitted, data, architecture):
     """Same network trajectory (the loss ignores target order), swapped memory slots."""
     mixtures, sources = data
-    swapped = BlockVAE(max_epochs=60, **SMALL).fit(mixtures, sources[:, ::-1].copy())
+    swapped = BlockVAE(max_epochs=60, **SMALL, **architecture).fit(
+        mixtures, sources[:, ::-1].copy())
     test_mixtures, _ = _data(2, 32, seed=2)
     for item in range(2):
         assert _slot_templates(swapped.transform(test_mixtures[item])).tolist() == [1, 0]
@@ -319,6 +383,8 @@ def test_bad_inputs_are_refused(fitted, data):
         BlockVAE(max_epochs=1, **{**SMALL, "kernel_size": 4}).fit(mixtures, sources)
     with pytest.raises(ValueError, match="permutation_temperature"):
         BlockVAE(permutation_temperature=0.0).fit(mixtures, sources)
+    with pytest.raises(ValueError, match="architecture"):
+        BlockVAE(architecture="mlp").fit(mixtures, sources)
     with pytest.raises(ValueError, match="without labels"):
         fitted.transform(mixtures[:1], labels=["a"])
 
@@ -329,7 +395,8 @@ def test_sklearn_params_and_clone():
     base_params = set(AmortizedSeparator().get_params())
     assert base_params <= set(params)
     assert {"n_blocks", "block_size", "hidden_size", "kernel_size", "kl_weight",
-            "permutation_temperature", "sinkhorn_iterations", "memory_momentum"} <= set(params)
+            "permutation_temperature", "sinkhorn_iterations", "memory_momentum",
+            "architecture", "n_levels", "base_channels"} <= set(params)
     copy = clone(model)
     assert copy.get_params() == params and copy is not model
     assert not hasattr(copy, "network_state_")

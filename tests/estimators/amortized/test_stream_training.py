@@ -412,3 +412,25 @@ def test_told_the_count_keeps_that_many_heads_and_refuses_mixed_counts(monkeypat
     test.n_sources = np.array([2, 3, 2])
     with pytest.raises(ValueError, match="one number of sources"):
         told_the_count(model, test)
+
+
+def test_train_separators_builds_the_unet_variants_from_its_flags(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    script = load_benchmark("train_separators")
+
+    def built(*flags: str):
+        return script.build(script.build_parser().parse_args(list(flags)),
+                            tmp_path / "checkpoint.pt", 60.0)
+
+    blockvae = built("--model", "blockvae", "--architecture", "unet", "--n-blocks", "3",
+                     "--base-channels", "8", "--n-levels", "3")
+    assert (blockvae.architecture, blockvae.n_blocks, blockvae.base_channels,
+            blockvae.n_levels) == ("unet", 3, 8, 3)
+    default = built("--model", "blockvae")
+    assert (default.architecture, default.n_blocks) == ("conv", 4)
+    slots = built("--model", "audioslots", "--decoder", "unet", "--n-slots", "3",
+                  "--base-channels", "8")
+    assert (slots.decoder, slots.n_slots, slots.base_channels) == ("unet", 3, 8)
+    assert built("--model", "audioslots").get_params()["decoder"] == "broadcast"
+    # The recorded settings name a variant only when one was asked for.
+    assert script.build_parser().parse_args(["--model", "mhunet"]).architecture is None
