@@ -266,7 +266,7 @@ base_channels
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, n_frames, n_bins) magnitudes -> masks and generated spectra, each
         (batch, n_slots, n_frames, n_bins), as :meth:`AudioSlotsNetwork.forward`."""
-        batch_size, n_frames, n_bins = mixture.shape
+        _, n_frames, n_bins = mixture.shape
         if n_bins != self.n_bins or n_frames > self.chunk_frames:
             raise ValueError(
                 f"the AudioSlots network takes chunks of at most {self.chunk_frames} frames "
@@ -276,12 +276,9 @@ base_channels
         tokens = self.to_tokens(features[-1].permute(0, 2, 3, 1))  # (B, rows, columns, D)
         tokens = self.encoder((tokens + self.encoder_position[:rows, :columns]).flatten(1, 2))
         slots, _ = self.slot_attention(tokens, slots)  # (B, K, D)
-        n_slots = slots.shape[1]
         grid = slots[:, :, None, None, :] + self.decoder_position[:rows, :columns]
-        deepest = self.from_slots(grid).flatten(0, 1).permute(0, 3, 1, 2)  # (B*K, C, r, c)
-        skips = [level.repeat_interleave(n_slots, dim=0) for level in features[:-1]]
-        output = self.unet.decode([*skips, deepest], n_frames, n_bins)  # (B*K, 1, 2, T, F)
-        return _split_outputs(output.reshape(batch_size, n_slots, 2, n_frames, n_bins))
+        deepest = self.from_slots(grid).permute(0, 1, 4, 2, 3)  # (B, K, C, rows, columns)
+        return _split_outputs(self.unet.decode_each(features[:-1], deepest, n_frames, n_bins))
 
 
 class AudioSlots(AmortizedSeparator):

@@ -157,6 +157,14 @@ def gaussian_kl(mean: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mean.square() + log_variance.exp() - 1.0 - log_variance)
 
 
+def _posterior_sample(mean: torch.Tensor, log_variance: torch.Tensor, sample: bool
+                      ) -> torch.Tensor:
+    """The reparameterised posterior sample (training) or the posterior mean."""
+    if not sample:
+        return mean
+    return mean + torch.randn_like(mean) * (0.5 * log_variance).exp()
+
+
 def _assignment(scores: torch.Tensor, maximize: bool) -> torch.Tensor:
     """Per-item Hungarian assignment: (batch, n, n) -> (batch, n) int64 with
     ``result[b, j]`` the row matched to column ``j``."""
@@ -191,13 +199,6 @@ class _LatentMemory(torch.nn.Module):
         self.register_buffer("memory_covariance",
                              torch.eye(block_size).repeat(n_blocks, 1, 1))
         self.register_buffer("memory_count", torch.zeros(n_blocks))
-
-    def _sample(self, mean: torch.Tensor, log_variance: torch.Tensor, sample: bool
-                ) -> torch.Tensor:
-        """The reparameterised posterior sample (training) or the posterior mean."""
-        if not sample:
-            return mean
-        return mean + torch.randn_like(mean) * (0.5 * log_variance).exp()
 
     @torch.no_grad()
     def update_memory(self, statistics: torch.Tensor, weights: torch.Tensor,
@@ -329,7 +330,7 @@ class BlockVAENetwork(_LatentMemory):
         ``sample``: reparameterised posterior sample (training) or the posterior mean.
         """
         mean, log_variance = self.encode(compress_magnitude(mixture, mixture))
-        return self.decode(self._sample(mean, log_variance, sample)), mean, log_variance
+        return self.decode(_posterior_sample(mean, log_variance, sample)), mean, log_variance
 
 
 class BlockVAEUNetNetwork(_LatentMemory):
@@ -382,11 +383,9 @@ class BlockVAEUNetNetwork(_LatentMemory):
                n_bins: int) -> torch.Tensor:
         """latent (B, K, D, T', F') and the mixture's skips -> mask logits (B, K, T, F),
         each block decoded alone by the same decoder."""
-        batch, n_blocks = latent.shape[:2]
         deepest = self.from_latent(latent.flatten(0, 1))  # (B * K, C, T', F')
-        skips = [level.repeat_interleave(n_blocks, dim=0) for level in skips]
-        logits = self.unet.decode([*skips, deepest], n_frames, n_bins)  # (B*K, 1, 1, T, F)
-        return logits.reshape(batch, n_blocks, n_frames, n_bins)
+        deepest = deepest.unflatten(0, latent.shape[:2])
+        return self.unet.decode_each(skips, deepest, n_frames, n_bins)[:, :, 0]
 
     def forward(self, mixture: torch.Tensor, sample: bool = True
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -396,7 +395,7 @@ class BlockVAEUNetNetwork(_LatentMemory):
         ``sample``: reparameterised posterior sample (training) or the posterior mean.
         """
         skips, mean, log_variance = self.encode(mixture)
-        latent = self._sample(mean, log_variance, sample)
+        latent = _posterior_sample(mean, log_variance, sample)
         return self.decode(latent, skips, *mixture.shape[-2:]), mean, log_variance
 
 

@@ -183,6 +183,29 @@ class UNet(nn.Module):
         outputs = torch.stack([decoder(features) for decoder in self.decoders], dim=1)
         return outputs[..., :n_frames, :n_bins]
 
+    def decode_each(self, skips: list[torch.Tensor], deepest: torch.Tensor, n_frames: int,
+                    n_bins: int) -> torch.Tensor:
+        """Decode several deepest maps per item, each alone, with that item's skips.
+
+        Parameters
+        ----------
+        skips : list of Tensor
+            :meth:`encode`'s outputs but the deepest, each (batch, channels, ...).
+        deepest : Tensor of shape (batch, n_outputs, channels, rows, columns)
+            The maps that replace the deepest encoder output, ``n_outputs`` per item.
+        n_frames, n_bins : int
+            The input's size, which the outputs are cropped to.
+
+        Returns
+        -------
+        Tensor of shape (batch, n_outputs, out_channels, n_frames, n_bins)
+            The first decoder's output for every map (outputs folded into the batch).
+        """
+        batch, n_outputs = deepest.shape[:2]
+        skips = [level.repeat_interleave(n_outputs, dim=0) for level in skips]
+        output = self.decoders[0]([*skips, deepest.flatten(0, 1)])[..., :n_frames, :n_bins]
+        return output.reshape(batch, n_outputs, *output.shape[1:])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x), *x.shape[-2:])
 

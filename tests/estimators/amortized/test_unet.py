@@ -98,6 +98,22 @@ def test_unet_heads_share_the_encoder_only():
     assert not torch.allclose(out[:, 0], out[:, 1])  # separately initialised decoders
 
 
+def test_decode_each_decodes_every_map_alone_with_the_items_skips():
+    torch.manual_seed(0)
+    net = UNet(out_channels=2, n_levels=2, base_channels=4).eval()
+    features = net.encode(torch.randn(2, 1, 17, 33))  # padded to 20 x 36
+    deepest = torch.randn(2, 3, *features[-1].shape[1:])  # three maps per item
+    with torch.no_grad():
+        each = net.decode_each(features[:-1], deepest, 17, 33)
+        assert each.shape == (2, 3, 2, 17, 33)
+        for item in range(2):
+            for output in range(3):
+                alone = [level[item:item + 1] for level in features[:-1]]
+                alone.append(deepest[item:item + 1, output])
+                torch.testing.assert_close(each[item, output],
+                                           net.decode(alone, 17, 33)[0, 0])
+
+
 def test_unet_rejects_bad_arguments():
     with pytest.raises(ValueError, match="n_levels"):
         UNet(n_levels=0)
