@@ -347,13 +347,21 @@ def separation_page(results: dict[str, Any]) -> Page:
     for name, data in tables.items():
         settings = data.get("settings", {})
         rows = data.get("rows", [])
-        trained_here = "shipped" not in settings.get("methods", ["shipped"])
+        trained_here = bool({"audioslots", "blockvae", "mhunet", "sop"}
+                            & set(settings.get("methods", [])))
+        saved = settings.get("model") or []  # --model NAME=PATH: scored, not trained here
         for test_set in dict.fromkeys(row["test_set"] for row in rows):
             if trained_here:  # models the run trained itself, within a time budget
                 page.add(f"## `{test_set}`: separators trained by the table "
                          f"({number(settings.get('train_seconds'), 0)} s each)")
+            elif saved and "shipped" not in settings.get("methods", []):
+                page.add(f"## `{test_set}`: saved separators")
             else:
                 page.add(f"## `{test_set}`")
+            if saved:
+                page.add("Also scored, not trained by the table (`--model`): " + ", ".join(
+                    f"`{spec.partition('=')[0]}` (`{spec.partition('=')[2]}`)"
+                    for spec in saved) + ".")
             n_items = next((row.get("n_items") for row in rows if row["test_set"] == test_set),
                            None)
             seconds = settings.get("speech_duration" if test_set.startswith("speech")
@@ -385,8 +393,10 @@ def separation_page(results: dict[str, Any]) -> Page:
                                                           for line in targets))
         datasets = " ".join(settings.get("datasets", []))
         methods = " ".join(settings.get("methods", []))
+        models = "".join(f" --model {spec}" for spec in saved)
         page.add(source(name, data), "Rerun: `python benchmarks/separation_table.py "
-                 f"--methods {methods} --datasets {datasets} --json docs/results/{name}`.")
+                 f"--methods {methods} --datasets {datasets}{models} "
+                 f"--json docs/results/{name}`.")
     if bars:
         test_sets = list(bars)
         page.add("## All test sets")

@@ -32,6 +32,12 @@ sources (its ``n_sources``; :func:`told_the_count`), also timed.
 ``--inference-overlap`` sets the learned and shipped models' ``inference_overlap``
 (default theirs: 0.5).
 
+``--model NAME=PATH`` (repeatable) scores a separator saved by another run, e.g. one
+trained on the mixture stream by ``train_separators.py`` (its ``model.decomp``), as
+method NAME beside the others, not trained here. It is given the true labels when it
+takes them (:func:`takes_labels`), and a test set with more sources than it has outputs
+is skipped.
+
 Scores: bss_eval SDR / SIR / SAR and SI-SDR improvement in dB, averaged over every source
 of every test mixture (``--n-test``, default 100 per test set), estimates matched to
 references by the best permutation; the SI-SDRi is printed with its standard error over
@@ -62,6 +68,7 @@ import decomp
 from decomp.data import MixtureSet, instrument_mixtures, speech_mixtures
 from decomp.estimators.amortized import (
     DEFAULT_FRONT_END,
+    AmortizedSeparator,
     AudioSlots,
     BlockVAE,
     MHUNet,
@@ -200,6 +207,29 @@ def told_the_count(model: Any, test: MixtureSet) -> np.ndarray:
     return estimates + 1e-5 * noise
 
 
+def takes_labels(model: Any) -> bool:
+    """Whether a learned separator is given each test mixture's true labels, as Sound of
+    Pixels is given the video: SoundOfPixels, and MHUNet with one head per class."""
+    return isinstance(model, SoundOfPixels) or (isinstance(model, MHUNet)
+                                                and model.classes_ is not None)
+
+
+def load_models(specs: list[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """``--model NAME=PATH`` specs -> {NAME: the saved separator}, or a one-line error."""
+    loaded: dict[str, Any] = {}
+    for spec in specs:
+        name, separator, path = spec.partition("=")
+        if not separator or not name or not path:
+            parser.error(f"--model needs NAME=PATH; got {spec!r}")
+        if name in METHODS or name in loaded:
+            parser.error(f"--model {name}: the name is taken; choose another")
+        try:
+            loaded[name] = decomp.pretrained(path, kind=AmortizedSeparator)
+        except (OSError, ValueError) as error:  # ModelFileError is a ValueError
+            parser.error(f"--model {name}: {error}")
+    return loaded
+
+
 def separate(method: str, model: Any, test: MixtureSet) -> np.ndarray:
     """(n_items, n_outputs, n_samples) estimates of every test mixture."""
     labels = test.instruments[:, : int(test.n_sources.max())]
@@ -212,8 +242,7 @@ def separate(method: str, model: Any, test: MixtureSet) -> np.ndarray:
     if method == "nmf":
         return np.stack([model.separate(mixture, list(item_labels))
                          for mixture, item_labels in zip(test.mixtures, labels, strict=True)])
-    takes_labels = method == "sop" or (method == "mhunet" and model.classes_ is not None)
-    return model.separate(test.mixtures, labels if takes_labels else None)
+    return model.separate(test.mixtures, labels if takes_labels(model) else None)
 
 
 def main() -> None:
@@ -240,6 +269,9 @@ def main() -> None:
     parser.add_argument("--save-dir", type=Path, help="save each trained model here")
     parser.add_argument("--json", type=Path, help="write the rows and verdicts here")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                        help="also score this saved separator as method NAME (not trained "
+                        "here)")
     parser.add_argument("--quick", action="store_true",
                         help="30 s per model, 60 training and 6 test mixtures")
     args = parser.parse_args()
@@ -247,15 +279,20 @@ def main() -> None:
         args.train_seconds, args.speech_train_seconds = 30.0, 30.0
         args.n_train, args.n_test = 60, 6
     torch.set_num_threads(args.threads)
+    loaded = load_models(args.model, parser)
 
     rows: dict[tuple[str, str], dict[str, float]] = {}
     speeds: dict[str, float] = {}
     for dataset, (train, tests) in datasets(args).items():
         print(f"== {dataset}: {train.n_mixtures} training mixtures, "
               f"{train.duration:.0f} s each", flush=True)
-        for method in args.methods:
+        for method in [*args.methods, *loaded]:
             started = time.perf_counter()
-            if method == "irm":
+            if method in loaded:
+                model, seconds = loaded[method], loaded[method].training_seconds_
+                if args.inference_overlap is not None:
+                    model.set_params(inference_overlap=args.inference_overlap)
+            elif method == "irm":
                 model, seconds = None, 0.0
             elif method in ("shipped", "shipped-count"):
                 if method == "shipped-count" and dataset != "instruments":
@@ -279,6 +316,10 @@ def main() -> None:
                 if args.save_dir is not None:
                     model.save(args.save_dir / f"{dataset}-{method}.decomp")
             for test_name, test in tests.items():
+                if method in loaded and int(test.n_sources.max()) > model.n_slots_:
+                    print(f"{test_name:<14} {method:<10} skipped: {model.n_slots_} outputs",
+                          flush=True)
+                    continue
                 estimates = separate(method, model, test)
                 scores = evaluate_separation(estimates, test.sources, test.mixtures,
                                              test.sample_rate, n_sources=test.n_sources)
@@ -299,7 +340,7 @@ def main() -> None:
         print(f"| {test_name} | {method} | {row['sdr']:.2f} | {row['sir']:.2f} | "
               f"{row['sar']:.2f} | {row['si_sdr_improvement']:.2f} | "
               f"{row['train_seconds']:.0f} s |")
-    verdicts = targets(rows, speeds)
+    verdicts = targets(rows, speeds, tuple(loaded))
     print()
     for line in verdicts:
         print(line)
@@ -338,9 +379,10 @@ def real_time_factor(model: Any, tests: dict[str, MixtureSet]) -> float:
     return min(times) / 4.0
 
 
-def targets(rows: dict[tuple[str, str], dict[str, float]], speeds: dict[str, float]
-            ) -> list[str]:
-    """One PASS/FAIL line per target of issue 10 that this run measured."""
+def targets(rows: dict[tuple[str, str], dict[str, float]], speeds: dict[str, float],
+            loaded: tuple[str, ...] = ()) -> list[str]:
+    """One PASS/FAIL line per target of issue 10 that this run measured (``loaded``: the
+    names of the ``--model`` separators, held to the learned models' target)."""
     lines = []
     for test_name, target in SHIPPED_TARGETS.items():
         row = rows.get(("shipped", test_name))
@@ -354,7 +396,7 @@ def targets(rows: dict[tuple[str, str], dict[str, float]], speeds: dict[str, flo
                      f"{'PASS' if factor <= MAX_REAL_TIME_FACTOR else 'FAIL'}")
     baseline = rows.get(("nmf", "instruments-2"))
     if baseline:
-        for method in (*LEARNED, "shipped"):
+        for method in (*LEARNED, "shipped", *loaded):
             row = rows.get((method, "instruments-2"))
             if row is None:
                 continue

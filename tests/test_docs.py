@@ -147,6 +147,23 @@ def test_notebook_store_and_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert docs_notebooks.stored(path) is None
 
 
+def test_the_separation_page_names_the_saved_models_a_table_scored() -> None:
+    tables = {path.name: json.loads(path.read_text())
+              for path in RESULTS.glob("separation-table-*.json")}
+    saved = {name: data["settings"]["model"] for name, data in tables.items()
+             if data["settings"].get("model")}
+    assert saved, "no separation table scored a saved model (--model)"
+    page = docs_results.separation_page(docs_results.load_results()).text()
+    for name, specs in saved.items():
+        # The rerun command holds every --model, and each model's rows are on the page.
+        rerun = next(line for line in page.splitlines() if f"--json docs/results/{name}`" in line)
+        for spec in specs:
+            assert f"--model {spec}" in rerun
+            model = spec.partition("=")[0]
+            assert any(row["method"] == model for row in tables[name]["rows"])
+            assert f"| {model} | " in page
+
+
 def test_the_augmentation_ablation_table_shows_every_run() -> None:
     data = json.loads((RESULTS / "augmentation-ablation.json").read_text())
     page = docs_results.separation_page(docs_results.load_results()).text()

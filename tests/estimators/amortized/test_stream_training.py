@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import types
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from decomp import NMF
 from decomp.audio import Spectrogram
 from decomp.data import MixtureStream
 from decomp.estimators.amortized import AudioSlots, MHUNet
@@ -412,6 +414,42 @@ def test_told_the_count_keeps_that_many_heads_and_refuses_mixed_counts(monkeypat
     test.n_sources = np.array([2, 3, 2])
     with pytest.raises(ValueError, match="one number of sources"):
         told_the_count(model, test)
+
+
+def test_separation_table_scores_saved_separators_by_name(monkeypatch, tmp_path, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    table = load_benchmark("separation_table")
+    parser = argparse.ArgumentParser(prog="separation_table")
+    stream = _stream(max_sources=3)
+    blind = _blind(max_epochs=0).fit(stream)
+    by_class = _model("MHUNet", max_epochs=0).fit(stream)
+    blind_path = blind.save(tmp_path / "blind.decomp")
+    loaded = table.load_models([f"mine={blind_path}",
+                                f"classes={by_class.save(tmp_path / 'classes.decomp')}"],
+                               parser)
+    assert list(loaded) == ["mine", "classes"]
+    assert loaded["mine"].n_slots_ == 3 and loaded["mine"].training_seconds_ >= 0
+    assert not table.takes_labels(loaded["mine"]) and table.takes_labels(loaded["classes"])
+    nmf = NMF(max_iter=5, random_state=0).fit(np.ones((3, 2)))
+    refusals = {
+        f"mine{blind_path}": "needs NAME=PATH",
+        f"nmf={blind_path}": "the name is taken",
+        f"other={nmf.save(tmp_path / 'nmf.decomp')}": "holds an NMF, not an AmortizedSeparator",
+        f"other={tmp_path / 'missing.decomp'}": "missing.decomp",
+    }
+    for spec, message in refusals.items():
+        with pytest.raises(SystemExit):
+            table.load_models([spec], parser)
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        table.load_models([f"mine={blind_path}", f"mine={blind_path}"], parser)
+    rows = {("nmf", "instruments-2"): {"si_sdr_improvement": 5.0},
+            ("mine", "instruments-2"): {"si_sdr_improvement": 7.5},
+            ("classes", "instruments-2"): {"si_sdr_improvement": 6.0}}
+    assert table.targets(rows, {}, ("mine", "classes")) == [
+        "mine 2-source instruments: +2.50 dB SI-SDRi over NMF (target >= +2): PASS",
+        "classes 2-source instruments: +1.00 dB SI-SDRi over NMF (target >= +2): FAIL"]
+    assert table.targets(rows, {}) == []  # a name not passed as loaded is not judged
 
 
 def test_train_separators_builds_the_unet_variants_from_its_flags(monkeypatch, tmp_path):
