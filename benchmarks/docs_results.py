@@ -347,8 +347,8 @@ def separation_page(results: dict[str, Any]) -> Page:
     for name, data in tables.items():
         settings = data.get("settings", {})
         rows = data.get("rows", [])
-        trained_here = bool({"audioslots", "blockvae", "mhunet", "sop"}
-                            & set(settings.get("methods", [])))
+        # Every method but those SEPARATION_METHODS names is a model the table trains.
+        trained_here = bool(set(settings.get("methods", [])) - set(SEPARATION_METHODS))
         saved = settings.get("model") or []  # --model NAME=PATH: scored, not trained here
         for test_set in dict.fromkeys(row["test_set"] for row in rows):
             if trained_here:  # models the run trained itself, within a time budget
