@@ -428,6 +428,10 @@ def separation_page(results: dict[str, Any]) -> Page:
                                           "normalize_masks", "count_sources", "init_from",
                                           "restart_heads", "stems_per_label")
                               if settings.get(key) not in (None, False, []))
+            if settings.get("model") == "audioslots" and settings.get("decoder") == "unet":
+                # Runs from before the option existed decoded the slots alone.
+                skip = "on" if settings.get("attention_skip", False) else "off"
+                sizes += f", attention skip {skip}"
             rows.append([f"[`{name}`]({name})", f"{settings.get('model')} ({sizes or 'defaults'})",
                          settings.get("corpus"), settings.get("loss"),
                          number(training.get("minutes"), 0), number(training.get("epochs")),

@@ -168,6 +168,7 @@ def build(args: argparse.Namespace, checkpoint: Path, max_seconds: float) -> Any
                           n_layers=args.n_layers or 1, patch_bins=32,
                           decoder_hidden=args.embed_dim or 32,
                           decoder=args.decoder or "broadcast", **unet,
+                          attention_skip=args.attention_skip,
                           separation_loss="si_sdr" if args.loss == "si_sdr" else "magnitude",
                           **common)
     if args.model == "blockvae":
@@ -331,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--decoder", choices=["broadcast", "unet"],
                         help="AudioSlots' decoder (default broadcast; unet: also its "
                         "encoder's patches)")
+    parser.add_argument("--attention-skip", action=argparse.BooleanOptionalAction,
+                        default=True,
+                        help="AudioSlots --decoder unet: gate the mixture's deepest map "
+                        "by each slot's attention into that slot's decoder (default on)")
     parser.add_argument("--n-slots", type=int, help="AudioSlots slots (default 4)")
     parser.add_argument("--n-layers", type=int, help="AudioSlots Transformer layers")
     parser.add_argument("--architecture", choices=["conv", "unet"],

@@ -23,7 +23,7 @@ import inspect
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -211,7 +211,9 @@ def _restore(cls: type, params: Any, state: Any, depth: int = 0) -> Any:
             f"the fitted state of {name} in the model file must map public attribute names "
             f"ending in '_' to values; got {bad[:8] or type(state).__name__}."
         )
-    estimator = cls(**params)
+    # A parameter added after a file was written takes the value that reproduces how
+    # that file's model behaved, not the new default.
+    estimator = cls(**{**getattr(cls, "_absent_params", {}), **params})
     estimator._set_state(state)
     return estimator
 
@@ -223,7 +225,13 @@ class Persistent:
     convention); values may be arrays, tensors, numbers, strings, containers, registered
     value types (see :func:`register_value_type`) and other :class:`Persistent`
     estimators. Every subclass is registered for :func:`load` when it is defined.
+
+    A subclass that gains a parameter lists in ``_absent_params`` the value that keeps
+    the behaviour of files written before it existed (when it differs from the default):
+    :func:`load` gives that value to a file that does not store the parameter.
     """
+
+    _absent_params: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

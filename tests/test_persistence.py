@@ -271,6 +271,26 @@ def test_subclasses_of_persistent_register_themselves(tmp_path):
     np.testing.assert_array_equal(restored.value_, [0, 1, 2])
 
 
+
+def test_a_parameter_added_later_keeps_the_behaviour_of_older_files(tmp_path):
+    class Grown(Persistent, BaseEstimator):
+        # Files from before `sharpen` existed behaved as sharpen=False.
+        _absent_params = {"sharpen": False}
+
+        def __init__(self, size: int = 1, sharpen: bool = True) -> None:
+            self.size = size
+            self.sharpen = sharpen
+
+        def fit(self):
+            self.value_ = self.size
+            return self
+
+    old = _write(tmp_path / "old.decomp", _manifest(
+        f"{Grown.__module__}.{Grown.__qualname__}", encode({"size": 2}), encode({})))
+    assert decomp.load(old).sharpen is False
+    new = decomp.load(Grown(size=2).fit().save(tmp_path / "new.decomp"))
+    assert new.sharpen is True and new.size == 2
+
 # --- property test: whatever the file holds, load returns a model or raises ModelFileError
 _CLASS_NAMES = st.sampled_from(GADGETS + (
     "decomp.estimators.nmf.NMF", "decomp.transcription.piano.PianoTranscriber",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from sklearn.utils._param_validation import StrOptions
@@ -234,6 +234,12 @@ class AudioSlotsUNetNetwork(nn.Module):
     and decoded alone by the U-Net's decoder with the *mixture's* encoder outputs as
     skip connections: the slot says which source, the skips give the detail.
 
+    With ``attention_skip`` each slot's deepest map also receives the mixture's deepest
+    encoder map weighted, cell by cell, by that slot's share of the last slot-attention
+    round (the shares sum to one over the slots, so the slots' gated maps add up to the
+    mixture's): a broadcast slot is the same vector in every cell and cannot say *where*
+    in time and frequency its source sounds; the attention it won can.
+
     Parameters
     ----------
     n_bins : int
@@ -241,14 +247,15 @@ class AudioSlotsUNetNetwork(nn.Module):
     chunk_frames : int
         Longest input (frames) the positional embeddings cover.
     n_slots, embed_dim, n_layers, n_heads, n_iterations, decoder_hidden, n_levels, \
-base_channels
+base_channels, attention_skip
         As in :class:`AudioSlots`.
     """
 
     def __init__(self, *, n_bins: int, chunk_frames: int, n_slots: int, embed_dim: int,
                  n_layers: int, n_heads: int, n_iterations: int, decoder_hidden: int,
-                 n_levels: int, base_channels: int) -> None:
+                 n_levels: int, base_channels: int, attention_skip: bool = True) -> None:
         super().__init__()
+        self.attention_skip = attention_skip
         self.n_bins = n_bins
         self.chunk_frames = chunk_frames
         multiple = 2**n_levels
@@ -275,9 +282,12 @@ base_channels
         rows, columns = features[-1].shape[-2:]
         tokens = self.to_tokens(features[-1].permute(0, 2, 3, 1))  # (B, rows, columns, D)
         tokens = self.encoder((tokens + self.encoder_position[:rows, :columns]).flatten(1, 2))
-        slots, _ = self.slot_attention(tokens, slots)  # (B, K, D)
+        slots, attention = self.slot_attention(tokens, slots)  # (B, K, D), (B, K, N)
         grid = slots[:, :, None, None, :] + self.decoder_position[:rows, :columns]
         deepest = self.from_slots(grid).permute(0, 1, 4, 2, 3)  # (B, K, C, rows, columns)
+        if self.attention_skip:
+            shares = attention.unflatten(2, (rows, columns))[:, :, None]  # (B, K, 1, r, c)
+            deepest = deepest + shares * features[-1][:, None]
         return _split_outputs(self.unet.decode_each(features[:-1], deepest, n_frames, n_bins))
 
 
@@ -328,7 +338,9 @@ class AudioSlots(AmortizedSeparator):
     front end defaults to :data:`~decomp.estimators.amortized.unet.SOLOS_FRONT_END`), and
     each slot, broadcast over that grid, is decoded alone by the U-Net's decoder with the
     mixture's encoder outputs as skip connections: the slot decides which source, the
-    skips give the detail. It replaces the patch embedding, the broadcast MLP and the
+    skips give the detail. With ``attention_skip`` (default) the slot's deepest map also
+    gets the mixture's, weighted cell by cell by the attention the slot won, which tells
+    its decoder where the source lies. It replaces the patch embedding, the broadcast MLP and the
     feature read-out (``patch_frames``, ``patch_bins`` and ``feature_channels`` are then
     unused); the Transformer, slot attention, the losses and the two output channels are
     the same.
@@ -385,6 +397,11 @@ class AudioSlots(AmortizedSeparator):
         U-Net levels (``"unet"``).
     base_channels : int, default=24
         Channels of the U-Net's first level, doubled at every level (``"unet"``).
+    attention_skip : bool, default=True
+        ``"unet"`` only: add to each slot's deepest map the mixture's deepest encoder
+        map weighted by that slot's share of the slot attention, so that the slot's
+        decoder knows where in time and frequency the tokens it won lie (a departure;
+        see :class:`AudioSlotsUNetNetwork`). ``False``: the slot alone, broadcast.
     front_end : Spectrogram, optional
         Magnitude front end for waveforms (default
         :data:`~decomp.estimators.amortized.base.DEFAULT_FRONT_END`, or
@@ -504,7 +521,10 @@ class AudioSlots(AmortizedSeparator):
         "decoder": [StrOptions({"broadcast", "unet"})],
         "n_levels": [StrictInterval(Integral, 1, None, closed="left")],
         "base_channels": [StrictInterval(Integral, 1, None, closed="left")],
+        "attention_skip": ["boolean"],
     }
+    # Files written before the attention skip existed decoded each slot alone.
+    _absent_params: ClassVar[dict[str, Any]] = {"attention_skip": False}
 
     def __init__(
         self,
@@ -523,6 +543,7 @@ class AudioSlots(AmortizedSeparator):
         decoder: str = "broadcast",
         n_levels: int = 4,
         base_channels: int = 24,
+        attention_skip: bool = True,
         front_end: Spectrogram | None = None,
         chunk_frames: int = 64,
         max_epochs: int = 100,
@@ -564,6 +585,7 @@ class AudioSlots(AmortizedSeparator):
         self.decoder = decoder
         self.n_levels = n_levels
         self.base_channels = base_channels
+        self.attention_skip = attention_skip
 
     def fit(self, mixtures: Any, sources: Any = None, labels: Any = None, *,
             validation: Any = None, init_from: AudioSlots | None = None) -> AudioSlots:
@@ -604,7 +626,7 @@ class AudioSlots(AmortizedSeparator):
                 n_slots=self.n_slots_, embed_dim=self.embed_dim, n_layers=self.n_layers,
                 n_heads=self.n_heads, n_iterations=self.n_iterations,
                 decoder_hidden=self.decoder_hidden, n_levels=self.n_levels,
-                base_channels=self.base_channels)
+                base_channels=self.base_channels, attention_skip=self.attention_skip)
         return AudioSlotsNetwork(
             n_bins=self.n_features_in_, chunk_frames=self.chunk_frames,
             n_slots=self.n_slots_, patch_frames=self.patch_frames,

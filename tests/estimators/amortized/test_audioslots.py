@@ -16,7 +16,7 @@ from decomp.estimators.amortized.audioslots import (
     AudioSlotsUNetNetwork,
 )
 from decomp.estimators.amortized.base import DEFAULT_FRONT_END
-from decomp.estimators.amortized.unet import SOLOS_FRONT_END
+from decomp.estimators.amortized.unet import SOLOS_FRONT_END, network_input
 
 N_ITEMS, N_FRAMES, N_BINS, CHUNK = 24, 48, 33, 16
 SMALL = dict(n_slots=3, patch_frames=4, patch_bins=16, embed_dim=32, n_layers=1,
@@ -54,13 +54,14 @@ def fitted(data):
 UNET = dict(decoder="unet", n_levels=2, base_channels=8)
 
 
-def _network(n_slots: int = 3, decoder: str = "broadcast"
+def _network(n_slots: int = 3, decoder: str = "broadcast", attention_skip: bool = True
              ) -> AudioSlotsNetwork | AudioSlotsUNetNetwork:
     torch.manual_seed(0)
     common = dict(n_bins=N_BINS, chunk_frames=CHUNK, n_slots=n_slots, embed_dim=32,
                   n_layers=1, n_heads=4, n_iterations=3, decoder_hidden=32)
     if decoder == "unet":
-        return AudioSlotsUNetNetwork(**common, n_levels=2, base_channels=8).eval()
+        return AudioSlotsUNetNetwork(**common, n_levels=2, base_channels=8,
+                                     attention_skip=attention_skip).eval()
     return AudioSlotsNetwork(**common, patch_frames=4, patch_bins=16).eval()
 
 
@@ -95,9 +96,10 @@ def test_transform_is_deterministic(fitted, data):
 
 
 # ---------------------------------------------------------------- permutations
-@pytest.mark.parametrize("decoder", ["broadcast", "unet"])
-def test_network_is_permutation_equivariant_in_the_slots(data, decoder):
-    network = _network(n_slots=4, decoder=decoder)
+@pytest.mark.parametrize(("decoder", "attention_skip"),
+                         [("broadcast", True), ("unet", True), ("unet", False)])
+def test_network_is_permutation_equivariant_in_the_slots(data, decoder, attention_skip):
+    network = _network(n_slots=4, decoder=decoder, attention_skip=attention_skip)
     mixture = torch.as_tensor(data[0][:3, :CHUNK])
     slots = network.slot_attention.initial_slots(3)
     order = torch.tensor([2, 0, 3, 1])
@@ -183,6 +185,46 @@ def test_unet_decoder_learns_sums_to_the_mixture_and_round_trips(data, tmp_path)
     np.testing.assert_array_equal(loaded.transform(mixtures[:3]), estimates)
     with pytest.raises(ValueError, match="chunks of at most"):
         _network(decoder="unet")(torch.ones(1, CHUNK + 1, N_BINS))
+
+
+def _deepest_maps(network: AudioSlotsUNetNetwork, mixture: torch.Tensor,
+                  slots: torch.Tensor) -> torch.Tensor:
+    """The (batch, n_slots, channels, rows, columns) maps the network decodes."""
+    captured = []
+    decode_each = network.unet.decode_each
+
+    def spy(skips, deepest, n_frames, n_bins):
+        captured.append(deepest)
+        return decode_each(skips, deepest, n_frames, n_bins)
+
+    network.unet.decode_each = spy
+    with torch.no_grad():
+        network(mixture, slots)
+    return captured[0]
+
+
+def test_attention_skip_shares_the_mixtures_deepest_map_among_the_slots(data):
+    """Each slot's decoder gets the mixture's deepest map weighted by the attention the
+    slot won: the weighted maps add up to the mixture's over the slots, and they differ
+    from cell to cell where the broadcast slot alone cannot."""
+    mixture = torch.as_tensor(data[0][:3, :CHUNK])
+    gated, alone = _network(attention_skip=True, decoder="unet"), _network(decoder="unet")
+    alone.attention_skip = False
+    slots = gated.slot_attention.initial_slots(3)
+    with_skip = _deepest_maps(gated, mixture, slots)
+    without = _deepest_maps(alone, mixture, slots)
+    with torch.no_grad():
+        mixture_map = gated.unet.encode(network_input(mixture))[-1]
+    torch.testing.assert_close((with_skip - without).sum(dim=1), mixture_map,
+                               rtol=1e-4, atol=1e-5)
+    # Without the skip two slots' maps differ by the same vector in every cell (the
+    # positional embedding is shared): nothing tells a slot where its source lies.
+    def spread_over_cells(maps: torch.Tensor) -> torch.Tensor:
+        return (maps[:, 1:] - maps[:, :1]).flatten(-2).std(dim=-1).max()
+
+    assert spread_over_cells(without) < 1e-5
+    assert spread_over_cells(with_skip) > 1e-3
+    assert AudioSlots().attention_skip is True
 
 
 def test_the_unet_decoder_reads_the_log_frequency_front_end_by_default():
