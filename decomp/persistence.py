@@ -213,7 +213,7 @@ def _restore(cls: type, params: Any, state: Any, depth: int = 0) -> Any:
         )
     # A parameter added after a file was written takes the value that reproduces how
     # that file's model behaved, not the new default.
-    estimator = cls(**{**getattr(cls, "_absent_params", {}), **params})
+    estimator = cls(**{**cls._absent_params, **params})
     estimator._set_state(state)
     return estimator
 

@@ -271,7 +271,6 @@ def test_subclasses_of_persistent_register_themselves(tmp_path):
     np.testing.assert_array_equal(restored.value_, [0, 1, 2])
 
 
-
 def test_a_parameter_added_later_keeps_the_behaviour_of_older_files(tmp_path):
     class Grown(Persistent, BaseEstimator):
         # Files from before `sharpen` existed behaved as sharpen=False.
@@ -290,6 +289,7 @@ def test_a_parameter_added_later_keeps_the_behaviour_of_older_files(tmp_path):
     assert decomp.load(old).sharpen is False
     new = decomp.load(Grown(size=2).fit().save(tmp_path / "new.decomp"))
     assert new.sharpen is True and new.size == 2
+
 
 # --- property test: whatever the file holds, load returns a model or raises ModelFileError
 _CLASS_NAMES = st.sampled_from(GADGETS + (

@@ -183,6 +183,12 @@ def test_unet_decoder_learns_sums_to_the_mixture_and_round_trips(data, tmp_path)
     loaded = decomp.load(model.save(tmp_path / "audioslots-unet.decomp"))
     assert loaded.get_params() == model.get_params()
     np.testing.assert_array_equal(loaded.transform(mixtures[:3]), estimates)
+    # A file written before the attention skip existed keeps decoding the slots alone.
+    payload = torch.load(tmp_path / "audioslots-unet.decomp", weights_only=True)
+    payload["params"]["__dict__"] = [pair for pair in payload["params"]["__dict__"]
+                                     if pair[0] != "attention_skip"]
+    torch.save(payload, tmp_path / "older.decomp")
+    assert decomp.load(tmp_path / "older.decomp").attention_skip is False
     with pytest.raises(ValueError, match="chunks of at most"):
         _network(decoder="unet")(torch.ones(1, CHUNK + 1, N_BINS))
 
