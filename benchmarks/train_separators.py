@@ -35,7 +35,8 @@ the time it took. Any change of a setting that shapes training (sizes, stream, s
 is refused by the checkpoint.
 ``--init-from MODEL`` (a ``.decomp`` file or a shipped model's name) fine-tunes: training
 starts from that model's weights (layers it lacks, e.g. the count layer of
-``--count-sources``, at random; :meth:`AmortizedSeparator.fit`'s ``init_from``), and
+``--count-sources``, at random; an AudioSlots model may change ``--n-slots``:
+:meth:`AmortizedSeparator.fit`'s ``init_from``), and
 ``--restart-heads 2`` first replaces the decoder of its blind head 2 by a perturbed copy
 of head 0's (:func:`restart_heads`: how the shipped instruments model's silent third head
 is revived).

@@ -614,6 +614,15 @@ class AudioSlots(AmortizedSeparator):
                 f"{self.n_slots}; set n_slots >= {max_sources}.")
         return self.n_slots
 
+    def _initial_state(self, state: dict[str, torch.Tensor],
+                       current: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # No weight depends on the number of slots (they all start from one Gaussian),
+        # so a fine-tune may change n_slots: only the fixed evaluation noise, one row per
+        # slot, is drawn afresh for the new count.
+        return {key: current[key] if key.endswith("eval_noise")
+                and value.shape != current[key].shape else value
+                for key, value in state.items()}
+
     @property
     def _default_front_end(self) -> Spectrogram:  # type: ignore[override]
         # The U-Net reads MHUNet's log-frequency front end.

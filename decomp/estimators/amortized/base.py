@@ -413,8 +413,9 @@ class AmortizedSeparator(Persistent, BaseEstimator):
             instead of a random initialisation (fine-tuning). Its network must fit the one
             these parameters describe for this data, except for layers it lacks, which
             start at random: e.g. a model fitted with ``MHUNet(count_sources=False)``
-            starts a ``count_sources=True`` one, whose count layer is new. Its weights are
-            read, never changed. A run resumed from ``checkpoint`` starts from the
+            starts a ``count_sources=True`` one, whose count layer is new; an
+            :class:`AudioSlots` may change ``n_slots`` (no weight depends on it). Its
+            weights are read, never changed. A run resumed from ``checkpoint`` starts from the
             checkpoint instead.
 
         Returns
@@ -481,9 +482,10 @@ class AmortizedSeparator(Persistent, BaseEstimator):
             raise ValueError(f"init_from was fitted with another front end "
                              f"({init_from.front_end_!r}); this fit uses {self.front_end_!r}.")
         current = network.state_dict()
-        unused = [key for key in init_from.network_state_ if key not in current]
+        initial = self._initial_state(init_from.network_state_, current)
+        unused = [key for key in initial if key not in current]
         mismatched = [f"{key}: {tuple(value.shape)} vs {tuple(current[key].shape)}"
-                      for key, value in init_from.network_state_.items()
+                      for key, value in initial.items()
                       if key in current and value.shape != current[key].shape]
         if unused or mismatched:
             raise ValueError(
@@ -492,8 +494,17 @@ class AmortizedSeparator(Persistent, BaseEstimator):
                 f"shapes that differ: {mismatched}); fine-tune with the architecture "
                 "parameters, classes and number of sources it was fitted with.")
         network.load_state_dict({key: value.to(current[key].dtype)
-                                 for key, value in init_from.network_state_.items()},
-                                strict=False)
+                                 for key, value in initial.items()}, strict=False)
+
+    def _initial_state(self, state: dict[str, torch.Tensor],
+                       current: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The part of a fitted ``state`` that a fine-tune of this network starts from.
+
+        ``current`` is the freshly built network's state. All of ``state`` by default;
+        a subclass drops what depends on a size the fine-tune may change (AudioSlots:
+        the fixed evaluation noise, one row per slot).
+        """
+        return state
 
     def _set_shapes(self, n_bins: int, max_sources: int, classes: np.ndarray | None) -> None:
         """Record the fitted sizes that ``_build_network`` reads."""

@@ -374,6 +374,24 @@ def test_init_from_refusals():
         _blind(front_end=other).fit(stream, init_from=base)
 
 
+def test_audioslots_fine_tune_may_change_the_number_of_slots():
+    base = _model("AudioSlots", max_epochs=0).fit(_stream())
+    # No weight depends on n_slots: a 3-slot fine-tune of the 2-slot model starts from all
+    # of them; only the fixed evaluation noise (one row per slot) is drawn for 3 slots.
+    tuned = _model("AudioSlots", n_slots=3, max_epochs=0).fit(_stream(max_sources=3),
+                                                               init_from=base)
+    assert set(tuned.network_state_) == set(base.network_state_)
+    for key, value in base.network_state_.items():
+        if key.endswith("eval_noise"):
+            assert value.shape == (2, 16)
+            assert tuned.network_state_[key].shape == (3, 16)
+        else:
+            torch.testing.assert_close(tuned.network_state_[key], value)
+    assert tuned.separate(np.zeros(2048, dtype=np.float32)).shape[0] == 3
+    with pytest.raises(ValueError, match="shapes that differ"):  # other sizes still refused
+        _model("AudioSlots", embed_dim=8, max_epochs=0).fit(_stream(), init_from=base)
+
+
 def test_restart_heads_copies_head_zero_with_noise_and_keeps_the_original(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # train_separators imports separation_table
     restart_heads = load_benchmark("train_separators").restart_heads
