@@ -501,8 +501,8 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         """The part of a fitted ``state`` that a fine-tune of this network starts from.
 
         ``current`` is the freshly built network's state. All of ``state`` by default;
-        a subclass drops what depends on a size the fine-tune may change (AudioSlots:
-        the fixed evaluation noise, one row per slot).
+        a subclass takes from ``current`` what depends on a size the fine-tune may
+        change (AudioSlots: the fixed evaluation noise, one row per slot).
         """
         return state
 
