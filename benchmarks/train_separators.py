@@ -139,7 +139,8 @@ def build(args: argparse.Namespace, checkpoint: Path, max_seconds: float) -> Any
                   batch_size=args.batch_size, chunk_frames=args.chunk_frames,
                   steps_per_epoch=args.steps_per_epoch, num_workers=args.num_workers,
                   checkpoint=str(checkpoint), random_state=args.seed, progress=args.progress,
-                  device=args.device, learning_rate_decay=args.learning_rate_decay)
+                  device=args.device, learning_rate_decay=args.learning_rate_decay,
+                  silence_floor_db=args.silence_floor_db)
     if args.learning_rate is not None:
         common["learning_rate"] = args.learning_rate
     # The sizes of benchmarks/separation_table.py unless overridden.
@@ -350,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--learning-rate-decay", type=int, default=0,
                         help="final epochs of --max-epochs over which the learning rate "
                         "falls along a half cosine to 1%% (0: constant)")
+    parser.add_argument("--silence-floor-db", type=float, default=-30.0,
+                        help="waveform losses: the soft floor (dB) of the cost of an output "
+                             "without a source (the reward for its silence)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--chunk-frames", type=int, default=64)
     parser.add_argument("--steps-per-epoch", type=int, default=100)

@@ -440,6 +440,10 @@ class AudioSlots(AmortizedSeparator):
     inference_overlap : float, default=0.5
         Share of each inference window that the next one also covers (0: consecutive
         chunks); see :class:`~decomp.estimators.amortized.base.AmortizedSeparator`.
+    silence_floor_db : float, default=-30.0
+        Waveform loss only: the soft floor (dB) of the cost of an output without a
+        source, i.e. the reward for its silence; see
+        :class:`~decomp.estimators.amortized.base.AmortizedSeparator`.
 
     Attributes
     ----------
@@ -561,6 +565,7 @@ class AudioSlots(AmortizedSeparator):
         num_workers: int = 0,
         learning_rate_decay: int = 0,
         inference_overlap: float = 0.5,
+        silence_floor_db: float = -30.0,
     ) -> None:
         super().__init__(
             front_end=front_end, chunk_frames=chunk_frames, max_epochs=max_epochs,
@@ -570,6 +575,7 @@ class AudioSlots(AmortizedSeparator):
             device=device, random_state=random_state, progress=progress,
             steps_per_epoch=steps_per_epoch, num_workers=num_workers,
             learning_rate_decay=learning_rate_decay, inference_overlap=inference_overlap,
+            silence_floor_db=silence_floor_db,
         )
         self.n_slots = n_slots
         self.patch_frames = patch_frames
@@ -650,7 +656,8 @@ class AudioSlots(AmortizedSeparator):
         masks, generated = network(mixture)
         if self.separation_loss == "si_sdr":
             separation, permutation = pit_waveform_loss(
-                masks, batch["mixture_audio"], batch["source_audio"], self.front_end_)
+                masks, batch["mixture_audio"], batch["source_audio"], self.front_end_,
+                silence_floor_db=self.silence_floor_db)
             permutation = permutation[:, :sources.shape[1]]  # the real sources' slots
         else:
             separation, permutation = pit_magnitude_loss(masks * mixture.unsqueeze(1),

@@ -521,7 +521,7 @@ class BlockVAE(AmortizedSeparator):
         Channels of the U-Net's first level, doubled at every level (``"unet"``).
     front_end, chunk_frames, max_epochs, batch_size, learning_rate, validation_fraction, \
 patience, max_grad_norm, max_seconds, checkpoint, device, random_state, progress, \
-steps_per_epoch, num_workers, learning_rate_decay, inference_overlap
+steps_per_epoch, num_workers, learning_rate_decay, inference_overlap, silence_floor_db
         Shared training and inference parameters; see
         :class:`~decomp.estimators.amortized.base.AmortizedSeparator`.
 
@@ -632,6 +632,7 @@ training_seconds_
         num_workers: int = 0,
         learning_rate_decay: int = 0,
         inference_overlap: float = 0.5,
+        silence_floor_db: float = -30.0,
     ) -> None:
         super().__init__(
             front_end=front_end, chunk_frames=chunk_frames, max_epochs=max_epochs,
@@ -641,6 +642,7 @@ training_seconds_
             device=device, random_state=random_state, progress=progress,
             steps_per_epoch=steps_per_epoch, num_workers=num_workers,
             learning_rate_decay=learning_rate_decay, inference_overlap=inference_overlap,
+            silence_floor_db=silence_floor_db,
         )
         self.n_blocks = n_blocks
         self.block_size = block_size
@@ -741,7 +743,8 @@ training_seconds_
             estimates = self.front_end_._apply_masks(mixture_audio, masks)  # (B, K, N)
             targets = torch.nn.functional.pad(
                 source_audio, (0, 0, 0, n_blocks - source_audio.shape[1]))
-            return pairwise_separation_cost(estimates, targets, mixture_audio)
+            return pairwise_separation_cost(estimates, targets, mixture_audio,
+                                            silence_floor_db=self.silence_floor_db)
         mixture, sources = batch["mixture"], batch["sources"]
         estimates = masks * mixture.unsqueeze(1)  # (B, K, T, F)
         targets = torch.nn.functional.pad(sources, (0, 0, 0, 0, 0, n_blocks - sources.shape[1]))

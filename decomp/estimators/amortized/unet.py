@@ -354,7 +354,8 @@ class _UNetSeparator(AmortizedSeparator):
         mixture_audio = batch["mixture_audio"]
         estimates = self.front_end_._apply_masks(mixture_audio, masks)  # (B, C, N)
         targets = _per_class(batch["source_audio"], batch["labels"], masks.shape[1])
-        return separation_cost(estimates, targets, mixture_audio[:, None])
+        return separation_cost(estimates, targets, mixture_audio[:, None],
+                               silence_floor_db=self.silence_floor_db)
 
 
 # ---------------------------------------------------------------------------- MHUNet
@@ -478,6 +479,10 @@ class MHUNet(_UNetSeparator):
     inference_overlap : float, default=0.5
         Share of each inference window that the next one also covers (0: consecutive
         chunks); see :class:`~decomp.estimators.amortized.base.AmortizedSeparator`.
+    silence_floor_db : float, default=-30.0
+        Waveform loss only: the soft floor (dB) of the cost of an output without a
+        source, i.e. the reward for its silence; see
+        :class:`~decomp.estimators.amortized.base.AmortizedSeparator`.
 
     Attributes
     ----------
@@ -585,6 +590,7 @@ class MHUNet(_UNetSeparator):
         num_workers: int = 0,
         learning_rate_decay: int = 0,
         inference_overlap: float = 0.5,
+        silence_floor_db: float = -30.0,
     ) -> None:
         super().__init__(
             front_end=front_end, chunk_frames=chunk_frames, max_epochs=max_epochs,
@@ -594,6 +600,7 @@ class MHUNet(_UNetSeparator):
             device=device, random_state=random_state, progress=progress,
             steps_per_epoch=steps_per_epoch, num_workers=num_workers,
             learning_rate_decay=learning_rate_decay, inference_overlap=inference_overlap,
+            silence_floor_db=silence_floor_db,
         )
         self.n_levels = n_levels
         self.base_channels = base_channels
@@ -699,7 +706,7 @@ class MHUNet(_UNetSeparator):
         if "labels" in batch:
             return {"loss": self._class_waveform_costs(masks, batch).mean()}
         loss, _ = pit_waveform_loss(masks, mixture_audio, batch["source_audio"],
-                                    self.front_end_)
+                                    self.front_end_, silence_floor_db=self.silence_floor_db)
         return {"loss": loss}
 
     def _training_losses(self, network: nn.Module, batch: dict[str, torch.Tensor]
@@ -856,6 +863,10 @@ class SoundOfPixels(_UNetSeparator):
     inference_overlap : float, default=0.5
         Share of each inference window that the next one also covers (0: consecutive
         chunks); see :class:`~decomp.estimators.amortized.base.AmortizedSeparator`.
+    silence_floor_db : float, default=-30.0
+        Waveform loss only: the soft floor (dB) of the cost of an output without a
+        source, i.e. the reward for its silence; see
+        :class:`~decomp.estimators.amortized.base.AmortizedSeparator`.
 
     Attributes
     ----------
@@ -954,6 +965,7 @@ class SoundOfPixels(_UNetSeparator):
         num_workers: int = 0,
         learning_rate_decay: int = 0,
         inference_overlap: float = 0.5,
+        silence_floor_db: float = -30.0,
     ) -> None:
         super().__init__(
             front_end=front_end, chunk_frames=chunk_frames, max_epochs=max_epochs,
@@ -963,6 +975,7 @@ class SoundOfPixels(_UNetSeparator):
             device=device, random_state=random_state, progress=progress,
             steps_per_epoch=steps_per_epoch, num_workers=num_workers,
             learning_rate_decay=learning_rate_decay, inference_overlap=inference_overlap,
+            silence_floor_db=silence_floor_db,
         )
         self.n_components = n_components
         self.n_levels = n_levels

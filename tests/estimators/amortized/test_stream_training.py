@@ -336,6 +336,59 @@ def test_pit_waveform_loss_can_ignore_slots_without_a_source():
         pit_waveform_loss(masks, mixture, sources, front_end, absent="zero")
 
 
+def test_pit_waveform_loss_scores_a_silent_slot_at_the_silence_floor():
+    from decomp.estimators.amortized.base import pit_waveform_loss
+
+    sources = torch.tensor(np.random.default_rng(4).standard_normal((1, 1, 1024)) * 0.1,
+                           dtype=torch.float32)
+    mixture = sources[:, 0]
+    spectrogram = FRONT_END(mixture)
+    # Slot 0 passes the mixture (its one source), slot 1 is exactly silent.
+    masks = torch.zeros(1, 2, *spectrogram.shape[1:])
+    masks[:, 0] = 1.0
+    losses = {floor: pit_waveform_loss(masks, mixture, sources, FRONT_END,
+                                       silence_floor_db=floor)
+              for floor in (-30.0, -10.0)}
+    for _, permutation in losses.values():
+        assert permutation.tolist() == [[0, 1]]
+    # The silent slot costs the floor itself, and the loss is the mean over both slots.
+    torch.testing.assert_close(losses[-10.0][0] - losses[-30.0][0], torch.tensor(10.0))
+    assert losses[-30.0][0] < -10.0  # the passed source alone is near perfect
+
+
+@pytest.mark.parametrize("case", ["audioslots", "blind", "class heads", "sop", "blockvae"])
+def test_every_waveform_loss_uses_the_models_silence_floor(case, monkeypatch):
+    from decomp.estimators.amortized import BlockVAE, SoundOfPixels, base, blockvae, unet
+
+    floors = []
+
+    def recording(function):
+        def wrapper(*args, silence_floor_db, **kwargs):
+            floors.append(silence_floor_db)
+            return function(*args, silence_floor_db=silence_floor_db, **kwargs)
+        return wrapper
+
+    for module, name in ((base, "pairwise_separation_cost"), (unet, "separation_cost"),
+                         (blockvae, "pairwise_separation_cost")):
+        monkeypatch.setattr(module, name, recording(getattr(module, name)))
+    settings = dict(max_epochs=1, silence_floor_db=-12.5)
+    model = {
+        "audioslots": lambda: _model("AudioSlots", separation_loss="si_sdr", n_slots=3,
+                                     **settings),
+        "blind": lambda: _blind(**settings),
+        "class heads": lambda: _model("MHUNet", loss="si_sdr", heads="classes", **settings),
+        "sop": lambda: SoundOfPixels(**_waveform_settings(
+            n_components=4, n_levels=2, base_channels=4, loss="si_sdr"), **settings),
+        "blockvae": lambda: BlockVAE(**_waveform_settings(
+            n_blocks=3, block_size=4, hidden_size=16, separation_loss="si_sdr"), **settings),
+    }[case]()
+    model.fit(_stream())
+    assert floors and set(floors) == {-12.5}  # training and validation alike
+    # The floor is a level below the mixture's (0 dB): 0 and above are refused.
+    with pytest.raises(ValueError, match="silence_floor_db"):
+        model.set_params(silence_floor_db=0.0).fit(_stream())
+
+
 # ------------------------------------------------------------------------ fine-tuning
 def test_init_from_starts_the_training_at_a_fitted_models_weights():
     stream = _stream(max_sources=3)
@@ -488,5 +541,8 @@ def test_train_separators_builds_the_unet_variants_from_its_flags(monkeypatch, t
                   "--base-channels", "8")
     assert (slots.decoder, slots.n_slots, slots.base_channels) == ("unet", 3, 8)
     assert built("--model", "audioslots").get_params()["decoder"] == "broadcast"
+    for model in ("audioslots", "mhunet", "sop", "blockvae"):
+        assert built("--model", model).silence_floor_db == -30.0
+        assert built("--model", model, "--silence-floor-db", "-10").silence_floor_db == -10.0
     # The recorded settings name a variant only when one was asked for.
     assert script.build_parser().parse_args(["--model", "mhunet"]).architecture is None
