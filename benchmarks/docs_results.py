@@ -215,23 +215,70 @@ def draw_separation(data: dict[str, Any]) -> Any:
     return figure
 
 
+def _plot_curves(ax: Any, panel: dict[str, Any]) -> None:
+    """SI-SDRi against minutes per test set, with NMF (dotted) and the IRM (dashed)."""
+    for index, (test_set, points) in enumerate(panel["curves"].items()):
+        color = f"C{index}"
+        ax.plot(points["minutes"], points["si_sdri"], "o-", ms=3, color=color,
+                label=f"{test_set}: model")
+        for baseline, style in (("nmf", ":"), ("irm", "--")):
+            value = panel["baselines"].get(test_set, {}).get(baseline)
+            if value is not None:
+                ax.axhline(value, color=color, ls=style, lw=1,
+                           label=f"{test_set}: {'NMF' if baseline == 'nmf' else 'IRM'}")
+
+
 def draw_learning_curves(data: dict[str, Any]) -> Any:
     plt = _style()
     figure, axes = plt.subplots(1, len(data), figsize=(4.2 * len(data), 3.2), squeeze=False)
     for ax, (title, panel) in zip(axes[0], data.items(), strict=True):
-        for index, (test_set, points) in enumerate(panel["curves"].items()):
-            color = f"C{index}"
-            ax.plot(points["minutes"], points["si_sdri"], "o-", ms=3, color=color,
-                    label=f"{test_set}: model")
-            for baseline, style in (("nmf", ":"), ("irm", "--")):
-                value = panel["baselines"].get(test_set, {}).get(baseline)
-                if value is not None:
-                    ax.axhline(value, color=color, ls=style, lw=1,
-                               label=f"{test_set}: {'NMF' if baseline == 'nmf' else 'IRM'}")
+        _plot_curves(ax, panel)
         ax.set(title=title, xlabel="training minutes (one CPU thread)", ylabel="SI-SDRi (dB)")
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     figure.tight_layout()
     return figure
+
+
+def draw_stages(data: dict[str, Any]) -> Any:
+    """SI-SDRi of a shipped separator trained in stages, against its total training time:
+    each stage's curve shifted by the minutes of the stages before it."""
+    plt = _style()
+    figure, ax = plt.subplots(figsize=(7.5, 3.4))
+    _plot_curves(ax, data)
+    for start, label in data["stages"]:
+        ax.axvline(start, color="grey", lw=0.6)
+        ax.annotate(label, (start, 1.0), xycoords=("data", "axes fraction"), fontsize=7,
+                    va="top", ha="left", xytext=(2, -2), textcoords="offset points")
+    ax.set(xlabel="training minutes in all stages (one CPU thread)", ylabel="SI-SDRi (dB)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.tight_layout()
+    return figure
+
+
+def stage_curves(runs: list[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
+    """The data of :func:`draw_stages` from the stage runs' JSON, in order: each stage's
+    curve points and its final score, at its epochs' minutes after the stages before."""
+    curves: dict[str, dict[str, list[float]]] = {}
+    stages, offset = [], 0.0
+    for data, label in zip(runs, labels, strict=True):
+        stages.append((offset, label))
+        minutes = data["training"]["minutes"]
+        model = data["settings"]["model"]
+        points = [*(data.get("curve") or []),
+                  {"minutes": minutes, **{test_set: methods[model]["si_sdr_improvement"]
+                                          for test_set, methods in data["results"].items()}}]
+        for point in points:
+            for test_set in data["results"]:
+                if point.get(test_set) is not None:
+                    curve = curves.setdefault(test_set, {"minutes": [], "si_sdri": []})
+                    curve["minutes"].append(offset + point["minutes"])
+                    curve["si_sdri"].append(point[test_set])
+        offset += minutes
+    last = runs[-1]["results"]
+    baselines = {test_set: {method: methods[method]["si_sdr_improvement"]
+                            for method in ("nmf", "irm") if method in methods}
+                 for test_set, methods in last.items()}
+    return {"curves": dict(sorted(curves.items())), "baselines": baselines, "stages": stages}
 
 
 def draw_losses(data: dict[str, Any]) -> Any:
@@ -311,6 +358,14 @@ class Page:
     def text(self) -> str:
         return "\n\n".join(self.parts) + "\n"
 
+
+SHIPPED_STAGES = {"instruments": (
+    ("train-separators-audioslots-unet-attention-skip.json", "1: 2 slots"),
+    ("train-separators-audioslots-unet-3slots-finetune.json", "2: 3 slots"),
+    ("train-separators-audioslots-unet-3slots-3only.json", "3: 3 instruments"),
+    ("train-separators-audioslots-unet-3slots-floor10.json", "4: floor -10 dB"))}
+"""The training runs, in order, of the stages that made a shipped separator (the recipe's
+stages in benchmarks/train_default_models.py), with a label for each."""
 
 SEPARATION_METHODS = {"shipped": "shipped separator (blind)",
                       "shipped-count": "shipped instruments-count (told the number of "
@@ -416,8 +471,11 @@ def separation_page(results: dict[str, Any]) -> Page:
         page.add("## Training runs", "Runs of `benchmarks/train_separators.py`: a separator "
                  "trained on an endless stream of training-font mixtures for a budget of "
                  "epochs or minutes on one CPU thread, then scored on the held-out test sets "
-                 "beside NMF and the oracle mask. `instruments` and `speech` are the runs "
-                 "that produced the shipped models.")
+                 "beside NMF and the oracle mask. `speech` and `instruments-count` are the runs "
+                 "that produced those shipped models, `instruments` the last of the four "
+                 "stages of the shipped instruments model (scored as shipped, in float16), "
+                 "`mhunet-instruments` the multi-head U-Net that `instruments-count` was "
+                 "fine-tuned from (shipped as `instruments` until 2026-12-03).")
         rows = []
         for name, data in runs.items():
             settings, training = data.get("settings", {}), data.get("training", {})
@@ -477,6 +535,20 @@ def separation_page(results: dict[str, Any]) -> Page:
                     "si_sdr_improvement"] for method in ("nmf", "irm")
                     if method in data["results"].get(test_set, {})}
                     for test_set in test_sets}}
+        for name, stages in SHIPPED_STAGES.items():
+            if all(run in runs for run, _ in stages):
+                page.add(f"### The shipped `{name}`, stage by stage",
+                         f"`{name}` was trained in {len(stages)} stages, each a fine-tune of "
+                         "the one before (`benchmarks/train_default_models.py`): SI-SDRi on "
+                         "the held-out test sets of checkpoint copies and of each stage's "
+                         "final model, against the minutes of all stages so far; dotted: "
+                         "NMF, dashed: the oracle mask. Runs: " + ", ".join(
+                             f"[`{run}`]({run})" for run, _ in stages) + ".")
+                page.figure(Figure(f"separator-{name}-stages",
+                                   f"{name}: SI-SDRi against training minutes, all stages",
+                                   draw_stages, stage_curves(
+                                       [runs[run] for run, _ in stages],
+                                       [label for _, label in stages])))
         if curves:
             page.add("### Learning curves", "SI-SDRi on the held-out test sets of checkpoint "
                      "copies taken during training (what a run stopped then would keep), "

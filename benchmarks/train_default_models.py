@@ -4,16 +4,19 @@
         instruments-count speech] [--out DIR] [--work-dir DIR] [--evaluate]
 
 **Separators** (``instruments``, ``instruments-count``, ``speech``): each is trained by
-``benchmarks/train_separators.py`` with the fixed recipe in :data:`SEPARATOR_RECIPES`
-(a fixed seed and number of epochs, so the result does not depend on the machine's
-speed), in ``--work-dir/<name>`` (checkpointed every epoch: re-running the command
-resumes an interrupted training), and written to ``decomp/models/separator-<name>.decomp``
-with its weights stored in float16. ``--evaluate`` also scores it on the held-out test
-sets beside NMF and the ideal ratio mask (``<work-dir>/<name>/results.json``).
-``instruments`` and ``speech`` took about two and a half hours each (156 and 150 epochs)
-on the 2-core reference machine, sharing it with other work. ``instruments-count`` is a
-fine-tune of the ``instruments`` file just written (or the package's, when it runs
-without ``instruments``): 30 epochs, 46 minutes. The model card
+``benchmarks/train_separators.py`` in the stages of its recipe in :data:`SEPARATOR_RECIPES`
+(each a fixed seed and number of epochs, so the result does not depend on the machine's
+speed; a stage fine-tunes the model of the stage it names), each stage in
+``--work-dir/<stage>`` (checkpointed every epoch: re-running the command resumes an
+interrupted stage, and a stage whose folder already holds its model, trained with the
+stage's settings and epochs as its ``training.json`` records, is not run again), and the
+last stage's model is written to ``decomp/models/separator-<name>.decomp`` with its weights
+stored in float16. ``--evaluate`` also scores it on the held-out test sets beside NMF and the
+ideal ratio mask (``results.json`` in the last stage's folder). On the 2-core reference
+machine, one thread per training: ``instruments`` (AudioSlots) four stages of 85, 64, 45 and
+28 epochs, 101 + 108 + 78 + 45 minutes; ``speech`` 150 epochs in about two and a half hours;
+``instruments-count`` a 156-epoch multi-head U-Net (about two and a half hours) and a
+30-epoch count fine-tune of its float16 weights (46 minutes). The model card
 (docs/guide/model-card.md) gives the figures.
 
 **Piano NMF** (``nmf``): the default transcriber, exactly
@@ -52,12 +55,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import train_separators
 
+import decomp
 from decomp.data import DEFAULT_PROTOCOL
 from decomp.pretrained import pretrained_file
 from decomp.transcription import (
@@ -69,71 +75,171 @@ from decomp.transcription import (
     pretrained_path,
 )
 
-SEPARATOR_RECIPES: dict[str, list[str]] = {
-    # A blind multi-head U-Net: 3 unordered heads for mixtures of 2-3 of the 10 training
-    # instruments (fonts fluidr3 and timgm6mb, augmented with gain, tilt and pitch shift;
-    # not reverb, which benchmarks/augmentation_ablation.py measured to hurt on an unseen
-    # font), negative SI-SDR with PIT.
-    "instruments": ["--model", "mhunet", "--corpus", "instruments", "--loss", "si_sdr",
-                    "--heads", "sources", "--sources", "2", "3", "--test-sources", "2", "3",
-                    "--base-channels", "24", "--n-levels", "4", "--learning-rate", "1e-3",
-                    "--learning-rate-decay", "60", "--seed", "0", "--max-epochs", "{epochs}",
-                    "--without", "reverb"],
-    # Two unordered heads for two espeak-ng voices, also without reverb (SI-SDRi 8.74 dB
-    # on the 100 test mixtures against 8.33 with it).
-    "speech": ["--model", "mhunet", "--corpus", "speech", "--loss", "si_sdr",
-               "--heads", "sources", "--sources", "2", "--base-channels", "24",
-               "--n-levels", "4", "--learning-rate", "1e-3", "--learning-rate-decay", "50",
-               "--stems-per-label", "32", "--seed", "0", "--max-epochs", "{epochs}",
-               "--without", "reverb"],
-    # instruments fine-tuned to count its sources (MHUNet count_sources): it starts from
-    # the shipped instruments file ({instruments}, the float16 weights), whose silent third
-    # head is restarted as a perturbed copy of the first, then 30 epochs without the
-    # curriculum at a lower rate, on another stream seed.
-    "instruments-count": ["--model", "mhunet", "--corpus", "instruments", "--loss", "si_sdr",
-                          "--heads", "sources", "--count-sources", "--curriculum-epochs", "0",
-                          "--sources", "2", "3", "--test-sources", "2", "3",
-                          "--base-channels", "24", "--n-levels", "4", "--learning-rate",
-                          "3e-4", "--learning-rate-decay", "30", "--seed", "1",
-                          "--max-epochs", "{epochs}", "--without", "reverb",
-                          "--init-from", "{instruments}", "--restart-heads", "2"],
-}
-"""``benchmarks/train_separators.py`` arguments of each shipped separator."""
 
-SEPARATOR_EPOCHS = {"instruments": 156, "instruments-count": 30, "speech": 150}
-"""Epochs (of 100 batches of 16 mixtures) each shipped separator trained for: a constant
-learning rate, then a cosine decay over the recipe's last ``--learning-rate-decay``
-epochs (for instruments the decay starts at epoch 96, where the first shipped model
-stopped; speech trains on 32 utterances per voice, four times the default bank, and decays
-from epoch 100)."""
+@dataclass(frozen=True)
+class Stage:
+    """One ``benchmarks/train_separators.py`` run of a shipped separator's recipe.
+
+    Parameters
+    ----------
+    name : str
+        Its folder under ``--work-dir``; a stage two recipes share (same name) runs once.
+    arguments : tuple of str
+        ``train_separators.py``'s arguments, without ``--max-epochs``, ``--init-from`` and
+        ``--checkpoint-dir``, which the chain adds.
+    epochs : int
+        ``--max-epochs``: a fixed number of epochs, so the result does not depend on the
+        machine's speed.
+    init_from : str, optional
+        The stage whose trained model this one fine-tunes (it must come earlier).
+    half_precision_init : bool
+        Start from that model's float16 copy, as shipped, rather than its float32 weights.
+    """
+
+    name: str
+    arguments: tuple[str, ...]
+    epochs: int
+    init_from: str | None = None
+    half_precision_init: bool = False
+
+
+_MHUNET_INSTRUMENTS = ("--model", "mhunet", "--corpus", "instruments", "--loss", "si_sdr",
+                       "--heads", "sources", "--sources", "2", "3", "--test-sources", "2", "3",
+                       "--base-channels", "24", "--n-levels", "4", "--without", "reverb")
+_AUDIOSLOTS_INSTRUMENTS = ("--model", "audioslots", "--corpus", "instruments", "--decoder",
+                           "unet", "--attention-skip", "--embed-dim", "64", "--n-layers", "2",
+                           "--loss", "si_sdr", "--without", "reverb", "--seed", "0")
+
+SEPARATOR_RECIPES: dict[str, tuple[Stage, ...]] = {
+    # Blind AudioSlots with a U-Net decoder and the attention skip, in four stages (the
+    # measurements behind each are in docs/guide/audioslots.md): 2 slots on 2-instrument
+    # mixtures from scratch; 3 slots on 2-3 instruments from those weights (no weight depends
+    # on the number of slots), which leaves the third slot silent; 3-instrument mixtures
+    # only, which wakes it; 2-3 instruments again with the silence cost's floor raised to
+    # -10 dB, which keeps it awake. Every stage trains without reverb (which
+    # benchmarks/augmentation_ablation.py measured to hurt on an unseen font), stream and
+    # weights seed 0, negative SI-SDR with PIT.
+    "instruments": (
+        Stage("audioslots-2slots", (*_AUDIOSLOTS_INSTRUMENTS, "--n-slots", "2", "--sources",
+                                    "2", "--test-sources", "2", "--learning-rate", "1e-3",
+                                    "--learning-rate-decay", "38"), 85),
+        Stage("audioslots-3slots", (*_AUDIOSLOTS_INSTRUMENTS, "--n-slots", "3", "--sources",
+                                    "2", "3", "--test-sources", "2", "3", "--learning-rate",
+                                    "5e-4", "--learning-rate-decay", "40"), 64,
+              init_from="audioslots-2slots"),
+        Stage("audioslots-3only", (*_AUDIOSLOTS_INSTRUMENTS, "--n-slots", "3", "--sources",
+                                   "3", "--test-sources", "2", "3", "--learning-rate", "3e-4",
+                                   "--learning-rate-decay", "30"), 45,
+              init_from="audioslots-3slots"),
+        Stage("audioslots-floor10", (*_AUDIOSLOTS_INSTRUMENTS, "--n-slots", "3", "--sources",
+                                     "2", "3", "--test-sources", "2", "3", "--learning-rate",
+                                     "2e-4", "--learning-rate-decay", "28",
+                                     "--silence-floor-db", "-10"), 28,
+              init_from="audioslots-3only"),
+    ),
+    # Two unordered heads for two espeak-ng voices, without reverb (SI-SDRi 8.74 dB on the
+    # 100 test mixtures against 8.33 with it), on 32 utterances per voice (four times the
+    # default bank); the learning rate decays from epoch 100.
+    "speech": (
+        Stage("speech", ("--model", "mhunet", "--corpus", "speech", "--loss", "si_sdr",
+                         "--heads", "sources", "--sources", "2", "--base-channels", "24",
+                         "--n-levels", "4", "--learning-rate", "1e-3",
+                         "--learning-rate-decay", "50", "--stems-per-label", "32", "--seed",
+                         "0", "--without", "reverb"), 150),
+    ),
+    # A blind multi-head U-Net with 3 unordered heads for 2-3 instruments (shipped as
+    # `instruments` until 2026-12; its third head stays silent; the decay starts at epoch
+    # 96, where its first run stopped), fine-tuned to count its sources (MHUNet
+    # count_sources) from its float16 weights, as shipped, whose silent third head is
+    # restarted as a perturbed copy of the first: 30 epochs without the curriculum at a
+    # lower rate, on another stream seed.
+    "instruments-count": (
+        Stage("mhunet-instruments", (*_MHUNET_INSTRUMENTS, "--learning-rate", "1e-3",
+                                     "--learning-rate-decay", "60", "--seed", "0"), 156),
+        Stage("instruments-count", (*_MHUNET_INSTRUMENTS, "--count-sources",
+                                    "--curriculum-epochs", "0", "--learning-rate", "3e-4",
+                                    "--learning-rate-decay", "30", "--seed", "1",
+                                    "--restart-heads", "2"), 30,
+              init_from="mhunet-instruments", half_precision_init=True),
+    ),
+}
+"""The stages of each shipped separator, in order; the last one's model is shipped."""
+
+
+def stage_arguments(stage: Stage, work_dir: Path) -> list[str]:
+    """``train_separators.py``'s command line for ``stage`` (its folder under ``work_dir``)."""
+    arguments = [*stage.arguments, "--max-epochs", str(stage.epochs),
+                 "--checkpoint-dir", str(work_dir / stage.name), "--minutes", "100000"]
+    if stage.init_from is not None:
+        source = work_dir / stage.init_from
+        start = (source / "model-float16.decomp" if stage.half_precision_init
+                 else source / "model.decomp")
+        arguments += ["--init-from", str(start)]
+    return arguments
+
+
+def finished(stage: Stage, args: argparse.Namespace) -> bool:
+    """Whether ``stage``'s folder already holds its trained model: its ``training.json``
+    records the stage's epochs and settings. A run stopped earlier is resumed (False); a
+    model trained otherwise is refused, so a chain never builds on the wrong weights."""
+    directory = args.checkpoint_dir
+    record = directory / "training.json"
+    if not (record.exists() and (directory / "model.decomp").exists()):
+        return False
+    training = json.loads(record.read_text())
+    if training["epochs"] < stage.epochs:
+        return False
+    defaults = train_separators.training_settings(train_separators.build_parser().parse_args([]))
+    recorded = training.get("settings")
+    expected = train_separators.training_settings(args)
+    differing = (["the settings (none recorded)"] if recorded is None else
+                 [key for key in expected if recorded.get(key, defaults[key]) != expected[key]])
+    if training["epochs"] > stage.epochs:
+        differing.insert(0, f"epochs ({training['epochs']}, not {stage.epochs})")
+    if differing:
+        raise SystemExit(f"{directory} holds a model that stage {stage.name!r} did not train "
+                         f"(differs in {', '.join(differing)}); move it away to retrain")
+    return True
+
+
+def train_stage(stage: Stage, work_dir: Path) -> tuple[object, dict, argparse.Namespace]:
+    """Train (or resume, or reuse when :func:`finished`) one stage: its model, its
+    ``training.json`` and its parsed arguments."""
+    args = train_separators.build_parser().parse_args(stage_arguments(stage, work_dir))
+    directory = args.checkpoint_dir
+    if finished(stage, args):
+        model = decomp.load(directory / "model.decomp")
+        training = json.loads((directory / "training.json").read_text())
+    else:
+        model, training = train_separators.train(args, directory)
+    print(f"{stage.name}: {training['epochs']} epochs in {training['minutes']:.0f} min, best "
+          f"epoch {training['best_epoch']}", flush=True)
+    return model, training, args
+
+
+def train_separator(name: str, work_dir: Path, evaluate: bool) -> object:
+    """Train (or resume) the stages of the shipped separator ``name``, in ``work_dir``;
+    the last stage's model with its weights in float16. A stage that a later one starts
+    from in float16 also leaves that copy, ``model-float16.decomp``, in its folder."""
+    stages = SEPARATOR_RECIPES[name]
+    halved = {stage.init_from for stage in stages if stage.half_precision_init}
+    minutes = 0.0
+    for stage in stages:
+        model, training, args = train_stage(stage, work_dir)
+        minutes += training["minutes"]
+        if stage.name in halved:
+            half_precision(model).save(work_dir / stage.name / "model-float16.decomp")
+    print(f"{name}: {len(stages)} stage(s), {minutes:.0f} min of training", flush=True)
+    shipped = half_precision(model)
+    shipped.set_params(max_seconds=None)  # the run's time budget is not the model's
+    if evaluate:
+        train_separators.evaluate(args, shipped, training, args.checkpoint_dir)
+    return shipped
 
 
 def separator_file(name: str, out: Path | None) -> Path:
     """Where the separator ``name`` is written: ``out`` or the package's models folder."""
     return (out / f"separator-{name}.decomp") if out else pretrained_file(name)
-
-
-def train_separator(name: str, work_dir: Path, evaluate: bool, out: Path | None = None
-                    ) -> object:
-    """Train (or resume) the shipped separator ``name``; the fitted model. A recipe that
-    starts from another shipped separator reads its file in ``out`` where this command
-    wrote one (``instruments`` is built before ``instruments-count``), else the package's."""
-    base = separator_file("instruments", out)
-    if not base.exists():
-        base = pretrained_file("instruments")
-    recipe = [argument.format(epochs=SEPARATOR_EPOCHS[name], instruments=base)
-              for argument in SEPARATOR_RECIPES[name]]
-    directory = work_dir / name
-    args = train_separators.build_parser().parse_args(
-        [*recipe, "--checkpoint-dir", str(directory), "--minutes", "100000"])
-    model, training = train_separators.train(args, directory)
-    print(f"{name}: {training['epochs']} epochs in {training['minutes']:.0f} min, best epoch "
-          f"{training['best_epoch']}", flush=True)
-    shipped = half_precision(model)
-    shipped.set_params(max_seconds=None)  # the run's time budget is not the model's
-    if evaluate:
-        train_separators.evaluate(args, shipped, training, directory)
-    return shipped
 
 
 def half_precision(model: object) -> object:
@@ -202,7 +308,7 @@ def main() -> None:
         begun = time.perf_counter()
         if method in SEPARATOR_RECIPES:
             torch.set_num_threads(1)  # the recipe's epochs were timed on one thread
-            separator = train_separator(method, args.work_dir, args.evaluate, args.out)
+            separator = train_separator(method, args.work_dir, args.evaluate)
             path = separator_file(method, args.out)
             path.parent.mkdir(parents=True, exist_ok=True)
             separator.save(path)

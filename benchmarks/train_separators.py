@@ -40,9 +40,11 @@ starts from that model's weights (layers it lacks, e.g. the count layer of
 ``--restart-heads 2`` first replaces the decoder of its blind head 2 by a perturbed copy
 of head 0's (:func:`restart_heads`: how the shipped instruments model's silent third head
 is revived).
-``--evaluate-only`` loads ``model.decomp`` and only evaluates. ``--max-epochs`` bounds the
-run by epochs rather than minutes (the shipped models' recipes use it, so that a rebuild
-does not depend on the machine's speed).
+Once a run ends, ``training.json`` records its training (minutes, epochs, the validation
+loss per epoch, the best epoch) and the settings that shaped its weights
+(:func:`training_settings`). ``--evaluate-only`` loads ``model.decomp`` and only
+evaluates. ``--max-epochs`` bounds the run by epochs rather than minutes (the shipped
+models' recipes use it, so that a rebuild does not depend on the machine's speed).
 
 Evaluation: the test sets of ``benchmarks/separation_table.py`` (``--n-test``, default
 100, mixtures of 2 (and, with ``--test-sources 2 3``, 3) instruments rendered with the held-out font
@@ -272,9 +274,25 @@ def train(args: argparse.Namespace, directory: Path) -> tuple[Any, dict[str, Any
         "best_epoch": int(model.best_epoch_),
         "best_validation_loss": float(model.best_validation_loss_),
         "validation_items": int(model.n_validation_items_), "history": history,
+        "settings": training_settings(args),
     }
     (directory / "training.json").write_text(json.dumps(training, indent=2) + "\n")
     return model, training
+
+
+RUN_SETTINGS = ("minutes", "checkpoint_dir", "init_from", "threads", "device", "progress",
+                "evaluate_only", "curve", "n_test", "test_sources", "duration", "nmf_train",
+                "json")
+"""Settings that do not shape the weights a run trains: where and how long it runs and how
+it is scored (``--init-from`` names the starting weights, whose own settings are another
+run's; ``--minutes`` only stops a run early, so ``max_epochs`` tells how far it went)."""
+
+
+def training_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings of ``args`` that shape the trained weights (all but :data:`RUN_SETTINGS`),
+    as JSON values: what ``training.json`` records to compare a finished run with a recipe."""
+    return {key: (str(value) if isinstance(value, Path) else value)
+            for key, value in sorted(vars(args).items()) if key not in RUN_SETTINGS}
 
 
 def test_sets(args: argparse.Namespace) -> dict[str, Any]:

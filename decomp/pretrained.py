@@ -23,10 +23,10 @@ __all__ = [
 
 SHIPPED_MODELS: dict[str, tuple[str, str]] = {
     "instruments": ("separator-instruments.decomp",
-                    "blind separator of 2-3 instruments (MHUNet, 3 unordered outputs)"),
+                    "blind separator of 2-3 instruments (AudioSlots, 3 unordered outputs)"),
     "instruments-count": ("separator-instruments-count.decomp",
-                          "blind separator of 2-3 instruments that counts them, or is told "
-                          "how many (MHUNet, count_sources)"),
+                          "separator of 2-3 instruments told how many play, or counting them "
+                          "(MHUNet, count_sources)"),
     "speech": ("separator-speech.decomp",
                "blind separator of two speakers (MHUNet, 2 unordered outputs)"),
     "piano-nmf": ("piano-nmf.decomp",

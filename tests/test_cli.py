@@ -854,8 +854,8 @@ def test_separate_sources_errors(tmp_path, saved_separator, capsys):
                            "at most n_slots_ (3) sources")
     assert main(["separate", str(path), "--model", "instruments", "--sources", "2",
                  "--out", out]) == 2
-    _assert_one_line_error(capsys.readouterr().err, "needs count_sources=True",
-                           "got count_sources=False")
+    _assert_one_line_error(capsys.readouterr().err, "instruments: holds an AudioSlots, which "
+                           "does not count its sources", "such as 'instruments-count'")
     with pytest.raises(SystemExit):
         main(["separate", str(path), "--model", "instruments-count", "--sources", "0",
               "--out", out])

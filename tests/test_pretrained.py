@@ -4,6 +4,7 @@ import importlib
 
 import numpy as np
 import pytest
+import torch
 
 import decomp
 from decomp.estimators.amortized import AmortizedSeparator, AudioSlots
@@ -129,11 +130,11 @@ def test_articles_follow_how_names_are_read():
 @pytest.mark.parametrize(("name", "n_outputs"), [("instruments", 3), ("speech", 2)])
 def test_shipped_separators_separate_unseen_mixtures(name, n_outputs):
     from decomp.data import instrument_mixtures, speech_mixtures
-    from decomp.estimators.amortized import MHUNet
+    from decomp.estimators.amortized import AudioSlots, MHUNet
     from decomp.separation import evaluate_separation
 
-    separator = decomp.pretrained(name, kind=MHUNet)
-    assert separator.classes_ is None and separator.n_slots_ == n_outputs  # blind heads
+    separator = decomp.pretrained(name, kind=AudioSlots if name == "instruments" else MHUNet)
+    assert separator.n_slots_ == n_outputs and not separator._requires_labels  # blind
     # Mixtures no training saw: the held-out font, or new sentences of the voices.
     test = (instrument_mixtures("musescore-lite", 4, n_sources=2, duration=2.0, random_state=7)
             if name == "instruments" else speech_mixtures(4, duration=2.0, random_state=7))
@@ -144,3 +145,112 @@ def test_shipped_separators_separate_unseen_mixtures(name, n_outputs):
                                  n_sources=test.n_sources).summary()
     # The stored weights separate (a damaged or mis-loaded file scores about 0 dB).
     assert scores["si_sdr_improvement"] > 1.5
+
+
+# ---------------------------------------------------------------------------------------
+# benchmarks/train_default_models.py: the staged recipes that rebuild the shipped models
+
+
+@pytest.fixture
+def recipes(monkeypatch):
+    """benchmarks/train_default_models.py, imported with train_separators beside it."""
+    from tests.conftest import BENCHMARKS, load_benchmark
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return load_benchmark("train_default_models")
+
+
+def test_every_recipe_is_a_chain_of_valid_stages(recipes, tmp_path):
+    parser = recipes.train_separators.build_parser()
+    by_name = {}
+    for stages in recipes.SEPARATOR_RECIPES.values():
+        seen = set()
+        for stage in stages:
+            # The chain owns these flags; a stage that set them would fight it.
+            assert not {"--max-epochs", "--init-from", "--checkpoint-dir",
+                        "--minutes"} & set(stage.arguments), stage.name
+            args = parser.parse_args(recipes.stage_arguments(stage, tmp_path))
+            assert args.max_epochs == stage.epochs and args.checkpoint_dir == tmp_path / stage.name
+            assert stage.init_from is None or stage.init_from in seen, stage.name
+            assert by_name.setdefault(stage.name, stage) == stage  # a shared name is one stage
+            seen.add(stage.name)
+    shipped = {name: stages[-1] for name, stages in recipes.SEPARATOR_RECIPES.items()}
+    assert set(shipped) == set(module.SHIPPED_SEPARATORS)
+    slots = parser.parse_args(recipes.stage_arguments(shipped["instruments"], tmp_path))
+    assert (slots.model, slots.n_slots, slots.silence_floor_db) == ("audioslots", 3, -10.0)
+
+
+def _fake_training(recipes, monkeypatch, calls):
+    """Replace train_separators.train by one that records its arguments and saves a tiny
+    model with a training.json, as a finished run leaves them."""
+    script = recipes.train_separators
+
+    def train(args, directory):
+        calls.append(args)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = save_tiny_separator(directory).rename(directory / "model.decomp")
+        training = {"minutes": 1.0, "epochs": args.max_epochs, "best_epoch": args.max_epochs,
+                    "settings": script.training_settings(args)}
+        (directory / "training.json").write_text(recipes.json.dumps(training))
+        return decomp.load(path), training
+
+    monkeypatch.setattr(script, "train", train)
+
+
+def test_a_chain_starts_each_stage_from_the_last_and_reuses_finished_ones(
+        recipes, monkeypatch, tmp_path):
+    base = ("--model", "audioslots", "--n-slots", "2")
+    chain = (recipes.Stage("first", base, 3),
+             recipes.Stage("second", (*base, "--learning-rate", "1e-4"), 2, init_from="first"),
+             recipes.Stage("third", base, 1, init_from="second", half_precision_init=True))
+    monkeypatch.setitem(recipes.SEPARATOR_RECIPES, "chained", chain)
+    calls = []
+    _fake_training(recipes, monkeypatch, calls)
+    shipped = recipes.train_separator("chained", tmp_path, evaluate=False)
+    assert [args.checkpoint_dir.name for args in calls] == ["first", "second", "third"]
+    assert [args.max_epochs for args in calls] == [3, 2, 1]
+    assert [args.init_from for args in calls] == [
+        None, str(tmp_path / "first" / "model.decomp"),
+        str(tmp_path / "second" / "model-float16.decomp")]
+    # The float16 copy a later stage starts from is the stage's model, halved.
+    halved = decomp.load(tmp_path / "second" / "model-float16.decomp").network_state_
+    trained = decomp.load(tmp_path / "second" / "model.decomp").network_state_
+    for key, value in trained.items():
+        assert halved[key].dtype == torch.float16
+        torch.testing.assert_close(halved[key], value.half())
+    assert all(value.dtype == torch.float16 for value in shipped.network_state_.values()
+               if value.is_floating_point())
+    assert shipped.max_seconds is None
+    # Run again: every stage is finished, so nothing trains.
+    recipes.train_separator("chained", tmp_path, evaluate=False)
+    assert len(calls) == 3
+
+
+def test_a_stage_folder_trained_otherwise_is_refused_or_resumed(recipes, monkeypatch, tmp_path):
+    stage = recipes.Stage("only", ("--model", "audioslots", "--learning-rate", "1e-3"), 4)
+    calls = []
+    _fake_training(recipes, monkeypatch, calls)
+    recipes.train_stage(stage, tmp_path)
+    record = tmp_path / "only" / "training.json"
+    training = recipes.json.loads(record.read_text())
+
+    def rewrite(**changes):
+        record.write_text(recipes.json.dumps({**training, **changes}))
+
+    rewrite(settings={**training["settings"], "learning_rate": 3e-4, "seed": 5})
+    with pytest.raises(SystemExit, match=r"differs in learning_rate, seed\); move it away"):
+        recipes.train_stage(stage, tmp_path)
+    rewrite(epochs=5)
+    with pytest.raises(SystemExit, match=r"differs in epochs \(5, not 4\)"):
+        recipes.train_stage(stage, tmp_path)
+    rewrite(settings=None)
+    with pytest.raises(SystemExit, match=r"the settings \(none recorded\)"):
+        recipes.train_stage(stage, tmp_path)
+    # A setting a run predates is compared at its default (the flag did not exist yet).
+    rewrite(settings={key: value for key, value in training["settings"].items()
+                      if key != "silence_floor_db"})
+    recipes.train_stage(stage, tmp_path)
+    assert len(calls) == 1
+    rewrite(epochs=2)  # a run stopped early resumes: train_separators.train is called
+    recipes.train_stage(stage, tmp_path)
+    assert len(calls) == 2

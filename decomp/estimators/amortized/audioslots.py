@@ -678,5 +678,8 @@ class AudioSlots(AmortizedSeparator):
 
     def _forward(self, network: torch.nn.Module, mixture: torch.Tensor,
                  labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if labels is not None:  # classes_ records a stream's labels; no slot has a class
+            raise ValueError("AudioSlots' slots are unordered and have no classes; call it "
+                             "without labels.")
         masks, _ = network(mixture)
         return masks * mixture.unsqueeze(1), masks

@@ -546,3 +546,12 @@ def test_train_separators_builds_the_unet_variants_from_its_flags(monkeypatch, t
         assert built("--model", model, "--silence-floor-db", "-10").silence_floor_db == -10.0
     # The recorded settings name a variant only when one was asked for.
     assert script.build_parser().parse_args(["--model", "mhunet"]).architecture is None
+
+
+def test_audioslots_records_a_streams_labels_but_refuses_them_at_inference():
+    model = _model("AudioSlots", embed_dim=8, max_epochs=1).fit(_stream())
+    assert model.classes_.tolist() == ["high", "low", "mid"]  # recorded only
+    mixture = next(iter(_stream(random_state=9))).mixture
+    assert model.separate(mixture).shape == (model.n_slots_, mixture.size)
+    with pytest.raises(ValueError, match="unordered and have no classes; call it without"):
+        model.separate(mixture, labels=["low", "mid"])
