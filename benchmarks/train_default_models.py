@@ -178,17 +178,18 @@ def stage_arguments(stage: Stage, work_dir: Path) -> list[str]:
     return arguments
 
 
-def finished(stage: Stage, args: argparse.Namespace) -> bool:
-    """Whether ``stage``'s folder already holds its trained model: its ``training.json``
-    records the stage's epochs and settings. A run stopped earlier is resumed (False); a
-    model trained otherwise is refused, so a chain never builds on the wrong weights."""
+def finished_training(stage: Stage, args: argparse.Namespace) -> dict | None:
+    """The ``training.json`` of ``stage``'s folder when it already holds the stage's trained
+    model (the record shows the stage's epochs and settings), else None. A run stopped
+    earlier is resumed (None); a model trained otherwise is refused, so a chain never builds
+    on the wrong weights."""
     directory = args.checkpoint_dir
     record = directory / "training.json"
     if not (record.exists() and (directory / "model.decomp").exists()):
-        return False
+        return None
     training = json.loads(record.read_text())
     if training["epochs"] < stage.epochs:
-        return False
+        return None
     defaults = train_separators.training_settings(train_separators.build_parser().parse_args([]))
     recorded = training.get("settings")
     expected = train_separators.training_settings(args)
@@ -199,17 +200,17 @@ def finished(stage: Stage, args: argparse.Namespace) -> bool:
     if differing:
         raise SystemExit(f"{directory} holds a model that stage {stage.name!r} did not train "
                          f"(differs in {', '.join(differing)}); move it away to retrain")
-    return True
+    return training
 
 
 def train_stage(stage: Stage, work_dir: Path) -> tuple[object, dict, argparse.Namespace]:
-    """Train (or resume, or reuse when :func:`finished`) one stage: its model, its
+    """Train (or resume, or reuse when :func:`finished_training`) one stage: its model, its
     ``training.json`` and its parsed arguments."""
     args = train_separators.build_parser().parse_args(stage_arguments(stage, work_dir))
     directory = args.checkpoint_dir
-    if finished(stage, args):
+    training = finished_training(stage, args)
+    if training is not None:
         model = decomp.load(directory / "model.decomp")
-        training = json.loads((directory / "training.json").read_text())
     else:
         model, training = train_separators.train(args, directory)
     print(f"{stage.name}: {training['epochs']} epochs in {training['minutes']:.0f} min, best "

@@ -529,6 +529,8 @@ class AudioSlots(AmortizedSeparator):
     }
     # Files written before the attention skip existed decoded each slot alone.
     _absent_params: ClassVar[dict[str, Any]] = {"attention_skip": False}
+    # A stream's labels are recorded in classes_, but no slot has a class.
+    _outputs_have_classes = False
 
     def __init__(
         self,
@@ -678,8 +680,5 @@ class AudioSlots(AmortizedSeparator):
 
     def _forward(self, network: torch.nn.Module, mixture: torch.Tensor,
                  labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if labels is not None:  # classes_ records a stream's labels; no slot has a class
-            raise ValueError("AudioSlots' slots are unordered and have no classes; call it "
-                             "without labels.")
         masks, _ = network(mixture)
         return masks * mixture.unsqueeze(1), masks

@@ -291,6 +291,9 @@ class AmortizedSeparator(Persistent, BaseEstimator):
     _default_front_end: Spectrogram = DEFAULT_FRONT_END
     #: Whether the model needs source labels in ``fit`` (and takes them in ``transform``).
     _requires_labels: bool = False
+    #: Whether its outputs can be asked for by class (``labels`` at inference); False for
+    #: models whose ``classes_`` only records the labels a stream carried in ``fit``.
+    _outputs_have_classes: bool = True
     #: Whether ``_training_losses`` reads the waveforms (``"mixture_audio"`` (B, N) and
     #: ``"source_audio"`` (B, S, N)) besides the spectrograms; such models train on a
     #: MixtureStream only (its crops come with their waveforms). A subclass may make it a
@@ -614,6 +617,9 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         if self.classes_ is None:
             raise ValueError(f"{type(self).__name__} was fitted without labels, so its outputs "
                              "have no classes; call it without labels.")
+        if not self._outputs_have_classes:
+            raise ValueError(f"the outputs of {type(self).__name__} have no classes; call it "
+                             "without labels.")
         labels = np.asarray(labels)
         if labels.ndim == 1:
             labels = np.broadcast_to(labels, (n_items, labels.size))

@@ -599,6 +599,8 @@ training_seconds_
         "n_levels": [StrictInterval(Integral, 1, None, closed="left")],
         "base_channels": [StrictInterval(Integral, 1, None, closed="left")],
     }
+    # A stream's labels are recorded in classes_, but the blocks have none.
+    _outputs_have_classes = False
 
     def __init__(
         self,
@@ -754,8 +756,6 @@ training_seconds_
     def _forward(
         self, network: torch.nn.Module, mixture: torch.Tensor, labels: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if labels is not None:
-            raise ValueError("BlockVAE's outputs have no classes; call it without labels.")
         masks, mean, _ = self._masks(network, mixture, sample=False)
         order = network.memory_order(self._chunk_statistics(mean))  # (B, K)
         items = torch.arange(mixture.shape[0], device=mixture.device).unsqueeze(1)

@@ -548,10 +548,19 @@ def test_train_separators_builds_the_unet_variants_from_its_flags(monkeypatch, t
     assert script.build_parser().parse_args(["--model", "mhunet"]).architecture is None
 
 
-def test_audioslots_records_a_streams_labels_but_refuses_them_at_inference():
-    model = _model("AudioSlots", embed_dim=8, max_epochs=1).fit(_stream())
+@pytest.mark.parametrize("name", ["AudioSlots", "BlockVAE"])
+def test_unordered_models_record_a_streams_labels_but_refuse_them_at_inference(name):
+    from decomp.estimators.amortized import BlockVAE
+
+    model = (_model("AudioSlots", embed_dim=8, max_epochs=1) if name == "AudioSlots" else
+             BlockVAE(**_waveform_settings(n_blocks=2, block_size=4, hidden_size=16,
+                                           max_epochs=1)))
+    model.fit(_stream())
     assert model.classes_.tolist() == ["high", "low", "mid"]  # recorded only
     mixture = next(iter(_stream(random_state=9))).mixture
     assert model.separate(mixture).shape == (model.n_slots_, mixture.size)
-    with pytest.raises(ValueError, match="unordered and have no classes; call it without"):
+    message = f"the outputs of {name} have no classes; call it without labels"
+    with pytest.raises(ValueError, match=message):
         model.separate(mixture, labels=["low", "mid"])
+    with pytest.raises(ValueError, match=message):
+        model.transform(model.front_end_(mixture), labels=["low"])
