@@ -9,15 +9,34 @@ from pathlib import Path
 from typing import Any
 
 
+def processor_name() -> str:
+    """The CPU's model name: ``platform.processor()``, which is empty on Linux, else the
+    first ``model name`` of ``/proc/cpuinfo`` (empty when neither says)."""
+    if platform.processor():
+        return platform.processor()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def machine(threads: int | None = None) -> dict[str, Any]:
-    """CPUs, processor, Python and torch versions (and the torch threads, when given)."""
+    """CPUs, processor, the vector instructions torch uses, Python and torch versions (and
+    the torch threads, when given). A virtual machine's model name can be generic ("Intel
+    Xeon Processor"): a benchmark whose figures depend on the hardware also records a
+    measured peak (e.g. ``dds_speed.py``'s 2048² matmul)."""
     import torch
 
     described: dict[str, Any] = {"cpus": os.cpu_count()}
     if threads is not None:
         described["threads"] = threads
-    described.update(processor=platform.processor(), python=platform.python_version(),
-                     torch=torch.__version__)
+    described.update(platform=platform.platform(), processor=processor_name(),
+                     cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                     python=platform.python_version(), torch=torch.__version__)
     return described
 
 

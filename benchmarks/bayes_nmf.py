@@ -47,7 +47,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import time
 import warnings
 from collections.abc import Iterator
@@ -56,6 +55,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _results import machine
 
 import decomp
 from decomp import NMF, BayesianNMF
@@ -365,11 +365,8 @@ def main() -> dict[str, Any]:
     output = {
         "benchmark": "bayes_nmf",
         "decomp_version": decomp.__version__,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "load_average_at_start": load,
-                    "load_average_at_end": os.getloadavg()[0]},
+        "machine": machine(torch.get_num_threads()) | {
+            "load_average_at_start": load, "load_average_at_end": os.getloadavg()[0]},
         "settings": {key: (str(value) if isinstance(value, Path) else value)
                      for key, value in vars(args).items()},
         "problem": {"n_frames": args.frames, "n_bins": args.bins,

@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from _results import machine
 
 from decomp import __version__
 from decomp.data import Augmentation, MixtureStream, instrument_stems
@@ -193,9 +192,7 @@ def main() -> None:
     results = {
         "benchmark": "data_stream",
         "decomp_version": __version__,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__},
+        "machine": machine(),
         "settings": {"batch_size": args.batch_size, "crop_seconds": args.seconds,
                      "sample_rate": SAMPLE_RATE, "sources": args.sources,
                      "augmentation": not args.no_augment, "model": args.model,

@@ -374,6 +374,7 @@ def main() -> None:
                      "sources": N_SOURCES, "frames": N_FRAMES, "likelihood_weight": WEIGHT,
                      "load_average": [load, os.getloadavg()[0]]},
         "target_ratio": TARGET,
+        "square_peak_gflops": peak,
         "rows": [{key: value for key, value in r.items() if key != "profile"} | {
             "ratio": r["loop"] / r["stacked"], "pass_gflops": r["pass_flops"] / r["pass"] / 1e9,
             # JSON has no NaN: settings without the nflows loop get None

@@ -32,13 +32,12 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _results import machine
 
 import decomp
 from decomp.data import DEFAULT_PROTOCOL
@@ -185,9 +184,7 @@ def main() -> None:
         print(line)
     if args.json:
         data = {"benchmark": "dds_table", "test_font": protocol.test_soundfont,
-                "machine": {"cpus": os.cpu_count(), "threads": args.threads,
-                            "processor": platform.processor(),
-                            "python": platform.python_version(), "torch": torch.__version__},
+                "machine": machine(args.threads),
                 "settings": {"polyphonies": args.polyphonies, "n_chords": args.n_chords,
                              "iterations": budgets, "piece_bars": args.piece_bars},
                 "chords": [{"method": method, "polyphony": polyphony, **row}

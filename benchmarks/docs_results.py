@@ -108,6 +108,10 @@ def machine(data: dict[str, Any]) -> str:
         parts.append(f"{cpus} CPU cores")
     if info.get("threads"):
         parts.append(f"{info['threads']} torch thread{'s' if info['threads'] != 1 else ''}")
+    if info.get("processor"):
+        parts.append(str(info["processor"]))
+    if info.get("cpu_capability"):
+        parts.append(f"torch CPU capability {info['cpu_capability']}")
     if info.get("platform"):
         parts.append(str(info["platform"]).split("-with-")[0])
     if info.get("python"):
@@ -840,6 +844,10 @@ def _dds_speed_section(page: Page, data: dict[str, Any] | None) -> None:
              f"per note): {number(dds3.get('per_iter', math.nan) * 1e3, 1)} ms per iteration "
              "of a 256-frame chunk. The real-time factors of the shipped transcribers are "
              "in the previous section.")
+    if data.get("square_peak_gflops"):
+        page.add(f"The machine's 2048² float32 matmul peak in the same run: "
+                 f"{number(data['square_peak_gflops'], 0)} GFLOP/s (the ratios depend on the "
+                 "hardware: compare it before comparing runs).")
     option = "" if settings.get("threads") == 2 else f" --threads {settings.get('threads')}"
     page.add(source("dds-speed.json", data), f"Rerun: `python benchmarks/dds_speed.py{option} "
              "--json docs/results/dds-speed.json`.")

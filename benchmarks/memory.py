@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
+from _results import machine
 
 SAMPLE_RATE = 16000
 TARGET_MB_FOR_TWO_HOURS = 1500
@@ -189,8 +189,7 @@ def main() -> None:
     results = {
         "benchmark": "memory",
         "decomp_version": __version__,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "settings": {"job": args.job,
                      **({"separator": args.separator} if args.job == "separate"
                         else {"method": args.method}),

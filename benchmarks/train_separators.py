@@ -72,8 +72,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -81,6 +79,7 @@ from typing import Any
 import numpy as np
 import separation_table
 import torch
+from _results import machine
 from separation_table import (
     N_TEST,
     TRAIN_FONTS,
@@ -471,9 +470,7 @@ def evaluate(args: argparse.Namespace, model: Any, training: dict[str, Any],
     output = {
         "benchmark": "train_separators",
         "decomp_version": __version__,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__},
+        "machine": machine(),
         "settings": {key: (str(value) if isinstance(value, Path) else value)
                      for key, value in vars(args).items()},
         "training": training,

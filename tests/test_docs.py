@@ -205,3 +205,22 @@ def test_ablation_variants_turn_off_what_they_name(monkeypatch) -> None:
         for kind in train_separators.AUGMENTATIONS:
             expected = 0.0 if variant == f"no-{kind}" else 0.5
             assert getattr(augmentation, f"{kind}_probability") == expected
+
+
+def test_benchmark_machine_records_the_hardware() -> None:
+    import torch
+
+    results = load_benchmark("_results")
+    described = results.machine(2)
+    assert described["threads"] == 2
+    assert described["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert isinstance(described["processor"], str)
+    if Path("/proc/cpuinfo").exists() and "model name" in Path("/proc/cpuinfo").read_text():
+        # platform.processor() is empty on Linux: the name comes from /proc/cpuinfo.
+        assert described["processor"]
+    line = docs_results.machine({"machine": described})
+    assert f"torch CPU capability {described['cpu_capability']}" in line
+    assert described["processor"] in line
+    # Older JSON (an empty processor, no capability) keeps its old line.
+    assert docs_results.machine({"machine": {"cpus": 2, "processor": "", "torch": "2.13"}}) \
+        == "2 CPU cores, torch 2.13"
