@@ -224,3 +224,22 @@ def test_benchmark_machine_records_the_hardware() -> None:
     # Older JSON (an empty processor, no capability) keeps its old line.
     assert docs_results.machine({"machine": {"cpus": 2, "processor": "", "torch": "2.13"}}) \
         == "2 CPU cores, torch 2.13"
+
+
+def test_best_run_targets_judge_each_model_on_its_best_run() -> None:
+    def run(model: str, score: float, nmf: float | None = 5.0) -> dict:
+        methods = {model: {"si_sdr_improvement": score}}
+        if nmf is not None:
+            methods["nmf"] = {"si_sdr_improvement": nmf}
+        return {"settings": {"model": model}, "results": {"instruments-2": methods}}
+
+    runs = {"train-separators-a.json": run("sop", 6.0),
+            "train-separators-b.json": run("sop", 7.5),
+            "train-separators-c.json": run("sop", 99.0, nmf=None),  # no NMF in that run
+            "train-separators-d.json": run("blockvae", 6.9)}
+    lines = docs_results.best_run_targets(runs)
+    assert lines == [
+        "blockvae 2-source instruments, best of 1 training run (`d`): +1.90 dB SI-SDRi over "
+        "NMF in the same run (target >= +2): FAIL",
+        "sop 2-source instruments, best of 2 training runs (`b`): +2.50 dB SI-SDRi over NMF "
+        "in the same run (target >= +2): PASS"]
