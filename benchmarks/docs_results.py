@@ -367,7 +367,8 @@ SHIPPED_STAGES = {"instruments": (
     ("train-separators-audioslots-unet-attention-skip.json", "1: 2 slots"),
     ("train-separators-audioslots-unet-3slots-finetune.json", "2: 3 slots"),
     ("train-separators-audioslots-unet-3slots-3only.json", "3: 3 instruments"),
-    ("train-separators-audioslots-unet-3slots-floor10.json", "4: floor -10 dB"))}
+    ("train-separators-audioslots-unet-3slots-floor10.json", "4: floor -10 dB"),
+    ("train-separators-audioslots-unet-3slots-floor10-more.json", "5: 70 more epochs"))}
 """The training runs, in order, of the stages that made a shipped separator (the recipe's
 stages in benchmarks/train_default_models.py), with a label for each."""
 
@@ -503,7 +504,7 @@ def separation_page(results: dict[str, Any]) -> Page:
                  "trained on an endless stream of training-font mixtures for a budget of "
                  "epochs or minutes on one CPU thread, then scored on the held-out test sets "
                  "beside NMF and the oracle mask. `speech` and `instruments-count` are the runs "
-                 "that produced those shipped models, `instruments` the last of the four "
+                 "that produced those shipped models, `instruments` the last of the five "
                  "stages of the shipped instruments model (scored as shipped, in float16), "
                  "`mhunet-instruments` the multi-head U-Net that `instruments-count` was "
                  "fine-tuned from (shipped as `instruments` until 2026-12-03).")
