@@ -40,6 +40,13 @@ def machine(threads: int | None = None) -> dict[str, Any]:
     return described
 
 
+def json_settings(args: Any, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A command line's parsed arguments (an ``argparse.Namespace``) as JSON values, paths
+    as strings, without the names in ``leave_out``."""
+    return {key: (str(value) if isinstance(value, Path) else value)
+            for key, value in vars(args).items() if key not in leave_out}
+
+
 def write_results(path: Path | None, result: dict[str, Any]) -> None:
     """Write ``result`` as indented JSON to ``path`` (nothing when None) and say so."""
     if path:

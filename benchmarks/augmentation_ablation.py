@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _results import json_settings
 from train_separators import AUGMENTATIONS
 
 VARIANTS = ("all", "none", *(f"no-{kind}" for kind in AUGMENTATIONS))
@@ -138,8 +139,7 @@ def summarise(args: argparse.Namespace) -> dict[str, Any]:
         print(f"| ({method.upper()}) | | | | "
               + " | ".join(f"{scores[key]:.2f}" for key in SCORES) + " | |")
     return {"benchmark": "augmentation_ablation", "machine": machine,
-            "settings": {key: (str(value) if isinstance(value, Path) else value)
-                         for key, value in vars(args).items()},
+            "settings": json_settings(args),
             "command": " ".join(command(args, "<variant>", "<seed>")[1:]),
             "variants": variants, "means": means, "reference": reference}
 

@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _results import machine
+from _results import json_settings, machine
 
 import decomp
 from decomp import NMF, BayesianNMF
@@ -367,8 +367,7 @@ def main() -> dict[str, Any]:
         "decomp_version": decomp.__version__,
         "machine": machine(torch.get_num_threads()) | {
             "load_average_at_start": load, "load_average_at_end": os.getloadavg()[0]},
-        "settings": {key: (str(value) if isinstance(value, Path) else value)
-                     for key, value in vars(args).items()},
+        "settings": json_settings(args),
         "problem": {"n_frames": args.frames, "n_bins": args.bins,
                     "n_components": args.components, "planted_rank": args.rank,
                     "mean_count": args.level, "dtype": "float32",

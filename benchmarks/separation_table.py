@@ -55,14 +55,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from _results import json_settings, machine
 
 import decomp
 from decomp.data import MixtureSet, instrument_mixtures, speech_mixtures
@@ -347,10 +346,8 @@ def main() -> None:
     if args.json:
         output = {
             "benchmark": "separation_table", "decomp_version": decomp.__version__,
-            "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                        "torch": torch.__version__, "threads": args.threads},
-            "settings": {key: (str(value) if isinstance(value, Path) else value)
-                         for key, value in vars(args).items()},
+            "machine": machine(args.threads),
+            "settings": json_settings(args),
             "rows": [{"method": method, "test_set": test_name, **row}
                      for (method, test_name), row in rows.items()],
             "real_time_factor": speeds, "targets": verdicts,

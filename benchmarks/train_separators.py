@@ -79,7 +79,7 @@ from typing import Any
 import numpy as np
 import separation_table
 import torch
-from _results import machine
+from _results import json_settings, machine
 from separation_table import (
     N_TEST,
     TRAIN_FONTS,
@@ -289,9 +289,9 @@ run's; ``--minutes`` only stops a run early, so ``max_epochs`` tells how far it 
 
 def training_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The settings of ``args`` that shape the trained weights (all but :data:`RUN_SETTINGS`),
-    as JSON values: what ``training.json`` records to compare a finished run with a recipe."""
-    return {key: (str(value) if isinstance(value, Path) else value)
-            for key, value in sorted(vars(args).items()) if key not in RUN_SETTINGS}
+    as JSON values, by name: what ``training.json`` records to compare a finished run with a
+    recipe."""
+    return dict(sorted(json_settings(args, leave_out=RUN_SETTINGS).items()))
 
 
 def test_sets(args: argparse.Namespace) -> dict[str, Any]:
@@ -471,8 +471,7 @@ def evaluate(args: argparse.Namespace, model: Any, training: dict[str, Any],
         "benchmark": "train_separators",
         "decomp_version": __version__,
         "machine": machine(),
-        "settings": {key: (str(value) if isinstance(value, Path) else value)
-                     for key, value in vars(args).items()},
+        "settings": json_settings(args),
         "training": training,
         "results": results,
         "curve": curve,

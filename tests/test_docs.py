@@ -243,3 +243,11 @@ def test_best_run_targets_judge_each_model_on_its_best_run() -> None:
         "NMF in the same run (target >= +2): FAIL",
         "sop 2-source instruments, best of 2 training runs (`b`): +2.50 dB SI-SDRi over NMF "
         "in the same run (target >= +2): PASS"]
+
+
+def test_benchmark_settings_are_json_values() -> None:
+    results = load_benchmark("_results")
+    args = argparse.Namespace(json=Path("out.json"), seed=0, threads=1)
+    assert results.json_settings(args) == {"json": "out.json", "seed": 0, "threads": 1}
+    assert results.json_settings(args, leave_out=("threads",)) == {"json": "out.json", "seed": 0}
+    json.dumps(results.json_settings(args))  # writable as it is
