@@ -42,7 +42,14 @@ Scores: bss_eval SDR / SIR / SAR and SI-SDR improvement in dB, averaged over eve
 of every test mixture (``--n-test``, default 100 per test set), estimates matched to
 references by the best permutation; the SI-SDRi is printed with its standard error over
 mixtures.
-``--json`` writes every row, the targets' verdicts and the machine.
+Paired comparison: every method's per-mixture SI-SDRi minus that of a reference on the same
+mixtures (``--reference``; default ``shipped`` when it ran, else ``nmf``), with the
+standard error of the mean difference and the share of mixtures where the method is
+better (:func:`paired_differences`). Two separators whose means differ by less than their
+unpaired standard errors can still be told apart this way, since the mixtures' difficulty
+cancels.
+``--json`` writes every row, the paired comparisons, the targets' verdicts and the
+machine.
 
 Targets (issue 10): the shipped ``instruments`` separator at least 10 dB SI-SDRi on
 2-instrument and 7 dB on 3-instrument mixtures, the shipped ``speech`` one 8 dB on
@@ -95,6 +102,37 @@ def summarise(scores: Any) -> dict[str, float]:
     row["si_sdr_improvement_se"] = (float(np.std(item_scores, ddof=1) / np.sqrt(item_scores.size))
                                     if item_scores.size > 1 else float("nan"))
     return row
+
+
+def paired_differences(item_scores: dict[tuple[str, str], np.ndarray],
+                       reference: str) -> dict[tuple[str, str], dict[str, float]]:
+    """Each method's per-mixture score minus ``reference``'s on the same test set.
+
+    Parameters
+    ----------
+    item_scores : dict of (method, test set) to ndarray of shape (n_mixtures,)
+        SI-SDRi per test mixture (dB; each mixture's mean over its sources).
+    reference : str
+        The method the others are compared with.
+
+    Returns
+    -------
+    differences : dict of (method, test set) to dict of str to float
+        ``mean`` (dB), ``se`` (standard error of the mean difference, dB) and ``better``
+        (share of mixtures where the method scores higher), for every method other than
+        the reference scored on a test set the reference was scored on.
+    """
+    differences = {}
+    for (method, test_name), scores in item_scores.items():
+        baseline = item_scores.get((reference, test_name))
+        if method == reference or baseline is None:
+            continue
+        difference = np.asarray(scores, dtype=np.float64) - baseline
+        se = (float(np.std(difference, ddof=1) / np.sqrt(difference.size))
+              if difference.size > 1 else float("nan"))
+        differences[(method, test_name)] = {"mean": float(difference.mean()), "se": se,
+                                            "better": float(np.mean(difference > 0))}
+    return differences
 
 
 def active_outputs(estimates: np.ndarray, share: float = 0.01) -> float:
@@ -271,6 +309,9 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                         help="also score this saved separator as method NAME (not trained "
                         "here)")
+    parser.add_argument("--reference", choices=METHODS,
+                        help="the method the paired comparison subtracts (default: shipped "
+                        "when it runs, else nmf)")
     parser.add_argument("--quick", action="store_true",
                         help="30 s per model, 60 training and 6 test mixtures")
     args = parser.parse_args()
@@ -281,6 +322,7 @@ def main() -> None:
     loaded = load_models(args.model, parser)
 
     rows: dict[tuple[str, str], dict[str, float]] = {}
+    item_scores: dict[tuple[str, str], np.ndarray] = {}
     speeds: dict[str, float] = {}
     for dataset, (train, tests) in datasets(args).items():
         print(f"== {dataset}: {train.n_mixtures} training mixtures, "
@@ -323,6 +365,7 @@ def main() -> None:
                 scores = evaluate_separation(estimates, test.sources, test.mixtures,
                                              test.sample_rate, n_sources=test.n_sources)
                 row = summarise(scores)
+                item_scores[(method, test_name)] = scores.item_means()["si_sdr_improvement"]
                 row["active_outputs"] = active_outputs(estimates)
                 row["train_seconds"] = seconds
                 row["epochs"] = getattr(model, "n_epochs_", 0)
@@ -339,6 +382,13 @@ def main() -> None:
         print(f"| {test_name} | {method} | {row['sdr']:.2f} | {row['sir']:.2f} | "
               f"{row['sar']:.2f} | {row['si_sdr_improvement']:.2f} | "
               f"{row['train_seconds']:.0f} s |")
+    reference = args.reference or ("shipped" if "shipped" in args.methods else "nmf")
+    paired = paired_differences(item_scores, reference)
+    if paired:
+        print(f"\npaired SI-SDRi difference against {reference} (same mixtures):")
+        for (method, test_name), difference in paired.items():
+            print(f"{test_name:<14} {method:<10} {difference['mean']:+6.2f} +- "
+                  f"{difference['se']:.2f} dB, better on {difference['better']:.0%}")
     verdicts = targets(rows, speeds, tuple(loaded))
     print()
     for line in verdicts:
@@ -350,6 +400,9 @@ def main() -> None:
             "settings": json_settings(args),
             "rows": [{"method": method, "test_set": test_name, **row}
                      for (method, test_name), row in rows.items()],
+            "paired": {"reference": reference,
+                       "rows": [{"method": method, "test_set": test_name, **difference}
+                                for (method, test_name), difference in paired.items()]},
             "real_time_factor": speeds, "targets": verdicts,
         }
         args.json.write_text(json.dumps(output, indent=2, default=float) + "\n")

@@ -564,3 +564,24 @@ def test_unordered_models_record_a_streams_labels_but_refuse_them_at_inference(n
         model.separate(mixture, labels=["low", "mid"])
     with pytest.raises(ValueError, match=message):
         model.transform(model.front_end_(mixture), labels=["low"])
+
+
+def test_paired_differences_subtract_the_reference_on_the_same_mixtures(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    paired_differences = load_benchmark("separation_table").paired_differences
+    shipped = np.array([1.0, 5.0, 9.0, 3.0])
+    item_scores = {("shipped", "instruments-2"): shipped,
+                   ("mine", "instruments-2"): shipped + np.array([1.0, 2.0, 3.0, -2.0]),
+                   ("mine", "instruments-3"): np.array([4.0, 4.0])}
+    differences = paired_differences(item_scores, "shipped")
+    # No reference score on instruments-3, and the reference is not compared with itself.
+    assert list(differences) == [("mine", "instruments-2")]
+    difference = differences[("mine", "instruments-2")]
+    assert difference["mean"] == pytest.approx(1.0)
+    assert difference["se"] == pytest.approx(np.std([1, 2, 3, -2], ddof=1) / 2)
+    assert difference["better"] == pytest.approx(0.75)
+    # The mixtures' own spread (1 to 9 dB) cancels: a constant shift has no error.
+    differences = paired_differences({("shipped", "speech-2"): shipped,
+                                      ("mine", "speech-2"): shipped + 0.5}, "shipped")
+    assert differences[("mine", "speech-2")] == pytest.approx(
+        {"mean": 0.5, "se": 0.0, "better": 1.0})
