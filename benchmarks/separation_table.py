@@ -93,14 +93,19 @@ about 1 dB on a mean SI-SDRi: item scores spread from -3 to 15 dB, two-modal (a 
 is either separated or not). The first 20 of 100 are the 20 of before (same seeds)."""
 
 
+def standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean of ``values`` (NaN for fewer than two)."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.std(values, ddof=1) / np.sqrt(values.size)) if values.size > 1 else float("nan")
+
+
 def summarise(scores: Any) -> dict[str, float]:
     """A score table's means (``SeparationScores.summary``) plus ``si_sdr_improvement_se``,
     the standard error of the mean SI-SDRi over test mixtures (each mixture's mean over
     its sources counts once)."""
     row: dict[str, float] = dict(scores.summary())
     item_scores = scores.item_means()["si_sdr_improvement"]
-    row["si_sdr_improvement_se"] = (float(np.std(item_scores, ddof=1) / np.sqrt(item_scores.size))
-                                    if item_scores.size > 1 else float("nan"))
+    row["si_sdr_improvement_se"] = standard_error(item_scores)
     return row
 
 
@@ -128,9 +133,8 @@ def paired_differences(item_scores: dict[tuple[str, str], np.ndarray],
         if method == reference or baseline is None:
             continue
         difference = np.asarray(scores, dtype=np.float64) - baseline
-        se = (float(np.std(difference, ddof=1) / np.sqrt(difference.size))
-              if difference.size > 1 else float("nan"))
-        differences[(method, test_name)] = {"mean": float(difference.mean()), "se": se,
+        differences[(method, test_name)] = {"mean": float(difference.mean()),
+                                            "se": standard_error(difference),
                                             "better": float(np.mean(difference > 0))}
     return differences
 
