@@ -465,6 +465,16 @@ def separation_page(results: dict[str, Any]) -> Page:
                              *score_cells(row)]
                             + ([number(row.get("active_outputs"))] if used else [])
                             for row in selected]))
+            paired = data.get("paired") or {}
+            differences = [row for row in paired.get("rows", []) if row["test_set"] == test_set]
+            if differences:  # runs since 2026-12-03
+                reference = paired["reference"]
+                page.add(f"Paired with `{reference}` on the "
+                         "same mixtures (the mean per-mixture SI-SDRi difference ± its "
+                         "standard error; the share of mixtures where the method is better): "
+                         + "; ".join(f"`{row['method']}` "
+                                     f"{row['mean']:+.2f} ± {number(row['se'])} dB, "
+                                     f"{row['better']:.0%}" for row in differences) + ".")
             for row in rows:
                 if row["test_set"] == test_set:
                     bars.setdefault(test_set, {})[row["method"]] = row.get("si_sdr_improvement")

@@ -164,6 +164,19 @@ def test_the_separation_page_names_the_saved_models_a_table_scored() -> None:
             assert f"| {model} | " in page
 
 
+def test_the_separation_page_shows_each_tables_paired_comparison() -> None:
+    tables = {path.name: json.loads(path.read_text())
+              for path in RESULTS.glob("separation-table-*.json")}
+    paired = {name: data["paired"] for name, data in tables.items() if data.get("paired")}
+    assert paired, "no separation table recorded a paired comparison"
+    page = docs_results.separation_page(docs_results.load_results()).text()
+    for comparison in paired.values():
+        for row in comparison["rows"]:
+            assert (f"`{row['method']}` {row['mean']:+.2f} ± {docs_results.number(row['se'])} "
+                    f"dB, {row['better']:.0%}") in page
+        assert f"Paired with `{comparison['reference']}` on the same mixtures" in page
+
+
 def test_the_augmentation_ablation_table_shows_every_run() -> None:
     data = json.loads((RESULTS / "augmentation-ablation.json").read_text())
     page = docs_results.separation_page(docs_results.load_results()).text()
