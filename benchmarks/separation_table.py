@@ -271,6 +271,19 @@ def load_models(specs: list[str], parser: argparse.ArgumentParser) -> dict[str, 
     return loaded
 
 
+def paired_reference(args: argparse.Namespace, loaded: dict[str, Any],
+                     parser: argparse.ArgumentParser) -> str:
+    """The method the paired comparison subtracts: ``--reference`` if it names a method of
+    this run or a ``--model`` (else a one-line error), by default ``shipped`` when it runs,
+    else ``nmf``."""
+    if args.reference is None:
+        return "shipped" if "shipped" in args.methods else "nmf"
+    if args.reference not in [*args.methods, *loaded]:
+        parser.error(f"--reference {args.reference}: not a method of this run; choose one of "
+                     f"{', '.join([*args.methods, *loaded])}")
+    return args.reference
+
+
 def separate(method: str, model: Any, test: MixtureSet) -> np.ndarray:
     """(n_items, n_outputs, n_samples) estimates of every test mixture."""
     labels = test.instruments[:, : int(test.n_sources.max())]
@@ -313,9 +326,9 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                         help="also score this saved separator as method NAME (not trained "
                         "here)")
-    parser.add_argument("--reference", choices=METHODS,
-                        help="the method the paired comparison subtracts (default: shipped "
-                        "when it runs, else nmf)")
+    parser.add_argument("--reference",
+                        help="the method (or --model NAME) the paired comparison subtracts "
+                        "(default: shipped when it runs, else nmf)")
     parser.add_argument("--quick", action="store_true",
                         help="30 s per model, 60 training and 6 test mixtures")
     args = parser.parse_args()
@@ -324,6 +337,7 @@ def main() -> None:
         args.n_train, args.n_test = 60, 6
     torch.set_num_threads(args.threads)
     loaded = load_models(args.model, parser)
+    reference = paired_reference(args, loaded, parser)
 
     rows: dict[tuple[str, str], dict[str, float]] = {}
     item_scores: dict[tuple[str, str], np.ndarray] = {}
@@ -386,7 +400,6 @@ def main() -> None:
         print(f"| {test_name} | {method} | {row['sdr']:.2f} | {row['sir']:.2f} | "
               f"{row['sar']:.2f} | {row['si_sdr_improvement']:.2f} | "
               f"{row['train_seconds']:.0f} s |")
-    reference = args.reference or ("shipped" if "shipped" in args.methods else "nmf")
     paired = paired_differences(item_scores, reference)
     if paired:
         print(f"\npaired SI-SDRi difference against {reference} (same mixtures):")

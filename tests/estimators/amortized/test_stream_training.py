@@ -585,3 +585,21 @@ def test_paired_differences_subtract_the_reference_on_the_same_mixtures(monkeypa
                                       ("mine", "speech-2"): shipped + 0.5}, "shipped")
     assert differences[("mine", "speech-2")] == pytest.approx(
         {"mean": 0.5, "se": 0.0, "better": 1.0})
+
+
+def test_paired_reference_defaults_to_shipped_and_refuses_a_method_not_run(monkeypatch,
+                                                                           capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    paired_reference = load_benchmark("separation_table").paired_reference
+    parser = argparse.ArgumentParser(prog="separation_table")
+
+    def settings(methods, reference=None):
+        return argparse.Namespace(methods=methods, reference=reference)
+
+    assert paired_reference(settings(["shipped", "nmf"]), {}, parser) == "shipped"
+    assert paired_reference(settings(["nmf", "irm"]), {}, parser) == "nmf"
+    assert paired_reference(settings(["nmf"], "mine"), {"mine": object()}, parser) == "mine"
+    with pytest.raises(SystemExit):
+        paired_reference(settings(["nmf", "irm"], "shipped"), {}, parser)
+    assert "--reference shipped: not a method of this run; choose one of nmf, irm" in (
+        capsys.readouterr().err)
