@@ -43,7 +43,8 @@ of every test mixture (``--n-test``, default 100 per test set), estimates matche
 references by the best permutation; the SI-SDRi is printed with its standard error over
 mixtures.
 Paired comparison: every method's per-mixture SI-SDRi minus that of a reference on the same
-mixtures (``--reference``; default ``shipped`` when it ran, else ``nmf``), with the
+mixtures (``--reference``: a method of the run or a ``--model`` name; default ``shipped``
+when it runs, else ``nmf``), with the
 standard error of the mean difference and the share of mixtures where the method is
 better (:func:`paired_differences`). Two separators whose means differ by less than their
 unpaired standard errors can still be told apart this way, since the mixtures' difficulty

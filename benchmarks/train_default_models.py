@@ -112,7 +112,7 @@ _AUDIOSLOTS_INSTRUMENTS = ("--model", "audioslots", "--corpus", "instruments", "
                            "--loss", "si_sdr", "--without", "reverb", "--seed", "0")
 
 SEPARATOR_RECIPES: dict[str, tuple[Stage, ...]] = {
-    # Blind AudioSlots with a U-Net decoder and the attention skip, in four stages (the
+    # Blind AudioSlots with a U-Net decoder and the attention skip, in five stages (the
     # measurements behind each are in docs/guide/audioslots.md): 2 slots on 2-instrument
     # mixtures from scratch; 3 slots on 2-3 instruments from those weights (no weight depends
     # on the number of slots), which leaves the third slot silent; 3-instrument mixtures
