@@ -1,18 +1,52 @@
 """Scoring a transcriber fitted on one training font on the other font's validation set.
 
-What ``dds_budget.py`` and ``dds_levers.py`` both measure per direction.
+What ``dds_budget.py`` and ``dds_levers.py`` both measure per direction, and the flags of
+the experimental DDS flow recipes that ``dds_budget.py`` and ``train_default_models.py``
+share.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from decomp.audio import Spectrogram
 from decomp.metrics import epsilon_sparsity, precision_of_source_attribution
-from decomp.transcription import PianoTranscriber, choose_threshold
+from decomp.transcription import PianoTranscriber, choose_threshold, default_dds_front_end
+
+#: The flags of an experimental DDS flow recipe, as ``argparse`` destinations.
+RECIPE_FLAGS = {"--stft-bins": "stft_bins", "--flow-learning-rate": "flow_learning_rate",
+                "--flow-noise": "flow_noise"}
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--stft-bins``, ``--flow-learning-rate`` and ``--flow-noise``: a DDS method trained
+    on another front end or with other flow settings than it ships with."""
+    parser.add_argument("--stft-bins", type=int, default=None,
+                        help="DDS methods on the log STFT cut at this many bins instead of "
+                             "their shipped front end")
+    parser.add_argument("--flow-learning-rate", type=float, default=None,
+                        help="train the DDS flows at this learning rate")
+    parser.add_argument("--flow-noise", type=float, default=None,
+                        help="train the DDS flows on the frames plus noisy copies of this "
+                             "standard deviation (flow_noise)")
+
+
+def recipe_front_end(method: str, args: argparse.Namespace) -> Spectrogram:
+    """The method's shipped front end, or the log STFT cut at ``--stft-bins`` bins."""
+    if args.stft_bins is None:
+        return default_dds_front_end(method)
+    return default_dds_front_end("dds2").replace(n_bins=args.stft_bins)
+
+
+def recipe_flow_params(args: argparse.Namespace) -> dict[str, float]:
+    """The decomposer parameters ``--flow-learning-rate`` and ``--flow-noise`` set."""
+    return {name: getattr(args, name) for name in ("flow_learning_rate", "flow_noise")
+            if getattr(args, name) is not None}
 
 
 def validation_scores(transcriber: PianoTranscriber, features: np.ndarray, roll: np.ndarray,

@@ -2,7 +2,8 @@
 
     python benchmarks/dds_budget.py [--methods dds2 dds3] [--iterations 25 50 100] \
         [--latent-learning-rates 0.002 0.01 0.02 0.05] [--warm-starts 0 40] \
-        [--sustain-ratios 1.0 0.7] [--threads 1] [--json PATH]
+        [--sustain-ratios 1.0 0.7] [--stft-bins N] [--flow-learning-rate R] \
+        [--flow-noise S] [--threads 1] [--json PATH]
 
 For each method the shipped decomposer's flow settings (:func:`default_dds_decomposer`)
 train flows on the isolated notes of one training font (the method's front end,
@@ -18,6 +19,11 @@ start) are always included as the reference. Both directions are run; the score 
 setting is the mean of the two cross-font frame F1s (what ``fit_transcriber`` reports as
 ``validation_f1_``). The flows are trained once per font and reused for every setting. The
 held-out font is never used here.
+
+``--stft-bins``, ``--flow-learning-rate`` and ``--flow-noise`` choose the search settings
+of an experimental flow recipe instead of the shipped one, with the same flags as
+``train_default_models.py`` (DDS-3 on the 384-bin log STFT: ``--methods dds3
+--stft-bins 384 --flow-learning-rate 3e-4 --flow-noise 0.1``).
 
 Printed per setting: validation F1, PSA and epsilon-sparsity of the raw activity on the
 sounding frames (as ``benchmarks/dds_table.py`` computes them), the threshold, and the
@@ -39,15 +45,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _crossfont import validation_scores
+from _crossfont import (
+    add_recipe_arguments,
+    recipe_flow_params,
+    recipe_front_end,
+    validation_scores,
+)
 from _results import machine, write_results
 
 from decomp.data import DEFAULT_PROTOCOL
-from decomp.transcription import (
-    PianoTranscriber,
-    default_dds_decomposer,
-    default_dds_front_end,
-)
+from decomp.transcription import PianoTranscriber, default_dds_decomposer
 from decomp.transcription.defaults import training_frames_per_font, validation_set
 
 #: Validation F1 differences below this count as ties, won by the cheaper search.
@@ -86,6 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
                         default=[0.002, 0.01, 0.02, 0.05])
     parser.add_argument("--warm-starts", nargs="+", type=int, default=[0, 40])
     parser.add_argument("--sustain-ratios", nargs="+", type=float, default=[1.0, 0.7])
+    add_recipe_arguments(parser)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -100,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         for rate in args.latent_learning_rates for iterations in args.iterations
         if (iterations, rate, warm) != reference]
     for method in args.methods:
-        front_end = default_dds_front_end(method)
+        front_end = recipe_front_end(method, args)
         per_font = training_frames_per_font(protocol, front_end)
         validation = {font: validation_set(font, protocol, front_end) for font in fonts}
         # scores[(search, sustain)]: one (f1, threshold, seconds, psa, sparsity) per direction
@@ -108,7 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
         for index, font in enumerate(fonts):
             other = fonts[1 - index] if len(fonts) > 1 else font
             begun = time.perf_counter()
-            flows = default_dds_decomposer(method).fit(*per_font[index])
+            flows = default_dds_decomposer(method).set_params(
+                **recipe_flow_params(args)).fit(*per_font[index])
             print(f"{method}: flows on {font} in {time.perf_counter() - begun:.0f} s; "
                   f"validating on {other}", flush=True)
             features, roll = validation[other]
@@ -156,7 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {"iterations": args.iterations,
                      "latent_learning_rates": args.latent_learning_rates,
                      "warm_starts": args.warm_starts, "sustain_ratios": args.sustain_ratios,
-                     "fonts": fonts},
+                     "fonts": fonts, "stft_bins": args.stft_bins,
+                     **recipe_flow_params(args)},
         "rows": rows,
         "best": best,
     }

@@ -759,7 +759,8 @@ def transcription_page(results: dict[str, Any]) -> Page:
     _dds_table_section(page, results.get("dds-table.json"))
     _shared_cpu_section(page, _matching(results, r"shared-cpu.*\.json"))
     _dds_speed_section(page, results.get("dds-speed.json"))
-    _budget_sections(page, results.get("nmf-budget.json"), results.get("dds-budget.json"))
+    _budget_sections(page, results.get("nmf-budget.json"), results.get("dds-budget.json"),
+                     results.get("dds-budget-dds3-stft.json"))
     _levers_section(page, results.get("dds-levers.json"))
     page.add("## Not published here yet",
              "`benchmarks/transcription.py` (the default transcriber against alternatives) and "
@@ -770,7 +771,7 @@ def transcription_page(results: dict[str, Any]) -> Page:
 
 DDS_TABLE_METRICS = (("psa", "PSA"), ("sparsity", "ε-sparsity"), ("f1", "frame F1"),
                      ("onset_f1", "onset F1"), ("onset_offset_f1", "on+off F1"),
-                     ("rtf", "RTF"))
+                     ("rtf", "RTF"), ("oracle_f1", "best-threshold F1"))
 
 
 def _dds_table_section(page: Page, data: dict[str, Any] | None) -> None:
@@ -785,7 +786,10 @@ def _dds_table_section(page: Page, data: dict[str, Any] | None) -> None:
              "iterations). PSA and ε-sparsity of the raw activity on the sounding frames "
              "(higher: the activity sits on the right notes, and on few rows); frame and "
              "note F1 of the roll; RTF: seconds of computing per second of audio, "
-             f"{number((data.get('machine') or {}).get('threads'))} torch thread(s).")
+             f"{number((data.get('machine') or {}).get('threads'))} torch thread(s). "
+             "Best-threshold F1 (runs since 2026-12-04) is the frame F1 of the threshold "
+             "chosen on those test chords themselves: a diagnostic of how well the activity "
+             "ranks the notes, not a score.")
     chords = data.get("chords", [])
     polyphonies = sorted({row["polyphony"] for row in chords})
     methods = list(dict.fromkeys(row["method"] for row in chords))
@@ -795,6 +799,15 @@ def _dds_table_section(page: Page, data: dict[str, Any] | None) -> None:
             for polyphony in polyphonies for method in methods if (method, polyphony) in by_key]
     page.add(table(["method", "polyphony", *[label for _, label in DDS_TABLE_METRICS]], rows,
                    ["l", "l"] + ["r"] * len(DDS_TABLE_METRICS)))
+    paired = data.get("paired") or {}
+    if paired.get("rows"):  # runs since 2026-12-04
+        page.add(f"Frame F1 paired with `{paired['reference']}` on the same chords (the "
+                 "difference of the two F1s ± its standard error from a bootstrap over the "
+                 f"chords, {number(paired.get('n_resamples'))} resamples; the share of "
+                 "resamples where the method is above): " + "; ".join(
+                     f"`{row['method']}` P{row['polyphony']} {row['mean']:+.3f} ± "
+                     f"{number(row['se'], 3)} ({row['above']:.0%})"
+                     for row in paired["rows"]) + ".")
     page.figure(Figure(
         "dds-table", "frame F1, PSA and sparsity per polyphony, NMF and DDS", draw_dds_table,
         {"polyphonies": polyphonies,
@@ -896,8 +909,8 @@ def _dds_speed_section(page: Page, data: dict[str, Any] | None) -> None:
              "--json docs/results/dds-speed.json`.")
 
 
-def _budget_sections(page: Page, nmf: dict[str, Any] | None, dds: dict[str, Any] | None
-                     ) -> None:
+def _budget_sections(page: Page, nmf: dict[str, Any] | None, dds: dict[str, Any] | None,
+                     experiment: dict[str, Any] | None = None) -> None:
     if not (nmf or dds):
         return
     page.add("## Choosing the search budgets (validation, cross-font)",
@@ -925,27 +938,54 @@ def _budget_sections(page: Page, nmf: dict[str, Any] | None, dds: dict[str, Any]
                            + " Rerun: `python benchmarks/nmf_budget.py --json "
                            "docs/results/nmf-budget.json`."))
     if dds:
-        for method, best in (dds.get("best") or {}).items():
-            rows = sorted((row for row in dds.get("rows", []) if row["method"] == method),
-                          key=lambda row: -row["validation_f1"])
-            body = table(["iterations", "latent step", "warm start", "sustain ratio",
-                          "validation F1", "PSA", "ε-sparsity", "threshold", "search (s)"],
-                         [[number(row["iterations"]) + (" (before)" if row.get("reference")
-                                                        else ""),
-                           f"{row['latent_learning_rate']:g}",
-                           number(row["warm_start_iterations"]),
-                           number(row["sustain_ratio"], 2), number(row["validation_f1"], 4),
-                           number(row["psa"], 3), number(row["sparsity"], 3),
-                           number(row["threshold"], 3), number(row["search_seconds"], 1)]
-                          for row in rows])
-            page.add(f'??? note "`{method}`: search iterations, latent step, warm start and '
-                     f'hysteresis (best: {best.get("iterations")} iterations, step '
-                     f'{best.get("latent_learning_rate")}, warm start '
-                     f'{best.get("warm_start_iterations")}, sustain '
-                     f'{best.get("sustain_ratio")})"\n'
-                     + _indent(body + "\n\n" + source("dds-budget.json", dds)
-                               + " Rerun: `python benchmarks/dds_budget.py --json "
-                               "docs/results/dds-budget.json`."))
+        _dds_budget_notes(page, dds, "dds-budget.json")
+    if experiment:
+        _dds_budget_notes(page, experiment, "dds-budget-dds3-stft.json",
+                          " on the 384-bin log STFT, Glow at learning rate 3e-4 with "
+                          "`flow_noise` 0.1 (an experiment, not shipped)")
+
+
+def dds_budget_rerun(data: dict[str, Any], name: str) -> str:
+    """The ``dds_budget.py`` command that wrote ``data`` to ``docs/results/<name>``."""
+    settings = data.get("settings", {})
+    defaults = {"iterations": [25, 50, 100], "latent_learning_rates": [0.002, 0.01, 0.02, 0.05],
+                "warm_starts": [0, 40], "sustain_ratios": [1.0, 0.7]}
+    methods = list(dict.fromkeys(row["method"] for row in data.get("rows", [])))
+    parts = ["python benchmarks/dds_budget.py"]
+    if methods and methods != ["dds2", "dds3"]:
+        parts.append("--methods " + " ".join(methods))
+    for flag, key in (("--stft-bins", "stft_bins"), ("--flow-learning-rate", "flow_learning_rate"),
+                      ("--flow-noise", "flow_noise")):
+        if settings.get(key) is not None:
+            parts.append(f"{flag} {settings[key]:g}")
+    for key, default in defaults.items():
+        if key in settings and settings[key] != default:
+            parts.append(f"--{key.replace('_', '-')} " + " ".join(f"{value:g}"
+                                                                  for value in settings[key]))
+    return " ".join([*parts, f"--json docs/results/{name}"])
+
+
+def _dds_budget_notes(page: Page, dds: dict[str, Any], name: str, label: str = "") -> None:
+    for method, best in (dds.get("best") or {}).items():
+        rows = sorted((row for row in dds.get("rows", []) if row["method"] == method),
+                      key=lambda row: -row["validation_f1"])
+        body = table(["iterations", "latent step", "warm start", "sustain ratio",
+                      "validation F1", "PSA", "ε-sparsity", "threshold", "search (s)"],
+                     [[number(row["iterations"]) + (" (before)" if row.get("reference")
+                                                    else ""),
+                       f"{row['latent_learning_rate']:g}",
+                       number(row["warm_start_iterations"]),
+                       number(row["sustain_ratio"], 2), number(row["validation_f1"], 4),
+                       number(row["psa"], 3), number(row["sparsity"], 3),
+                       number(row["threshold"], 3), number(row["search_seconds"], 1)]
+                      for row in rows])
+        page.add(f'??? note "`{method}`{label}: search iterations, latent step, warm start '
+                 f'and hysteresis (best: {best.get("iterations")} iterations, step '
+                 f'{best.get("latent_learning_rate")}, warm start '
+                 f'{best.get("warm_start_iterations")}, sustain '
+                 f'{best.get("sustain_ratio")})"\n'
+                 + _indent(body + "\n\n" + source(name, dds)
+                           + f" Rerun: `{dds_budget_rerun(dds, name)}`."))
 
 
 def _levers_section(page: Page, levers: dict[str, Any] | None) -> None:

@@ -63,13 +63,13 @@ from pathlib import Path
 
 import torch
 import train_separators
+from _crossfont import RECIPE_FLAGS, add_recipe_arguments, recipe_flow_params, recipe_front_end
 
 import decomp
 from decomp.data import DEFAULT_PROTOCOL
 from decomp.pretrained import pretrained_file
 from decomp.transcription import (
     PianoTranscriber,
-    default_dds_front_end,
     default_dds_settings,
     default_settings,
     fit_transcriber,
@@ -290,22 +290,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="directory for the model files (default: inside the package)")
     parser.add_argument("--max-epochs", type=int, default=None)
-    parser.add_argument("--stft-bins", type=int, default=None,
-                        help="DDS methods on the log STFT cut at this many bins instead of "
-                             "their shipped front end (an experiment: needs --out)")
-    parser.add_argument("--flow-learning-rate", type=float, default=None,
-                        help="train the DDS flows at this learning rate (an experiment: "
-                             "needs --out)")
-    parser.add_argument("--flow-noise", type=float, default=None,
-                        help="train the DDS flows on the frames plus noisy copies of this "
-                             "standard deviation (flow_noise; an experiment: needs --out)")
+    add_recipe_arguments(parser)  # experiments: they need --out
     parser.add_argument("--timbre-copies", type=int, default=None,
                         help="train the DDS flows on the frames plus this many copies under "
                              "random equalisers (n_timbre_copies; an experiment: needs --out)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    experiment = {"--stft-bins": args.stft_bins, "--flow-learning-rate": args.flow_learning_rate,
-                  "--flow-noise": args.flow_noise, "--timbre-copies": args.timbre_copies}
+    experiment = {flag: getattr(args, name) for flag, name in RECIPE_FLAGS.items()}
+    experiment["--timbre-copies"] = args.timbre_copies
     for flag, value in experiment.items():
         if value is not None and args.out is None:
             parser.error(f"{flag} trains an experiment, not the shipped models: give --out")
@@ -337,13 +329,8 @@ def main() -> None:
         settings.decomposer.set_params(progress=True)
         if args.max_epochs is not None:
             settings.decomposer.set_params(max_epochs=args.max_epochs)
-        if args.stft_bins is not None:
-            settings.set_params(front_end=default_dds_front_end("dds2").replace(
-                n_bins=args.stft_bins))
-        if args.flow_learning_rate is not None:
-            settings.decomposer.set_params(flow_learning_rate=args.flow_learning_rate)
-        if args.flow_noise is not None:
-            settings.decomposer.set_params(flow_noise=args.flow_noise)
+        settings.set_params(front_end=recipe_front_end(method, args))
+        settings.decomposer.set_params(**recipe_flow_params(args))
         # Cross-font threshold, as for the NMF default: flows trained on one training font
         # choose the threshold on material of the other, then the final flows are trained
         # on both fonts.

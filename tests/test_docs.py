@@ -264,3 +264,29 @@ def test_benchmark_settings_are_json_values() -> None:
     assert results.json_settings(args) == {"json": "out.json", "seed": 0, "threads": 1}
     assert results.json_settings(args, leave_out=("threads",)) == {"json": "out.json", "seed": 0}
     json.dumps(results.json_settings(args))  # writable as it is
+
+
+def test_the_transcription_page_shows_the_dds_tables_paired_comparison() -> None:
+    data = json.loads((RESULTS / "dds-table.json").read_text())
+    assert data["paired"]["rows"], "dds-table.json recorded no paired comparison"
+    page = docs_results.transcription_page(docs_results.load_results()).text()
+    assert f"Frame F1 paired with `{data['paired']['reference']}` on the same chords" in page
+    for row in data["paired"]["rows"]:
+        assert (f"`{row['method']}` P{row['polyphony']} {row['mean']:+.3f} ± "
+                f"{docs_results.number(row['se'], 3)} ({row['above']:.0%})") in page
+    # Each row's best-threshold F1, the diagnostic column, is in the chords table.
+    for row in data["chords"]:
+        assert (f"| `{row['method']}` | P{row['polyphony']} |" in page
+                and f"| {docs_results.number(row['oracle_f1'], 3)} |" in page)
+
+
+def test_the_dds_budget_experiment_names_the_command_that_wrote_it() -> None:
+    data = json.loads((RESULTS / "dds-budget-dds3-stft.json").read_text())
+    rerun = docs_results.dds_budget_rerun(data, "dds-budget-dds3-stft.json")
+    assert "--methods dds3 --stft-bins 384 --flow-learning-rate 0.0003 --flow-noise 0.1" in rerun
+    page = docs_results.transcription_page(docs_results.load_results()).text()
+    assert f"Rerun: `{rerun}`" in page
+    # The shipped sweep's command is unchanged: every default.
+    shipped = json.loads((RESULTS / "dds-budget.json").read_text())
+    assert docs_results.dds_budget_rerun(shipped, "dds-budget.json") == \
+        "python benchmarks/dds_budget.py --json docs/results/dds-budget.json"

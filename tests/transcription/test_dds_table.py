@@ -1,0 +1,91 @@
+"""Tests for benchmarks/dds_table.py's paired comparison of frame F1 over chords, and for
+the experimental flow-recipe flags that dds_budget.py and train_default_models.py share."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from decomp.transcription import default_dds_front_end
+from tests.conftest import BENCHMARKS, load_benchmark
+
+
+@pytest.fixture(scope="module")
+def dds_table():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARKS))  # dds_table imports _results
+        yield load_benchmark("dds_table")
+
+
+@pytest.fixture(scope="module")
+def crossfont():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARKS))
+        yield load_benchmark("_crossfont")
+
+
+def test_chord_counts_split_the_frames_at_each_chords_onset(dds_table):
+    times = np.arange(8) * 0.25  # 0.0 .. 1.75 s
+    onsets = np.array([0.5, 1.25])
+    reference = np.zeros((8, 2), dtype=bool)
+    estimate = np.zeros((8, 2), dtype=bool)
+    reference[2:4, 0] = True        # chord 0 (0.5-1.25 s): pitch 0 in two frames
+    estimate[2, 0] = True           # one hit, one miss
+    estimate[0, 1] = True           # before the first onset: counted with chord 0
+    reference[5:7, 1] = True        # chord 1 (from 1.25 s): pitch 1 in two frames
+    estimate[5:8, 1] = True         # two hits and one false alarm in the silence after
+    counts = dds_table.chord_counts(estimate, reference, times, onsets)
+    np.testing.assert_array_equal(counts, [[1, 1, 1], [2, 1, 0]])
+
+
+def test_paired_bootstrap_mean_is_the_difference_of_the_tables_f1s(dds_table):
+    counts = np.array([[8, 2, 1], [5, 0, 3], [9, 1, 1]])
+    reference = np.array([[7, 3, 2], [5, 1, 3], [6, 2, 4]])
+    result = dds_table.paired_f1_bootstrap(counts, reference, n_resamples=500)
+    f1 = lambda c: 2 * c[0] / (2 * c[0] + c[1] + c[2])  # noqa: E731
+    assert result["mean"] == pytest.approx(f1(counts.sum(0)) - f1(reference.sum(0)))
+    assert result["se"] > 0
+    # Better on every chord: every resample is above the reference.
+    assert result["above"] == 1.0
+
+
+def test_paired_bootstrap_of_a_method_with_itself_is_zero(dds_table):
+    counts = np.array([[8, 2, 1], [5, 0, 3], [0, 0, 0]])
+    assert dds_table.paired_f1_bootstrap(counts, counts) == {"mean": 0.0, "se": 0.0,
+                                                              "above": 0.0}
+
+
+def test_paired_bootstrap_refuses_counts_of_different_chords(dds_table):
+    with pytest.raises(ValueError, match=r"shape \(n_chords, 3\)"):
+        dds_table.paired_f1_bootstrap(np.ones((3, 3)), np.ones((4, 3)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(arrays(np.int64, (6, 3), elements=st.integers(0, 20)),
+       arrays(np.int64, (6, 3), elements=st.integers(0, 20)))
+def test_paired_bootstrap_is_antisymmetric(dds_table, counts, reference):
+    paired = dds_table.paired_f1_bootstrap
+    forward, backward = paired(counts, reference, 200), paired(reference, counts, 200)
+    assert forward["mean"] == pytest.approx(-backward["mean"])
+    assert forward["se"] == pytest.approx(backward["se"])
+    assert 0.0 <= forward["above"] <= 1.0
+
+
+def test_recipe_flags_default_to_the_shipped_recipe(crossfont):
+    parser = argparse.ArgumentParser()
+    crossfont.add_recipe_arguments(parser)
+    shipped = parser.parse_args([])
+    assert crossfont.recipe_front_end("dds3", shipped) == default_dds_front_end("dds3")
+    assert crossfont.recipe_flow_params(shipped) == {}
+    experiment = parser.parse_args(["--stft-bins", "384", "--flow-learning-rate", "3e-4",
+                                    "--flow-noise", "0.1"])
+    assert crossfont.recipe_front_end("dds3", experiment) == \
+        default_dds_front_end("dds2").replace(n_bins=384)
+    assert crossfont.recipe_flow_params(experiment) == {"flow_learning_rate": 3e-4,
+                                                        "flow_noise": 0.1}
+    assert set(crossfont.RECIPE_FLAGS.values()) <= set(vars(experiment))
