@@ -266,18 +266,20 @@ def test_benchmark_settings_are_json_values() -> None:
     json.dumps(results.json_settings(args))  # writable as it is
 
 
-def test_the_transcription_page_shows_the_dds_tables_paired_comparison() -> None:
-    data = json.loads((RESULTS / "dds-table.json").read_text())
-    assert data["paired"]["rows"], "dds-table.json recorded no paired comparison"
+@pytest.mark.parametrize("name", ["dds-table.json", "dds-table-60.json"])
+def test_the_transcription_page_shows_the_dds_tables_paired_comparison(name: str) -> None:
+    data = json.loads((RESULTS / name).read_text())
+    assert data["paired"]["rows"], f"{name} recorded no paired comparison"
     page = docs_results.transcription_page(docs_results.load_results()).text()
     assert f"Frame F1 paired with `{data['paired']['reference']}` on the same chords" in page
     for row in data["paired"]["rows"]:
         assert (f"`{row['method']}` P{row['polyphony']} {row['mean']:+.3f} ± "
                 f"{docs_results.number(row['se'], 3)} ({row['above']:.0%})") in page
-    # Each row's best-threshold F1, the diagnostic column, is in the chords table.
+    # Each row's best-threshold F1, the diagnostic column, is in its chords table.
     for row in data["chords"]:
         assert (f"| `{row['method']}` | P{row['polyphony']} |" in page
                 and f"| {docs_results.number(row['oracle_f1'], 3)} |" in page)
+    assert f"--json docs/results/{name}`" in page
 
 
 def test_the_dds_budget_experiment_names_the_command_that_wrote_it() -> None:
