@@ -57,7 +57,13 @@ from decomp.metrics import (
     frame_scores,
     precision_of_source_attribution,
 )
-from decomp.transcription import choose_threshold, default_transcriber, evaluate_transcriber
+from decomp.transcription import (
+    PianoTranscriber,
+    TranscriptionScores,
+    choose_threshold,
+    default_transcriber,
+    evaluate_transcriber,
+)
 
 #: Resamples of the paired bootstrap over chords.
 N_RESAMPLES = 2000
@@ -129,7 +135,7 @@ def paired_f1_bootstrap(counts: np.ndarray, reference_counts: np.ndarray,
             "se": float(resampled.std()), "above": float(np.mean(resampled > 0))}
 
 
-def oracle_f1(transcriber, scores) -> tuple[float, float]:
+def oracle_f1(transcriber: PianoTranscriber, scores: TranscriptionScores) -> tuple[float, float]:
     """The (threshold, frame F1) of the best threshold on the scored recording itself:
     a diagnostic of the activity, not a score."""
     activity = transcriber._postprocess(scores.transcription.activations)
