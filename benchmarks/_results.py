@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,13 @@ def json_settings(args: Any, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
     as strings, without the names in ``leave_out``."""
     return {key: (str(value) if isinstance(value, Path) else value)
             for key, value in vars(args).items() if key not in leave_out}
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """The command that runs ``benchmarks/<script>`` with ``argv`` (the process's own
+    arguments when None), quoted for a shell, for a result JSON to say how to rebuild it."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    return shlex.join(["python", f"benchmarks/{script}", *arguments])
 
 
 def write_results(path: Path | None, result: dict[str, Any]) -> None:

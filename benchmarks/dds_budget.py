@@ -51,7 +51,7 @@ from _crossfont import (
     recipe_front_end,
     validation_scores,
 )
-from _results import machine, write_results
+from _results import command_line, machine, write_results
 
 from decomp.data import DEFAULT_PROTOCOL
 from decomp.transcription import PianoTranscriber, default_dds_decomposer
@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
                      "latent_learning_rates": args.latent_learning_rates,
                      "warm_starts": args.warm_starts, "sustain_ratios": args.sustain_ratios,
                      "fonts": fonts, "stft_bins": args.stft_bins,
-                     **recipe_flow_params(args)},
+                     **recipe_flow_params(args),
+                     "command": command_line("dds_budget.py", argv)},
         "rows": rows,
         "best": best,
     }

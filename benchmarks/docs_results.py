@@ -975,27 +975,9 @@ def _budget_sections(page: Page, nmf: dict[str, Any] | None, dds: dict[str, Any]
                           "`flow_noise` 0.1 (an experiment, not shipped)")
 
 
-def dds_budget_rerun(data: dict[str, Any], name: str) -> str:
-    """The ``dds_budget.py`` command that wrote ``data`` to ``docs/results/<name>``."""
-    settings = data.get("settings", {})
-    defaults = {"iterations": [25, 50, 100], "latent_learning_rates": [0.002, 0.01, 0.02, 0.05],
-                "warm_starts": [0, 40], "sustain_ratios": [1.0, 0.7]}
-    methods = list(dict.fromkeys(row["method"] for row in data.get("rows", [])))
-    parts = ["python benchmarks/dds_budget.py"]
-    if methods and methods != ["dds2", "dds3"]:
-        parts.append("--methods " + " ".join(methods))
-    for flag, key in (("--stft-bins", "stft_bins"), ("--flow-learning-rate", "flow_learning_rate"),
-                      ("--flow-noise", "flow_noise")):
-        if settings.get(key) is not None:
-            parts.append(f"{flag} {settings[key]:g}")
-    for key, default in defaults.items():
-        if key in settings and settings[key] != default:
-            parts.append(f"--{key.replace('_', '-')} " + " ".join(f"{value:g}"
-                                                                  for value in settings[key]))
-    return " ".join([*parts, f"--json docs/results/{name}"])
-
-
 def _dds_budget_notes(page: Page, dds: dict[str, Any], name: str, label: str = "") -> None:
+    command = dds.get("settings", {}).get("command")
+    rerun = f" Rerun: `{command}`." if command else ""
     for method, best in (dds.get("best") or {}).items():
         rows = sorted((row for row in dds.get("rows", []) if row["method"] == method),
                       key=lambda row: -row["validation_f1"])
@@ -1014,8 +996,7 @@ def _dds_budget_notes(page: Page, dds: dict[str, Any], name: str, label: str = "
                  f'{best.get("latent_learning_rate")}, warm start '
                  f'{best.get("warm_start_iterations")}, sustain '
                  f'{best.get("sustain_ratio")})"\n'
-                 + _indent(body + "\n\n" + source(name, dds)
-                           + f" Rerun: `{dds_budget_rerun(dds, name)}`."))
+                 + _indent(body + "\n\n" + source(name, dds) + rerun))
 
 
 def _levers_section(page: Page, levers: dict[str, Any] | None) -> None:

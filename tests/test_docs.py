@@ -282,13 +282,17 @@ def test_the_transcription_page_shows_the_dds_tables_paired_comparison(name: str
     assert f"--json docs/results/{name}`" in page
 
 
-def test_the_dds_budget_experiment_names_the_command_that_wrote_it() -> None:
-    data = json.loads((RESULTS / "dds-budget-dds3-stft.json").read_text())
-    rerun = docs_results.dds_budget_rerun(data, "dds-budget-dds3-stft.json")
-    assert "--methods dds3 --stft-bins 384 --flow-learning-rate 0.0003 --flow-noise 0.1" in rerun
+def test_each_dds_budget_sweep_shows_the_command_that_wrote_it() -> None:
     page = docs_results.transcription_page(docs_results.load_results()).text()
-    assert f"Rerun: `{rerun}`" in page
-    # The shipped sweep's command is unchanged: every default.
-    shipped = json.loads((RESULTS / "dds-budget.json").read_text())
-    assert docs_results.dds_budget_rerun(shipped, "dds-budget.json") == \
-        "python benchmarks/dds_budget.py --json docs/results/dds-budget.json"
+    for name in ("dds-budget.json", "dds-budget-dds3-stft.json"):
+        command = json.loads((RESULTS / name).read_text())["settings"]["command"]
+        assert command.startswith("python benchmarks/dds_budget.py ")
+        assert command.endswith(f"--json docs/results/{name}")
+        assert f"Rerun: `{command}`" in page
+
+
+def test_a_benchmark_records_its_command_line_quoted_for_a_shell() -> None:
+    command_line = load_benchmark("_results").command_line
+    assert command_line("dds_budget.py", ["--methods", "dds3", "--json", "a b.json"]) == \
+        "python benchmarks/dds_budget.py --methods dds3 --json 'a b.json'"
+    assert command_line("dds_budget.py", []) == "python benchmarks/dds_budget.py"
