@@ -49,6 +49,10 @@ standard error of the mean difference and the share of mixtures where the method
 better (:func:`paired_differences`). Two separators whose means differ by less than their
 unpaired standard errors can still be told apart this way, since the mixtures' difficulty
 cancels.
+``--training-font-tests`` also scores every model on the instrument test mixtures
+rendered with each training font instead (same notes, instruments and levels; sets named
+``<font>-instruments-<count>``): the difference from the held-out font's score is the
+font gap, the part of the error that generalisation to a new timbre costs.
 ``--json`` writes every row, the paired comparisons, the targets' verdicts and the
 machine.
 
@@ -183,15 +187,24 @@ def training_set(dataset: str, n_train: int, *, duration: float,
 
 
 def test_sets(dataset: str, n_test: int, *, duration: float, speech_duration: float,
-              counts: tuple[int, ...] = (2, 3)) -> dict[str, MixtureSet]:
+              counts: tuple[int, ...] = (2, 3), training_fonts: bool = False
+              ) -> dict[str, MixtureSet]:
     """{test name: held-out mixtures}: the test font's ``counts``-instrument mixtures, or
-    the speech test set (new sentences and seeds, the training voices)."""
+    the speech test set (new sentences and seeds, the training voices).
+
+    With ``training_fonts``, also the same mixtures (notes, instruments and levels: the
+    plan depends on the seed only) rendered with each training font, named
+    ``<font>-instruments-<count>``: a model's score there against the held-out font's
+    is its font gap. Their melodies are not those of the training stem bank or
+    mixtures (other seeds)."""
     if dataset == "speech":
         return {"speech-2": speech_mixtures(n_test, duration=speech_duration,
                                             random_state=100)}
-    return {f"instruments-{count}": instrument_mixtures(
-        TEST_FONT, n_test, n_sources=count, duration=duration, random_state=100 + count)
-        for count in counts}
+    fonts = {"": TEST_FONT, **({f"{font}-": font for font in TRAIN_FONTS}
+                               if training_fonts else {})}
+    return {f"{prefix}instruments-{count}": instrument_mixtures(
+        font, n_test, n_sources=count, duration=duration, random_state=100 + count)
+        for prefix, font in fonts.items() for count in counts}
 
 
 def datasets(args: argparse.Namespace) -> dict[str, tuple[MixtureSet, dict[str, MixtureSet]]]:
@@ -199,7 +212,8 @@ def datasets(args: argparse.Namespace) -> dict[str, tuple[MixtureSet, dict[str, 
     return {dataset: (training_set(dataset, args.n_train, duration=args.duration,
                                    speech_duration=args.speech_duration),
                       test_sets(dataset, args.n_test, duration=args.duration,
-                                speech_duration=args.speech_duration))
+                                speech_duration=args.speech_duration,
+                                training_fonts=args.training_font_tests))
             for dataset in ("instruments", "speech") if dataset in args.datasets}
 
 
@@ -330,6 +344,9 @@ def main() -> None:
     parser.add_argument("--reference",
                         help="the method (or --model NAME) the paired comparison subtracts "
                         "(default: shipped when it runs, else nmf)")
+    parser.add_argument("--training-font-tests", action="store_true",
+                        help="also score the instrument test mixtures rendered with each "
+                        "training font (the font gap)")
     parser.add_argument("--quick", action="store_true",
                         help="30 s per model, 60 training and 6 test mixtures")
     args = parser.parse_args()

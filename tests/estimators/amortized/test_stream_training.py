@@ -603,3 +603,34 @@ def test_paired_reference_defaults_to_shipped_and_refuses_a_method_not_run(monke
         paired_reference(settings(["nmf", "irm"], "shipped"), {}, parser)
     assert "--reference shipped: not a method of this run; choose one of nmf, irm" in (
         capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_separation_table_renders_the_same_test_mixtures_with_each_training_font(
+        monkeypatch, tmp_path):
+    import shutil
+
+    from decomp.data.soundfonts import available_soundfonts
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    table = load_benchmark("separation_table")
+    fonts = (table.TEST_FONT, *table.TRAIN_FONTS)
+    if shutil.which("fluidsynth") is None or not set(fonts) <= set(available_soundfonts()):
+        pytest.skip("needs fluidsynth and the three SoundFonts")
+    monkeypatch.setenv("DECOMP_CACHE_DIR", str(tmp_path))
+    held_out = table.test_sets("instruments", 2, duration=0.5, speech_duration=0.5)
+    assert list(held_out) == ["instruments-2", "instruments-3"]
+    sets = table.test_sets("instruments", 2, duration=0.5, speech_duration=0.5,
+                           training_fonts=True)
+    assert list(sets) == ["instruments-2", "instruments-3",
+                          *(f"{font}-instruments-{count}" for font in table.TRAIN_FONTS
+                            for count in (2, 3))]
+    np.testing.assert_array_equal(sets["instruments-2"].mixtures,
+                                  held_out["instruments-2"].mixtures)
+    for font in table.TRAIN_FONTS:
+        for count in (2, 3):
+            other, reference = sets[f"{font}-instruments-{count}"], sets[f"instruments-{count}"]
+            # The same plan (instruments, number of sources), another timbre.
+            np.testing.assert_array_equal(other.instruments, reference.instruments)
+            np.testing.assert_array_equal(other.n_sources, reference.n_sources)
+            assert not np.allclose(other.mixtures, reference.mixtures)
