@@ -455,9 +455,8 @@ def _font_gap_section(page: Page, data: dict[str, Any] | None,
              "font.")
     page.add(table(["method", "sources", "held-out font", *fonts, "gap"], body,
                    ["l", "r", *["r"] * (len(fonts) + 2)]))
-    page.add(source(name, data), "Rerun: `python benchmarks/separation_table.py --methods "
-             + " ".join(data.get("settings", {}).get("methods", []))
-             + f" --datasets instruments --training-font-tests --json docs/results/{name}`.")
+    command = data.get("settings", {}).get("command")
+    page.add(source(name, data), *([f"Rerun: `{command}`."] if command else []))
 
 
 def separation_page(results: dict[str, Any]) -> Page:

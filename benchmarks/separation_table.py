@@ -73,7 +73,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _results import json_settings, machine
+from _results import command_line, json_settings, machine
 
 import decomp
 from decomp.data import MixtureSet, instrument_mixtures, speech_mixtures
@@ -432,7 +432,8 @@ def main() -> None:
         output = {
             "benchmark": "separation_table", "decomp_version": decomp.__version__,
             "machine": machine(args.threads),
-            "settings": json_settings(args),
+            "settings": {**json_settings(args),
+                         "command": command_line("separation_table.py", None)},
             "rows": [{"method": method, "test_set": test_name, **row}
                      for (method, test_name), row in rows.items()],
             "paired": {"reference": reference,

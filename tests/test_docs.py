@@ -312,4 +312,5 @@ def test_the_font_gap_section_subtracts_the_held_out_font_from_the_training_font
             f"{docs_results.number(score[('shipped', 'fluidr3-instruments-3')])} | "
             f"{docs_results.number(score[('shipped', 'timgm6mb-instruments-3')])} | "
             f"{docs_results.number(gap)} |") in section
-    assert "--training-font-tests" in section
+    assert f"Rerun: `{data['settings']['command']}`" in section
+    assert "--training-font-tests" in data["settings"]["command"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import shutil
 import types
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from decomp import NMF
 from decomp.audio import Spectrogram
 from decomp.data import MixtureStream
+from decomp.data.soundfonts import available_soundfonts
 from decomp.estimators.amortized import AudioSlots, MHUNet
 from tests.conftest import BENCHMARKS, load_benchmark
 
@@ -608,10 +610,6 @@ def test_paired_reference_defaults_to_shipped_and_refuses_a_method_not_run(monke
 @pytest.mark.slow
 def test_separation_table_renders_the_same_test_mixtures_with_each_training_font(
         monkeypatch, tmp_path):
-    import shutil
-
-    from decomp.data.soundfonts import available_soundfonts
-
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     table = load_benchmark("separation_table")
     fonts = (table.TEST_FONT, *table.TRAIN_FONTS)
