@@ -533,9 +533,11 @@ def separation_page(results: dict[str, Any]) -> Page:
         methods = " ".join(settings.get("methods", []))
         models = "".join(f" --model {spec}" for spec in saved)
         fonts = " --training-font-tests" if settings.get("training_font_tests") else ""
-        page.add(source(name, data), "Rerun: `python benchmarks/separation_table.py "
-                 f"--methods {methods} --datasets {datasets}{models}{fonts} "
-                 f"--json docs/results/{name}`.")
+        # Runs since 2026-12-04 record their command line; earlier ones are rebuilt.
+        command = settings.get("command") or (
+            f"python benchmarks/separation_table.py --methods {methods} --datasets "
+            f"{datasets}{models}{fonts} --json docs/results/{name}")
+        page.add(source(name, data), f"Rerun: `{command}`.")
     if bars:
         test_sets = list(bars)
         page.add("## All test sets")

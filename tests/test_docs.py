@@ -314,3 +314,17 @@ def test_the_font_gap_section_subtracts_the_held_out_font_from_the_training_font
             f"{docs_results.number(gap)} |") in section
     assert f"Rerun: `{data['settings']['command']}`" in section
     assert "--training-font-tests" in data["settings"]["command"]
+
+
+def test_a_separation_table_shows_the_command_line_it_recorded() -> None:
+    row = {"method": "shipped", "test_set": "instruments-2", "n_items": 1, "sdr": 1.0,
+           "sir": 1.0, "sar": 1.0, "si_sdr": 1.0, "si_sdr_improvement": 1.0}
+    command = "python benchmarks/separation_table.py --methods shipped --n-test 1"
+    recorded = {"settings": {"methods": ["shipped"], "datasets": ["instruments"],
+                             "command": command}, "rows": [row]}
+    page = docs_results.separation_page({"separation-table-x.json": recorded}).text()
+    assert f"Rerun: `{command}`." in page
+    del recorded["settings"]["command"]  # runs before 2026-12-04: rebuilt from the settings
+    page = docs_results.separation_page({"separation-table-x.json": recorded}).text()
+    assert ("Rerun: `python benchmarks/separation_table.py --methods shipped --datasets "
+            "instruments --json docs/results/separation-table-x.json`.") in page
