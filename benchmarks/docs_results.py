@@ -518,7 +518,9 @@ def separation_page(results: dict[str, Any]) -> Page:
                                      f"{row['better']:.0%}" for row in differences) + ".")
             for row in rows:
                 if row["test_set"] == test_set:
-                    bars.setdefault(test_set, {})[row["method"]] = row.get("si_sdr_improvement")
+                    # The first table to score a method on a test set draws its bar.
+                    bars.setdefault(test_set, {}).setdefault(row["method"],
+                                                             row.get("si_sdr_improvement"))
         speeds = data.get("real_time_factor") or {}
         targets = data.get("targets") or []
         if speeds:

@@ -53,6 +53,11 @@ cancels.
 rendered with each training font instead (same notes, instruments and levels; sets named
 ``<font>-instruments-<count>``): the difference from the held-out font's score is the
 font gap, the part of the error that generalisation to a new timbre costs.
+``--oracle-order`` adds, for ``shipped`` and ``shipped-count``, a row
+``<method>-oracle-order``: the same outputs re-ordered in every chunk (``chunk_frames``
+frames) by the permutation that best matches the references there
+(:func:`oracle_chunk_order`). It is a diagnostic bound, not a method: the difference from
+the plain row (paired) is what the slot swaps between chunks cost.
 ``--json`` writes every row, the paired comparisons, the targets' verdicts and the
 machine.
 
@@ -66,6 +71,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import time
 from pathlib import Path
@@ -153,6 +159,29 @@ def active_outputs(estimates: np.ndarray, share: float = 0.01) -> float:
     total = energy.sum(axis=1, keepdims=True)
     return float((energy >= share * np.maximum(total, np.finfo(float).tiny)).sum(axis=1)
                  .mean())
+
+
+def oracle_chunk_order(estimates: np.ndarray, sources: np.ndarray, n_sources: np.ndarray,
+                       segment_samples: int) -> np.ndarray:
+    """Estimates re-ordered segment by segment by an oracle: a diagnostic bound, not a method.
+
+    ``estimates`` (n_items, n_outputs, n_samples) of a blind separator whose outputs are
+    joined chunk by chunk; in every segment of ``segment_samples`` (a model's chunk), each
+    item's outputs take the order that maximises the summed inner products with its
+    ``n_sources[i]`` references ``sources`` (n_items, max_sources, n_samples) there. Scored
+    like the plain estimates, the difference is what slot swaps between chunks cost."""
+    ordered = np.array(estimates, copy=True)
+    n_outputs, n_samples = ordered.shape[1], ordered.shape[2]
+    for item in range(ordered.shape[0]):
+        count = int(n_sources[item])
+        for start in range(0, n_samples, segment_samples):
+            part = slice(start, start + segment_samples)
+            # (n_outputs, count) inner products of every output with every reference.
+            match = estimates[item, :, part] @ sources[item, :count, part].T
+            best = max(itertools.permutations(range(n_outputs)),
+                       key=lambda order: sum(match[order[k], k] for k in range(count)))
+            ordered[item, :, part] = estimates[item, list(best), part]
+    return ordered
 
 
 def concatenate(sets: list[MixtureSet]) -> MixtureSet:
@@ -347,6 +376,9 @@ def main() -> None:
     parser.add_argument("--training-font-tests", action="store_true",
                         help="also score the instrument test mixtures rendered with each "
                         "training font (the font gap)")
+    parser.add_argument("--oracle-order", action="store_true",
+                        help="also score the shipped models' outputs re-ordered chunk by chunk "
+                        "by an oracle (a bound on what joining chunks costs)")
     parser.add_argument("--quick", action="store_true",
                         help="30 s per model, 60 training and 6 test mixtures")
     args = parser.parse_args()
@@ -402,6 +434,16 @@ def main() -> None:
                                              test.sample_rate, n_sources=test.n_sources)
                 row = summarise(scores)
                 item_scores[(method, test_name)] = scores.item_means()["si_sdr_improvement"]
+                if args.oracle_order and method in ("shipped", "shipped-count"):
+                    segment = model.chunk_frames * model.front_end_.hop_length
+                    oracle = evaluate_separation(
+                        oracle_chunk_order(estimates, test.sources, test.n_sources, segment),
+                        test.sources, test.mixtures, test.sample_rate,
+                        n_sources=test.n_sources)
+                    rows[(f"{method}-oracle-order", test_name)] = {
+                        **summarise(oracle), "train_seconds": 0.0, "epochs": 0}
+                    item_scores[(f"{method}-oracle-order", test_name)] = \
+                        oracle.item_means()["si_sdr_improvement"]
                 row["active_outputs"] = active_outputs(estimates)
                 row["train_seconds"] = seconds
                 row["epochs"] = getattr(model, "n_epochs_", 0)

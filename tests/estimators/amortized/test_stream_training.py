@@ -632,3 +632,18 @@ def test_separation_table_renders_the_same_test_mixtures_with_each_training_font
             np.testing.assert_array_equal(other.instruments, reference.instruments)
             np.testing.assert_array_equal(other.n_sources, reference.n_sources)
             assert not np.allclose(other.mixtures, reference.mixtures)
+
+
+def test_oracle_chunk_order_undoes_slot_swaps_between_chunks(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    oracle_chunk_order = load_benchmark("separation_table").oracle_chunk_order
+    rng = np.random.default_rng(0)
+    sources = rng.standard_normal((2, 3, 40))  # item 0: 2 sources (+ padding), item 1: 3
+    sources[0, 2] = 0.0
+    n_sources = np.array([2, 3])
+    estimates = sources.copy()
+    estimates[0, :, 10:20] = sources[0, [1, 0, 2], 10:20]  # swapped in the second chunk
+    estimates[1, :, 30:] = sources[1, [2, 0, 1], 30:]  # rotated in the last
+    ordered = oracle_chunk_order(estimates, sources, n_sources, segment_samples=10)
+    np.testing.assert_array_equal(ordered, sources)
+    np.testing.assert_array_equal(estimates[0, :, 10:20], sources[0, [1, 0, 2], 10:20])
