@@ -207,7 +207,9 @@ def _bars(ax: Any, groups: Sequence[str], series: dict[str, Sequence[float | Non
 def draw_separation(data: dict[str, Any]) -> Any:
     plt = _style()
     figure, ax = plt.subplots(figsize=(7.5, 3.2))
-    _bars(ax, data["test_sets"], data["series"], ["C0", "C1", "C2", "0.6"])
+    # The oracle mask last, in grey; the separators in the palette's colours.
+    colors = [f"C{index}" for index in range(len(data["series"]) - 1)] + ["0.6"]
+    _bars(ax, data["test_sets"], data["series"], colors)
     for index, target in enumerate(data["targets"]):
         if target is not None:
             ax.plot([index - 0.45, index + 0.45], [target, target], "k--", lw=1,
@@ -375,6 +377,7 @@ stages in benchmarks/train_default_models.py), with a label for each."""
 SEPARATION_METHODS = {"shipped": "shipped separator (blind)",
                       "shipped-count": "shipped instruments-count (told the number of "
                                        "sources)",
+                      "shipped-told": "shipped instruments, told the count (slots merged)",
                       "nmf": "semi-supervised NMF (given the labels)",
                       "irm": "ideal ratio mask (oracle)"}
 METRICS = (("sdr", "SDR"), ("sir", "SIR"), ("sar", "SAR"), ("si_sdr", "SI-SDR"),

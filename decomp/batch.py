@@ -363,9 +363,10 @@ class SeparationJob:
         run in windows have it (AudioSlots, BlockVAE, MHUNet, SoundOfPixels).
     n_sources : int, optional
         How many sources every recording holds, for a separator that counts its sources
-        (an ``MHUNet`` with ``count_sources=True``, e.g. ``"instruments-count"``): sets
-        its ``n_sources``, so that many stems sound and the others are silent. None lets
-        it count them.
+        (an ``MHUNet`` with ``count_sources=True``, e.g. ``"instruments-count"``, or an
+        ``AudioSlots``, e.g. ``"instruments"``): sets its ``n_sources``, so that many
+        stems sound and the others are silent. None keeps the model's setting (the
+        shipped ones: every output; ``"instruments-count"`` counts the sources).
     """
 
     model: str
@@ -411,8 +412,8 @@ class SeparationJob:
                 kind = with_article(type(separator).__name__)
                 raise ValueError(f"{self.model}: holds {kind}, which does not count its "
                                  "sources, so a number of sources does not apply (it does to "
-                                 "an MHUNet trained with count_sources=True, such as "
-                                 "'instruments-count').")
+                                 "AudioSlots, such as 'instruments', and to an MHUNet trained "
+                                 "with count_sources=True, such as 'instruments-count').")
             separator.set_params(n_sources=int(self.n_sources))
             separator._validate_params()
             try:

@@ -306,8 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "inference_overlap, 0.5 for the shipped separators)")
     separate.add_argument("--sources", type=_positive_int, default=None, metavar="N",
                           help="how many sources every input holds, for a separator that "
-                          "counts them (instruments-count): N stems sound, the others are "
-                          "silent (default: it counts them itself)")
+                          "counts them (instruments, instruments-count): N stems sound, the "
+                          "others are silent (default: it counts them itself)")
     _add_device_option(separate)
     separate.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_corpus_options(separate)

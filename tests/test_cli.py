@@ -841,21 +841,38 @@ def test_separate_sources_tells_a_counting_separator_how_many(tmp_path, capsys):
     assert len(hashes) == 3
 
 
-def test_separate_sources_errors(tmp_path, saved_separator, capsys):
+@pytest.mark.filterwarnings("ignore:Audio file .* is near-silent")  # the silent stems
+def test_separate_sources_with_audioslots_merges_slots(tmp_path, capsys):
+    """--sources on the shipped AudioSlots: its slots are merged into that many stems."""
+    from decomp.audio import load_audio
+
+    time = np.arange(16000) / 16000
+    mixture = (0.2 * np.sin(2 * np.pi * 220 * time) + 0.2 * np.sin(2 * np.pi * 1375 * time)
+               ).astype(np.float32)
+    path = write_audio(tmp_path / "mix.wav", mixture, 16000)
+    out = tmp_path / "stems"
+    assert main(["separate", str(path), "--model", "instruments", "--sources", "1",
+                 "--out", str(out), "--no-progress"]) == 0
+    stems = np.stack([load_audio(out / f"mix-{index}.wav", None)[0] for index in range(3)])
+    assert (np.abs(stems).max(axis=1) > 0).tolist() == [True, False, False]
+    np.testing.assert_allclose(stems[0], mixture, atol=1e-3)  # one source: all of it
+
+
+def test_separate_sources_errors(tmp_path, saved_separator, saved_nmf_separator, capsys):
     path = write_audio(tmp_path / "mix.wav", np.zeros(800, dtype=np.float32), 8000)
     out = str(tmp_path / "stems")
-    assert main(["separate", str(path), "--model", str(saved_separator), "--sources", "2",
+    assert main(["separate", str(path), "--model", str(saved_nmf_separator), "--sources",
+                 "2", "--out", out]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "an NMFSeparator, which does not count",
+                           "such as 'instruments'")
+    assert main(["separate", str(path), "--model", str(saved_separator), "--sources", "3",
                  "--out", out]) == 2
-    _assert_one_line_error(capsys.readouterr().err, "an AudioSlots, which does not count",
-                           "count_sources=True")
+    _assert_one_line_error(capsys.readouterr().err, "AudioSlots(n_sources=3) merges",
+                           "at most n_slots_ (2)")
     assert main(["separate", str(path), "--model", "instruments-count", "--sources", "4",
                  "--out", out]) == 2
     _assert_one_line_error(capsys.readouterr().err, "instruments-count: MHUNet's n_sources=4",
                            "at most n_slots_ (3) sources")
-    assert main(["separate", str(path), "--model", "instruments", "--sources", "2",
-                 "--out", out]) == 2
-    _assert_one_line_error(capsys.readouterr().err, "instruments: holds an AudioSlots, which "
-                           "does not count its sources", "such as 'instruments-count'")
     with pytest.raises(SystemExit):
         main(["separate", str(path), "--model", "instruments-count", "--sources", "0",
               "--out", out])

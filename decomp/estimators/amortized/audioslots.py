@@ -18,7 +18,7 @@ import torch
 from sklearn.utils._param_validation import StrOptions
 from torch import nn
 
-from decomp._validation import StrictInterval
+from decomp._validation import StrictInterval, check_params
 from decomp.audio.spectrogram import Spectrogram
 from decomp.estimators.amortized.base import (
     DEFAULT_FRONT_END,
@@ -444,6 +444,15 @@ class AudioSlots(AmortizedSeparator):
         Waveform loss only: the soft floor (dB) of the cost of an output without a
         source, i.e. the reward for its silence; see
         :class:`~decomp.estimators.amortized.base.AmortizedSeparator`.
+    n_sources : int, optional
+        At inference, when it is known: how many sources the mixture holds. A model with
+        more slots than sources often splits one source over two slots, and which slot
+        takes which part changes from window to window, so the joined stems mix parts of
+        sources; with ``n_sources`` each window's slots are merged first
+        (:func:`~decomp.estimators.amortized.base.merge_slots`: the two slots whose masks,
+        weighted by the square root of the mixture, are most alike, until ``n_sources``
+        remain), and the outputs after the ``n_sources``-th are silent. None (default)
+        keeps every slot. An inference setting, at most ``n_slots``; training ignores it.
 
     Attributes
     ----------
@@ -526,6 +535,7 @@ class AudioSlots(AmortizedSeparator):
         "n_levels": [StrictInterval(Integral, 1, None, closed="left")],
         "base_channels": [StrictInterval(Integral, 1, None, closed="left")],
         "attention_skip": ["boolean"],
+        "n_sources": [StrictInterval(Integral, 1, None, closed="left"), None],
     }
     # Files written before the attention skip existed decoded each slot alone.
     _absent_params: ClassVar[dict[str, Any]] = {"attention_skip": False}
@@ -568,6 +578,7 @@ class AudioSlots(AmortizedSeparator):
         learning_rate_decay: int = 0,
         inference_overlap: float = 0.5,
         silence_floor_db: float = -30.0,
+        n_sources: int | None = None,
     ) -> None:
         super().__init__(
             front_end=front_end, chunk_frames=chunk_frames, max_epochs=max_epochs,
@@ -594,6 +605,20 @@ class AudioSlots(AmortizedSeparator):
         self.n_levels = n_levels
         self.base_channels = base_channels
         self.attention_skip = attention_skip
+        self.n_sources = n_sources
+
+    def _check_n_sources(self) -> None:
+        """Refuse an ``n_sources`` that is not a count, or one larger than the fitted
+        model's number of slots (set_params does not validate)."""
+        check_params({"n_sources": self._parameter_constraints["n_sources"]},
+                     {"n_sources": self.n_sources}, "AudioSlots")
+        if isinstance(self.n_sources, Integral) and self.n_sources > self.n_slots_:
+            raise ValueError(f"AudioSlots(n_sources={self.n_sources}) merges its slots into "
+                             f"that many sources: it needs at most n_slots_ ({self.n_slots_}).")
+
+    def _merged_count(self) -> int | None:
+        self._check_n_sources()
+        return self.n_sources
 
     def fit(self, mixtures: Any, sources: Any = None, labels: Any = None, *,
             validation: Any = None, init_from: AudioSlots | None = None) -> AudioSlots:

@@ -68,6 +68,8 @@ __all__ = [
     "AmortizedSeparator",
     "DEFAULT_FRONT_END",
     "compress_magnitude",
+    "merge_groups",
+    "merge_slots",
     "pit_magnitude_loss",
     "pit_waveform_loss",
 ]
@@ -80,6 +82,52 @@ _CHECKPOINT_FORMAT = "decomp-separator-checkpoint"
 
 
 # ----------------------------------------------------------------------- shared helpers
+def merge_groups(gram: torch.Tensor, n_groups: int) -> list[list[int]]:
+    """Group slots by agglomeration: the two most alike groups merge until ``n_groups`` remain.
+
+    Parameters
+    ----------
+    gram : Tensor of shape (n_slots, n_slots)
+        Inner products of the slots' descriptors (for the separators: masks weighted by
+        the square root of the mixture's magnitude, over one window's bins and frames).
+    n_groups : int
+        Groups to keep, in [1, n_slots].
+
+    Returns
+    -------
+    groups : list of list of int
+        ``n_groups`` groups of slot indices, each sorted, ordered by their first slot.
+        Two groups are alike by the cosine of their summed descriptors (read from
+        ``gram``), so a slot holding a part of a source joins the slot holding the rest.
+    """
+    groups = [[slot] for slot in range(gram.shape[0])]
+    gram = gram.double()
+    while len(groups) > n_groups:
+        def cosine(pair: tuple[int, int]) -> float:
+            first, second = groups[pair[0]], groups[pair[1]]
+            inner = gram[first][:, second].sum()
+            norms = gram[first][:, first].sum() * gram[second][:, second].sum()
+            return float(inner / norms.clamp_min(1e-30).sqrt())
+
+        first, second = max(itertools.combinations(range(len(groups)), 2), key=cosine)
+        groups[first] = sorted(groups[first] + groups.pop(second))
+    return groups
+
+
+def merge_slots(values: torch.Tensor, gram: torch.Tensor, n_sources: int) -> torch.Tensor:
+    """One window's outputs ``(n_slots, ...)`` with the slots merged into ``n_sources``.
+
+    Slots are grouped by :func:`merge_groups`; output ``k`` is the sum of group ``k``'s
+    slots (masks that sum to one over the slots still do) and the outputs after
+    ``n_sources`` are zero, so the shape is kept."""
+    if n_sources >= values.shape[0]:
+        return values
+    merged = torch.zeros_like(values)
+    for index, group in enumerate(merge_groups(gram, n_sources)):
+        merged[index] = values[group].sum(dim=0)
+    return merged
+
+
 def compress_magnitude(magnitude: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
     """Scale-free log compression: ``log1p(magnitude / mean(|mixture|))`` per item.
 
@@ -812,36 +860,61 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         (:func:`decomp._chunks.overlap_add`); unordered outputs are matched on the frames
         consecutive windows share (:meth:`_align_shared`). Either way the result is the
         same whether the chunks come from memory or from a stream.
+
+        Where :meth:`_merged_count` asks for it, each window's slots are first merged
+        into that many sources (:func:`merge_slots`), so that a source the model split
+        over two slots is joined as one.
         """
         network = self._get_network()
         device = next(network.parameters()).device
         align = self._permutation_invariant and labels is None
+        n_sources = self._merged_count() if align else None
         returns_masks: list[bool] = []
         hop = self.chunk_frames - int(round(self.inference_overlap * self.chunk_frames))
         overlapping = hop < self.chunk_frames
         n_bins = self.n_features_in_
 
-        def run(batch: torch.Tensor) -> torch.Tensor:
+        def run(batch: torch.Tensor) -> Any:
             """(B, T, F) -> (B, S, T, F) outputs (masks or magnitude estimates); without
             overlap (B, S, T, 2F): the estimates, which the outputs are then matched by,
-            and after them the outputs."""
+            and after them the outputs. With slots to merge, for each window a pair of
+            those outputs and the Gram matrix (S, S) of the slots' masks weighted by the
+            square root of the mixture."""
             batch_labels = None if labels is None else labels.expand(len(batch), -1).to(device)
             with torch.no_grad():
                 estimate, mask = self._forward(network, batch.to(device), batch_labels)
             returns_masks[:] = [mask is not None and masks]
             outputs = mask if returns_masks[0] else estimate
-            return (outputs if overlapping else torch.cat([estimate, outputs], dim=-1)).cpu()
+            outputs = (outputs if overlapping else torch.cat([estimate, outputs], dim=-1)).cpu()
+            if n_sources is None:
+                return outputs
+            # Weighted by the mixture so that silent bins, where masks are arbitrary, do
+            # not count (plain masks merged much worse on duets); the square root, so
+            # that the loudest bins do not decide alone. AudioSlots, the one model that
+            # merges, always gives masks.
+            weighted = (mask * batch.to(device).sqrt().unsqueeze(1)).flatten(2)
+            gram = (weighted @ weighted.transpose(1, 2)).cpu()
+            return list(zip(outputs, gram, strict=True))
+
+        def merged(items: Iterable[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+            """run's per-window pairs (and what comes with them) -> outputs with the slots
+            merged into ``n_sources``."""
+            for (values, gram), *rest in items:
+                yield (merge_slots(values, gram, n_sources), *rest)
 
         if overlapping:
             windows = run_in_windows(features, run, chunk_frames=self.chunk_frames,
                                      batch_size=self.batch_size, hop_frames=max(hop, 1))
+            if n_sources is not None:
+                windows = merged(windows)
             for values in overlap_add(windows, self.chunk_frames,
                                       self._align_shared if align else None):
                 yield values, returns_masks[0]
             return
         previous: torch.Tensor | None = None
-        for values, keep in run_in_chunks(features, run, chunk_frames=self.chunk_frames,
-                                          batch_size=self.batch_size):
+        chunks = run_in_chunks(features, run, chunk_frames=self.chunk_frames,
+                               batch_size=self.batch_size)
+        for values, keep in (chunks if n_sources is None else merged(chunks)):
             if align:
                 profile = values[..., :n_bins].mean(dim=1)
                 if previous is None:
@@ -851,6 +924,12 @@ class AmortizedSeparator(Persistent, BaseEstimator):
                     values = values[order]
                     previous = 0.5 * previous + 0.5 * profile[order]
             yield values[:, keep, n_bins:], returns_masks[0]
+
+    def _merged_count(self) -> int | None:
+        """How many sources a window's slots are merged into before they are joined, or
+        None (no merging, the default). Models whose slots may split a source
+        (:class:`AudioSlots`) return their ``n_sources``."""
+        return None
 
     @staticmethod
     def _align_shared(joined: torch.Tensor, new: torch.Tensor) -> Any:

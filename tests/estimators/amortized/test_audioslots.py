@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -356,3 +358,30 @@ def test_separate_stream_equals_separate(data):
     assert len(streamed) > 5
     joined = np.concatenate(streamed, axis=1)
     np.testing.assert_allclose(joined, model.separate(audio), rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------ n_sources
+def test_n_sources_merges_the_slots_and_is_saved(fitted, data, tmp_path):
+    mixtures, _ = data
+    every_slot = fitted.transform(mixtures[:2])
+    merged = copy.deepcopy(fitted).set_params(n_sources=1).transform(mixtures[:2])
+    # One source: every slot merged into the first output, the mixture itself.
+    np.testing.assert_allclose(merged[:, 0], mixtures[:2], rtol=1e-4, atol=1e-5)
+    assert not merged[:, 1:].any()
+    two = copy.deepcopy(fitted).set_params(n_sources=2).transform(mixtures[:2])
+    assert not two[:, 2].any()
+    np.testing.assert_allclose(two.sum(axis=1), every_slot.sum(axis=1), rtol=1e-4, atol=1e-5)
+    unchanged = copy.deepcopy(fitted).set_params(n_sources=3).transform(mixtures[:2])
+    np.testing.assert_array_equal(unchanged, every_slot)
+    told = copy.deepcopy(fitted).set_params(n_sources=2)
+    loaded = decomp.load(told.save(tmp_path / "told.decomp"))
+    assert loaded.n_sources == 2
+    np.testing.assert_array_equal(loaded.transform(mixtures[:2]), two)
+
+
+@pytest.mark.parametrize("value, match", [(4, r"at most n_slots_ \(3\)"),
+                                          ("auto", "n_sources"), (0, "n_sources")])
+def test_bad_n_sources(fitted, data, value, match):
+    model = copy.deepcopy(fitted).set_params(n_sources=value)
+    with pytest.raises(ValueError, match=match):
+        model.transform(data[0][:1])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.exceptions import NotFittedError
 
 from decomp.audio import Spectrogram
@@ -13,6 +15,8 @@ from decomp.estimators.amortized._batches import random_crops, tile_chunks
 from decomp.estimators.amortized.base import (
     AmortizedSeparator,
     compress_magnitude,
+    merge_groups,
+    merge_slots,
     pit_magnitude_loss,
 )
 from decomp.exceptions import NonFiniteLossError
@@ -409,3 +413,80 @@ def test_separate_stream_bad_input(stream_model):
     torch_blocks = [torch.zeros(300), torch.ones(200) * 0.1]
     joined = np.concatenate(list(stream_model.separate_stream(torch_blocks)), axis=1)
     assert joined.shape == (2, 500)
+
+
+# --------------------------------------------------------------- merging split slots
+@given(st.integers(2, 5), st.integers(1, 5), st.integers(0, 2**16))
+@settings(max_examples=40, deadline=None)
+def test_merge_groups_partition_the_slots(n_slots, n_groups, seed):
+    n_groups = min(n_groups, n_slots)
+    descriptors = torch.as_tensor(np.random.default_rng(seed).random((n_slots, 6)))
+    groups = merge_groups(descriptors @ descriptors.T, n_groups)
+    assert len(groups) == n_groups
+    assert sorted(slot for group in groups for slot in group) == list(range(n_slots))
+    assert all(group == sorted(group) for group in groups)
+    assert [group[0] for group in groups] == sorted(group[0] for group in groups)
+
+
+def test_merge_groups_join_the_parts_of_one_source():
+    # Slots 0 and 2 are two parts of one source (the same descriptor up to scale).
+    descriptors = torch.tensor([[1.0, 0.0, 0.1], [0.0, 1.0, 0.0], [0.3, 0.0, 0.03]])
+    assert merge_groups(descriptors @ descriptors.T, 2) == [[0, 2], [1]]
+    assert merge_groups(descriptors @ descriptors.T, 3) == [[0], [1], [2]]
+    assert merge_groups(descriptors @ descriptors.T, 1) == [[0, 1, 2]]
+
+
+def test_merge_slots_sums_the_groups_and_silences_the_rest():
+    rng = np.random.default_rng(0)
+    values = torch.as_tensor(rng.random((3, 4, 5)), dtype=torch.float32)
+    descriptors = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]])
+    merged = merge_slots(values, descriptors @ descriptors.T, 2)
+    assert merged.shape == values.shape
+    torch.testing.assert_close(merged[0], values[0] + values[2])
+    torch.testing.assert_close(merged[1], values[1])
+    assert not merged[2].any()
+    assert merge_slots(values, descriptors @ descriptors.T, 3) is values
+
+
+def _splitting(model, part):
+    """A copy of a two-slot model whose second slot comes out split over two slots: ``part``
+    of it in slot 1 and the rest in slot 2 in even windows, the other way round in odd ones
+    (so the split moves from window to window, as in a model with a spare slot)."""
+    split = _copy(model)
+    calls = []
+
+    def forward(network, mixture, labels):
+        estimate, masks = FrameMasker._forward(split, network, mixture, labels)
+        odd = torch.tensor([(len(calls) * mixture.shape[0] + index) % 2 == 1
+                            for index in range(mixture.shape[0])])[:, None, None]
+        calls.append(1)
+        share = torch.where(odd, 1 - part, part)
+
+        def three(values):
+            return torch.stack([values[:, 0], share * values[:, 1],
+                                (1 - share) * values[:, 1]], dim=1)
+
+        return three(estimate), three(masks)
+
+    split._forward = forward
+    return split, calls
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.5])
+def test_merging_joins_a_source_split_over_two_slots(stream_model, overlap):
+    plain = _copy(stream_model, inference_overlap=overlap)
+    split, calls = _splitting(plain, 0.3)
+    audio = np.random.default_rng(2).standard_normal(1500).astype(np.float32)
+    reference = plain.separate(audio)
+    unmerged = split.separate(audio)
+    calls.clear()
+    assert unmerged.shape[0] == 3 and np.abs(unmerged[1:] - reference[1]).max() > 0.01
+    split._merged_count = lambda: 2
+    merged = split.separate(audio)
+    np.testing.assert_allclose(merged[:2], reference, atol=1e-4)
+    assert not merged[2].any()
+    np.testing.assert_allclose(merged.sum(axis=0), reference.sum(axis=0), atol=1e-4)
+    calls.clear()
+    streamed = np.concatenate(list(split.separate_stream(np.array_split(audio, 7),
+                                                         segment_frames=16)), axis=1)
+    np.testing.assert_allclose(streamed, merged, atol=1e-5)  # the same merge, streamed

@@ -487,6 +487,14 @@ def test_told_the_count_keeps_that_many_heads_and_refuses_mixed_counts(monkeypat
     test.n_sources = np.array([2, 3, 2])
     with pytest.raises(ValueError, match="one number of sources"):
         told_the_count(model, test)
+    # AudioSlots told the count merges its slots: the last output is silent, the others
+    # hold the whole mixture between them.
+    slots = _model("AudioSlots", n_slots=3, max_epochs=0).fit(_stream(max_sources=3))
+    test.n_sources = np.array([2, 2, 2])
+    estimates = told_the_count(slots, test)
+    assert slots.n_sources is None and estimates.shape[1] == slots.n_slots_ == 3
+    assert np.all(np.square(estimates[:, 2]).mean(axis=-1) < 1e-9)
+    np.testing.assert_allclose(estimates.sum(axis=1), mixtures, atol=1e-3)
 
 
 def test_separation_table_scores_saved_separators_by_name(monkeypatch, tmp_path, capsys):
