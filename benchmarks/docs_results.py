@@ -582,6 +582,10 @@ def separation_page(results: dict[str, Any]) -> Page:
                 # Runs from before the option existed decoded the slots alone.
                 skip = "on" if settings.get("attention_skip", False) else "off"
                 sizes += f", attention skip {skip}"
+            if settings.get("training_windows", 1) > 1:
+                sizes += f", training windows {settings['training_windows']}"
+            if settings.get("generation_weight") is not None:
+                sizes += f", generation weight {settings['generation_weight']:g}"
             rows.append([f"[`{name}`]({name})", f"{settings.get('model')} ({sizes or 'defaults'})",
                          settings.get("corpus"), settings.get("loss"),
                          number(training.get("minutes"), 0), number(training.get("epochs")),

@@ -23,8 +23,9 @@ every :class:`decomp.data.Augmentation` on (``--no-augment`` turns them all off,
 same stream under another seed (training fonts, so it measures fitting, not
 generalisation to a new timbre); ``--validation-font F`` trains on the other training
 font only and validates on F's stems (cross-font validation, as DESIGN.md's data policy
-asks for choosing settings). Each crop is mixed exactly one training chunk long, so
-no mixing is wasted and every validation chunk is whole.
+asks for choosing settings). Each crop is mixed exactly one training crop long (a chunk;
+for AudioSlots with ``--training-windows N``, N windows each half a chunk after the last),
+so no mixing is wasted and every validation crop is whole.
 
 Resumption: everything lives in ``--checkpoint-dir``: ``checkpoint.pt`` (written after
 every epoch by the estimator's ``checkpoint`` parameter: weights, optimiser, random
@@ -172,6 +173,9 @@ def build(args: argparse.Namespace, checkpoint: Path, max_seconds: float) -> Any
                           decoder_hidden=args.embed_dim or 32,
                           decoder=args.decoder or "broadcast", **unet,
                           attention_skip=args.attention_skip,
+                          training_windows=args.training_windows,
+                          **({} if args.generation_weight is None
+                             else {"generation_weight": args.generation_weight}),
                           separation_loss="si_sdr" if args.loss == "si_sdr" else "magnitude",
                           **common)
     if args.model == "blockvae":
@@ -244,20 +248,21 @@ def train(args: argparse.Namespace, directory: Path) -> tuple[Any, dict[str, Any
         print(f"stem bank: {bank.n_stems} stems ({len(bank.classes)} instruments x fonts "
               f"{sorted(set(bank.fonts.tolist()))}) in {time.perf_counter() - started:.1f} s",
               flush=True)
+    # The streams crop one training crop (longer than a chunk with --training-windows).
+    model = build(args, checkpoint, max(remaining, 1e-3))
     validation = None
     if args.validation_font:  # cross-font: train on the other font, validate on this one
         if args.corpus != "instruments" or args.validation_font not in TRAIN_FONTS:
             raise SystemExit(f"--validation-font takes one of {TRAIN_FONTS} (instruments)")
         validation = MixtureStream(bank.select(fonts=[args.validation_font]),
-                                   crop_samples=crop_samples(args.chunk_frames),
+                                   crop_samples=crop_samples(model._training_frames),
                                    min_sources=args.sources[0], max_sources=args.sources[-1],
                                    random_state=args.seed + 1)
         bank = bank.select(fonts=[font for font in TRAIN_FONTS if font != args.validation_font])
-    stream = MixtureStream(bank, crop_samples=crop_samples(args.chunk_frames),
+    stream = MixtureStream(bank, crop_samples=crop_samples(model._training_frames),
                            min_sources=args.sources[0], max_sources=args.sources[-1],
                            augmentation=augmentation(args),
                            random_state=args.seed)
-    model = build(args, checkpoint, max(remaining, 1e-3))
     init_from = initial_model(args)
     print(f"{'resuming' if checkpoint.exists() else 'starting'} {type(model).__name__}: "
           f"{spent / 60:.1f} of {args.minutes:g} min spent, "
@@ -356,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="AudioSlots --decoder unet: gate the mixture's deepest map "
                         "by each slot's attention into that slot's decoder (default on)")
     parser.add_argument("--n-slots", type=int, help="AudioSlots slots (default 4)")
+    parser.add_argument("--training-windows", type=int, default=1,
+                        help="AudioSlots: inference windows per training crop, each window's "
+                        "slot attention started from the previous one's slots (default 1)")
+    parser.add_argument("--generation-weight", type=float,
+                        help="AudioSlots: weight of the generated spectra's loss (default 0.1)")
     parser.add_argument("--n-layers", type=int, help="AudioSlots Transformer layers")
     parser.add_argument("--architecture", choices=["conv", "unet"],
                         help="BlockVAE's encoder and decoder (default conv)")

@@ -239,7 +239,7 @@ def overlap_add(
         if total is not None and order is not None and start < end:
             joined = total[:, start - first:] / per_frame(weight[start - first:], total)
             values = values[torch.as_tensor(order(joined, values[:, :end - start]))]
-        window_weight = ramp[:n_real]
+        window_weight = ramp[:n_real].to(values.device)
         if total is None:
             total = values * per_frame(window_weight, values)
             weight, first = window_weight.clone(), start

@@ -130,7 +130,8 @@ def array_plan(estimator: AmortizedSeparator, mixtures: Any, sources: Any, label
         epoch_rng = np.random.default_rng([seed, epoch])
         items = epoch_rng.permutation(items)
         return (random_crops(mixtures, sources, present, label_index,
-                              items[start:start + estimator.batch_size], estimator.chunk_frames,
+                              items[start:start + estimator.batch_size],
+                              estimator._training_frames,
                               epoch_rng, device)
                 for start in range(0, items.size, estimator.batch_size))
 
@@ -138,7 +139,7 @@ def array_plan(estimator: AmortizedSeparator, mixtures: Any, sources: Any, label
         "epoch_batches": epoch_batches,
         "validation": tile_chunks(mixtures, sources, present, label_index,
                                    validation_items if n_validation else train_items,
-                                   estimator.chunk_frames),
+                                   estimator._training_frames),
         "fingerprint": fixed_data_fingerprint(estimator, mixtures, sources, seed),
         "n_train": int(train_items.size), "n_validation": int(n_validation),
     }
@@ -162,12 +163,14 @@ def stream_plan(estimator: AmortizedSeparator, stream: Any, seed: int,
     estimator._set_shapes(n_bins, stream.max_sources, np.asarray(stream.classes))
     # Models with a waveform loss train on crops of exactly one chunk, cut from the
     # waveforms so that the crop's audio and spectrogram agree.
-    audio_samples = (estimator.chunk_frames - 1) * front_end.hop_length
+    training_frames = estimator._training_frames
+    audio_samples = (training_frames - 1) * front_end.hop_length
     if estimator._needs_audio and stream.crop_samples < audio_samples:
+        windows = " or training_windows" if hasattr(estimator, "training_windows") else ""
         raise ValueError(
             f"the MixtureStream's crops ({stream.crop_samples} samples) are shorter than "
-            f"one training chunk of {estimator.chunk_frames} frames ({audio_samples} samples "
-            f"at hop {front_end.hop_length}); raise crop_samples or lower chunk_frames.")
+            f"one training crop of {training_frames} frames ({audio_samples} samples at hop "
+            f"{front_end.hop_length}); raise crop_samples or lower chunk_frames{windows}.")
 
     def features(examples: Any, allowed: int, rng: np.random.Generator | None
                  ) -> tuple[Any, ...]:
@@ -221,7 +224,7 @@ def stream_plan(estimator: AmortizedSeparator, stream: Any, seed: int,
                                   audio, device)
                 continue
             yield random_crops(mixture, sources, present, label_index,
-                                np.arange(mixture.shape[0]), estimator.chunk_frames, epoch_rng,
+                                np.arange(mixture.shape[0]), training_frames, epoch_rng,
                                 device)
 
     n_validation = 0
@@ -246,7 +249,7 @@ def stream_plan(estimator: AmortizedSeparator, stream: Any, seed: int,
                                      audio, torch.device("cpu"))
         else:
             validation = tile_chunks(mixture, sources, present, label_index,
-                                      np.arange(mixture.shape[0]), estimator.chunk_frames)
+                                      np.arange(mixture.shape[0]), training_frames)
     described: tuple = _describe_stream(stream)
     if validation_stream is not None:
         described = (described, _describe_stream(validation_stream))

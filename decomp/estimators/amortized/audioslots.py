@@ -18,6 +18,7 @@ import torch
 from sklearn.utils._param_validation import StrOptions
 from torch import nn
 
+from decomp._chunks import overlap_add
 from decomp._validation import StrictInterval, check_params
 from decomp.audio.spectrogram import Spectrogram
 from decomp.estimators.amortized.base import (
@@ -152,8 +153,8 @@ class AudioSlotsNetwork(nn.Module):
                 nn.Conv2d(feature_channels, feature_channels, 3, padding=1))
             self.slot_readout = nn.Linear(embed_dim, feature_channels)
 
-    def forward(self, mixture: torch.Tensor, slots: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, mixture: torch.Tensor, slots: torch.Tensor | None = None, *,
+                return_slots: bool = False) -> tuple[torch.Tensor, ...]:
         """Separate a batch of chunks.
 
         Parameters
@@ -161,7 +162,10 @@ class AudioSlotsNetwork(nn.Module):
         mixture : Tensor of shape (batch, n_frames, n_bins)
             Magnitudes, ``n_frames <= chunk_frames``.
         slots : Tensor of shape (batch, n_slots, embed_dim), optional
-            Initial slots (default: :meth:`SlotAttention.initial_slots`).
+            Initial slots (default: :meth:`SlotAttention.initial_slots`), e.g. the final
+            slots of the previous window.
+        return_slots : bool, default=False
+            Also return the final slots.
 
         Returns
         -------
@@ -170,6 +174,8 @@ class AudioSlotsNetwork(nn.Module):
         generated : Tensor of shape (batch, n_slots, n_frames, n_bins)
             Each slot's directly generated spectrogram in the compressed units of
             :func:`~decomp.estimators.amortized.base.compress_magnitude` (>= 0).
+        slots : Tensor of shape (batch, n_slots, embed_dim)
+            With ``return_slots`` only: the slots after slot attention.
         """
         batch_size, n_frames, n_bins = mixture.shape
         if n_bins != self.n_bins or n_frames > self.chunk_frames:
@@ -201,7 +207,8 @@ class AudioSlotsNetwork(nn.Module):
             maps = self.mixture_features(features[:, None, :n_frames, :n_bins])  # (B, C, T, F)
             readout = torch.einsum("bkc,bctf->bktf", self.slot_readout(slots), maps)
             output = torch.cat([output[:, :, :1], (output[:, :, 1] + readout)[:, :, None]], 2)
-        return _split_outputs(output)
+        masks, generated = _split_outputs(output)
+        return (masks, generated, slots) if return_slots else (masks, generated)
 
 
 def _transformer(embed_dim: int, n_layers: int, n_heads: int) -> nn.Module:
@@ -269,10 +276,11 @@ base_channels, attention_skip
         self.decoder_position = nn.Parameter(0.02 * torch.randn(*self.grid, embed_dim))
         self.from_slots = nn.Linear(embed_dim, deepest)
 
-    def forward(self, mixture: torch.Tensor, slots: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, mixture: torch.Tensor, slots: torch.Tensor | None = None, *,
+                return_slots: bool = False) -> tuple[torch.Tensor, ...]:
         """(batch, n_frames, n_bins) magnitudes -> masks and generated spectra, each
-        (batch, n_slots, n_frames, n_bins), as :meth:`AudioSlotsNetwork.forward`."""
+        (batch, n_slots, n_frames, n_bins), and with ``return_slots`` the final slots
+        (batch, n_slots, embed_dim), as :meth:`AudioSlotsNetwork.forward`."""
         _, n_frames, n_bins = mixture.shape
         if n_bins != self.n_bins or n_frames > self.chunk_frames:
             raise ValueError(
@@ -288,7 +296,9 @@ base_channels, attention_skip
         if self.attention_skip:
             shares = attention.unflatten(2, (rows, columns))[:, :, None]  # (B, K, 1, r, c)
             deepest = deepest + shares * features[-1][:, None]
-        return _split_outputs(self.unet.decode_each(features[:-1], deepest, n_frames, n_bins))
+        masks, generated = _split_outputs(
+            self.unet.decode_each(features[:-1], deepest, n_frames, n_bins))
+        return (masks, generated, slots) if return_slots else (masks, generated)
 
 
 class AudioSlots(AmortizedSeparator):
@@ -453,6 +463,15 @@ class AudioSlots(AmortizedSeparator):
         weighted by the square root of the mixture, are most alike, until ``n_sources``
         remain), and the outputs after the ``n_sources``-th are silent. None (default)
         keeps every slot. An inference setting, at most ``n_slots``; training ignores it.
+    training_windows : int, default=1
+        Inference windows per training crop. Above 1, a crop spans that many windows of
+        ``chunk_frames`` frames, each starting half a window after the last (``1 +
+        (training_windows - 1) / 2`` windows long); each window's slot attention starts
+        from the previous window's final slots (as SAVi, Kipf et al. 2022, carries slots
+        from frame to frame of a video), the windows are cross-faded in slot order, and
+        the loss is taken on the joined crop, so a slot must keep its source from window
+        to window. Inference is unchanged: windows still start from the learned initial
+        slots and are matched. A MixtureStream's crops must then be that long.
 
     Attributes
     ----------
@@ -504,6 +523,9 @@ class AudioSlots(AmortizedSeparator):
 
     F. Locatello et al., "Object-centric learning with slot attention", NeurIPS 2020.
 
+    T. Kipf et al., "Conditional object-centric learning from video", ICLR 2022 (SAVi:
+    the slots carried from frame to frame that ``training_windows`` follows).
+
     Examples
     --------
     >>> import torch
@@ -536,6 +558,7 @@ class AudioSlots(AmortizedSeparator):
         "base_channels": [StrictInterval(Integral, 1, None, closed="left")],
         "attention_skip": ["boolean"],
         "n_sources": [StrictInterval(Integral, 1, None, closed="left"), None],
+        "training_windows": [StrictInterval(Integral, 1, None, closed="left")],
     }
     # Files written before the attention skip existed decoded each slot alone.
     _absent_params: ClassVar[dict[str, Any]] = {"attention_skip": False}
@@ -579,6 +602,7 @@ class AudioSlots(AmortizedSeparator):
         inference_overlap: float = 0.5,
         silence_floor_db: float = -30.0,
         n_sources: int | None = None,
+        training_windows: int = 1,
     ) -> None:
         super().__init__(
             front_end=front_end, chunk_frames=chunk_frames, max_epochs=max_epochs,
@@ -606,6 +630,7 @@ class AudioSlots(AmortizedSeparator):
         self.base_channels = base_channels
         self.attention_skip = attention_skip
         self.n_sources = n_sources
+        self.training_windows = training_windows
 
     def _check_n_sources(self) -> None:
         """Refuse an ``n_sources`` that is not a count, or one larger than the fitted
@@ -677,10 +702,47 @@ class AudioSlots(AmortizedSeparator):
             decoder_hidden=self.decoder_hidden, feature_channels=self.feature_channels,
         )
 
+    @property
+    def _training_hop(self) -> int:
+        """Frames from one training window to the next: half a window."""
+        return max(1, self.chunk_frames // 2)
+
+    @property
+    def _training_frames(self) -> int:  # type: ignore[override]
+        return self.chunk_frames + (self.training_windows - 1) * self._training_hop
+
+    def _carried_windows(self, network: torch.nn.Module, mixture: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, F) magnitudes -> masks and generated spectra (B, K, T, F).
+
+        A crop of at most ``chunk_frames`` frames is one forward pass. A longer one is
+        cut into windows of ``chunk_frames`` every :attr:`_training_hop` frames (a last
+        one ending at the crop's end); each window's slot attention starts from the
+        previous window's final slots, and the windows are cross-faded in slot order
+        (:func:`decomp._chunks.overlap_add`, no matching), so one assignment of slots to
+        sources must hold for the whole crop.
+        """
+        n_frames, chunk = mixture.shape[1], self.chunk_frames
+        if n_frames <= chunk:
+            return network(mixture)
+        starts = list(range(0, n_frames - chunk + 1, self._training_hop))
+        if starts[-1] + chunk < n_frames:
+            starts.append(n_frames - chunk)
+        slots, windows = None, []
+        for start in starts:
+            masks, generated, slots = network(mixture[:, start:start + chunk], slots,
+                                              return_slots=True)
+            # overlap_add takes (n_outputs, frames, ...): batch and slots flattened.
+            windows.append((torch.cat([masks, generated], dim=-1).flatten(0, 1), start, chunk))
+        joined = torch.cat(list(overlap_add(windows, chunk)), dim=1)
+        joined = joined.unflatten(0, (mixture.shape[0], -1))  # (B, K, T, 2F)
+        n_bins = mixture.shape[-1]
+        return joined[..., :n_bins], joined[..., n_bins:]
+
     def _training_losses(self, network: torch.nn.Module, batch: dict[str, torch.Tensor]
                          ) -> dict[str, torch.Tensor]:
         mixture, sources = batch["mixture"], batch["sources"]
-        masks, generated = network(mixture)
+        masks, generated = self._carried_windows(network, mixture)
         if self.separation_loss == "si_sdr":
             separation, permutation = pit_waveform_loss(
                 masks, batch["mixture_audio"], batch["source_audio"], self.front_end_,

@@ -348,6 +348,12 @@ class AmortizedSeparator(Persistent, BaseEstimator):
     #: property.
     _needs_audio: bool = False
 
+    @property
+    def _training_frames(self) -> int:
+        """Frames of one training crop (and of one validation tile): ``chunk_frames``,
+        unless a subclass trains on several inference windows at once."""
+        return self.chunk_frames
+
     def __init__(
         self,
         *,

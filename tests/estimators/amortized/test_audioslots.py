@@ -142,6 +142,36 @@ def test_one_optimisation_step_lowers_the_loss(data):
     assert after < loss.detach()
 
 
+@pytest.mark.parametrize("decoder", ["broadcast", "unet"])
+def test_training_windows_carry_the_slots_and_cross_fade_in_slot_order(data, decoder):
+    model = AudioSlots(**{**SMALL, **(UNET if decoder == "unet" else {})}, training_windows=3)
+    assert model._training_frames == CHUNK + 2 * (CHUNK // 2) == 32
+    network = _network(decoder=decoder)
+    mixture = torch.as_tensor(data[0][:2, :32])
+    with torch.no_grad():
+        masks, generated = model._carried_windows(network, mixture)
+        windows, slots = [], None
+        for start in (0, 8, 16):  # every half window, each from the last one's slots
+            *outputs, slots = network(mixture[:, start:start + CHUNK], slots, return_slots=True)
+            windows.append(outputs)
+        alone = network(mixture[:, 8:24])[0]  # the middle window from the initial slots
+        short = model._carried_windows(network, mixture[:, :CHUNK])
+    assert masks.shape == generated.shape == (2, 3, 32, N_BINS)
+    torch.testing.assert_close(masks.sum(dim=1), torch.ones(2, 32, N_BINS))
+    # Frames only the first (last) window covers are its own; the others are the
+    # triangle-weighted mean of the windows that cover them, in slot order.
+    torch.testing.assert_close(masks[:, :, :1], windows[0][0][:, :, :1])
+    torch.testing.assert_close(generated[:, :, -1:], windows[2][1][:, :, -1:])
+    ramp = torch.minimum(torch.arange(1.0, CHUNK + 1), torch.arange(CHUNK, 0.0, -1))
+    frame = 12  # window 0's frame 12 (weight 4), window 1's frame 4 (weight 5)
+    expected = (ramp[12] * windows[0][0][:, :, 12] + ramp[4] * windows[1][0][:, :, 4]) \
+        / (ramp[12] + ramp[4])
+    torch.testing.assert_close(masks[:, :, frame], expected)
+    assert not torch.allclose(windows[1][0], alone)  # the carried slots change the window
+    for joined, one in zip(short, network(mixture[:, :CHUNK]), strict=True):
+        torch.testing.assert_close(joined, one)  # a crop of one window: one pass
+
+
 def test_training_lowers_the_validation_loss(fitted):
     history = fitted.history_
     assert fitted.n_epochs_ == 8 and history["validation_loss"].shape == (8,)
@@ -309,6 +339,15 @@ def test_bad_parameters(data):
         AudioSlots(**{**SMALL, "front_end": Spectrogram(kind="log")}).fit(mixtures, sources)
     with pytest.raises(ValueError, match="decoder"):
         AudioSlots(**{**SMALL, "decoder": "mlp"}).fit(mixtures, sources)
+    with pytest.raises(ValueError, match="training_windows"):
+        AudioSlots(**{**SMALL, "training_windows": 0}).fit(mixtures, sources)
+
+
+def test_training_windows_train_on_longer_crops_of_fixed_spectrograms(data):
+    mixtures, sources = data  # 48 frames: crops of 16 + 2 * 8 frames
+    model = AudioSlots(**SMALL, training_windows=3, max_epochs=2).fit(mixtures, sources)
+    assert np.isfinite(model.history_["validation_loss"]).all()
+    assert model.transform(mixtures[:2]).shape == (2, 3, N_FRAMES, N_BINS)
 
 
 def test_bad_inference_inputs(fitted, data):

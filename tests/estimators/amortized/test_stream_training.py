@@ -174,7 +174,7 @@ def test_si_sdr_loss_needs_a_stream_with_crops_of_a_chunk():
     mixtures, sources = _arrays()
     with pytest.raises(ValueError, match="MixtureStream"):
         _blind().fit(mixtures, sources)
-    with pytest.raises(ValueError, match="shorter than one training chunk"):
+    with pytest.raises(ValueError, match="shorter than one training crop of 64 frames"):
         _blind(chunk_frames=64).fit(_stream())  # 63 hops of 32 > 1024 samples
     with pytest.raises(ValueError, match="labels"):
         _model("MHUNet", heads="classes").fit(mixtures, sources)
@@ -554,8 +554,34 @@ def test_train_separators_builds_the_unet_variants_from_its_flags(monkeypatch, t
     for model in ("audioslots", "mhunet", "sop", "blockvae"):
         assert built("--model", model).silence_floor_db == -30.0
         assert built("--model", model, "--silence-floor-db", "-10").silence_floor_db == -10.0
+    assert built("--model", "audioslots").training_windows == 1
+    windows = built("--model", "audioslots", "--training-windows", "4",
+                    "--generation-weight", "0")
+    assert (windows.training_windows, windows.generation_weight) == (4, 0.0)
+    assert windows._training_frames == 64 + 3 * 32  # the crop the streams are cut to
+    assert built("--model", "mhunet", "--training-windows", "4")._training_frames == 64
     # The recorded settings name a variant only when one was asked for.
     assert script.build_parser().parse_args(["--model", "mhunet"]).architecture is None
+
+
+def test_audioslots_trains_on_crops_of_several_windows_with_the_slots_carried():
+    seen = []
+    model = _model("AudioSlots", separation_loss="si_sdr", training_windows=3, max_epochs=1)
+    carried = model._carried_windows
+
+    def spy(network, mixture):
+        seen.append(mixture.shape[1])
+        return carried(network, mixture)
+
+    model._carried_windows = spy
+    model.fit(_stream())  # 2 + 1 half windows of 16 frames: 32 frames of the 1024 samples
+    assert model._training_frames == 16 + 2 * 8
+    assert set(seen) == {32} and np.isfinite(model.history_["validation_loss"]).all()
+    mixture = next(iter(_stream(random_state=9))).mixture
+    assert model.separate(mixture).shape == (2, mixture.size)  # inference unchanged
+    with pytest.raises(ValueError, match="raise crop_samples or lower chunk_frames or "
+                                         "training_windows"):
+        _model("AudioSlots", separation_loss="si_sdr", training_windows=4).fit(_stream())
 
 
 @pytest.mark.parametrize("name", ["AudioSlots", "BlockVAE"])
