@@ -173,6 +173,16 @@ SEPARATOR_RECIPES: dict[str, tuple[Stage, ...]] = {
 }
 """The stages of each shipped separator, in order; the last one's model is shipped."""
 
+SHIPPED_INFERENCE: dict[str, dict[str, object]] = {
+    # Windows every 24 frames instead of every 32: on the test mixtures rendered with the
+    # training fonts (fluidr3 / timgm6mb) +0.27 / +0.07 dB SI-SDRi on two instruments and
+    # +0.16 / +0.13 on three (told the count: +0.21 / +0.00) for a third more network
+    # time; every 16 frames (0.75) gained no more (+0.36 / +0.04, +0.14 / +0.08) for
+    # twice the time, close to the real-time target (docs/guide/model-card.md).
+    "instruments": {"inference_overlap": 0.625},
+}
+"""Inference settings a shipped separator is saved with, beside its training recipe."""
+
 
 def stage_arguments(stage: Stage, work_dir: Path) -> list[str]:
     """``train_separators.py``'s command line for ``stage`` (its folder under ``work_dir``)."""
@@ -240,7 +250,8 @@ def train_separator(name: str, work_dir: Path, evaluate: bool) -> object:
             half_precision(model).save(work_dir / stage.name / "model-float16.decomp")
     print(f"{name}: {len(stages)} stage(s), {minutes:.0f} min of training", flush=True)
     shipped = half_precision(model)
-    shipped.set_params(max_seconds=None)  # the run's time budget is not the model's
+    # The run's time budget is not the model's; its inference settings are the recipe's.
+    shipped.set_params(max_seconds=None, **SHIPPED_INFERENCE.get(name, {}))
     if evaluate:
         train_separators.evaluate(args, shipped, training, args.checkpoint_dir)
     return shipped

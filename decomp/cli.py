@@ -303,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="share of each inference window that the next one repeats, "
                           "in [0, 1): 0 runs consecutive windows in about half the time, "
                           "a little less accurately (default: the model's "
-                          "inference_overlap, 0.5 for the shipped separators)")
+                          "inference_overlap: 0.625 for the shipped 'instruments', 0.5 for "
+                          "the other shipped separators)")
     separate.add_argument("--sources", type=_positive_int, default=None, metavar="N",
                           help="how many sources every input holds, for a separator that "
                           "counts them (instruments, instruments-count): N stems sound, the "

@@ -178,6 +178,12 @@ def test_every_recipe_is_a_chain_of_valid_stages(recipes, tmp_path):
     assert set(shipped) == set(module.SHIPPED_SEPARATORS)
     slots = parser.parse_args(recipes.stage_arguments(shipped["instruments"], tmp_path))
     assert (slots.model, slots.n_slots, slots.silence_floor_db) == ("audioslots", 3, -10.0)
+    # The shipped files carry the recipes' inference settings (the others keep the
+    # estimators' defaults).
+    for name in shipped:
+        settings = recipes.SHIPPED_INFERENCE.get(name, {"inference_overlap": 0.5})
+        model = decomp.pretrained(name)
+        assert {key: model.get_params()[key] for key in settings} == settings, name
 
 
 def _fake_training(recipes, monkeypatch, calls):
@@ -220,7 +226,10 @@ def test_a_chain_starts_each_stage_from_the_last_and_reuses_finished_ones(
         torch.testing.assert_close(halved[key], value.half())
     assert all(value.dtype == torch.float16 for value in shipped.network_state_.values()
                if value.is_floating_point())
-    assert shipped.max_seconds is None
+    assert shipped.max_seconds is None and shipped.inference_overlap == 0.5
+    monkeypatch.setitem(recipes.SHIPPED_INFERENCE, "chained", {"inference_overlap": 0.75})
+    assert recipes.train_separator("chained", tmp_path, evaluate=False).inference_overlap == 0.75
+    assert len(calls) == 3
     # Run again: every stage is finished, so nothing trains.
     recipes.train_separator("chained", tmp_path, evaluate=False)
     assert len(calls) == 3
