@@ -161,8 +161,9 @@ def stream_plan(estimator: AmortizedSeparator, stream: Any, seed: int,
         _check_validation_stream(validation_stream, stream, type(estimator).__name__)
     n_bins = front_end(torch.zeros(1, stream.crop_samples)).shape[-1]
     estimator._set_shapes(n_bins, stream.max_sources, np.asarray(stream.classes))
-    # Models with a waveform loss train on crops of exactly one chunk, cut from the
-    # waveforms so that the crop's audio and spectrogram agree.
+    # Models with a waveform loss train on crops of exactly one training crop (a chunk,
+    # or AudioSlots' training windows), cut from the waveforms so that the crop's audio
+    # and spectrogram agree.
     training_frames = estimator._training_frames
     audio_samples = (training_frames - 1) * front_end.hop_length
     if estimator._needs_audio and stream.crop_samples < audio_samples:
