@@ -886,9 +886,10 @@ class AmortizedSeparator(Persistent, BaseEstimator):
             and after them the outputs. With slots to merge, for each window a pair of
             those outputs and the Gram matrix (S, S) of the slots' masks weighted by the
             square root of the mixture."""
+            batch = batch.to(device)
             batch_labels = None if labels is None else labels.expand(len(batch), -1).to(device)
             with torch.no_grad():
-                estimate, mask = self._forward(network, batch.to(device), batch_labels)
+                estimate, mask = self._forward(network, batch, batch_labels)
             returns_masks[:] = [mask is not None and masks]
             outputs = mask if returns_masks[0] else estimate
             outputs = (outputs if overlapping else torch.cat([estimate, outputs], dim=-1)).cpu()
@@ -898,7 +899,7 @@ class AmortizedSeparator(Persistent, BaseEstimator):
             # not count (plain masks merged much worse on duets); the square root, so
             # that the loudest bins do not decide alone. AudioSlots, the one model that
             # merges, always gives masks.
-            weighted = (mask * batch.to(device).sqrt().unsqueeze(1)).flatten(2)
+            weighted = (mask * batch.sqrt().unsqueeze(1)).flatten(2)
             gram = (weighted @ weighted.transpose(1, 2)).cpu()
             return list(zip(outputs, gram, strict=True))
 
