@@ -176,9 +176,10 @@ SEPARATOR_RECIPES: dict[str, tuple[Stage, ...]] = {
 SHIPPED_INFERENCE: dict[str, dict[str, object]] = {
     # Windows every 24 frames instead of every 32: on the test mixtures rendered with the
     # training fonts (fluidr3 / timgm6mb) +0.27 / +0.07 dB SI-SDRi on two instruments and
-    # +0.16 / +0.13 on three (told the count: +0.21 / +0.00) for a third more network
+    # +0.16 / +0.13 on three (told the count: +0.24 / +0.00) for a third more network
     # time; every 16 frames (0.75) gained no more (+0.36 / +0.04, +0.14 / +0.08) for
-    # twice the time, close to the real-time target (docs/guide/model-card.md).
+    # twice the time, close to the real-time target (docs/guide/model-card.md, which
+    # names the separation_table.py command that measured these).
     "instruments": {"inference_overlap": 0.625},
 }
 """Inference settings a shipped separator is saved with, beside its training recipe."""
