@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["feature_chunks", "overlap_add", "run_in_chunks", "run_in_windows"]
+__all__ = ["feature_chunks", "overlap_add", "run_in_chunks", "run_in_windows", "window_starts"]
 
 
 def feature_chunks(features: Any, chunk_frames: int) -> Iterator[Any]:
@@ -35,6 +35,24 @@ def feature_chunks(features: Any, chunk_frames: int) -> Iterator[Any]:
     """
     for start in range(0, features.shape[0], chunk_frames):
         yield features[start:start + chunk_frames]
+
+
+def window_starts(n_frames: int, chunk_frames: int, hop_frames: int) -> list[int]:
+    """Where the windows of :func:`run_in_windows` start, for an input of known length.
+
+    Every ``hop_frames`` frames while a window fits whole, then one more ending at the
+    last frame if the last of those ends before it; a single window at 0 for an input
+    of at most ``chunk_frames`` frames. :func:`run_in_windows` applies the same rule to
+    a stream whose length it learns only at its end (a test holds the two together);
+    this form is for callers that hold the whole input and carry state from window to
+    window (training with :attr:`AudioSlots.training_windows`).
+    """
+    if n_frames <= chunk_frames:
+        return [0]
+    starts = list(range(0, n_frames - chunk_frames + 1, hop_frames))
+    if starts[-1] + chunk_frames < n_frames:
+        starts.append(n_frames - chunk_frames)
+    return starts
 
 
 def run_in_windows(

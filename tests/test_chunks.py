@@ -8,7 +8,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from decomp._chunks import feature_chunks, overlap_add, run_in_chunks, run_in_windows
+from decomp._chunks import (
+    feature_chunks,
+    overlap_add,
+    run_in_chunks,
+    run_in_windows,
+    window_starts,
+)
 
 
 def _join(features: np.ndarray, chunk: int, batch: int, pad_short: bool = True):
@@ -86,10 +92,13 @@ def test_windows_start_every_hop_and_the_last_one_ends_at_the_last_frame(n_frame
                                       np.arange(start, start + n_real))
     if n_frames < chunk:
         assert [(start, n_real) for _, start, n_real in windows] == [(0, n_frames)]
+        assert window_starts(n_frames, chunk, hop) == [0]
         return
     regular = list(range(0, n_frames - chunk + 1, hop))
     assert starts[:len(regular)] == regular
     assert starts[-1] + chunk == n_frames and len(starts) - len(regular) <= 1
+    # The rule for inputs of known length is the streaming one.
+    assert window_starts(n_frames, chunk, hop) == starts
 
 
 def test_a_hop_outside_one_to_chunk_frames_is_refused():

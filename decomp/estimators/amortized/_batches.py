@@ -167,11 +167,11 @@ def stream_plan(estimator: AmortizedSeparator, stream: Any, seed: int,
     training_frames = estimator._training_frames
     audio_samples = (training_frames - 1) * front_end.hop_length
     if estimator._needs_audio and stream.crop_samples < audio_samples:
-        windows = " or training_windows" if hasattr(estimator, "training_windows") else ""
+        lower = " or ".join(estimator._training_frames_parameters)
         raise ValueError(
             f"the MixtureStream's crops ({stream.crop_samples} samples) are shorter than "
             f"one training crop of {training_frames} frames ({audio_samples} samples at hop "
-            f"{front_end.hop_length}); raise crop_samples or lower chunk_frames{windows}.")
+            f"{front_end.hop_length}); raise crop_samples or lower {lower}.")
 
     def features(examples: Any, allowed: int, rng: np.random.Generator | None
                  ) -> tuple[Any, ...]:

@@ -18,7 +18,7 @@ import torch
 from sklearn.utils._param_validation import StrOptions
 from torch import nn
 
-from decomp._chunks import overlap_add
+from decomp._chunks import overlap_add, window_starts
 from decomp._validation import StrictInterval, check_params
 from decomp.audio.spectrogram import Spectrogram
 from decomp.estimators.amortized.base import (
@@ -707,6 +707,8 @@ class AudioSlots(AmortizedSeparator):
         """Frames from one training window to the next: half a window."""
         return max(1, self.chunk_frames // 2)
 
+    _training_frames_parameters = ("chunk_frames", "training_windows")
+
     @property
     def _training_frames(self) -> int:  # type: ignore[override]
         return self.chunk_frames + (self.training_windows - 1) * self._training_hop
@@ -725,11 +727,8 @@ class AudioSlots(AmortizedSeparator):
         n_frames, chunk = mixture.shape[1], self.chunk_frames
         if n_frames <= chunk:
             return network(mixture)
-        starts = list(range(0, n_frames - chunk + 1, self._training_hop))
-        if starts[-1] + chunk < n_frames:
-            starts.append(n_frames - chunk)
         slots, windows = None, []
-        for start in starts:
+        for start in window_starts(n_frames, chunk, self._training_hop):
             masks, generated, slots = network(mixture[:, start:start + chunk], slots,
                                               return_slots=True)
             # overlap_add takes (n_outputs, frames, ...): batch and slots flattened.

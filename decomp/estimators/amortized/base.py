@@ -347,6 +347,9 @@ class AmortizedSeparator(Persistent, BaseEstimator):
     #: MixtureStream only (its crops come with their waveforms). A subclass may make it a
     #: property.
     _needs_audio: bool = False
+    #: The parameters that set :attr:`_training_frames` (named by the error on stream
+    #: crops too short for one training crop).
+    _training_frames_parameters: tuple[str, ...] = ("chunk_frames",)
 
     @property
     def _training_frames(self) -> int:
