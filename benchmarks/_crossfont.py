@@ -36,6 +36,13 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
                              "standard deviation (flow_noise)")
 
 
+def partials_only(partial_range: tuple[float, float]) -> dict[str, tuple[float, float]]:
+    """``timbre_copies`` options for gains per partial in ``partial_range`` (dB) alone,
+    the smooth curve off: the ``-partials`` levers and ``--partial-range``."""
+    return {"tilt_range": (0.0, 0.0), "band_range": (0.0, 0.0),
+            "partial_range": (float(partial_range[0]), float(partial_range[1]))}
+
+
 def recipe_front_end(method: str, args: argparse.Namespace) -> Spectrogram:
     """The method's shipped front end, or the log STFT cut at ``--stft-bins`` bins."""
     if args.stft_bins is None:

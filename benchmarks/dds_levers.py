@@ -39,7 +39,9 @@ The variants (``--variants`` picks some; default all):
 - ``dds3-stft384-flow-lr-noise-S``: that Glow trained with ``flow_noise=S`` (the frames
   plus two noisy copies, as ``dds3-noise-S``), and with 0.1 searching 2 codes per note
   instead of 4 (``-m2``: half the rows through the Glow), also in 25 search iterations
-  instead of 50 (``-m2-iter25``). Not shipped: see the DDS guide.
+  instead of 50 (``-m2-iter25``), and with likelihood weight 0.3 or 3 (``-likelihood-L``:
+  the NLL of a 384-bin frame is on another scale than a 172-bin one's, so the weight
+  chosen on the log CQT need not suit it). Not shipped: see the DDS guide.
 - ``dds3-stft256-flow-lr-noise-0.1``: that recipe on the log STFT cut at 256 bins, whose
   mixing layers cost less than half of the 384-bin ones.
 - ``dds2-stft384-inverse-start``: the shipped DDS-2 with an amortized start through the
@@ -47,12 +49,17 @@ The variants (``--variants`` picks some; default all):
   codes halfway to the inverse of its rows); ``-iter10`` also searches 10 iterations
   instead of 25, beside ``dds2-stft384-iter10`` (10 iterations without the start);
   ``dds3-inverse-start``: the same start for the shipped DDS-3.
-- ``<variant>-timbre`` for the variants in ``TIMBRE_COPIES``: the training frames plus one
+- ``<variant>-timbre`` for the variants in ``AUGMENTATIONS``: the training frames plus one
   copy of each under a random smooth equaliser (``training_frames_per_font(...,
   n_timbre_copies=1)``, i.e. :func:`decomp.audio.timbre_copies`: a tilt of +-3 dB per
   octave around 1 kHz plus +-3 dB at every octave, a curve per frame, seeded by the
   font), made before the fit (and so before a flow's 80/20
   split and its noise copies): a timbre augmentation.
+- ``<variant>-partials``: the same with random gains per partial of each frame's note
+  instead (``timbre_options`` with ``partial_range=(-10, 10)`` and no smooth curve,
+  :func:`decomp.audio.partial_gains`): the two training fonts differ in how each note's
+  partials are balanced by 8-9 dB, far more than in smooth envelopes; ``-partials-5``
+  and ``-partials-15`` the same within +-5 and +-15 dB.
 
 The ``dds3-noise-S`` rows were measured when the copies were made here (seeded by the
 direction) rather than by the estimator's ``flow_noise`` (seeded by its
@@ -73,7 +80,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _crossfont import validation_scores
+from _crossfont import partials_only, validation_scores
 from _results import machine, write_results
 
 from decomp.audio import Spectrogram
@@ -141,6 +148,10 @@ def variants() -> dict[str, tuple[Callable[[], Spectrogram], Callable[[], Any]]]
     for noise in (0.1, 0.2):
         table[f"dds3-stft384-flow-lr-noise-{noise:g}"] = (
             _stft384, dds("dds3", flow_learning_rate=3e-4, flow_noise=noise))
+    for weight in (0.3, 3.0):
+        table[f"dds3-stft384-flow-lr-noise-0.1-likelihood-{weight:g}"] = (
+            _stft384, dds("dds3", flow_learning_rate=3e-4, flow_noise=0.1,
+                          likelihood_weight=weight))
     table["dds3-stft384-flow-lr-noise-0.1-m2"] = (
         _stft384, dds("dds3", flow_learning_rate=3e-4, flow_noise=0.1,
                       n_components_per_source=2))
@@ -154,14 +165,35 @@ def variants() -> dict[str, tuple[Callable[[], Spectrogram], Callable[[], Any]]]
         _stft384, dds("dds2", inverse_start_iterations=10, max_iter=10))
     table["dds2-stft384-iter10"] = (_stft384, dds("dds2", max_iter=10))
     table["dds3-inverse-start"] = (_cqt, dds("dds3", inverse_start_iterations=10))
-    for name in TIMBRE_COPIES:
-        table[f"{name}-timbre"] = table[name]
+    for suffix, (base_names, _) in AUGMENTATIONS.items():
+        for name in base_names:
+            table[f"{name}{suffix}"] = table[name]
     return table
 
 
-#: The variants also measured with their training frames plus one copy under random
-#: smooth equalisers (``decomp.audio.timbre_copies``), as ``<name>-timbre``.
-TIMBRE_COPIES = ("nmf", "nmf-stft384", "dds2-stft384", "dds3", "dds3-stft384-flow-lr-noise-0.1")
+#: Timbre augmentations of the training frames, as ``<variant><suffix>``: suffix ->
+#: (the variants measured with it, the ``training_frames_per_font`` arguments).
+#: ``-timbre``: one copy under random smooth equalisers (``decomp.audio.timbre_copies``);
+#: ``-partials``: one copy with random gains per partial (+-10 dB) and no smooth curve.
+AUGMENTATIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "-timbre": (("nmf", "nmf-stft384", "dds2-stft384", "dds3",
+                 "dds3-stft384-flow-lr-noise-0.1"),
+                {"n_timbre_copies": 1}),
+    "-partials": (("nmf", "dds2-stft384", "dds3", "dds3-stft384-flow-lr-noise-0.1"),
+                  {"n_timbre_copies": 1, "timbre_options": partials_only((-10.0, 10.0))}),
+    "-partials-5": (("dds3-stft384-flow-lr-noise-0.1",),
+                    {"n_timbre_copies": 1, "timbre_options": partials_only((-5.0, 5.0))}),
+    "-partials-15": (("dds3-stft384-flow-lr-noise-0.1",),
+                     {"n_timbre_copies": 1, "timbre_options": partials_only((-15.0, 15.0))}),
+}
+
+
+def augmentation(name: str) -> tuple[str, dict[str, Any]]:
+    """The suffix of a variant's timbre augmentation ("" for none) and its arguments."""
+    for suffix, (_, arguments) in AUGMENTATIONS.items():
+        if name.endswith(suffix):
+            return suffix, arguments
+    return "", {}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -179,22 +211,21 @@ def main(argv: list[str] | None = None) -> dict:
 
     protocol = DEFAULT_PROTOCOL
     fonts = list(protocol.train_soundfonts)
-    # Per (front end, timbre copies): training frames; per front end: validation sets.
-    training: dict[tuple[str, int], list] = {}
+    # Per (front end, augmentation): training frames; per front end: validation sets.
+    training: dict[tuple[str, str], list] = {}
     validation_sets: dict[str, dict] = {}
     rows = []
     for name in args.variants:
         make_front_end, make_decomposer = table[name]
         front_end = make_front_end()
         key = repr(front_end)
-        copies = int(name.endswith("-timbre"))
-        if (key, copies) not in training:
-            training[key, copies] = training_frames_per_font(protocol, front_end,
-                                                             n_timbre_copies=copies)
+        suffix, arguments = augmentation(name)
+        if (key, suffix) not in training:
+            training[key, suffix] = training_frames_per_font(protocol, front_end, **arguments)
         if key not in validation_sets:
             validation_sets[key] = {font: validation_set(font, protocol, front_end)
                                     for font in fonts}
-        per_font, validation = training[key, copies], validation_sets[key]
+        per_font, validation = training[key, suffix], validation_sets[key]
         directions = []
         for index, font in enumerate(fonts):
             other = fonts[1 - index]

@@ -43,10 +43,11 @@ on both fonts, and write
 ``decomp/models/piano-<method>.decomp`` with the flow weights stored in float16 (they
 are cast back to float32 on loading) so that each file stays a few MB.
 
-``--stft-bins``, ``--flow-learning-rate``, ``--flow-noise`` and ``--timbre-copies`` train
-experiments (they need ``--out``): DDS-3 on the 384-bin log STFT of the DDS guide's levers
-was ``--methods dds3 --stft-bins 384 --flow-learning-rate 3e-4 --flow-noise 0.1``, with
-the timbre augmentation ``--timbre-copies 1`` besides.
+``--stft-bins``, ``--flow-learning-rate``, ``--flow-noise``, ``--timbre-copies`` and
+``--partial-range`` train experiments (they need ``--out``): DDS-3 on the 384-bin log STFT
+of the DDS guide's levers was ``--methods dds3 --stft-bins 384 --flow-learning-rate 3e-4
+--flow-noise 0.1``, with the timbre augmentations ``--timbre-copies 1`` (smooth
+equalisers) or ``--partial-range -10 10`` (gains per partial) besides.
 
 Each method trains its flows three times (once per training font for the threshold, once
 on both). Training time on the 2-core reference machine is printed at the end.
@@ -63,7 +64,13 @@ from pathlib import Path
 
 import torch
 import train_separators
-from _crossfont import RECIPE_FLAGS, add_recipe_arguments, recipe_flow_params, recipe_front_end
+from _crossfont import (
+    RECIPE_FLAGS,
+    add_recipe_arguments,
+    partials_only,
+    recipe_flow_params,
+    recipe_front_end,
+)
 
 import decomp
 from decomp.data import DEFAULT_PROTOCOL
@@ -291,6 +298,16 @@ def train_nmf(protocol: object) -> PianoTranscriber:
 PIANO_METHODS = ("nmf", "dds2", "dds3")
 
 
+def timbre_arguments(timbre_copies: int | None, partial_range: list[float] | None
+                     ) -> tuple[int, dict | None]:
+    """``--timbre-copies`` and ``--partial-range`` -> ``fit_transcriber``'s
+    ``n_timbre_copies`` and ``timbre_options``: smooth equalisers by default; with a
+    partial range, gains per partial alone, and one copy unless told otherwise."""
+    if partial_range is None:
+        return timbre_copies or 0, None
+    return (1 if timbre_copies is None else timbre_copies), partials_only(partial_range)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=[*PIANO_METHODS, *SEPARATOR_RECIPES],
@@ -306,10 +323,17 @@ def main() -> None:
     parser.add_argument("--timbre-copies", type=int, default=None,
                         help="train the DDS flows on the frames plus this many copies under "
                              "random equalisers (n_timbre_copies; an experiment: needs --out)")
+    parser.add_argument("--partial-range", type=float, nargs=2, default=None,
+                        metavar=("LOW_DB", "HIGH_DB"),
+                        help="the copies' equaliser: random gains per partial in this dB "
+                             "range and no smooth curve (timbre_copies' partial_range; "
+                             "--timbre-copies defaults to 1 with it)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     experiment = {flag: getattr(args, name) for flag, name in RECIPE_FLAGS.items()}
     experiment["--timbre-copies"] = args.timbre_copies
+    experiment["--partial-range"] = args.partial_range
+    n_timbre_copies, timbre_options = timbre_arguments(args.timbre_copies, args.partial_range)
     for flag, value in experiment.items():
         if value is not None and args.out is None:
             parser.error(f"{flag} trains an experiment, not the shipped models: give --out")
@@ -346,8 +370,8 @@ def main() -> None:
         # Cross-font threshold, as for the NMF default: flows trained on one training font
         # choose the threshold on material of the other, then the final flows are trained
         # on both fonts.
-        transcriber = fit_transcriber(settings, protocol,
-                                      n_timbre_copies=args.timbre_copies or 0)
+        transcriber = fit_transcriber(settings, protocol, n_timbre_copies=n_timbre_copies,
+                                      timbre_options=timbre_options)
         history = transcriber.decomposer_.training_history_
         nll = (f"validation NLL {history['validation_loss'][0]:.1f} -> "
                f"{history['best_validation_loss']:.1f} nats/frame"

@@ -263,3 +263,16 @@ def test_a_stage_folder_trained_otherwise_is_refused_or_resumed(recipes, monkeyp
     rewrite(epochs=2)  # a run stopped early resumes: train_separators.train is called
     recipes.train_stage(stage, tmp_path)
     assert len(calls) == 2
+
+
+def test_the_timbre_flags_become_fit_transcribers_arguments(recipes):
+    from decomp.audio import timbre_copies
+
+    assert recipes.timbre_arguments(None, None) == (0, None)
+    assert recipes.timbre_arguments(2, None) == (2, None)  # smooth equalisers
+    copies, options = recipes.timbre_arguments(None, [-10, 10])
+    assert copies == 1 and options == {"tilt_range": (0.0, 0.0), "band_range": (0.0, 0.0),
+                                       "partial_range": (-10.0, 10.0)}
+    assert recipes.timbre_arguments(3, [-5, 5])[0] == 3
+    frames = np.abs(np.random.default_rng(0).standard_normal((4, 64))).astype(np.float32)
+    timbre_copies(frames, np.full(4, 60), decomp.audio.Spectrogram(n_bins=64), **options)

@@ -17,7 +17,7 @@ from decomp.audio.io import (
 )
 from decomp.audio.pianoroll import midi_to_roll, roll_to_midi, roll_to_notes
 from decomp.audio.spectrogram import Spectrogram, frame_times, from_librosa, to_librosa
-from decomp.audio.timbre import equaliser_gains, timbre_copies
+from decomp.audio.timbre import equaliser_gains, partial_gains, timbre_copies
 
 __all__ = [
     "MIN_SAMPLE_RATE",
@@ -32,6 +32,7 @@ __all__ = [
     "from_librosa",
     "load_audio",
     "midi_to_roll",
+    "partial_gains",
     "roll_to_midi",
     "roll_to_notes",
     "timbre_copies",

@@ -1,9 +1,11 @@
-"""Timbre augmentation of spectrogram frames: random smooth equalisers in the magnitude domain.
+"""Timbre augmentation of spectrogram frames: random equalisers in the magnitude domain.
 
-A SoundFont's timbre is, to a first approximation, the spectral envelope its notes share:
-how loud the partials are in each region. Frames of the same notes under random smooth
-equalisers stand in for fonts the models never hear. The waveform counterpart for
-separators is :class:`~decomp.data.Augmentation` (its ``tilt_*`` parameters).
+A SoundFont's timbre is, to a first approximation, the spectral envelope its notes share
+(how loud each region is) and, note by note, the balance of the partials. Frames of the
+same notes under random smooth equalisers (:func:`equaliser_gains`) or random gains per
+partial (:func:`partial_gains`) stand in for fonts the models never hear. The waveform
+counterpart for separators is :class:`~decomp.data.Augmentation` (its ``tilt_*``
+parameters).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import numpy as np
 
 from decomp._validation import StrictInterval, check_params, check_range, check_spectrogram
 from decomp.audio.spectrogram import Spectrogram
+from decomp.metrics.multipitch import midi_to_hz
 
-__all__ = ["equaliser_gains", "timbre_copies"]
+__all__ = ["equaliser_gains", "partial_gains", "timbre_copies"]
 
 #: The tilt's pivot (Hz): a tilt leaves this frequency's level unchanged.
 TILT_PIVOT_HZ = 1000.0
@@ -79,6 +82,61 @@ def equaliser_gains(
     return 10.0 ** (gains_db / 20.0)
 
 
+def partial_gains(
+    frequencies: np.ndarray,
+    fundamentals: np.ndarray,
+    *,
+    gain_range: tuple[float, float] = (-10.0, 10.0),
+    random_state: Any = None,
+) -> np.ndarray:
+    """Random gains per partial of a note, as linear gains on the given frequencies.
+
+    For each curve, every harmonic ``k * f0`` (``k = 1, 2, ...`` up to the highest
+    frequency) gets its own gain drawn uniformly from ``gain_range`` (dB); between two
+    harmonics the dB gain is interpolated linearly in frequency, below the fundamental
+    it is the fundamental's. Where :func:`equaliser_gains` moves whole octaves, this
+    rebalances a note's partials one by one, as two fonts playing the same note do.
+
+    Parameters
+    ----------
+    frequencies : ndarray of shape (n_bins,)
+        Bin centre frequencies in Hz (:attr:`Spectrogram.bin_frequencies`).
+    fundamentals : ndarray of shape (n_curves,)
+        Each curve's fundamental frequency in Hz, > 0.
+    gain_range : (float, float), default=(-10, 10)
+        dB, within [-24, 24]. The default is about the spread between the two training
+        fonts' partial balances: per pitch, a partial's level relative to the note's
+        other partials differs between them by 8-9 dB (standard deviation, a tilt
+        removed).
+    random_state : int, Generator or None
+
+    Returns
+    -------
+    gains : ndarray of shape (n_curves, n_bins)
+        Linear magnitude gains, positive.
+    """
+    gain_range = check_range(gain_range, "gain_range", -24.0, 24.0)
+    frequencies = np.asarray(frequencies, dtype=np.float64)
+    if frequencies.ndim != 1 or frequencies.size == 0 or not np.all(np.isfinite(frequencies)):
+        raise ValueError("frequencies must be a non-empty 1-d array of finite values in Hz; "
+                         f"got shape {frequencies.shape}.")
+    fundamentals = np.asarray(fundamentals, dtype=np.float64)
+    if (fundamentals.ndim != 1 or fundamentals.size == 0
+            or not np.all(np.isfinite(fundamentals) & (fundamentals > 0))):
+        raise ValueError("fundamentals must be a non-empty 1-d array of frequencies in Hz, "
+                         f"> 0; got shape {fundamentals.shape}.")
+    rng = np.random.default_rng(random_state)
+    # (n_curves, F): each bin's position in harmonics of its curve's fundamental, from 1.
+    harmonic = np.maximum(frequencies[None, :] / fundamentals[:, None], 1.0)
+    below = np.floor(harmonic).astype(np.int64)
+    above_share = harmonic - below
+    # Column k holds harmonic k's gain (column 0 unused), one spare for the last bin.
+    gains = rng.uniform(*gain_range, size=(fundamentals.size, int(below.max()) + 2))
+    gains_db = ((1.0 - above_share) * np.take_along_axis(gains, below, axis=1)
+                + above_share * np.take_along_axis(gains, below + 1, axis=1))
+    return 10.0 ** (gains_db / 20.0)
+
+
 def timbre_copies(
     features: Any,
     labels: Any,
@@ -87,27 +145,35 @@ def timbre_copies(
     n_copies: int = 1,
     tilt_range: tuple[float, float] = (-3.0, 3.0),
     band_range: tuple[float, float] = (-3.0, 3.0),
+    partial_range: tuple[float, float] | None = None,
     random_state: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Labelled frames plus ``n_copies`` copies of each under random smooth equalisers.
+    """Labelled frames plus ``n_copies`` copies of each under random equalisers.
 
-    Every frame of every copy gets its own curve (:func:`equaliser_gains`), applied to
-    the magnitudes (:meth:`Spectrogram.to_magnitude`) and compressed again
-    (:meth:`Spectrogram.from_magnitude`), so that a log front end's features move as
-    they would had the notes been played by a differently voiced instrument.
+    Every frame of every copy gets its own smooth curve (:func:`equaliser_gains`) and,
+    with ``partial_range``, its own gains per partial of its note
+    (:func:`partial_gains`), applied to the magnitudes (:meth:`Spectrogram.to_magnitude`)
+    and compressed again (:meth:`Spectrogram.from_magnitude`), so that a log front end's
+    features move as they would had the notes been played by a differently voiced
+    instrument.
 
     Parameters
     ----------
     features : array-like of shape (n_frames, n_bins)
         Features of ``front_end``.
     labels : array-like of shape (n_frames,)
-        Any per-frame labels; repeated for the copies.
+        Per-frame labels, repeated for the copies: any labels, or with
+        ``partial_range`` each frame's MIDI pitch (its partials are those of that note).
     front_end : Spectrogram
         The front end that made ``features`` (not dB-normalised).
     n_copies : int, default=1
         Equalised copies besides the originals (0 returns the inputs).
-    tilt_range, band_range, random_state
-        As :func:`equaliser_gains`.
+    tilt_range, band_range
+        As :func:`equaliser_gains`; ``(0, 0)`` both for gains per partial alone.
+    partial_range : (float, float), optional
+        dB range of the gains per partial (:func:`partial_gains`); None (default):
+        smooth equalisers only.
+    random_state : int, Generator or None
 
     Returns
     -------
@@ -136,9 +202,17 @@ def timbre_copies(
     if n_copies == 0:
         return features, labels
     magnitude = np.asarray(front_end.to_magnitude(features), dtype=np.float64)
+    rng = np.random.default_rng(random_state)
     gains = equaliser_gains(front_end.bin_frequencies, n_copies * features.shape[0],
-                            tilt_range=tilt_range, band_range=band_range,
-                            random_state=random_state)
+                            tilt_range=tilt_range, band_range=band_range, random_state=rng)
+    if partial_range is not None:
+        numeric = labels.dtype.kind in "iuf"
+        if not numeric or not np.all(np.isfinite(labels) & (labels > 0)):
+            raise ValueError("with partial_range, labels must be MIDI pitches (numbers > 0), "
+                             f"one per frame; got labels of dtype {labels.dtype}.")
+        gains = gains * partial_gains(front_end.bin_frequencies,
+                                      np.tile(midi_to_hz(labels), n_copies),
+                                      gain_range=partial_range, random_state=rng)
     copies = front_end.from_magnitude(
         (np.tile(magnitude, (n_copies, 1)) * gains).astype(np.float32))
     return (np.concatenate([features, np.asarray(copies, dtype=np.float32)]),

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -249,7 +250,8 @@ def protocol_features(
 
 
 def training_frames_per_font(
-    protocol: PianoProtocol, front_end: Spectrogram, *, n_timbre_copies: int = 0
+    protocol: PianoProtocol, front_end: Spectrogram, *, n_timbre_copies: int = 0,
+    timbre_options: Mapping[str, Any] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Isolated-note frames and their MIDI labels, one pair per training font.
 
@@ -258,9 +260,12 @@ def training_frames_per_font(
     protocol : PianoProtocol
     front_end : Spectrogram
     n_timbre_copies : int, default=0
-        Copies of each font's frames under random smooth equalisers added after them
-        (:func:`decomp.audio.timbre_copies`, its default ranges, seeded by the font's
-        position): a timbre augmentation.
+        Copies of each font's frames under random equalisers added after them
+        (:func:`decomp.audio.timbre_copies`, seeded by the font's position): a timbre
+        augmentation.
+    timbre_options : mapping, optional
+        Keyword arguments of :func:`~decomp.audio.timbre_copies` (``tilt_range``,
+        ``band_range``, ``partial_range``); default its defaults (smooth equalisers).
 
     Returns
     -------
@@ -273,7 +278,8 @@ def training_frames_per_font(
                         protocol.pitches)
         for notes in protocol.training_notes()
     ]
-    return [timbre_copies(X, y, front_end, n_copies=n_timbre_copies, random_state=index)
+    return [timbre_copies(X, y, front_end, n_copies=n_timbre_copies, random_state=index,
+                          **dict(timbre_options or {}))
             for index, (X, y) in enumerate(per_font)]
 
 
@@ -335,6 +341,7 @@ def fit_transcriber(
     n_validation_piece_bars: int = 8,
     random_state: int = 0,
     n_timbre_copies: int = 0,
+    timbre_options: Mapping[str, Any] | None = None,
 ) -> PianoTranscriber:
     """Train a transcriber on a protocol's isolated notes, with cross-font threshold choice.
 
@@ -355,6 +362,8 @@ def fit_transcriber(
     n_timbre_copies : int
         Equalised copies of the training frames added to them
         (:func:`training_frames_per_font`); the validation material is never augmented.
+    timbre_options : mapping, optional
+        How the copies are equalised (:func:`training_frames_per_font`).
 
     Returns
     -------
@@ -369,7 +378,8 @@ def fit_transcriber(
     front_end = transcriber.front_end or default_front_end()
     fonts = protocol.train_soundfonts
     per_font = training_frames_per_font(protocol, front_end,
-                                        n_timbre_copies=n_timbre_copies)
+                                        n_timbre_copies=n_timbre_copies,
+                                        timbre_options=timbre_options)
     X = np.concatenate([frames for frames, _ in per_font])
     y = np.concatenate([labels for _, labels in per_font])
     if transcriber.threshold != "auto":

@@ -89,3 +89,27 @@ def test_recipe_flags_default_to_the_shipped_recipe(crossfont):
     assert crossfont.recipe_flow_params(experiment) == {"flow_learning_rate": 3e-4,
                                                         "flow_noise": 0.1}
     assert set(crossfont.RECIPE_FLAGS.values()) <= set(vars(experiment))
+
+
+def test_dds_levers_timbre_augmentations_name_their_variants_and_arguments():
+    import inspect
+
+    from decomp.audio import timbre_copies
+    from decomp.transcription.defaults import training_frames_per_font
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARKS))
+        levers = load_benchmark("dds_levers")
+    table = levers.variants()
+    accepted = inspect.signature(training_frames_per_font).parameters
+    options = inspect.signature(timbre_copies).parameters
+    for suffix, (base_names, arguments) in levers.AUGMENTATIONS.items():
+        assert set(arguments) <= set(accepted)
+        assert set(arguments.get("timbre_options", {})) <= set(options)
+        for name in base_names:  # the augmented variant is its base's model
+            assert table[f"{name}{suffix}"] is table[name]
+            assert levers.augmentation(f"{name}{suffix}") == (suffix, arguments)
+    assert levers.augmentation("dds3") == ("", {})
+    partials = levers.AUGMENTATIONS["-partials"][1]["timbre_options"]
+    assert partials == {"tilt_range": (0.0, 0.0), "band_range": (0.0, 0.0),
+                        "partial_range": (-10.0, 10.0)}

@@ -184,3 +184,17 @@ def test_training_frames_take_timbre_copies_after_each_fonts_frames(tiny_protoco
         np.testing.assert_array_equal(y_more, np.tile(y, 3))
         expected, _ = timbre_copies(X, y, front_end, n_copies=2, random_state=index)
         np.testing.assert_array_equal(X_more, expected)
+
+
+def test_training_frames_pass_the_timbre_options_on(tiny_protocol):
+    front_end = Spectrogram(compression=100.0, n_bins=64)
+    options = {"tilt_range": (0.0, 0.0), "band_range": (0.0, 0.0),
+               "partial_range": (-6.0, 6.0)}
+    plain = training_frames_per_font(tiny_protocol, front_end)
+    augmented = training_frames_per_font(tiny_protocol, front_end, n_timbre_copies=1,
+                                         timbre_options=options)
+    for index, ((X, y), (X_more, _)) in enumerate(zip(plain, augmented, strict=True)):
+        expected, _ = timbre_copies(X, y, front_end, n_copies=1, random_state=index, **options)
+        np.testing.assert_array_equal(X_more, expected)
+        assert not np.array_equal(X_more, timbre_copies(X, y, front_end, n_copies=1,
+                                                        random_state=index)[0])
