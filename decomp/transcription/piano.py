@@ -278,9 +278,12 @@ class PianoTranscriber(Persistent, BaseEstimator):
     threshold : float or "auto", default="auto"
         Onset of activity, on the scale given by ``normalization``. ``"auto"`` chooses
         the F1-maximising value on the validation data passed to :meth:`fit`.
-    normalization : {"max", "none"}, default="max"
+    normalization : {"max", "none"} or float, default="max"
         ``"max"`` divides each recording's activity by its largest value, so the
-        threshold does not depend on loudness; ``"none"`` thresholds raw activity.
+        threshold does not depend on loudness; a number ``q`` in (0, 1) divides it by
+        the ``q``-quantile of all its values (frames × pitches) instead, which a few
+        outlying frames cannot move (the largest value can: a longer recording holds
+        more chances of one); ``"none"`` thresholds raw activity.
     median_filter : int, default=9
         Width in frames of the temporal median filter applied before thresholding
         (1 disables it).
@@ -331,7 +334,8 @@ class PianoTranscriber(Persistent, BaseEstimator):
         "decomposer": "no_validation",
         "front_end": [None, Spectrogram],
         "threshold": [StrictInterval(Real, 0, None, closed="left"), StrOptions({"auto"})],
-        "normalization": [StrOptions({"max", "none"})],
+        "normalization": [StrOptions({"max", "none"}),
+                          StrictInterval(Real, 0, 1, closed="neither")],
         "median_filter": [StrictInterval(Integral, 1, None, closed="left")],
         "sustain_ratio": [StrictInterval(Real, 0, 1, closed="right")],
         "min_note_frames": [StrictInterval(Integral, 1, None, closed="left")],
@@ -345,7 +349,7 @@ class PianoTranscriber(Persistent, BaseEstimator):
         *,
         front_end: Spectrogram | None = None,
         threshold: float | str = "auto",
-        normalization: str = "max",
+        normalization: str | float = "max",
         median_filter: int = 9,
         sustain_ratio: float = 1.0,
         min_note_frames: int = 2,
@@ -572,8 +576,9 @@ class PianoTranscriber(Persistent, BaseEstimator):
                     batch_size=self._batch_size(), pad_short=False)])
 
     def _postprocess(self, activity: np.ndarray) -> np.ndarray:
-        if self.normalization == "max":
-            top = float(activity.max())
+        if self.normalization != "none":
+            top = float(activity.max() if self.normalization == "max"
+                        else np.quantile(activity, self.normalization))
             activity = activity / top if top > 0 else activity
         if self.median_filter > 1:
             activity = scipy.ndimage.median_filter(activity, size=(self.median_filter, 1),

@@ -519,3 +519,26 @@ def test_bad_n_threads_gets_the_parameter_message(tiny_transcriber, tiny_chords,
     with pytest.raises(ValueError, match="'n_threads' parameter of PianoTranscriber"):
         transcriber.transcribe_features(features)
     assert torch.get_num_threads() == before
+
+
+def test_quantile_normalization_is_saved_and_ignores_outlying_frames(tmp_path, tiny_transcriber,
+                                                                      tiny_chords):
+    held = copy.deepcopy(tiny_transcriber).set_params(normalization=0.99, median_filter=1)
+    activity = np.random.default_rng(0).random((200, 3)).astype(np.float32)
+    np.testing.assert_allclose(held._postprocess(activity),
+                               activity / np.quantile(activity, 0.99), rtol=1e-6)
+    spiked = activity.copy()
+    spiked.flat[activity.argmax()] = 50.0  # the top value 50-fold: "max" follows, q not
+    np.testing.assert_allclose(np.delete(held._postprocess(spiked), activity.argmax()),
+                               np.delete(held._postprocess(activity), activity.argmax()),
+                               rtol=1e-6)
+    by_max = copy.deepcopy(held).set_params(normalization="max")
+    assert by_max._postprocess(spiked).max() == pytest.approx(1.0)
+    restored = decomp.load(held.save(tmp_path / "quantile.decomp"))
+    assert restored.normalization == 0.99
+    np.testing.assert_array_equal(restored.transcribe(tiny_chords.audio).roll,
+                                  held.transcribe(tiny_chords.audio).roll)
+    for bad in (0, 1, 1.5, "median"):
+        with pytest.raises(ValueError, match="normalization"):
+            copy.deepcopy(tiny_transcriber).set_params(normalization=bad).transcribe(
+                tiny_chords.audio)
