@@ -43,11 +43,13 @@ on both fonts, and write
 ``decomp/models/piano-<method>.decomp`` with the flow weights stored in float16 (they
 are cast back to float32 on loading) so that each file stays a few MB.
 
-``--stft-bins``, ``--flow-learning-rate``, ``--flow-noise``, ``--timbre-copies`` and
-``--partial-range`` train experiments (they need ``--out``): DDS-3 on the 384-bin log STFT
-of the DDS guide's levers was ``--methods dds3 --stft-bins 384 --flow-learning-rate 3e-4
---flow-noise 0.1``, with the timbre augmentations ``--timbre-copies 1`` (smooth
-equalisers) or ``--partial-range -10 10`` (gains per partial) besides.
+``--stft-bins``, ``--flow-learning-rate``, ``--flow-noise``, ``--timbre-copies``,
+``--partial-range`` and ``--normalization`` train experiments (they need ``--out``): DDS-3
+on the 384-bin log STFT of the DDS guide's levers was ``--methods dds3 --stft-bins 384
+--flow-learning-rate 3e-4 --flow-noise 0.1``, with the timbre augmentations
+``--timbre-copies 1`` (smooth equalisers) or ``--partial-range -10 10`` (gains per
+partial) besides, and ``--normalization 0.998`` (activity divided by its 0.998-quantile)
+with the latter.
 
 Each method trains its flows three times (once per training font for the threshold, once
 on both). Training time on the 2-core reference machine is printed at the end.
@@ -328,11 +330,16 @@ def main() -> None:
                         help="the copies' equaliser: random gains per partial in this dB "
                              "range and no smooth curve (timbre_copies' partial_range; "
                              "--timbre-copies defaults to 1 with it)")
+    parser.add_argument("--normalization", type=float, default=None, metavar="Q",
+                        help="DDS transcribers divide each recording's activity by its "
+                             "Q-quantile instead of its maximum (PianoTranscriber's "
+                             "normalization; the threshold is chosen under it)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     experiment = {flag: getattr(args, name) for flag, name in RECIPE_FLAGS.items()}
     experiment["--timbre-copies"] = args.timbre_copies
     experiment["--partial-range"] = args.partial_range
+    experiment["--normalization"] = args.normalization
     n_timbre_copies, timbre_options = timbre_arguments(args.timbre_copies, args.partial_range)
     for flag, value in experiment.items():
         if value is not None and args.out is None:
@@ -366,6 +373,8 @@ def main() -> None:
         if args.max_epochs is not None:
             settings.decomposer.set_params(max_epochs=args.max_epochs)
         settings.set_params(front_end=recipe_front_end(method, args))
+        if args.normalization is not None:
+            settings.set_params(normalization=args.normalization)
         settings.decomposer.set_params(**recipe_flow_params(args))
         # Cross-font threshold, as for the NMF default: flows trained on one training font
         # choose the threshold on material of the other, then the final flows are trained
