@@ -244,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "number of cores when one run has the machine to itself)")
     notes = transcribe.add_argument_group(
         "note decisions", "Override the model's own settings (see PianoTranscriber). A note "
-        "starts where the pitch's smoothed activity, divided by the recording's largest, "
+        "starts where the pitch's smoothed activity, divided by the recording's largest "
+        "(or by the quantile a model's normalization names), "
         "reaches --threshold, and lasts while it stays at or above --threshold x "
         "--sustain-ratio.")
     notes.add_argument("--threshold", type=_positive_float, default=None, metavar="LEVEL",
