@@ -1,7 +1,7 @@
 """Scoring a transcriber fitted on one training font on the other font's validation set.
 
 What ``dds_budget.py`` and ``dds_levers.py`` both measure per direction, and the flags of
-the experimental DDS flow recipes that ``dds_budget.py`` and ``train_default_models.py``
+the experimental DDS recipes that ``dds_budget.py`` and ``train_default_models.py``
 share.
 """
 
@@ -16,16 +16,23 @@ import numpy as np
 
 from decomp.audio import Spectrogram
 from decomp.metrics import epsilon_sparsity, precision_of_source_attribution
-from decomp.transcription import PianoTranscriber, choose_threshold, default_dds_front_end
+from decomp.transcription import (
+    DDS_TIMBRE_AUGMENTATION,
+    PianoTranscriber,
+    choose_threshold,
+    default_dds_front_end,
+)
 
-#: The flags of an experimental DDS flow recipe, as ``argparse`` destinations.
+#: The flags of an experimental DDS recipe, as ``argparse`` destinations.
 RECIPE_FLAGS = {"--stft-bins": "stft_bins", "--flow-learning-rate": "flow_learning_rate",
-                "--flow-noise": "flow_noise"}
+                "--flow-noise": "flow_noise", "--timbre-copies": "timbre_copies",
+                "--partial-range": "partial_range", "--normalization": "normalization"}
 
 
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--stft-bins``, ``--flow-learning-rate`` and ``--flow-noise``: a DDS method trained
-    on another front end or with other flow settings than it ships with."""
+    """The flags of :data:`RECIPE_FLAGS`: a DDS method trained on another front end, with
+    other flow settings, on augmented frames or thresholded on another normalisation than
+    it ships with (all default to the shipped recipe)."""
     parser.add_argument("--stft-bins", type=int, default=None,
                         help="DDS methods on the log STFT cut at this many bins instead of "
                              "their shipped front end")
@@ -34,6 +41,18 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flow-noise", type=float, default=None,
                         help="train the DDS flows on the frames plus noisy copies of this "
                              "standard deviation (flow_noise)")
+    parser.add_argument("--timbre-copies", type=int, default=None,
+                        help="train the DDS flows on the frames plus this many copies under "
+                             "random equalisers (n_timbre_copies; 0: no augmentation)")
+    parser.add_argument("--partial-range", type=float, nargs=2, default=None,
+                        metavar=("LOW_DB", "HIGH_DB"),
+                        help="the copies' equaliser: random gains per partial in this dB "
+                             "range and no smooth curve (timbre_copies' partial_range; "
+                             "--timbre-copies defaults to 1 with it)")
+    parser.add_argument("--normalization", type=float, default=None, metavar="Q",
+                        help="DDS transcribers divide each recording's activity by its "
+                             "Q-quantile (PianoTranscriber's normalization; the threshold is "
+                             "chosen under it; 1 divides by the maximum)")
 
 
 def partials_only(partial_range: tuple[float, float]) -> dict[str, tuple[float, float]]:
@@ -41,6 +60,28 @@ def partials_only(partial_range: tuple[float, float]) -> dict[str, tuple[float, 
     the smooth curve off: the ``-partials`` levers and ``--partial-range``."""
     return {"tilt_range": (0.0, 0.0), "band_range": (0.0, 0.0),
             "partial_range": (float(partial_range[0]), float(partial_range[1]))}
+
+
+def recipe_timbre_arguments(method: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The ``training_frames_per_font`` / ``fit_transcriber`` arguments (``n_timbre_copies``,
+    ``timbre_options``) of ``method``'s training frames: the shipped augmentation
+    (``DDS_TIMBRE_AUGMENTATION``) unless ``--timbre-copies`` or ``--partial-range`` is
+    given; copies alone are under smooth equalisers (``--timbre-copies 0``: none); with a
+    partial range, gains per partial alone, one copy unless told otherwise."""
+    if args.partial_range is not None:
+        return {"n_timbre_copies": 1 if args.timbre_copies is None else args.timbre_copies,
+                "timbre_options": partials_only(args.partial_range)}
+    if args.timbre_copies is not None:
+        return {"n_timbre_copies": args.timbre_copies, "timbre_options": None}
+    return dict(DDS_TIMBRE_AUGMENTATION[method])
+
+
+def recipe_transcriber_params(args: argparse.Namespace) -> dict[str, float | str]:
+    """The :class:`~decomp.transcription.PianoTranscriber` parameters ``--normalization``
+    sets (1: ``"max"``)."""
+    if args.normalization is None:
+        return {}
+    return {"normalization": "max" if args.normalization == 1 else args.normalization}
 
 
 def recipe_front_end(method: str, args: argparse.Namespace) -> Spectrogram:

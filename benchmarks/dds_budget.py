@@ -20,10 +20,12 @@ setting is the mean of the two cross-font frame F1s (what ``fit_transcriber`` re
 ``validation_f1_``). The flows are trained once per font and reused for every setting. The
 held-out font is never used here.
 
-``--stft-bins``, ``--flow-learning-rate`` and ``--flow-noise`` choose the search settings
-of an experimental flow recipe instead of the shipped one, with the same flags as
-``train_default_models.py`` (DDS-3 on the 384-bin log STFT: ``--methods dds3
---stft-bins 384 --flow-learning-rate 3e-4 --flow-noise 0.1``).
+``--stft-bins``, ``--flow-learning-rate``, ``--flow-noise``, ``--timbre-copies``,
+``--partial-range`` and ``--normalization`` choose the search settings of an experimental
+recipe instead of the shipped one, with the same flags as ``train_default_models.py``
+(DDS-3 on the 384-bin log STFT with gains per partial: ``--methods dds3 --stft-bins 384
+--flow-learning-rate 3e-4 --flow-noise 0.1 --partial-range -10 10 --normalization
+0.998``). Only the training frames are augmented, never the validation recordings.
 
 Printed per setting: validation F1, PSA and epsilon-sparsity of the raw activity on the
 sounding frames (as ``benchmarks/dds_table.py`` computes them), the threshold, and the
@@ -49,6 +51,8 @@ from _crossfont import (
     add_recipe_arguments,
     recipe_flow_params,
     recipe_front_end,
+    recipe_timbre_arguments,
+    recipe_transcriber_params,
     validation_scores,
 )
 from _results import command_line, machine, write_results
@@ -109,7 +113,8 @@ def main(argv: list[str] | None = None) -> dict:
         if (iterations, rate, warm) != reference]
     for method in args.methods:
         front_end = recipe_front_end(method, args)
-        per_font = training_frames_per_font(protocol, front_end)
+        per_font = training_frames_per_font(protocol, front_end,
+                                            **recipe_timbre_arguments(method, args))
         validation = {font: validation_set(font, protocol, front_end) for font in fonts}
         # scores[(search, sustain)]: one (f1, threshold, seconds, psa, sparsity) per direction
         scores: dict[tuple, list[tuple[float, ...]]] = {}
@@ -127,7 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
                     flow=flows.flow_, max_iter=iterations, latent_learning_rate=rate,
                     warm_start_iterations=warm)
                 transcriber = PianoTranscriber(decomposer, front_end=front_end, threshold=1.0,
-                                               chunk_frames=4096, n_threads=args.threads)
+                                               chunk_frames=4096, n_threads=args.threads,
+                                               **recipe_transcriber_params(args))
                 transcriber.fit(*per_font[index])  # the given flows, used as they are
                 scored = validation_scores(transcriber, features, roll, args.sustain_ratios)
                 seconds, psa, sparsity = scored["seconds"], scored["psa"], scored["sparsity"]
@@ -166,7 +172,9 @@ def main(argv: list[str] | None = None) -> dict:
                      "latent_learning_rates": args.latent_learning_rates,
                      "warm_starts": args.warm_starts, "sustain_ratios": args.sustain_ratios,
                      "fonts": fonts, "stft_bins": args.stft_bins,
-                     **recipe_flow_params(args),
+                     **recipe_flow_params(args), **recipe_transcriber_params(args),
+                     "timbre": {method: recipe_timbre_arguments(method, args)
+                                for method in args.methods},
                      "command": command_line("dds_budget.py", argv)},
         "rows": rows,
         "best": best,

@@ -17,8 +17,10 @@ The variants (``--variants`` picks some; default all):
 - ``nmf``, ``nmf-dds-front-end``: the default NMF transcriber on its own front end
   (log STFT, 1025 bins) and on DDS-3's front end (log CQT, 172 bins): what the front end
   alone costs.
-- ``dds2``, ``dds3``: the shipped decomposers on the log CQT (DDS-3's front end, and
-  DDS-2's until ``dds2-stft384`` below won and shipped).
+- ``dds2``, ``dds3``: the shipped decomposers' sizes and search on the log CQT, each flow
+  trained with the estimator's defaults (learning rate 1e-3, no noise): DDS-2 until
+  ``dds2-stft384`` below won and shipped, DDS-3 until
+  ``dds3-stft384-flow-lr-noise-0.1-partials`` did.
 - ``dds2-epochs-E``, ``dds3-epochs-E``: flows trained for exactly E epochs (0: the
   data-dependent initialisation only, i.e. for DDS-2 a diagonal Gaussian per note at its
   frames' mean and spread), against early stopping on the same-font 80/20 split.
@@ -41,14 +43,15 @@ The variants (``--variants`` picks some; default all):
   instead of 4 (``-m2``: half the rows through the Glow), also in 25 search iterations
   instead of 50 (``-m2-iter25``), and with likelihood weight 0.3 or 3 (``-likelihood-L``:
   the NLL of a 384-bin frame is on another scale than a 172-bin one's, so the weight
-  chosen on the log CQT need not suit it). Not shipped: see the DDS guide.
+  chosen on the log CQT need not suit it). With gains per partial (below,
+  ``-partials``) and quantile normalisation it is the shipped DDS-3.
 - ``dds3-stft256-flow-lr-noise-0.1``: that recipe on the log STFT cut at 256 bins, whose
   mixing layers cost less than half of the 384-bin ones.
 - ``dds2-stft384-inverse-start``: the shipped DDS-2 with an amortized start through the
   flows' inverse (``inverse_start_iterations=10``: 10 NMF updates of a free dictionary,
   codes halfway to the inverse of its rows); ``-iter10`` also searches 10 iterations
   instead of 25, beside ``dds2-stft384-iter10`` (10 iterations without the start);
-  ``dds3-inverse-start``: the same start for the shipped DDS-3.
+  ``dds3-inverse-start``: the same start for the DDS-3 then shipped (log CQT).
 - ``<variant>-timbre`` for the variants in ``AUGMENTATIONS``: the training frames plus one
   copy of each under a random smooth equaliser (``training_frames_per_font(...,
   n_timbre_copies=1)``, i.e. :func:`decomp.audio.timbre_copies`: a tilt of +-3 dB per
@@ -87,6 +90,7 @@ from decomp.audio import Spectrogram
 from decomp.data import DEFAULT_PROTOCOL
 from decomp.estimators.dds import NOISE_COPIES
 from decomp.transcription import (
+    DDS_FLOW_TRAINING,
     PianoTranscriber,
     default_dds_decomposer,
     default_dds_front_end,
@@ -99,7 +103,9 @@ SUSTAIN_RATIO = 0.7
 
 
 def _cqt() -> Spectrogram:
-    return default_dds_front_end("dds3")
+    """DDS-3's front end before the levers moved it to the STFT: log1p(100 |CQT|), 24 bins
+    per octave from 55 Hz."""
+    return Spectrogram(kind="log-cqt", compression=100.0, bins_per_octave=24, fmin=55.0)
 
 
 def _stft256() -> Spectrogram:
@@ -113,7 +119,16 @@ def _stft384() -> Spectrogram:
 def variants() -> dict[str, tuple[Callable[[], Spectrogram], Callable[[], Any]]]:
     """name -> (front end, unfitted decomposer)."""
     def dds(method: str, **params: Any) -> Callable[[], Any]:
-        return lambda: default_dds_decomposer(method).set_params(**params)
+        # Every lever starts from the estimator's own flow training (the shipped DDS-3's,
+        # DDS_FLOW_TRAINING, is the variant dds3-stft384-flow-lr-noise-0.1), so a variant
+        # names the same model before and after a shipped setting changes.
+        def make() -> Any:
+            decomposer = default_dds_decomposer(method)
+            estimator_defaults = type(decomposer)().get_params()
+            return decomposer.set_params(**{**{name: estimator_defaults[name]
+                                               for name in DDS_FLOW_TRAINING[method]},
+                                            **params})
+        return make
 
     table: dict[str, tuple[Callable[[], Spectrogram], Callable[[], Any]]] = {
         "nmf": (default_front_end, default_decomposer),

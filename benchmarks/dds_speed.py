@@ -17,8 +17,8 @@ parameters are frozen, so backward needs only input gradients.
    time is comparable). Stacked and loop are checked to give the same W, loss and
    gradient before timing. Settings: our shipped flow (4 blocks, hidden 32, 1 hidden layer) and
    the papers' (16 blocks, hidden 128, 3 hidden layers), M = 4 and 20, F = 384 (the
-   shipped DDS-2's front end, log STFT cut at 384 bins), F = 172 (DDS-3's front end,
-   log-CQT 24 bins/octave from 55 Hz) and, without --quick, F = 1025 (the
+   shipped DDS-2's and DDS-3's front end, log STFT cut at 384 bins), F = 172 (a log-CQT
+   of 24 bins/octave from 55 Hz, DDS-3's front end before) and, without --quick, F = 1025 (the
    papers' STFT). Then torch.profiler splits one iteration's self CPU time into matmul,
    gather/scatter/copy, elementwise and framework time (autograd nodes, views, checks).
 2. Achieved GFLOP/s of the dictionary pass alone (stacked flow forward + backward to Z).
@@ -31,9 +31,10 @@ parameters are frozen, so backward needs only input gradients.
    matmul. With M rows per source each weight is used for only M rows (2·M flops per
    4 bytes), so the pass can be memory-bound: the table gives the weights' size and the
    time to read them once (forward and backward each read them once).
-3. DDS-3: ``DDS3(flow=ConditionalGlow(60, 172), max_epochs=0)`` (8 steps, hidden 256,
-   2 hidden layers; untrained: only the cost matters) fitted on random labelled frames,
-   ``decompose`` of a (256, 172) input with M = 4. The time per iteration is the
+3. DDS-3: ``DDS3(flow=ConditionalGlow(60, F), max_epochs=0)`` with F the shipped DDS-3's
+   bins (384: ``default_dds_front_end("dds3")``; 8 steps, hidden 256, 2 hidden layers;
+   untrained: only the cost matters) fitted on random labelled frames, ``decompose`` of a
+   (256, F) input with M = 4. The time per iteration is the
    difference between 40 and 20 iterations over 20 (the fixed setup cost apart),
    and the implied real-time factor of a 256-frame chunk (hop 512 at 16 kHz: 8.19 s)
    at 200 and 1000 iterations.
@@ -63,6 +64,7 @@ from decomp.estimators.dds import DDS3
 from decomp.estimators.flow_objective import FlowDictionaryObjective
 from decomp.flows import ConditionalGlow, StackedRealNVP
 from decomp.flows.base import standard_normal_log_prob
+from decomp.transcription import default_dds_front_end
 
 N_SOURCES, N_FRAMES, WEIGHT, TARGET = 60, 256, 1.0, 10.0
 FLOWS = {"ours 4x32x1": (4, 32, 1), "paper 16x128x3": (16, 128, 3)}
@@ -258,7 +260,7 @@ def square_peak(repeats: int) -> float:
 
 
 def dds3(repeats: int) -> dict:
-    n_bins, n_per_source = 172, 4
+    n_bins, n_per_source = default_dds_front_end("dds3").n_bins, 4
     glow = ConditionalGlow(N_SOURCES, n_bins, n_steps=8, hidden_features=256,
                            n_hidden_layers=2, random_state=0)
     rng = np.random.default_rng(0)
@@ -276,7 +278,7 @@ def dds3(repeats: int) -> dict:
     # the input-gradient pass; plus the four (T, K, F) products of H @ W and its gradients.
     flops = 8 * 2 * rows * (2 * dense + 2 * n_bins**2) + 4 * 2 * N_FRAMES * rows * n_bins
     return {"per_iter": per_iter, "fixed": max(t_20 - 20 * per_iter, 0.0), "at_20": t_20 / 20,
-            "flops": flops}
+            "flops": flops, "n_bins": n_bins}
 
 
 def main() -> None:
@@ -344,7 +346,8 @@ def main() -> None:
     glow = dds3(args.repeats)
     chunk = N_FRAMES * 512 / 16000
     rtf = {n: (glow["fixed"] + n * glow["per_iter"]) / chunk for n in (200, 1000)}
-    print(f"\n3. DDS-3 search: DDS3.decompose of a (256, 172) input, ConditionalGlow 8 steps x "
+    print(f"\n3. DDS-3 search: DDS3.decompose of a (256, {glow['n_bins']}) input, "
+          "ConditionalGlow 8 steps x "
           f"256 x 2, C={N_SOURCES}, M=4")
     print(f"  {glow['per_iter'] * 1e3:.2f} ms/iteration ((t(40) - t(20)) / 20), fixed setup "
           f"{glow['fixed'] * 1e3:.1f} ms, {glow['at_20'] * 1e3:.2f} ms/iteration for 20 "

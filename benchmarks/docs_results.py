@@ -873,14 +873,10 @@ def _dds_table_section(page: Page, data: dict[str, Any] | None) -> None:
     if data.get("verdicts"):
         page.add("Targets: " + "; ".join(verdict(line) for line in data["verdicts"]) + ".")
     page.add(source("dds-table.json", data), "Rerun: `python benchmarks/dds_table.py "
-             "--piece-bars 8 --threads 1 --model dds2-cqt=A --model dds3-stft=B --json "
-             "docs/results/dds-table.json`, where `A` is the DDS-2 shipped on the log CQT "
-             "(`git show 6e65aca:decomp/models/piano-dds2.decomp > A`) and `B` the DDS-3 of "
-             "the [DDS guide's levers](../guide/dds.md#accuracy-on-unheard-timbres-levers-"
-             "measured) (`python benchmarks/train_default_models.py --methods dds3 "
-             "--stft-bins 384 --flow-learning-rate 3e-4 --flow-noise 0.1 --out DIR`, "
-             "`B = DIR/piano-dds3.decomp`). `benchmarks/shared_cpu.py` times the shipped "
-             "models alone.")
+             "--piece-bars 8 --threads 1 --model dds3-cqt=A --json "
+             "docs/results/dds-table.json`, where `A` is the DDS-3 shipped before on the log "
+             "CQT (`git show 47c2d01:decomp/models/piano-dds3.decomp > A`). "
+             "`benchmarks/shared_cpu.py` times the shipped models alone.")
 
 
 def _dds_paired_line(paired: dict[str, Any]) -> str:
@@ -915,8 +911,8 @@ def _dds_table_more_chords_section(page: Page, data: dict[str, Any] | None) -> N
     if data.get("verdicts"):
         page.add("Targets: " + "; ".join(verdict(line) for line in data["verdicts"]) + ".")
     page.add(source("dds-table-60.json", data), "Rerun: `python benchmarks/dds_table.py "
-             f"--methods nmf dds2 dds3 --n-chords {n_chords} --threads 1 --model dds3-stft=B "
-             "--json docs/results/dds-table-60.json`, `B` as above.")
+             f"--methods nmf dds2 dds3 --n-chords {n_chords} --threads 1 --model dds3-cqt=A "
+             "--json docs/results/dds-table-60.json`, `A` as above.")
 
 
 def _shared_cpu_section(page: Page, runs: dict[str, Any]) -> None:
@@ -981,7 +977,8 @@ def _dds_speed_section(page: Page, data: dict[str, Any] | None) -> None:
     page.add(verdict(f"Target, first row: {number(head.get('ratio'), 1)}x against "
                      f"{number(target, 0)}x: {data.get('verdict', '–')}."),
              f"DDS-3's search with an untrained 8-step Glow (hidden 256, 60 notes, 4 codes "
-             f"per note): {number(dds3.get('per_iter', math.nan) * 1e3, 1)} ms per iteration "
+             f"per note, {number(dds3.get('n_bins', 172))} bins): "
+             f"{number(dds3.get('per_iter', math.nan) * 1e3, 1)} ms per iteration "
              "of a 256-frame chunk. The real-time factors of the shipped transcribers are "
              "in the previous section.")
     if data.get("square_peak_gflops"):

@@ -265,14 +265,49 @@ def test_a_stage_folder_trained_otherwise_is_refused_or_resumed(recipes, monkeyp
     assert len(calls) == 2
 
 
-def test_the_timbre_flags_become_fit_transcribers_arguments(recipes):
+def test_the_recipe_flags_reach_fit_transcriber(recipes, monkeypatch, tmp_path, capsys):
     from decomp.audio import timbre_copies
+    from decomp.transcription import DDS_TIMBRE_AUGMENTATION, default_dds_settings
 
-    assert recipes.timbre_arguments(None, None) == (0, None)
-    assert recipes.timbre_arguments(2, None) == (2, None)  # smooth equalisers
-    copies, options = recipes.timbre_arguments(None, [-10, 10])
-    assert copies == 1 and options == {"tilt_range": (0.0, 0.0), "band_range": (0.0, 0.0),
-                                       "partial_range": (-10.0, 10.0)}
-    assert recipes.timbre_arguments(3, [-5, 5])[0] == 3
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def fit(settings, protocol, **arguments):
+        calls.append((settings, arguments))
+        raise Stop
+
+    def run(*argv):
+        monkeypatch.setattr("sys.argv", ["train_default_models.py", *argv])
+        with pytest.raises(Stop):
+            recipes.main()
+        return calls.pop()
+
+    monkeypatch.setattr(recipes, "fit_transcriber", fit)
+    # No flag: the shipped recipe, default_dds_settings with its augmentation.
+    settings, arguments = run("--methods", "dds3", "--out", str(tmp_path))
+    assert repr(settings.get_params(deep=True)) == repr(
+        default_dds_settings("dds3").set_params(
+            decomposer=settings.decomposer).get_params(deep=True))
+    assert settings.normalization == 0.998 and settings.front_end.n_bins == 384
+    assert arguments == DDS_TIMBRE_AUGMENTATION["dds3"]
+    settings, arguments = run("--methods", "dds2", "--stft-bins", "256", "--flow-noise",
+                              "0.1", "--partial-range", "-5", "5", "--normalization", "0.99",
+                              "--out", str(tmp_path))
+    assert settings.normalization == 0.99
+    assert settings.front_end.n_bins == 256 and settings.decomposer.flow_noise == 0.1
+    options = {"tilt_range": (0.0, 0.0), "band_range": (0.0, 0.0),
+               "partial_range": (-5.0, 5.0)}
+    assert arguments == {"n_timbre_copies": 1, "timbre_options": options}
     frames = np.abs(np.random.default_rng(0).standard_normal((4, 64))).astype(np.float32)
     timbre_copies(frames, np.full(4, 60), decomp.audio.Spectrogram(n_bins=64), **options)
+    # The shipped models are never trained with an experiment's flags, nor NMF given them.
+    for argv, message in ((["--methods", "dds3", "--flow-noise", "0.2"],
+                           "--flow-noise trains an experiment"),
+                          (["--methods", "nmf", "--normalization", "0.99", "--out", "x"],
+                           "--normalization sets a DDS recipe, but --methods names no DDS")):
+        monkeypatch.setattr("sys.argv", ["train_default_models.py", *argv])
+        with pytest.raises(SystemExit):
+            recipes.main()
+        assert message in capsys.readouterr().err

@@ -7,8 +7,11 @@ transcribers' settings, training and cache, and the helpers that build their dat
 
 from decomp.transcription.defaults import (
     BAYESIAN_SETTINGS,
+    DDS_FLOW_TRAINING,
     DDS_FRONT_ENDS,
+    DDS_NORMALIZATION,
     DDS_SEARCH_SETTINGS,
+    DDS_TIMBRE_AUGMENTATION,
     PRETRAINED_METHODS,
     bayesian_transcriber,
     default_dds_decomposer,
@@ -33,8 +36,11 @@ from decomp.transcription.piano import (
 
 __all__ = [
     "BAYESIAN_SETTINGS",
+    "DDS_FLOW_TRAINING",
     "DDS_FRONT_ENDS",
+    "DDS_NORMALIZATION",
     "DDS_SEARCH_SETTINGS",
+    "DDS_TIMBRE_AUGMENTATION",
     "PRETRAINED_METHODS",
     "bayesian_transcriber",
     "PianoTranscriber",

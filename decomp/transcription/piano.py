@@ -460,7 +460,7 @@ class PianoTranscriber(Persistent, BaseEstimator):
         X: Any,
         y: Any,
         *,
-        validation: tuple[Any, Any] | None = None,
+        validation: tuple[Any, Any] | list[tuple[Any, Any]] | None = None,
     ) -> PianoTranscriber:
         """Fit the decomposer on isolated-note frames and choose the threshold.
 
@@ -470,11 +470,15 @@ class PianoTranscriber(Persistent, BaseEstimator):
             Features (from ``front_end``) of frames where one note sounds.
         y : array-like of shape (n_frames,)
             Their MIDI pitches.
-        validation : (features, roll), optional
+        validation : (features, roll) or list of (features, roll), optional
             Features of shape (n_frames, n_bins) or (n_items, n_frames, n_bins) and the
             matching roll (…, n_frames, n_pitches) over ``pitches_``, used to choose
-            ``threshold="auto"``. Use recordings that are not the training frames
-            (ideally another instrument/SoundFont than the one the dictionary came from).
+            ``threshold="auto"``; a list holds one pair per recording, of any lengths.
+            Each recording (each 2-D array, each item of a 3-D one) is normalised alone,
+            as :meth:`transcribe` normalises the one recording it is given, so the
+            threshold is chosen on the scale it is later applied to. Use recordings
+            that are not the training frames (ideally another instrument/SoundFont than
+            the one the dictionary came from).
 
         Returns
         -------
@@ -496,22 +500,25 @@ class PianoTranscriber(Persistent, BaseEstimator):
         self.decomposer_ = decomposer.fit(X, labels)
         self.pitches_ = np.asarray(self.decomposer_.sources_).astype(np.int64)
         self.validation_f1_ = float("nan")
+        if self.threshold == "auto" and validation is None:
+            raise ValueError(
+                "threshold='auto' chooses the threshold on validation data: pass "
+                "validation=(features, roll), or give a number."
+            )
+        if validation is None:
+            self.threshold_ = float(self.threshold)
+            return self
+        activity, roll = self._validation_activity(validation)
         if self.threshold == "auto":
-            if validation is None:
-                raise ValueError(
-                    "threshold='auto' chooses the threshold on validation data: pass "
-                    "validation=(features, roll), or give a number."
-                )
-            self.threshold_, self.validation_f1_ = self._choose_threshold(*validation)
+            self.threshold_, self.validation_f1_ = choose_threshold(
+                activity, roll, sustain_ratio=self.sustain_ratio,
+                min_note_frames=self.min_note_frames)
         else:
             self.threshold_ = float(self.threshold)
-            if validation is not None:
-                activity = self._activity_batch(validation[0])
-                roll = self._check_roll(validation[1], activity.shape)
-                estimated = activity_to_roll(activity, self.threshold_,
-                                             sustain_ratio=self.sustain_ratio,
-                                             min_note_frames=self.min_note_frames)
-                self.validation_f1_ = frame_scores(estimated, roll)["f1"]
+            estimated = activity_to_roll(activity, self.threshold_,
+                                         sustain_ratio=self.sustain_ratio,
+                                         min_note_frames=self.min_note_frames)
+            self.validation_f1_ = frame_scores(estimated, roll)["f1"]
         return self
 
     def _check_roll(self, roll: Any, shape: tuple) -> np.ndarray:
@@ -531,11 +538,21 @@ class PianoTranscriber(Persistent, BaseEstimator):
         return np.concatenate([self._postprocess(self._source_activity(self._feature_chunks(item)))
                                for item in items])
 
-    def _choose_threshold(self, features: Any, roll: Any) -> tuple[float, float]:
-        activity = self._activity_batch(features)
-        return choose_threshold(activity, self._check_roll(roll, activity.shape),
-                                sustain_ratio=self.sustain_ratio,
-                                min_note_frames=self.min_note_frames)
+    def _validation_activity(self, validation: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised activity and roll of the validation recordings, frames stacked."""
+        pairs = validation if isinstance(validation, list) else [validation]
+        if not pairs or not all(isinstance(pair, tuple) and len(pair) == 2 for pair in pairs):
+            raise ValueError(
+                "validation must be a (features, roll) tuple or a non-empty list of them; "
+                f"got {type(validation).__name__}"
+                + (f" of {len(pairs)} items" if isinstance(validation, list) else "") + "."
+            )
+        activities, rolls = [], []
+        for features, roll in pairs:
+            activity = self._activity_batch(features)
+            activities.append(activity)
+            rolls.append(self._check_roll(roll, activity.shape))
+        return np.concatenate(activities), np.concatenate(rolls)
 
     # --- inference -----------------------------------------------------------------------
     #: Chunks decomposed per call of the decomposer, on a CPU and on a GPU. Each chunk in

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from decomp.transcription import default_dds_front_end
+from decomp.transcription import DDS_TIMBRE_AUGMENTATION, default_dds_front_end
 from tests.conftest import BENCHMARKS, load_benchmark
 
 
@@ -82,6 +82,23 @@ def test_recipe_flags_default_to_the_shipped_recipe(crossfont):
     shipped = parser.parse_args([])
     assert crossfont.recipe_front_end("dds3", shipped) == default_dds_front_end("dds3")
     assert crossfont.recipe_flow_params(shipped) == {}
+    assert crossfont.recipe_transcriber_params(shipped) == {}
+    for method in ("dds2", "dds3"):  # the shipped augmentation, which the flags replace
+        assert crossfont.recipe_timbre_arguments(method, shipped) == \
+            DDS_TIMBRE_AUGMENTATION[method]
+    assert DDS_TIMBRE_AUGMENTATION["dds3"] == {
+        "n_timbre_copies": 1, "timbre_options": crossfont.partials_only((-10, 10))}
+    copies = parser.parse_args(["--timbre-copies", "2"])  # smooth equalisers
+    assert crossfont.recipe_timbre_arguments("dds3", copies) == {"n_timbre_copies": 2,
+                                                                 "timbre_options": None}
+    unaugmented = parser.parse_args(["--timbre-copies", "0", "--normalization", "1"])
+    assert crossfont.recipe_timbre_arguments("dds3", unaugmented)["n_timbre_copies"] == 0
+    assert crossfont.recipe_transcriber_params(unaugmented) == {"normalization": "max"}
+    partials = parser.parse_args(["--timbre-copies", "3", "--partial-range", "-5", "5",
+                                  "--normalization", "0.99"])
+    assert crossfont.recipe_timbre_arguments("dds2", partials) == {
+        "n_timbre_copies": 3, "timbre_options": crossfont.partials_only((-5, 5))}
+    assert crossfont.recipe_transcriber_params(partials) == {"normalization": 0.99}
     experiment = parser.parse_args(["--stft-bins", "384", "--flow-learning-rate", "3e-4",
                                     "--flow-noise", "0.1"])
     assert crossfont.recipe_front_end("dds3", experiment) == \

@@ -115,6 +115,34 @@ def test_fit_with_given_threshold_and_validation(tiny_protocol, tiny_chords):
     assert auto.threshold_ == pytest.approx(grid[int(np.argmax(scores))])
 
 
+
+def test_a_list_of_validation_recordings_normalises_each_alone(tiny_protocol, tiny_chords):
+    notes = tiny_protocol.training_notes()[0]
+    features, roll = protocol_features(notes, Spectrogram(), tiny_protocol.pitches)
+    X, y = labelled_frames(features, roll, tiny_protocol.pitches)
+    loud = protocol_features(tiny_chords, Spectrogram(), tiny_protocol.pitches)
+    # The same chords 30 dB quieter: normalised with the loud ones, their notes would all
+    # fall below any threshold that suits the loud recording.
+    quiet = (loud[0] * 1e-3, loud[1])
+    decomposer = NMF(dictionary="frames", n_components_per_source=4, max_iter=50, random_state=0)
+    auto = PianoTranscriber(decomposer=decomposer).fit(X, y, validation=[loud, quiet])
+    activity = np.concatenate([auto._activity_batch(features) for features, _ in (loud, quiet)])
+    for part in np.split(activity, 2):
+        assert 0.5 < part.max() <= 1.0  # each on its own scale (max 1 before the median filter)
+    reference = np.concatenate([loud[1], quiet[1]])
+    grid = float(activity.max()) * np.geomspace(1e-3, 1.0, 120)
+    scores = [frame_scores(activity_to_roll(activity, threshold, min_note_frames=2),
+                           reference)["f1"] for threshold in grid]
+    assert auto.validation_f1_ == pytest.approx(max(scores))
+    assert auto.threshold_ == pytest.approx(grid[int(np.argmax(scores))])
+    # As two recordings they score as well as the loud one alone; concatenated (one scale),
+    # the quiet half's notes are lost.
+    alone = PianoTranscriber(decomposer=decomposer).fit(X, y, validation=loud)
+    concatenated = PianoTranscriber(decomposer=decomposer).fit(
+        X, y, validation=(np.concatenate([loud[0], quiet[0]]), reference))
+    assert auto.validation_f1_ == pytest.approx(alone.validation_f1_, abs=0.02)
+    assert concatenated.validation_f1_ < auto.validation_f1_ - 0.1
+
 def test_errors(tiny_protocol, tiny_transcriber, tiny_chords):
     X = np.abs(np.random.default_rng(0).normal(size=(10, 1025)))
     y = np.full(10, 60)
@@ -134,6 +162,11 @@ def test_errors(tiny_protocol, tiny_transcriber, tiny_chords):
         tiny_transcriber.transcribe_features(np.ones((5, 12)))
     with pytest.raises(ValueError, match="the validation roll has shape"):
         PianoTranscriber().fit(X, y, validation=(X, np.zeros((3, 1), dtype=bool)))
+    with pytest.raises(ValueError, match=r"validation must be a \(features, roll\) tuple or a "
+                                         "non-empty list of them; got list of 2 items"):
+        PianoTranscriber().fit(X, y, validation=[X, np.zeros((10, 1), dtype=bool)])
+    with pytest.raises(ValueError, match="non-empty list of them; got list of 0 items"):
+        PianoTranscriber().fit(X, y, validation=[])
     with pytest.raises(FileNotFoundError):
         tiny_transcriber.transcribe("/nonexistent/recording.wav")
 

@@ -11,8 +11,11 @@ import pytest
 from decomp import DDS1, DDS2, DDS3, PianoTranscriber
 from decomp.flows import ConditionalGlow, StackedRealNVP
 from decomp.transcription import (
+    DDS_FLOW_TRAINING,
     DDS_FRONT_ENDS,
+    DDS_NORMALIZATION,
     DDS_SEARCH_SETTINGS,
+    DDS_TIMBRE_AUGMENTATION,
     default_dds_front_end,
     default_dds_settings,
     default_transcriber,
@@ -37,6 +40,10 @@ def test_shipped_models_load(method, estimator, flow):
     expected = default_dds_settings(method)
     assert transcriber.front_end == expected.front_end == default_dds_front_end(method)
     assert transcriber.sustain_ratio == expected.sustain_ratio == 0.7
+    assert transcriber.normalization == expected.normalization == DDS_NORMALIZATION[method]
+    training = transcriber.decomposer_.get_params()
+    assert {key: training[key] for key in DDS_FLOW_TRAINING[method]} == \
+        DDS_FLOW_TRAINING[method]
     assert transcriber.chunk_frames == expected.chunk_frames
     search = transcriber.decomposer_.get_params()
     assert {key: search[key] for key in DDS_SEARCH_SETTINGS[method]} == \
@@ -73,13 +80,22 @@ def test_unknown_method():
         pretrained_path("dds1")
 
 
-def test_dds_front_ends_per_method():
-    # DDS-2's per-note flows on the log STFT cut at 384 bins; DDS-3's Glow on the log CQT.
-    stft, cqt = default_dds_front_end("dds2"), default_dds_front_end("dds3")
-    assert (stft.kind, stft.n_bins, stft.compression) == ("log", 384, 100.0)
-    assert (cqt.kind, cqt.bins_per_octave, cqt.fmin) == ("log-cqt", 24, 55.0)
-    assert stft.transform(np.zeros(22050, dtype=np.float32)).shape[1] == 384
-    assert set(DDS_FRONT_ENDS) == set(DDS_SEARCH_SETTINGS)
+def test_dds_front_ends_and_recipes_per_method():
+    # Both on the log STFT cut at 384 bins; DDS-3's Glow trained slower, on noisy and
+    # partial-gain copies of the frames, its activity normalised by a quantile.
+    for method in ("dds2", "dds3"):
+        stft = default_dds_front_end(method)
+        assert (stft.kind, stft.n_bins, stft.compression) == ("log", 384, 100.0)
+        assert stft.transform(np.zeros(22050, dtype=np.float32)).shape[1] == 384
+    for table in (DDS_FRONT_ENDS, DDS_FLOW_TRAINING, DDS_TIMBRE_AUGMENTATION,
+                  DDS_NORMALIZATION):
+        assert set(table) == set(DDS_SEARCH_SETTINGS)
+    for method, training in DDS_FLOW_TRAINING.items():
+        decomposer = default_dds_settings(method).decomposer
+        assert {key: decomposer.get_params()[key] for key in training} == training
+        assert default_dds_settings(method).normalization == DDS_NORMALIZATION[method]
+    assert DDS_FLOW_TRAINING["dds3"] == {"flow_learning_rate": 3e-4, "flow_noise": 0.1}
+    assert DDS_NORMALIZATION == {"dds2": "max", "dds3": 0.998}
     with pytest.raises(ValueError, match="method must be 'dds2' or 'dds3'; got 'nmf'"):
         default_dds_front_end("nmf")
     with pytest.raises(ValueError, match="method must be 'dds2' or 'dds3'; got 'dds1'"):
