@@ -17,6 +17,7 @@ import numpy as np
 from decomp.audio import Spectrogram
 from decomp.metrics import epsilon_sparsity, precision_of_source_attribution
 from decomp.transcription import (
+    DDS_NORMALIZATION,
     DDS_TIMBRE_AUGMENTATION,
     PianoTranscriber,
     choose_threshold,
@@ -76,11 +77,11 @@ def recipe_timbre_arguments(method: str, args: argparse.Namespace) -> dict[str, 
     return dict(DDS_TIMBRE_AUGMENTATION[method])
 
 
-def recipe_transcriber_params(args: argparse.Namespace) -> dict[str, float | str]:
-    """The :class:`~decomp.transcription.PianoTranscriber` parameters ``--normalization``
-    sets (1: ``"max"``)."""
+def recipe_transcriber_params(method: str, args: argparse.Namespace) -> dict[str, float | str]:
+    """``method``'s :class:`~decomp.transcription.PianoTranscriber` normalisation: the
+    shipped one (``DDS_NORMALIZATION``) unless ``--normalization`` is given (1: ``"max"``)."""
     if args.normalization is None:
-        return {}
+        return {"normalization": DDS_NORMALIZATION[method]}
     return {"normalization": "max" if args.normalization == 1 else args.normalization}
 
 

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
                     warm_start_iterations=warm)
                 transcriber = PianoTranscriber(decomposer, front_end=front_end, threshold=1.0,
                                                chunk_frames=4096, n_threads=args.threads,
-                                               **recipe_transcriber_params(args))
+                                               **recipe_transcriber_params(method, args))
                 transcriber.fit(*per_font[index])  # the given flows, used as they are
                 scored = validation_scores(transcriber, features, roll, args.sustain_ratios)
                 seconds, psa, sparsity = scored["seconds"], scored["psa"], scored["sparsity"]
@@ -172,7 +172,9 @@ def main(argv: list[str] | None = None) -> dict:
                      "latent_learning_rates": args.latent_learning_rates,
                      "warm_starts": args.warm_starts, "sustain_ratios": args.sustain_ratios,
                      "fonts": fonts, "stft_bins": args.stft_bins,
-                     **recipe_flow_params(args), **recipe_transcriber_params(args),
+                     **recipe_flow_params(args),
+                     "normalization": {method: recipe_transcriber_params(method, args)
+                                       ["normalization"] for method in args.methods},
                      "timbre": {method: recipe_timbre_arguments(method, args)
                                 for method in args.methods},
                      "command": command_line("dds_budget.py", argv)},

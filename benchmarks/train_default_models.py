@@ -353,7 +353,7 @@ def main() -> None:
         if args.max_epochs is not None:
             settings.decomposer.set_params(max_epochs=args.max_epochs)
         settings.set_params(front_end=recipe_front_end(method, args))
-        settings.set_params(**recipe_transcriber_params(args))
+        settings.set_params(**recipe_transcriber_params(method, args))
         settings.decomposer.set_params(**recipe_flow_params(args))
         # Cross-font threshold, as for the NMF default: flows trained on one training font
         # choose the threshold on material of the other, then the final flows are trained

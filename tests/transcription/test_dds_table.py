@@ -11,7 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from decomp.transcription import DDS_TIMBRE_AUGMENTATION, default_dds_front_end
+from decomp.transcription import (
+    DDS_NORMALIZATION,
+    DDS_TIMBRE_AUGMENTATION,
+    default_dds_front_end,
+)
 from tests.conftest import BENCHMARKS, load_benchmark
 
 
@@ -82,7 +86,9 @@ def test_recipe_flags_default_to_the_shipped_recipe(crossfont):
     shipped = parser.parse_args([])
     assert crossfont.recipe_front_end("dds3", shipped) == default_dds_front_end("dds3")
     assert crossfont.recipe_flow_params(shipped) == {}
-    assert crossfont.recipe_transcriber_params(shipped) == {}
+    for method in ("dds2", "dds3"):
+        assert crossfont.recipe_transcriber_params(method, shipped) == {
+            "normalization": DDS_NORMALIZATION[method]}
     for method in ("dds2", "dds3"):  # the shipped augmentation, which the flags replace
         assert crossfont.recipe_timbre_arguments(method, shipped) == \
             DDS_TIMBRE_AUGMENTATION[method]
@@ -93,12 +99,12 @@ def test_recipe_flags_default_to_the_shipped_recipe(crossfont):
                                                                  "timbre_options": None}
     unaugmented = parser.parse_args(["--timbre-copies", "0", "--normalization", "1"])
     assert crossfont.recipe_timbre_arguments("dds3", unaugmented)["n_timbre_copies"] == 0
-    assert crossfont.recipe_transcriber_params(unaugmented) == {"normalization": "max"}
+    assert crossfont.recipe_transcriber_params("dds3", unaugmented) == {"normalization": "max"}
     partials = parser.parse_args(["--timbre-copies", "3", "--partial-range", "-5", "5",
                                   "--normalization", "0.99"])
     assert crossfont.recipe_timbre_arguments("dds2", partials) == {
         "n_timbre_copies": 3, "timbre_options": crossfont.partials_only((-5, 5))}
-    assert crossfont.recipe_transcriber_params(partials) == {"normalization": 0.99}
+    assert crossfont.recipe_transcriber_params("dds3", partials) == {"normalization": 0.99}
     experiment = parser.parse_args(["--stft-bins", "384", "--flow-learning-rate", "3e-4",
                                     "--flow-noise", "0.1"])
     assert crossfont.recipe_front_end("dds3", experiment) == \
