@@ -264,6 +264,18 @@ def choose_threshold(
     return best
 
 
+def _validation_recordings(validation: Any) -> list[tuple[Any, Any]]:
+    """``fit``'s ``validation``, a (features, roll) tuple or a list of them, as a list."""
+    pairs = validation if isinstance(validation, list) else [validation]
+    if not pairs or not all(isinstance(pair, tuple) and len(pair) == 2 for pair in pairs):
+        raise ValueError(
+            "validation must be a (features, roll) tuple or a non-empty list of them; "
+            f"got {type(validation).__name__}"
+            + (f" of {len(pairs)} items" if isinstance(validation, list) else "") + "."
+        )
+    return pairs
+
+
 class PianoTranscriber(Persistent, BaseEstimator):
     """Transcribe piano audio with a supervised decomposer.
 
@@ -494,21 +506,23 @@ class PianoTranscriber(Persistent, BaseEstimator):
             )
         if not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(f"y must hold integer MIDI pitches; got dtype {labels.dtype}.")
+        # Both checks run before the decomposer's fit, which may train flows for minutes.
+        if self.threshold == "auto" and validation is None:
+            raise ValueError(
+                "threshold='auto' chooses the threshold on validation data: pass "
+                "validation=(features, roll), or give a number."
+            )
+        recordings = None if validation is None else _validation_recordings(validation)
         decomposer = clone(self.decomposer) if self.decomposer is not None else (
             default_decomposer()
         )
         self.decomposer_ = decomposer.fit(X, labels)
         self.pitches_ = np.asarray(self.decomposer_.sources_).astype(np.int64)
         self.validation_f1_ = float("nan")
-        if self.threshold == "auto" and validation is None:
-            raise ValueError(
-                "threshold='auto' chooses the threshold on validation data: pass "
-                "validation=(features, roll), or give a number."
-            )
-        if validation is None:
+        if recordings is None:
             self.threshold_ = float(self.threshold)
             return self
-        activity, roll = self._validation_activity(validation)
+        activity, roll = self._validation_activity(recordings)
         if self.threshold == "auto":
             self.threshold_, self.validation_f1_ = choose_threshold(
                 activity, roll, sustain_ratio=self.sustain_ratio,
@@ -538,17 +552,12 @@ class PianoTranscriber(Persistent, BaseEstimator):
         return np.concatenate([self._postprocess(self._source_activity(self._feature_chunks(item)))
                                for item in items])
 
-    def _validation_activity(self, validation: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised activity and roll of the validation recordings, frames stacked."""
-        pairs = validation if isinstance(validation, list) else [validation]
-        if not pairs or not all(isinstance(pair, tuple) and len(pair) == 2 for pair in pairs):
-            raise ValueError(
-                "validation must be a (features, roll) tuple or a non-empty list of them; "
-                f"got {type(validation).__name__}"
-                + (f" of {len(pairs)} items" if isinstance(validation, list) else "") + "."
-            )
+    def _validation_activity(self, recordings: list[tuple[Any, Any]]
+                             ) -> tuple[np.ndarray, np.ndarray]:
+        """Activity (each recording normalised alone) and roll of (features, roll) pairs,
+        frames stacked."""
         activities, rolls = [], []
-        for features, roll in pairs:
+        for features, roll in recordings:
             activity = self._activity_batch(features)
             activities.append(activity)
             rolls.append(self._check_roll(roll, activity.shape))

@@ -115,7 +115,6 @@ def test_fit_with_given_threshold_and_validation(tiny_protocol, tiny_chords):
     assert auto.threshold_ == pytest.approx(grid[int(np.argmax(scores))])
 
 
-
 def test_a_list_of_validation_recordings_normalises_each_alone(tiny_protocol, tiny_chords):
     notes = tiny_protocol.training_notes()[0]
     features, roll = protocol_features(notes, Spectrogram(), tiny_protocol.pitches)
@@ -143,6 +142,7 @@ def test_a_list_of_validation_recordings_normalises_each_alone(tiny_protocol, ti
     assert auto.validation_f1_ == pytest.approx(alone.validation_f1_, abs=0.02)
     assert concatenated.validation_f1_ < auto.validation_f1_ - 0.1
 
+
 def test_errors(tiny_protocol, tiny_transcriber, tiny_chords):
     X = np.abs(np.random.default_rng(0).normal(size=(10, 1025)))
     y = np.full(10, 60)
@@ -167,6 +167,13 @@ def test_errors(tiny_protocol, tiny_transcriber, tiny_chords):
         PianoTranscriber().fit(X, y, validation=[X, np.zeros((10, 1), dtype=bool)])
     with pytest.raises(ValueError, match="non-empty list of them; got list of 0 items"):
         PianoTranscriber().fit(X, y, validation=[])
+    # Both are found before the decomposer is fitted (a DDS fit trains flows for minutes):
+    # a decomposer whose fit would fail is never reached.
+    unfittable = NMF(beta_loss="no-such-loss")
+    with pytest.raises(ValueError, match="threshold='auto' chooses the threshold"):
+        PianoTranscriber(decomposer=unfittable).fit(X, y)
+    with pytest.raises(ValueError, match="validation must be a"):
+        PianoTranscriber(decomposer=unfittable).fit(X, y, validation=[])
     with pytest.raises(FileNotFoundError):
         tiny_transcriber.transcribe("/nonexistent/recording.wav")
 
