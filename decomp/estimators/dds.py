@@ -400,10 +400,17 @@ class _FlowDecomposer(ComponentFeatureNames, BaseDecomposer):
             _FLOW_COPIES[self.flow_] = cached
         return cached[1]
 
+    def _fitted_components_per_source(self) -> int:
+        # The count fixed at fit (``component_sources_``, ``n_components_``): a later
+        # set_params(n_components_per_source=...) takes effect at the next fit, as a
+        # scikit-learn parameter does, instead of searching codes the fitted attributes
+        # do not describe.
+        return self.n_components_ // self.sources_.size
+
     def _component_labels(self, device: torch.device) -> torch.Tensor:
         n_sources = self.sources_.size
         return torch.arange(n_sources, device=device).repeat_interleave(
-            self._components_per_source())
+            self._fitted_components_per_source())
 
     def decompose(
         self,
@@ -537,7 +544,7 @@ class _FlowDecomposer(ComponentFeatureNames, BaseDecomposer):
         exceed the free memory (each counted twice: value and gradient; the flow's
         intermediate activations are left out, so this is a lower bound)."""
         n_items, n_frames, n_bins = batch.shape
-        n_components = self.sources_.size * self._components_per_source()
+        n_components = self.n_components_
         rows = n_items * (n_frames if self._per_frame else 1) * n_components
         itemsize = batch.element_size()
         per_row = self.flow_.n_latent + n_bins
@@ -753,7 +760,8 @@ class DDS2(_FlowDecomposer):
     Parameters
     ----------
     n_components_per_source : int, default=4
-        Dictionary entries per source (the DDS-2 paper's default is 20).
+        Dictionary entries per source (the DDS-2 paper's default is 20). Fixed at
+        :meth:`fit` (``n_components_``): changing it later takes effect at the next fit.
     inverse_start_iterations : int, default=0
         An amortized start through the flow's inverse: after the warm start, this many
         multiplicative (NMF) updates of a free copy of the starting dictionary and of the

@@ -208,17 +208,29 @@ def test_a_flow_beyond_the_free_memory_is_refused_before_building_it(cls, monkey
 def test_a_search_beyond_the_free_memory_is_refused_before_allocating(cls, monkeypatch):
     flow = StackedRealNVP(2, N_BINS, n_blocks=1, hidden_features=4, random_state=0)
     model = cls.from_flow(flow, [0, 1])
+    monkeypatch.setattr(decomp._backend, "available_memory", lambda device: 1000)
     if cls is DDS2:
-        model.set_params(n_components_per_source=10**9)
         expected = (r"DDS2\.transform needs at least [\d,.]+ GB for its codes and dictionary "
-                    r"\(1 item\(s\) x 2000000000 components x \(n_latent=24 \+ n_bins=24\)\)")
+                    r"\(1 item\(s\) x 8 components x \(n_latent=24 \+ n_bins=24\)\)")
     else:
-        monkeypatch.setattr(decomp._backend, "available_memory", lambda device: 1000)
         expected = (r"DDS1\.transform needs at least [\d,.]+ GB for its codes and dictionary "
                     r"\(1 item\(s\) x 30 frames x 2 components")
     monkeypatch.setattr(dds_module, "minimize", lambda *args, **kwargs: 1 / 0)
     with pytest.raises(MemoryError, match=expected):
         model.transform(np.ones((30, N_BINS), dtype=np.float32))
+
+
+def test_codes_per_source_are_fixed_at_fit(fitted_dds2, planted):
+    # A later set_params changes the next fit, not the fitted model's search: the codes
+    # searched stay the ones n_components_ and component_sources_ describe.
+    model = clone(fitted_dds2).set_params(n_components_per_source=3)
+    model.__dict__.update({name: value for name, value in vars(fitted_dds2).items()
+                           if name.endswith("_")})
+    result = model.decompose(planted[0], max_iter=5)
+    assert result.activations.shape == (30, fitted_dds2.n_components_)
+    assert result.source_activations.shape == (30, N_SOURCES)
+    np.testing.assert_allclose(model.source_activations(planted[0]),
+                               fitted_dds2.source_activations(planted[0]), rtol=1e-5)
 
 
 def test_given_flow_must_match_the_data(fitted_dds2):
