@@ -873,9 +873,11 @@ def _dds_table_section(page: Page, data: dict[str, Any] | None) -> None:
     if data.get("verdicts"):
         page.add("Targets: " + "; ".join(verdict(line) for line in data["verdicts"]) + ".")
     page.add(source("dds-table.json", data), "Rerun: `python benchmarks/dds_table.py "
-             "--piece-bars 8 --threads 1 --model dds3-cqt=A --json "
+             "--piece-bars 8 --threads 1 --model dds3-cqt=A --model dds3-1copy=B --json "
              "docs/results/dds-table.json`, where `A` is the DDS-3 shipped before on the log "
-             "CQT (`git show 47c2d01:decomp/models/piano-dds3.decomp > A`). "
+             "CQT (`git show 47c2d01:decomp/models/piano-dds3.decomp > A`) and `B` the "
+             "one-copy STFT DDS-3 shipped before the three-copy one "
+             "(`git show 2989e87:decomp/models/piano-dds3.decomp > B`). "
              "`benchmarks/shared_cpu.py` times the shipped models alone.")
 
 
@@ -912,7 +914,8 @@ def _dds_table_more_chords_section(page: Page, data: dict[str, Any] | None) -> N
         page.add("Targets: " + "; ".join(verdict(line) for line in data["verdicts"]) + ".")
     page.add(source("dds-table-60.json", data), "Rerun: `python benchmarks/dds_table.py "
              f"--methods nmf dds2 dds3 --n-chords {n_chords} --threads 1 --model dds3-cqt=A "
-             "--json docs/results/dds-table-60.json`, `A` as above.")
+             "--model dds3-1copy=B --json docs/results/dds-table-60.json`, `A` and `B` as "
+             "above.")
 
 
 def _shared_cpu_section(page: Page, runs: dict[str, Any]) -> None:

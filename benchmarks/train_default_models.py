@@ -39,21 +39,22 @@ For each method, with ``default_dds_settings(method)`` (the search settings chos
 ``benchmarks/dds_budget.py``, note hysteresis 0.7, DDS-3's Glow trained at learning rate
 3e-4 with noisy copies of the frames and its activity normalised by its 0.998-quantile):
 render the default protocol's isolated training notes (MIDI 36-95, velocities 40/64/96,
-fonts fluidr3 and timgm6mb), add DDS-3's copies with random gains per partial
+fonts fluidr3 and timgm6mb), add DDS-3's three copies with random gains per partial
 (``DDS_TIMBRE_AUGMENTATION``), compute the front end (``default_dds_front_end(method)``:
 log1p(100 |STFT|) cut at 384 bins for both), train the flow(s) with an 80/20 split, model
 selection on validation NLL and early stopping, choose the threshold cross-font as for the
-NMF default (flows from one training font, validation chords and a piece from the other,
-each recording normalised alone; the test font musescore-lite is never used), train the
-final flows on both fonts, and write ``decomp/models/piano-<method>.decomp`` with the flow
-weights stored in float16 (they are cast back to float32 on loading) so that each file
-stays a few MB.
+NMF default (flows from one training font, validation chords of polyphony 1-5 and a piece
+from the other, each recording normalised alone; the test font musescore-lite is never
+used), train the final flows on both fonts, and write
+``decomp/models/piano-<method>.decomp`` with the flow weights stored in float16 (they are
+cast back to float32 on loading) so that each file stays a few MB.
 
 ``--stft-bins``, ``--flow-learning-rate``, ``--flow-noise``, ``--timbre-copies``,
 ``--partial-range`` and ``--normalization`` train experiments (they need ``--out``, and a
-DDS method); left out, each is the shipped recipe's. DDS-3 as it shipped before (on the
-log CQT, no augmentation) is not one of them: ``benchmarks/dds_levers.py`` variant
-``dds3`` measures it.
+DDS method); left out, each is the shipped recipe's (``--partial-range`` without
+``--timbre-copies`` trains one copy, as the experiments the DDS guide quotes did). DDS-3
+as it shipped before (on the log CQT, no augmentation) is not one of them:
+``benchmarks/dds_levers.py`` variant ``dds3`` measures it.
 
 Each method trains its flows three times (once per training font for the threshold, once
 on both). Training time on the 2-core reference machine is printed at the end.

@@ -93,7 +93,7 @@ def test_recipe_flags_default_to_the_shipped_recipe(crossfont):
         assert crossfont.recipe_timbre_arguments(method, shipped) == \
             DDS_TIMBRE_AUGMENTATION[method]
     assert DDS_TIMBRE_AUGMENTATION["dds3"] == {
-        "n_timbre_copies": 1, "timbre_options": crossfont.partials_only((-10, 10))}
+        "n_timbre_copies": 3, "timbre_options": crossfont.partials_only((-10, 10))}
     copies = parser.parse_args(["--timbre-copies", "2"])  # smooth equalisers
     assert crossfont.recipe_timbre_arguments("dds3", copies) == {"n_timbre_copies": 2,
                                                                  "timbre_options": None}
