@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -223,9 +225,7 @@ def test_a_search_beyond_the_free_memory_is_refused_before_allocating(cls, monke
 def test_codes_per_source_are_fixed_at_fit(fitted_dds2, planted):
     # A later set_params changes the next fit, not the fitted model's search: the codes
     # searched stay the ones n_components_ and component_sources_ describe.
-    model = clone(fitted_dds2).set_params(n_components_per_source=3)
-    model.__dict__.update({name: value for name, value in vars(fitted_dds2).items()
-                           if name.endswith("_")})
+    model = copy.deepcopy(fitted_dds2).set_params(n_components_per_source=3)
     result = model.decompose(planted[0], max_iter=5)
     assert result.activations.shape == (30, fitted_dds2.n_components_)
     assert result.source_activations.shape == (30, N_SOURCES)
