@@ -23,6 +23,7 @@ from decomp.transcription import (
     choose_threshold,
     default_dds_front_end,
 )
+from decomp.transcription.defaults import VALIDATION_POLYPHONIES
 
 #: The flags of an experimental DDS recipe, as ``argparse`` destinations.
 RECIPE_FLAGS = {"--stft-bins": "stft_bins", "--flow-learning-rate": "flow_learning_rate",
@@ -98,18 +99,35 @@ def recipe_flow_params(args: argparse.Namespace) -> dict[str, float]:
             if getattr(args, name) is not None}
 
 
-def validation_scores(transcriber: PianoTranscriber, features: np.ndarray, roll: np.ndarray,
-                      sustain_ratios: Sequence[float]) -> dict[str, Any]:
-    """Transcribe ``features`` (n_frames, n_bins) with the fitted ``transcriber``.
+#: How :func:`validation_scores` scores, as the benchmarks' JSON records it: results
+#: written before 2026-12-05 pooled the validation recordings of polyphony 1-4 under one
+#: normalisation and say ``"pooled"``.
+VALIDATION_SCORING = (f"per recording, polyphony {min(VALIDATION_POLYPHONIES)}-"
+                      f"{max(VALIDATION_POLYPHONIES)}")
 
-    Returns ``seconds`` (the decomposition), ``psa`` and ``sparsity`` of the raw activity on
-    the frames where ``roll`` (n_frames, n_pitches) sounds, and ``thresholds``: per sustain
-    ratio, the F1-maximising ``(threshold, frame F1)`` of the smoothed activity.
+
+def validation_scores(transcriber: PianoTranscriber,
+                      recordings: Sequence[tuple[np.ndarray, np.ndarray]],
+                      sustain_ratios: Sequence[float]) -> dict[str, Any]:
+    """Transcribe validation recordings with the fitted ``transcriber``.
+
+    ``recordings`` holds one ``(features, roll)`` pair per recording (features of shape
+    (n_frames, n_bins), bool roll of shape (n_frames, n_pitches); what
+    :func:`~decomp.transcription.defaults.validation_features` gives). Each recording's
+    activity is normalised alone, as ``transcribe`` and ``fit_transcriber`` normalise it,
+    and the recordings' frames are then pooled.
+
+    Returns ``seconds`` (the decompositions), ``psa`` and ``sparsity`` of the raw activity
+    on the frames where the roll sounds, and ``thresholds``: per sustain ratio, the
+    F1-maximising ``(threshold, frame F1)`` of the smoothed activity.
     """
     begun = time.perf_counter()
-    raw = transcriber._source_activity(transcriber._feature_chunks(features))
+    raws = [transcriber._source_activity(transcriber._feature_chunks(features))
+            for features, _ in recordings]
     seconds = time.perf_counter() - begun
-    activity = transcriber._postprocess(raw)  # normalised, smoothed
+    activity = np.concatenate([transcriber._postprocess(raw) for raw in raws])
+    raw = np.concatenate(raws)
+    roll = np.concatenate([roll for _, roll in recordings])
     sounding = roll.any(axis=1)
     return {
         "seconds": seconds,

@@ -9,16 +9,17 @@ For each method the shipped decomposer's flow settings (:func:`default_dds_decom
 train flows on the isolated notes of one training font (the method's front end,
 :func:`default_dds_front_end`, as ``benchmarks/train_default_models.py`` does); those
 flows then transcribe the validation recordings of the *other* training font
-(:func:`validation_set`: chords of polyphony 1-4 and an 8-bar piece, exactly as
-:func:`fit_transcriber` chooses thresholds) with every search setting: the number of
-search iterations (``max_iter``), the codes' Adam step (``latent_learning_rate``) and the
-NMF updates of the activations before the search (``warm_start_iterations``); and for
-every note hysteresis (``sustain_ratio``) the F1-maximising threshold is found. The
-settings of the models shipped before this sweep (300 iterations, step 0.002, no warm
-start) are always included as the reference. Both directions are run; the score of a
-setting is the mean of the two cross-font frame F1s (what ``fit_transcriber`` reports as
-``validation_f1_``). The flows are trained once per font and reused for every setting. The
-held-out font is never used here.
+(:func:`validation_features`: chords of polyphony 1-5 and an 8-bar piece, each recording
+normalised alone, exactly as :func:`fit_transcriber` chooses thresholds; sweeps before
+2026-12-05 pooled the recordings of polyphony 1-4 under one normalisation) with every
+search setting: the number of search iterations (``max_iter``), the codes' Adam step
+(``latent_learning_rate``) and the NMF updates of the activations before the search
+(``warm_start_iterations``); and for every note hysteresis (``sustain_ratio``) the
+F1-maximising threshold is found. The settings of the models shipped before this sweep
+(300 iterations, step 0.002, no warm start) are always included as the reference. Both
+directions are run; the score of a setting is the mean of the two cross-font frame F1s
+(what ``fit_transcriber`` reports as ``validation_f1_``). The flows are trained once per
+font and reused for every setting. The held-out font is never used here.
 
 ``--stft-bins``, ``--flow-learning-rate``, ``--flow-noise``, ``--timbre-copies``,
 ``--partial-range`` and ``--normalization`` choose the search settings of an experimental
@@ -48,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _crossfont import (
+    VALIDATION_SCORING,
     add_recipe_arguments,
     recipe_flow_params,
     recipe_front_end,
@@ -59,7 +61,11 @@ from _results import command_line, machine, write_results
 
 from decomp.data import DEFAULT_PROTOCOL
 from decomp.transcription import PianoTranscriber, default_dds_decomposer
-from decomp.transcription.defaults import training_frames_per_font, validation_set
+from decomp.transcription.defaults import (
+    VALIDATION_POLYPHONIES,
+    training_frames_per_font,
+    validation_features,
+)
 
 #: Validation F1 differences below this count as ties, won by the cheaper search.
 F1_TIE = 0.001
@@ -115,7 +121,9 @@ def main(argv: list[str] | None = None) -> dict:
         front_end = recipe_front_end(method, args)
         per_font = training_frames_per_font(protocol, front_end,
                                             **recipe_timbre_arguments(method, args))
-        validation = {font: validation_set(font, protocol, front_end) for font in fonts}
+        validation = {font: validation_features(font, protocol, front_end,
+                                                polyphonies=VALIDATION_POLYPHONIES)
+                      for font in fonts}
         # scores[(search, sustain)]: one (f1, threshold, seconds, psa, sparsity) per direction
         scores: dict[tuple, list[tuple[float, ...]]] = {}
         for index, font in enumerate(fonts):
@@ -125,7 +133,6 @@ def main(argv: list[str] | None = None) -> dict:
                 **recipe_flow_params(args)).fit(*per_font[index])
             print(f"{method}: flows on {font} in {time.perf_counter() - begun:.0f} s; "
                   f"validating on {other}", flush=True)
-            features, roll = validation[other]
             for search in searches:
                 iterations, rate, warm = search
                 decomposer = default_dds_decomposer(method).set_params(
@@ -135,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                chunk_frames=4096, n_threads=args.threads,
                                                **recipe_transcriber_params(method, args))
                 transcriber.fit(*per_font[index])  # the given flows, used as they are
-                scored = validation_scores(transcriber, features, roll, args.sustain_ratios)
+                scored = validation_scores(transcriber, validation[other], args.sustain_ratios)
                 seconds, psa, sparsity = scored["seconds"], scored["psa"], scored["sparsity"]
                 for sustain, (threshold, f1) in scored["thresholds"].items():
                     scores.setdefault((search, sustain), []).append(
@@ -172,6 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "latent_learning_rates": args.latent_learning_rates,
                      "warm_starts": args.warm_starts, "sustain_ratios": args.sustain_ratios,
                      "fonts": fonts, "stft_bins": args.stft_bins,
+                     "validation": VALIDATION_SCORING,
                      **recipe_flow_params(args),
                      "normalization": {method: recipe_transcriber_params(method, args)
                                        ["normalization"] for method in args.methods},

@@ -6,8 +6,11 @@ Each variant is a transcriber (front end and decomposer; the search settings of 
 shipped models, :data:`~decomp.transcription.DDS_SEARCH_SETTINGS`, note hysteresis 0.7)
 whose dictionary or flows are fitted on the isolated notes of one training font and
 which transcribes the validation recordings of the *other* training font (chords of
-polyphony 1-4 and an 8-bar piece, :func:`~decomp.transcription.defaults.validation_set`),
-both directions, as ``benchmarks/dds_budget.py`` does; the held-out font is never used.
+polyphony 1-5 and an 8-bar piece, each recording normalised alone,
+:func:`~decomp.transcription.defaults.validation_features`), both directions, as
+``benchmarks/dds_budget.py`` does; the held-out font is never used. (Until 2026-12-05 the
+recordings of polyphony 1-4 were pooled under one normalisation: the variants in
+``docs/results/dds-levers.json`` measured before then say ``"validation": "pooled"``.)
 Printed per variant and direction: frame F1 at the F1-maximising threshold, PSA of the
 raw activity on the sounding frames, the flow-training epochs and the seconds of the
 fit and of the transcription (``--threads`` torch threads).
@@ -83,7 +86,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _crossfont import partials_only, validation_scores
+from _crossfont import VALIDATION_SCORING, partials_only, validation_scores
 from _results import machine, write_results
 
 from decomp.audio import Spectrogram
@@ -97,7 +100,11 @@ from decomp.transcription import (
     default_decomposer,
     default_front_end,
 )
-from decomp.transcription.defaults import training_frames_per_font, validation_set
+from decomp.transcription.defaults import (
+    VALIDATION_POLYPHONIES,
+    training_frames_per_font,
+    validation_features,
+)
 
 SUSTAIN_RATIO = 0.7
 
@@ -238,7 +245,9 @@ def main(argv: list[str] | None = None) -> dict:
         if (key, suffix) not in training:
             training[key, suffix] = training_frames_per_font(protocol, front_end, **arguments)
         if key not in validation_sets:
-            validation_sets[key] = {font: validation_set(font, protocol, front_end)
+            validation_sets[key] = {font: validation_features(
+                                        font, protocol, front_end,
+                                        polyphonies=VALIDATION_POLYPHONIES)
                                     for font in fonts}
         per_font, validation = training[key, suffix], validation_sets[key]
         directions = []
@@ -252,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
             begun = time.perf_counter()
             transcriber.fit(X, y)
             fit_seconds = time.perf_counter() - begun
-            scored = validation_scores(transcriber, *validation[other], [SUSTAIN_RATIO])
+            scored = validation_scores(transcriber, validation[other], [SUSTAIN_RATIO])
             seconds, psa = scored["seconds"], scored["psa"]
             threshold, f1 = scored["thresholds"][SUSTAIN_RATIO]
             history = getattr(transcriber.decomposer_, "training_history_", {})
@@ -266,6 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{psa:.3f}, {epochs if epochs is not None else '-'} epochs, fit "
                   f"{fit_seconds:.0f} s, transcription {seconds:.1f} s", flush=True)
         row = {"variant": name, "front_end": key, "n_bins": int(per_font[0][0].shape[1]),
+               "validation": VALIDATION_SCORING,
                "validation_f1": float(np.mean([d["f1"] for d in directions])),
                "psa": float(np.mean([d["psa"] for d in directions])),
                "directions": directions}

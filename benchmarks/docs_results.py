@@ -815,7 +815,7 @@ def transcription_page(results: dict[str, Any]) -> Page:
     _shared_cpu_section(page, _matching(results, r"shared-cpu.*\.json"))
     _dds_speed_section(page, results.get("dds-speed.json"))
     _budget_sections(page, results.get("nmf-budget.json"), results.get("dds-budget.json"),
-                     results.get("dds-budget-dds3-stft.json"))
+                     results.get("dds-budget-dds3-stft.json"), results.get("dds-budget-dds3.json"))
     _levers_section(page, results.get("dds-levers.json"))
     page.add("## Not published here yet",
              "`benchmarks/transcription.py` (the default transcriber against alternatives) and "
@@ -994,12 +994,14 @@ def _dds_speed_section(page: Page, data: dict[str, Any] | None) -> None:
 
 
 def _budget_sections(page: Page, nmf: dict[str, Any] | None, dds: dict[str, Any] | None,
-                     experiment: dict[str, Any] | None = None) -> None:
+                     experiment: dict[str, Any] | None = None,
+                     shipped_dds3: dict[str, Any] | None = None) -> None:
     if not (nmf or dds):
         return
     page.add("## Choosing the search budgets (validation, cross-font)",
-             "Each setting transcribes the validation recordings (chords of polyphony 1–4 and "
-             "an 8-bar piece) of one training font with a model built from the other, in both "
+             "Each setting transcribes the validation recordings (chords and an 8-bar piece; "
+             "each table says which polyphonies and how they were normalised) of one training "
+             "font with a model built from the other, in both "
              "directions; the validation F1 is the mean of the two (what `fit_transcriber` "
              "reports), and the threshold is chosen per setting. The held-out font is not "
              "used. The shipped settings are the best row of each table (for DDS: among "
@@ -1027,6 +1029,11 @@ def _budget_sections(page: Page, nmf: dict[str, Any] | None, dds: dict[str, Any]
         _dds_budget_notes(page, experiment, "dds-budget-dds3-stft.json",
                           " on the 384-bin log STFT, Glow at learning rate 3e-4 with "
                           "`flow_noise` 0.1 (an experiment, not shipped)")
+    if shipped_dds3:
+        _dds_budget_notes(page, shipped_dds3, "dds-budget-dds3.json",
+                          ", the shipped recipe (384-bin log STFT, three copies with gains per "
+                          "partial; its shipped search is the 50-iteration row at step 0.02, "
+                          "see the DDS guide's search budget)")
 
 
 def _dds_budget_notes(page: Page, dds: dict[str, Any], name: str, label: str = "") -> None:
@@ -1050,7 +1057,27 @@ def _dds_budget_notes(page: Page, dds: dict[str, Any], name: str, label: str = "
                  f'{best.get("latent_learning_rate")}, warm start '
                  f'{best.get("warm_start_iterations")}, sustain '
                  f'{best.get("sustain_ratio")})"\n'
-                 + _indent(body + "\n\n" + source(name, dds) + rerun))
+                 + _indent(body + "\n\n" + _validation_scoring(dds["settings"])
+                           + " " + source(name, dds) + rerun))
+
+
+#: What a cross-font benchmark's ``validation`` record means, by the label shown.
+VALIDATION_SCORINGS = {
+    "pooled": "chords of polyphony 1–4 and the piece pooled under one normalisation (how "
+              "the benchmark scored before 2026-12-05)",
+    "per recording": "chords of polyphony 1–5 and the piece, each recording normalised "
+                     "alone, as `fit_transcriber` chooses the threshold",
+}
+
+
+def _validation_label(record: dict[str, Any]) -> str:
+    """``pooled`` or ``per recording``: how a cross-font benchmark's validation recordings
+    were scored (records written before the key existed were pooled)."""
+    return "pooled" if record.get("validation", "pooled") == "pooled" else "per recording"
+
+
+def _validation_scoring(record: dict[str, Any]) -> str:
+    return f"Validation: {VALIDATION_SCORINGS[_validation_label(record)]}."
 
 
 def _levers_section(page: Page, levers: dict[str, Any] | None) -> None:
@@ -1059,19 +1086,24 @@ def _levers_section(page: Page, levers: dict[str, Any] | None) -> None:
     rows = levers.get("rows", [])
     fonts = levers.get("settings", {}).get("fonts", [])
     order = " → ".join(fonts) if len(fonts) == 2 else "the first training font"
-    body = table(["variant", "bins", "validation F1", "PSA", "F1 per direction", "epochs"],
+    body = table(["variant", "bins", "validation F1", "PSA", "F1 per direction", "epochs",
+                  "validation"],
                  [[f"`{row['variant']}`", number(row["n_bins"]),
                    number(row["validation_f1"], 4), number(row["psa"], 3),
                    " / ".join(number(d["f1"], 3) for d in row["directions"]),
                    " / ".join("–" if d["epochs"] is None else number(d["epochs"])
-                              for d in row["directions"])] for row in rows],
-                 ["l"] + ["r"] * 5)
+                              for d in row["directions"]),
+                   _validation_label(row)]
+                  for row in rows],
+                 ["l"] + ["r"] * 5 + ["l"])
     page.add("## Levers for DDS on unheard timbres (validation, cross-font)",
              "Front ends, flow training and objective variants, each fitted on one training "
              "font and scored on the other's validation recordings, both directions (the "
              f"directions' F1 are listed {order} first). What each variant is: "
              "the docstring of `benchmarks/dds_levers.py`; what was kept: the "
-             "[DDS guide](../guide/dds.md#accuracy-on-unheard-timbres-levers-measured).",
+             "[DDS guide](../guide/dds.md#accuracy-on-unheard-timbres-levers-measured). "
+             "Validation: " + "; ".join(f"\"{label}\", {text}" for label, text
+                                        in VALIDATION_SCORINGS.items()) + ".",
              body + "\n\n" + source("dds-levers.json", levers)
              + " Rerun: `python benchmarks/dds_levers.py --json docs/results/dds-levers.json`.")
 

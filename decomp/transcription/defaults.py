@@ -66,6 +66,8 @@ __all__ = [
     "fit_transcriber",
     "protocol_features",
     "training_frames_per_font",
+    "VALIDATION_POLYPHONIES",
+    "validation_features",
     "validation_recordings",
     "validation_set",
 ]
@@ -250,7 +252,11 @@ before (300 iterations, latent step 0.002, no warm start), the fewest iterations
 those within 0.001 of it. With ``sustain_ratio=0.7``, DDS-2 (log STFT, 384 bins): F1 0.820
 against 0.796, PSA 0.594 against 0.583, 10x less search time (50 iterations at step 0.01
 tie at 0.820 in twice the time); DDS-3 (log CQT): F1 0.780 against 0.756, PSA 0.689
-against 0.688, 5.7x less.
+against 0.688, 5.7x less. The shipped DDS-3 (384-bin log STFT, three copies with gains
+per partial) kept these; swept on its own recipe (``docs/results/dds-budget-dds3.json``)
+they score 0.810 with PSA 0.609, and the rule would pick 100 iterations at step 0.005
+after 80 warm-start updates (0.812, PSA 0.664) in twice the search time, which on the
+held-out font lost frame F1 (see the DDS guide's search budget).
 """
 
 
@@ -338,6 +344,12 @@ def training_frames_per_font(
             for index, (X, y) in enumerate(per_font)]
 
 
+VALIDATION_POLYPHONIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+"""Polyphonies of the validation chords on which :func:`fit_transcriber` chooses a
+threshold (and ``benchmarks/dds_budget.py`` and ``benchmarks/dds_levers.py`` score): up
+to 5, as in the held-out benchmark (``benchmarks/dds_table.py``, polyphonies 2-5)."""
+
+
 def validation_recordings(
     soundfont: str, protocol: PianoProtocol, *, n_chords: int = 15,
     polyphonies: tuple[int, ...] = (1, 2, 3, 4), n_piece_bars: int = 8, random_state: int = 0,
@@ -363,11 +375,38 @@ def validation_recordings(
     return recordings
 
 
+def validation_features(
+    soundfont: str, protocol: PianoProtocol, front_end: Spectrogram, *, n_chords: int = 15,
+    polyphonies: tuple[int, ...] = (1, 2, 3, 4), n_piece_bars: int = 8, random_state: int = 0,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The recordings of :func:`validation_recordings` as features, one pair per recording.
+
+    What :func:`fit_transcriber` validates on (with its ``validation_polyphonies``,
+    :data:`VALIDATION_POLYPHONIES` by default): a transcriber normalises each recording's
+    activity alone, as ``transcribe`` normalises the recording it is given, so a threshold
+    chosen on these pairs suits that scale. The arguments are those of
+    :func:`validation_recordings`.
+
+    Returns
+    -------
+    list of (features, roll)
+        ``features`` of shape (n_frames, n_bins) and its bool ``roll`` of shape
+        (n_frames, n_pitches), per recording.
+    """
+    return [protocol_features(recording, front_end, protocol.pitches)
+            for recording in validation_recordings(
+                soundfont, protocol, n_chords=n_chords, polyphonies=polyphonies,
+                n_piece_bars=n_piece_bars, random_state=random_state)]
+
+
 def validation_set(
     soundfont: str, protocol: PianoProtocol, front_end: Spectrogram, *, n_chords: int = 15,
     polyphonies: tuple[int, ...] = (1, 2, 3, 4), n_piece_bars: int = 8, random_state: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validation recordings rendered with one (training) font, concatenated in time.
+
+    One normalisation for all of them, unlike :func:`validation_features` (what
+    :func:`fit_transcriber` uses): ``benchmarks/transcription.py`` scores on this.
 
     Random chords of each polyphony (short, evenly spaced notes) and one short piece
     (sustained notes that decay, overlapping voices), so that a threshold chosen on it
@@ -378,11 +417,9 @@ def validation_set(
     features : ndarray of shape (n_frames, n_bins)
     roll : ndarray of bool, shape (n_frames, n_pitches)
     """
-    recordings = validation_recordings(soundfont, protocol, n_chords=n_chords,
-                                       polyphonies=polyphonies, n_piece_bars=n_piece_bars,
-                                       random_state=random_state)
-    parts = [protocol_features(recording, front_end, protocol.pitches)
-             for recording in recordings]
+    parts = validation_features(soundfont, protocol, front_end, n_chords=n_chords,
+                                polyphonies=polyphonies, n_piece_bars=n_piece_bars,
+                                random_state=random_state)
     return (np.concatenate([features for features, _ in parts]),
             np.concatenate([roll for _, roll in parts]))
 
@@ -392,7 +429,7 @@ def fit_transcriber(
     protocol: PianoProtocol = DEFAULT_PROTOCOL,
     *,
     n_validation_chords: int = 15,
-    validation_polyphonies: tuple[int, ...] = (1, 2, 3, 4, 5),
+    validation_polyphonies: tuple[int, ...] = VALIDATION_POLYPHONIES,
     n_validation_piece_bars: int = 8,
     random_state: int = 0,
     n_timbre_copies: int = 0,
@@ -449,11 +486,10 @@ def fit_transcriber(
     # One (features, roll) pair per recording: each is normalised alone, as transcribe()
     # normalises the recording it is given, so the threshold suits that scale.
     validation = {
-        font: [protocol_features(recording, front_end, protocol.pitches)
-               for recording in validation_recordings(
-                   font, protocol, n_chords=n_validation_chords,
-                   polyphonies=validation_polyphonies, n_piece_bars=n_validation_piece_bars,
-                   random_state=random_state)]
+        font: validation_features(font, protocol, front_end, n_chords=n_validation_chords,
+                                  polyphonies=validation_polyphonies,
+                                  n_piece_bars=n_validation_piece_bars,
+                                  random_state=random_state)
         for font in fonts
     }
     thresholds, scores = [], []

@@ -11,10 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from decomp.audio import Spectrogram
+from decomp.data import labelled_frames
+from decomp.estimators import NMF
 from decomp.transcription import (
     DDS_NORMALIZATION,
     DDS_TIMBRE_AUGMENTATION,
+    PianoTranscriber,
     default_dds_front_end,
+    protocol_features,
 )
 from tests.conftest import BENCHMARKS, load_benchmark
 
@@ -112,6 +117,29 @@ def test_recipe_flags_default_to_the_shipped_recipe(crossfont):
     assert crossfont.recipe_flow_params(experiment) == {"flow_learning_rate": 3e-4,
                                                         "flow_noise": 0.1}
     assert set(crossfont.RECIPE_FLAGS.values()) <= set(vars(experiment))
+
+
+def test_validation_scores_normalise_each_recording_as_fit_does(crossfont, tiny_protocol,
+                                                                tiny_chords):
+    # dds_budget.py and dds_levers.py choose and report thresholds as fit_transcriber
+    # does: each validation recording normalised alone, then the frames pooled.
+    notes = tiny_protocol.training_notes()[0]
+    X, y = labelled_frames(*protocol_features(notes, Spectrogram(), tiny_protocol.pitches),
+                           tiny_protocol.pitches)
+    loud = protocol_features(tiny_chords, Spectrogram(), tiny_protocol.pitches)
+    quiet = (loud[0] * 1e-3, loud[1])  # 60 dB quieter: pooled, its notes would be lost
+    decomposer = NMF(dictionary="frames", n_components_per_source=4, max_iter=50,
+                     random_state=0)
+    fitted = PianoTranscriber(decomposer=decomposer).fit(X, y, validation=[loud, quiet])
+    scored = crossfont.validation_scores(fitted, [loud, quiet], [fitted.sustain_ratio])
+    threshold, f1 = scored["thresholds"][fitted.sustain_ratio]
+    assert threshold == pytest.approx(fitted.threshold_)
+    assert f1 == pytest.approx(fitted.validation_f1_)
+    assert scored["seconds"] > 0 and 0 < scored["psa"] <= 1 and 0 <= scored["sparsity"] <= 1
+    pooled = crossfont.validation_scores(
+        fitted, [(np.concatenate([loud[0], quiet[0]]), np.concatenate([loud[1], quiet[1]]))],
+        [fitted.sustain_ratio])
+    assert pooled["thresholds"][fitted.sustain_ratio][1] < f1 - 0.1
 
 
 def test_dds_levers_timbre_augmentations_name_their_variants_and_arguments():

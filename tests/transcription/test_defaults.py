@@ -8,7 +8,14 @@ import pytest
 from decomp import NMF, load
 from decomp.audio import Spectrogram, timbre_copies
 from decomp.transcription import default_transcriber, defaults
-from decomp.transcription.defaults import training_frames_per_font
+from decomp.transcription.defaults import (
+    VALIDATION_POLYPHONIES,
+    protocol_features,
+    training_frames_per_font,
+    validation_features,
+    validation_recordings,
+    validation_set,
+)
 
 
 @pytest.fixture
@@ -229,3 +236,28 @@ def test_fit_transcriber_validates_on_each_recording_alone(monkeypatch, tiny_pro
     assert final.threshold_ == pytest.approx(np.mean([t.threshold_ for t in fitted[:-1]]))
     assert final.validation_f1_ == pytest.approx(np.mean([t.validation_f1_
                                                           for t in fitted[:-1]]))
+
+
+def test_validation_features_are_the_recordings_one_pair_each(tiny_protocol):
+    import inspect
+
+    from decomp.transcription import fit_transcriber
+
+    assert inspect.signature(fit_transcriber).parameters[
+        "validation_polyphonies"].default == VALIDATION_POLYPHONIES == (1, 2, 3, 4, 5)
+    front_end = Spectrogram()
+    font = tiny_protocol.train_soundfonts[0]
+    options = {"n_chords": 2, "polyphonies": (1, 3), "n_piece_bars": 0, "random_state": 5}
+    pairs = validation_features(font, tiny_protocol, front_end, **options)
+    recordings = validation_recordings(font, tiny_protocol, **options)
+    assert len(pairs) == len(recordings) == 2
+    for (features, roll), recording in zip(pairs, recordings, strict=True):
+        expected_features, expected_roll = protocol_features(recording, front_end,
+                                                             tiny_protocol.pitches)
+        np.testing.assert_array_equal(features, expected_features)
+        np.testing.assert_array_equal(roll, expected_roll)
+        assert roll.shape[1] == len(tiny_protocol.pitches) and roll.any()
+    # validation_set is the same frames pooled into one recording.
+    features, roll = validation_set(font, tiny_protocol, front_end, **options)
+    np.testing.assert_array_equal(features, np.concatenate([f for f, _ in pairs]))
+    np.testing.assert_array_equal(roll, np.concatenate([r for _, r in pairs]))
