@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 
 from decomp import NMF, load
 from decomp.audio import Spectrogram, timbre_copies
-from decomp.transcription import default_transcriber, defaults
+from decomp.transcription import default_transcriber, defaults, fit_transcriber
 from decomp.transcription.defaults import (
     VALIDATION_POLYPHONIES,
     protocol_features,
@@ -239,10 +241,6 @@ def test_fit_transcriber_validates_on_each_recording_alone(monkeypatch, tiny_pro
 
 
 def test_validation_features_are_the_recordings_one_pair_each(tiny_protocol):
-    import inspect
-
-    from decomp.transcription import fit_transcriber
-
     assert inspect.signature(fit_transcriber).parameters[
         "validation_polyphonies"].default == VALIDATION_POLYPHONIES == (1, 2, 3, 4, 5)
     front_end = Spectrogram()
