@@ -815,7 +815,8 @@ def transcription_page(results: dict[str, Any]) -> Page:
     _shared_cpu_section(page, _matching(results, r"shared-cpu.*\.json"))
     _dds_speed_section(page, results.get("dds-speed.json"))
     _budget_sections(page, results.get("nmf-budget.json"), results.get("dds-budget.json"),
-                     results.get("dds-budget-dds3-stft.json"), results.get("dds-budget-dds3.json"))
+                     results.get("dds-budget-dds3-stft.json"), results.get("dds-budget-dds3.json"),
+                     results.get("dds-budget-dds3-shared.json"))
     _levers_section(page, results.get("dds-levers.json"))
     page.add("## Not published here yet",
              "`benchmarks/transcription.py` (the default transcriber against alternatives) and "
@@ -863,22 +864,52 @@ def _dds_table_section(page: Page, data: dict[str, Any] | None) -> None:
                               for key in ("f1", "psa", "sparsity")} for method in methods}}))
     pieces = data.get("pieces", [])
     if pieces:
-        page.add("Held-out pieces (seed 1):",
-                 table(["method", "bars", "seconds", *[label for _, label in
-                                                         DDS_TABLE_METRICS]],
-                         [[f"`{row['method']}`", number(row["bars"]),
-                           number(row["seconds"], 1),
-                           *[number(row.get(key), 3) for key, _ in DDS_TABLE_METRICS]]
-                          for row in pieces], ["l"] + ["r"] * (2 + len(DDS_TABLE_METRICS))))
+        seeds = sorted({row.get("seed", 1) for row in pieces})
+        if len(seeds) == 1:
+            page.add(f"Held-out pieces (seed {seeds[0]}):",
+                     table(["method", "bars", "seconds", *[label for _, label in
+                                                             DDS_TABLE_METRICS]],
+                           [[f"`{row['method']}`", number(row["bars"]),
+                             number(row["seconds"], 1),
+                             *[number(row.get(key), 3) for key, _ in DDS_TABLE_METRICS]]
+                            for row in pieces], ["l"] + ["r"] * (2 + len(DDS_TABLE_METRICS))))
+        else:
+            _dds_pieces_tables(page, pieces, seeds)
     if data.get("verdicts"):
         page.add("Targets: " + "; ".join(verdict(line) for line in data["verdicts"]) + ".")
+    seeds = " ".join(str(seed) for seed in data.get("settings", {}).get("piece_seeds", [1]))
     page.add(source("dds-table.json", data), "Rerun: `python benchmarks/dds_table.py "
-             "--piece-bars 8 --threads 1 --model dds3-cqt=A --model dds3-1copy=B --json "
-             "docs/results/dds-table.json`, where `A` is the DDS-3 shipped before on the log "
-             "CQT (`git show 47c2d01:decomp/models/piano-dds3.decomp > A`) and `B` the "
-             "one-copy STFT DDS-3 shipped before the three-copy one "
-             "(`git show 2989e87:decomp/models/piano-dds3.decomp > B`). "
+             f"--piece-bars 8 --piece-seeds {seeds} --threads 1 --model dds3-cqt=A --model "
+             "dds3-1copy=B --model dds3-codes=D --json docs/results/dds-table.json`, where `A` "
+             "is the DDS-3 shipped before on the log CQT (`git show "
+             "47c2d01:decomp/models/piano-dds3.decomp > A`), `B` the one-copy STFT DDS-3 "
+             "shipped before the three-copy one (`git show "
+             "2989e87:decomp/models/piano-dds3.decomp > B`) and `D` the three-copy DDS-3 "
+             "searching codes per note, shipped before the shared codes (`git show "
+             "a259928:decomp/models/piano-dds3.decomp > D`). "
              "`benchmarks/shared_cpu.py` times the shipped models alone.")
+
+
+def _dds_pieces_tables(page: Page, pieces: list[dict[str, Any]], seeds: list[int]) -> None:
+    """Pieces of several seeds: each method's mean over them, then frame F1 per piece."""
+    methods = list(dict.fromkeys(row["method"] for row in pieces))
+    rows = []
+    for method in methods:
+        own = [row for row in pieces if row["method"] == method]
+        rows.append([f"`{method}`", number(len(own)),
+                     *[number(sum(row[key] for row in own) / len(own), 3)
+                       for key, _ in DDS_TABLE_METRICS]])
+    bars = " / ".join(number(value) for value in sorted({row["bars"] for row in pieces}))
+    page.add(f"Held-out pieces ({bars} bars, seeds {seeds[0]}–{seeds[-1]}), means over the "
+             "pieces:",
+             table(["method", "pieces", *[label for _, label in DDS_TABLE_METRICS]], rows,
+                   ["l"] + ["r"] * (1 + len(DDS_TABLE_METRICS))))
+    by_key = {(row["method"], row["bars"], row["seed"]): row["f1"] for row in pieces}
+    keys = sorted({(row["bars"], row["seed"]) for row in pieces})
+    page.add("Frame F1 per piece:",
+             table(["method", *[f"seed {seed}" for _, seed in keys]],
+                   [[f"`{method}`", *[number(by_key.get((method, *key)), 3) for key in keys]]
+                    for method in methods], ["l"] + ["r"] * len(keys)))
 
 
 def _dds_paired_line(paired: dict[str, Any]) -> str:
@@ -914,8 +945,8 @@ def _dds_table_more_chords_section(page: Page, data: dict[str, Any] | None) -> N
         page.add("Targets: " + "; ".join(verdict(line) for line in data["verdicts"]) + ".")
     page.add(source("dds-table-60.json", data), "Rerun: `python benchmarks/dds_table.py "
              f"--methods nmf dds2 dds3 --n-chords {n_chords} --threads 1 --model dds3-cqt=A "
-             "--model dds3-1copy=B --json docs/results/dds-table-60.json`, `A` and `B` as "
-             "above.")
+             "--model dds3-1copy=B --model dds3-codes=D --json docs/results/dds-table-60.json`, "
+             "`A`, `B` and `D` as above.")
 
 
 def _shared_cpu_section(page: Page, runs: dict[str, Any]) -> None:
@@ -995,7 +1026,8 @@ def _dds_speed_section(page: Page, data: dict[str, Any] | None) -> None:
 
 def _budget_sections(page: Page, nmf: dict[str, Any] | None, dds: dict[str, Any] | None,
                      experiment: dict[str, Any] | None = None,
-                     shipped_dds3: dict[str, Any] | None = None) -> None:
+                     shipped_dds3: dict[str, Any] | None = None,
+                     shared_dds3: dict[str, Any] | None = None) -> None:
     if not (nmf or dds):
         return
     page.add("## Choosing the search budgets (validation, cross-font)",
@@ -1032,13 +1064,23 @@ def _budget_sections(page: Page, nmf: dict[str, Any] | None, dds: dict[str, Any]
     if shipped_dds3:
         _dds_budget_notes(page, shipped_dds3, "dds-budget-dds3.json",
                           ", the shipped recipe (384-bin log STFT, three copies with gains per "
-                          "partial; its shipped search is the 50-iteration row at step 0.02, "
-                          "see the DDS guide's search budget)")
+                          "partial) searching codes per note (its search until 2026-12-05: "
+                          "the 50-iteration row at step 0.02, see the DDS guide's search "
+                          "budget)")
+    if shared_dds3:
+        _dds_budget_notes(page, shared_dds3, "dds-budget-dds3-shared.json",
+                          ", the shipped recipe searching nuisance codes shared by every note "
+                          "(`shared_codes=True`; shipped: its `best_at_budget` row, 50 "
+                          "iterations at step 0.2 after 120 warm-start updates, see the DDS "
+                          "guide's search budget)")
 
 
 def _dds_budget_notes(page: Page, dds: dict[str, Any], name: str, label: str = "") -> None:
     command = dds.get("settings", {}).get("command")
     rerun = f" Rerun: `{command}`." if command else ""
+    if command and "shared_codes" not in dds["settings"]:
+        rerun += (" Written before DDS-3 could share its codes (`shared_codes`): it searched "
+                  "codes per note, which the command needs `--no-shared-codes` for today.")
     for method, best in (dds.get("best") or {}).items():
         rows = sorted((row for row in dds.get("rows", []) if row["method"] == method),
                       key=lambda row: -row["validation_f1"])

@@ -328,3 +328,17 @@ def test_a_separation_table_shows_the_command_line_it_recorded() -> None:
     page = docs_results.separation_page({"separation-table-x.json": recorded}).text()
     assert ("Rerun: `python benchmarks/separation_table.py --methods shipped --datasets "
             "instruments --json docs/results/separation-table-x.json`.") in page
+
+
+def test_the_transcription_page_shows_every_held_out_piece() -> None:
+    data = json.loads((RESULTS / "dds-table.json").read_text())
+    seeds = data["settings"]["piece_seeds"]
+    assert len(seeds) > 1
+    page = docs_results.transcription_page(docs_results.load_results()).text()
+    assert f"seeds {seeds[0]}–{seeds[-1]}), means over the pieces" in page
+    assert "| method | " + " | ".join(f"seed {seed}" for seed in seeds) + " |" in page
+    for method in dict.fromkeys(row["method"] for row in data["pieces"]):
+        scores = [row["f1"] for row in data["pieces"] if row["method"] == method]
+        assert (f"| `{method}` | " + " | ".join(docs_results.number(score, 3)
+                                                for score in scores) + " |") in page
+    assert f"--piece-seeds {' '.join(map(str, seeds))}" in page

@@ -94,7 +94,8 @@ class FlowDecomposition(Decomposition):
         DDS-2/3, (n_items, n_frames, n_sources, n_bins) for DDS-1 (item axis dropped for
         a single spectrogram).
     latent_codes : ndarray or Tensor
-        The codes ``Z`` (same leading shape, last axis ``n_latent``).
+        The codes ``Z`` (same leading shape, last axis ``n_latent``); with DDS-3's
+        ``shared_codes``, (n_items, n_components_per_source, n_latent).
     source_activations : ndarray or Tensor of shape ([n_items,] n_frames, n_sources)
         Activations rescaled by the norm of their dictionary row and summed per source.
     """
@@ -412,6 +413,11 @@ class _FlowDecomposer(ComponentFeatureNames, BaseDecomposer):
         return torch.arange(n_sources, device=device).repeat_interleave(
             self._fitted_components_per_source())
 
+    def _code_index(self, device: torch.device) -> torch.Tensor | None:
+        """The code each dictionary entry is generated from (n_components,), or None for
+        one code per entry."""
+        return None
+
     def decompose(
         self,
         X: Any,
@@ -445,16 +451,19 @@ class _FlowDecomposer(ComponentFeatureNames, BaseDecomposer):
         flow = self._device_flow(batch.dtype, batch.device)
         n_items, n_frames, _ = batch.shape
         labels = self._component_labels(batch.device)
+        code_index = self._code_index(batch.device)
+        n_codes = labels.numel() if code_index is None else int(code_index.max()) + 1
         if self._per_frame:
-            latent_shape = (n_items, n_frames, labels.numel(), flow.n_latent)
+            latent_shape = (n_items, n_frames, n_codes, flow.n_latent)
         else:
-            latent_shape = (n_items, labels.numel(), flow.n_latent)
-        # Codes start at the base density's mode, as in the DDS papers.
-        Z = flow.mode(labels).expand(latent_shape).clone()
+            latent_shape = (n_items, n_codes, flow.n_latent)
+        # Codes start at the base density's mode, as in the DDS papers (the mode is the
+        # same for every label, so a shared code starts there too).
+        Z = flow.mode(labels[:n_codes]).expand(latent_shape).clone()
         objective = FlowDictionaryObjective(
             batch, flow=flow, labels=labels, per_frame=self._per_frame,
             likelihood_weight=self._likelihood_weight(),
-            beta=beta_loss_to_float(self.beta_loss),
+            beta=beta_loss_to_float(self.beta_loss), code_index=code_index,
         )
         with torch.no_grad():
             W0 = objective.dictionary({"Z": Z})
@@ -689,8 +698,10 @@ class DDS1(_FlowDecomposer):
         cross-font piano chords, 0.05 gave PSA 0.29–0.49 (DDS-2) and 0.25–0.34 (DDS-3),
         0.002 gave 0.44–0.53 and 0.45–0.60 (300 iterations, no warm start). With
         ``warm_start_iterations`` the search needs fewer iterations, and fewer larger
-        steps can move the codes no further than many small ones: the shipped piano
-        transcribers use 0.02 for 50 iterations (``benchmarks/dds_budget.py``).
+        steps can move the codes no further than many small ones: the shipped DDS-2
+        transcriber uses 0.02 for 25 iterations, the shipped DDS-3, whose codes are
+        shared by every note (``DDS3(shared_codes=True)``), 0.2 for 50
+        (``benchmarks/dds_budget.py``).
     warm_start_iterations : int, default=0
         Multiplicative (NMF) updates of the activations against the starting dictionary
         (every code at the base density's mode) before the search, so that the search
@@ -884,15 +895,103 @@ class DDS3(DDS2):
 
     The flow's latent splits into a semantic part (one dim per source, fixed to the
     entry's one-hot label) and a nuisance part (``n_bins - n_sources`` dims, searched).
-    Parameters are those of :class:`DDS2`; ``n_flow_steps`` (default 8) counts Glow steps
-    (ActNorm, LU mixing, affine coupling) and ``hidden_features`` (default 256) the
-    width of the coupling MLPs. :meth:`paper` gives the paper's 32 steps of 1024 units.
+    Parameters are those of :class:`DDS2` plus ``shared_codes``; ``n_flow_steps``
+    (default 8) counts Glow steps (ActNorm, LU mixing, affine coupling) and
+    ``hidden_features`` (default 256) the width of the coupling MLPs. :meth:`paper` gives
+    the paper's 32 steps of 1024 units.
+
+    Parameters
+    ----------
+    shared_codes : bool, default=False
+        Search ``n_components_per_source`` nuisance codes shared by every source instead
+        of ``n_components_per_source`` per source: entry ``k`` of every source is
+        generated from code ``k`` under that source's label. The Glow is trained to
+        keep the source out of the nuisance part, so a shared code stands for what the
+        sources of one recording have in common (for piano notes, the instrument and the
+        room), and every note's evidence moves it. The codes' share of the likelihood
+        penalty is counted per entry, as without sharing. Cannot be combined with
+        ``inverse_start_iterations``. See the DDS guide for what it measured on piano
+        transcription (the shipped ``piano-dds3`` searches this way).
+
+    Attributes
+    ----------
+    See :class:`DDS1`.
     """
 
     _default_flow_steps = 8
     _default_hidden_features = 256
     _default_hidden_layers = 2
     _default_likelihood_weight = 1.0
+
+    _parameter_constraints: dict = {
+        **DDS2._parameter_constraints,
+        "shared_codes": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        n_components_per_source: int = 4,
+        *,
+        shared_codes: bool = False,
+        inverse_start_iterations: int = 0,
+        likelihood_weight: float | None = None,
+        beta_loss: str | float = "frobenius",
+        max_iter: int = 1000,
+        tol: float = 1e-4,
+        activation_solver: str = "mu",
+        learning_rate: float = 0.05,
+        latent_learning_rate: float = 0.002,
+        warm_start_iterations: int = 0,
+        patience: int = 20,
+        n_flow_steps: int | None = None,
+        hidden_features: int | None = None,
+        n_hidden_layers: int | None = None,
+        flow: DictionaryFlow | None = None,
+        max_epochs: int = 100,
+        batch_size: int = 512,
+        flow_learning_rate: float = 1e-3,
+        flow_noise: float = 0.0,
+        validation_fraction: float = 0.2,
+        early_stopping_epochs: int = 10,
+        checkpoint: str | os.PathLike | None = None,
+        max_training_seconds: float | None = None,
+        device: str | torch.device = "auto",
+        dtype: str | None = None,
+        random_state: Any = None,
+        progress: bool = False,
+    ) -> None:
+        # Spelled out (not **params): scikit-learn reads parameters from the signature.
+        super().__init__(
+            n_components_per_source, inverse_start_iterations=inverse_start_iterations,
+            likelihood_weight=likelihood_weight, beta_loss=beta_loss, max_iter=max_iter,
+            tol=tol, activation_solver=activation_solver, learning_rate=learning_rate,
+            latent_learning_rate=latent_learning_rate,
+            warm_start_iterations=warm_start_iterations, patience=patience,
+            n_flow_steps=n_flow_steps, hidden_features=hidden_features,
+            n_hidden_layers=n_hidden_layers, flow=flow, max_epochs=max_epochs,
+            batch_size=batch_size, flow_learning_rate=flow_learning_rate,
+            flow_noise=flow_noise, validation_fraction=validation_fraction,
+            early_stopping_epochs=early_stopping_epochs, checkpoint=checkpoint,
+            max_training_seconds=max_training_seconds, device=device, dtype=dtype,
+            random_state=random_state, progress=progress,
+        )
+        self.shared_codes = shared_codes
+
+    def _code_index(self, device: torch.device) -> torch.Tensor | None:
+        """With ``shared_codes``, entry ``k`` of every source from code ``k``."""
+        if not self.shared_codes:
+            return None
+        n_per_source = self._fitted_components_per_source()
+        return torch.arange(n_per_source, device=device).repeat(self.sources_.size)
+
+    def _start_codes(self, batch: torch.Tensor, dictionary: torch.Tensor,
+                     activations: torch.Tensor, flow: DictionaryFlow, labels: torch.Tensor,
+                     codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.shared_codes and self.inverse_start_iterations:
+            raise ValueError(
+                "inverse_start_iterations starts each entry's own code from the inverse of "
+                "its row, which shared_codes=True does not have; set one of them off.")
+        return super()._start_codes(batch, dictionary, activations, flow, labels, codes)
 
     def _flow_weight_count(self, n_sources: int, n_bins: int) -> int:
         """One Glow for all sources: its coupling MLPs plus an (n_bins, n_bins) LU mixing

@@ -31,7 +31,7 @@ class FlowDictionaryObjective(BetaNMFObjective):
     flow : DictionaryFlow
         Frozen flow (its parameters should not require gradients).
     labels : Tensor of shape (n_entries,)
-        Source index of each dictionary entry along Z's second-to-last axis.
+        Source index of each dictionary entry.
     per_frame : bool
         DDS-1: ``Z`` is (n_items, n_frames, n_sources, n_latent), one code per source
         per frame, and frame ``t`` is ``Σ_s H[t, s] · W[t, s]``. Otherwise (DDS-2/3)
@@ -41,6 +41,10 @@ class FlowDictionaryObjective(BetaNMFObjective):
         λ, multiplying the share-weighted negative log-likelihood in nats per bin.
     beta : float, default=2
         β of the divergence.
+    code_index : Tensor of shape (n_entries,), optional
+        Which code (row of ``Z`` along its second-to-last axis) each entry is generated
+        from, for codes shared by several entries (DDS-3's ``shared_codes``: entry ``k``
+        of every source from code ``k``). By default entry ``e`` has code ``e``.
     frobenius_norm : bool, default=True
         With β=2, use the Frobenius norm ``||X - HW||`` (not half its square), as the
         DDS authors' implementation does.
@@ -71,10 +75,12 @@ class FlowDictionaryObjective(BetaNMFObjective):
         likelihood_weight: float,
         beta: float = 2.0,
         frobenius_norm: bool = True,
+        code_index: torch.Tensor | None = None,
     ) -> None:
         super().__init__(X, beta)
         self.flow = flow
         self.labels = labels
+        self.code_index = code_index
         self.per_frame = per_frame
         self.likelihood_weight = float(likelihood_weight)
         self.frobenius_norm = frobenius_norm and self.beta == 2
@@ -92,8 +98,8 @@ class FlowDictionaryObjective(BetaNMFObjective):
 
         Returns
         -------
-        W : Tensor of shape Z.shape[:-1] + (n_bins,)
-        nll : Tensor of shape Z.shape[:-1]
+        W : Tensor of shape Z.shape[:-2] + (n_entries, n_bins)
+        nll : Tensor of shape Z.shape[:-2] + (n_entries,)
         """
         key = (Z.data_ptr(), Z._version, tuple(Z.shape), Z.stride())
         if Z.requires_grad:
@@ -116,6 +122,8 @@ class FlowDictionaryObjective(BetaNMFObjective):
         return self._cached
 
     def _flow_pass(self, Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.code_index is not None:
+            Z = Z.index_select(-2, self.code_index)
         n_entries = self.labels.shape[0]
         rows = Z.reshape(-1, Z.shape[-1])
         labels = self.labels.repeat(rows.shape[0] // n_entries)

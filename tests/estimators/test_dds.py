@@ -352,3 +352,59 @@ def test_inverse_start_needs_an_invertible_flow_and_a_count(planted, monkeypatch
     monkeypatch.setattr(dds_module, "_FLOW_COPIES", type(dds_module._FLOW_COPIES)())
     with pytest.raises(ValueError, match="needs a flow with an inverse"):
         model.decompose(planted[0], max_iter=1)
+
+
+@pytest.fixture(scope="module")
+def fitted_dds3_shared(training_frames):
+    return DDS3(2, shared_codes=True, n_flow_steps=3, hidden_features=32, max_epochs=30,
+                max_iter=100, warm_start_iterations=20, latent_learning_rate=0.02,
+                random_state=0).fit(*training_frames)
+
+
+def test_shared_codes_generate_entry_k_of_every_source_from_code_k(fitted_dds3_shared,
+                                                                     planted):
+    model = fitted_dds3_shared
+    result = model.decompose(planted[0])
+    n_latent = model.flow_.n_latent
+    assert result.latent_codes.shape == (2, n_latent)  # one code per k, not per entry
+    assert np.abs(result.latent_codes).max() > 0  # the search moved them
+    assert result.dictionary.shape == (2 * N_SOURCES, N_BINS)
+    for entry, source in enumerate(model.component_sources_):
+        np.testing.assert_allclose(
+            result.dictionary[entry],
+            model.sample_dictionary(result.latent_codes[entry % 2][None], [source])[0],
+            rtol=1e-5, atol=1e-6)
+    unshared = clone(model).set_params(shared_codes=False)
+    unshared.__dict__.update({k: v for k, v in vars(model).items() if k.endswith("_")})
+    assert unshared.decompose(planted[0], max_iter=5).latent_codes.shape == (
+        2 * N_SOURCES, n_latent)
+
+
+def test_shared_codes_search_attributes_as_codes_per_entry_do(fitted_dds3_shared, planted):
+    mixture, roll = planted
+    result = fitted_dds3_shared.decompose(mixture)
+    assert result.history[-1, 0] < result.history[0, 0]
+    per_entry = clone(fitted_dds3_shared).set_params(shared_codes=False)
+    per_entry.__dict__.update({k: v for k, v in vars(fitted_dds3_shared).items()
+                               if k.endswith("_")})
+    shared_psa = precision_of_source_attribution(result.source_activations, roll)
+    own_psa = precision_of_source_attribution(per_entry.source_activations(mixture), roll)
+    assert shared_psa > own_psa - 0.05
+
+
+def test_shared_codes_survive_save_and_load(fitted_dds3_shared, planted, tmp_path):
+    loaded = decomp.load(fitted_dds3_shared.save(tmp_path / "dds3.decomp"))
+    assert loaded.get_params()["shared_codes"] is True
+    np.testing.assert_allclose(loaded.source_activations(planted[0]),
+                               fitted_dds3_shared.source_activations(planted[0]),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_shared_codes_are_checked_and_refuse_the_inverse_start(fitted_dds3_shared, planted):
+    with pytest.raises(ValueError, match="'shared_codes' parameter of DDS3"):
+        DDS3(shared_codes="yes").fit(np.ones((10, 30)), np.zeros(10))
+    model = clone(fitted_dds3_shared).set_params(inverse_start_iterations=3)
+    model.__dict__.update({k: v for k, v in vars(fitted_dds3_shared).items()
+                           if k.endswith("_")})
+    with pytest.raises(ValueError, match="shared_codes=True"):
+        model.decompose(planted[0], max_iter=1)

@@ -121,3 +121,20 @@ def test_changing_the_codes_in_place_invalidates_the_cached_pass():
     assert not torch.equal(before, after)
     fresh, _, _ = _problem("realnvp")
     torch.testing.assert_close(after, fresh.dictionary({"Z": Z, "H": H}), rtol=0, atol=0)
+
+
+def test_shared_codes_act_as_each_entrys_own_copy_of_its_code():
+    # Entry k of every source from code k (DDS-3's shared_codes).
+    code_index = torch.arange(N_COMPONENTS).repeat(N_SOURCES)
+    objective, Z, H = _problem("glow")
+    shared_objective, _, _ = _problem("glow", code_index=code_index)
+    shared = Z[:, :N_COMPONENTS]
+    copies = shared.index_select(-2, code_index)
+    torch.testing.assert_close(shared_objective.dictionary({"Z": shared, "H": H}),
+                               objective.dictionary({"Z": copies, "H": H}), rtol=0, atol=0)
+    loss, gradient = _gradient(shared_objective, shared, H)
+    expected_loss, per_entry = _gradient(objective, copies, H)
+    torch.testing.assert_close(loss, expected_loss, rtol=0, atol=0)
+    # A shared code moves with the sum of what its entries' own codes would feel.
+    expected = torch.zeros_like(shared).index_add_(-2, code_index, per_entry)
+    torch.testing.assert_close(gradient, expected)

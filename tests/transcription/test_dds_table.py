@@ -164,3 +164,37 @@ def test_dds_levers_timbre_augmentations_name_their_variants_and_arguments():
     partials = levers.AUGMENTATIONS["-partials"][1]["timbre_options"]
     assert partials == {"tilt_range": (0.0, 0.0), "band_range": (0.0, 0.0),
                         "partial_range": (-10.0, 10.0)}
+
+
+def test_best_at_budget_takes_the_most_psa_among_the_best_f1_at_that_budget():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARKS))
+        best_at_budget = load_benchmark("dds_budget").best_at_budget
+
+    def row(iterations, rate, f1, psa, reference=False):
+        return {"method": "dds3", "iterations": iterations, "latent_learning_rate": rate,
+                "warm_start_iterations": 40, "sustain_ratio": 0.7, "validation_f1": f1,
+                "psa": psa, "reference": reference}
+
+    rows = [row(300, 0.002, 0.83, 0.90, reference=True),  # the reference never counts
+            row(100, 0.1, 0.84, 0.80),  # another budget
+            row(50, 0.02, 0.800, 0.70),
+            row(50, 0.1, 0.8200, 0.60),
+            row(50, 0.2, 0.8192, 0.65),  # within the tie of 0.001, more PSA: chosen
+            row(50, 0.05, 0.8185, 0.69)]  # just outside the tie
+    assert best_at_budget(rows, 50) == {"dds3": {
+        "iterations": 50, "latent_learning_rate": 0.2, "warm_start_iterations": 40,
+        "sustain_ratio": 0.7}}
+    assert best_at_budget(rows, 25) == {}
+
+
+def test_the_piece_verdict_needs_dds3_above_nmf_on_every_piece(dds_table):
+    def row(method, seed, f1):
+        return {"method": method, "bars": 8, "seed": seed, "f1": f1}
+
+    pieces = [row("nmf", 0, 0.80), row("dds3", 0, 0.82), row("dds2", 0, 0.90),
+              row("nmf", 1, 0.85), row("dds3", 1, 0.84)]
+    assert dds_table.piece_verdict(pieces) == (
+        "FAIL: DDS-3 above NMF in frame F1 on 1 of 2 pieces (mean difference +0.005)")
+    assert dds_table.piece_verdict(pieces[:3]).startswith(
+        "PASS: DDS-3 above NMF in frame F1 on 1 of 1 pieces")
