@@ -864,17 +864,7 @@ def _dds_table_section(page: Page, data: dict[str, Any] | None) -> None:
                               for key in ("f1", "psa", "sparsity")} for method in methods}}))
     pieces = data.get("pieces", [])
     if pieces:
-        seeds = sorted({row.get("seed", 1) for row in pieces})
-        if len(seeds) == 1:
-            page.add(f"Held-out pieces (seed {seeds[0]}):",
-                     table(["method", "bars", "seconds", *[label for _, label in
-                                                             DDS_TABLE_METRICS]],
-                           [[f"`{row['method']}`", number(row["bars"]),
-                             number(row["seconds"], 1),
-                             *[number(row.get(key), 3) for key, _ in DDS_TABLE_METRICS]]
-                            for row in pieces], ["l"] + ["r"] * (2 + len(DDS_TABLE_METRICS))))
-        else:
-            _dds_pieces_tables(page, pieces, seeds)
+        _dds_pieces_tables(page, pieces)
     if data.get("verdicts"):
         page.add("Targets: " + "; ".join(verdict(line) for line in data["verdicts"]) + ".")
     seeds = " ".join(str(seed) for seed in data.get("settings", {}).get("piece_seeds", [1]))
@@ -890,8 +880,11 @@ def _dds_table_section(page: Page, data: dict[str, Any] | None) -> None:
              "`benchmarks/shared_cpu.py` times the shipped models alone.")
 
 
-def _dds_pieces_tables(page: Page, pieces: list[dict[str, Any]], seeds: list[int]) -> None:
-    """Pieces of several seeds: each method's mean over them, then frame F1 per piece."""
+def _dds_pieces_tables(page: Page, pieces: list[dict[str, Any]]) -> None:
+    """Each method's mean over the held-out pieces, then, for several pieces, frame F1 per
+    piece (runs before 2026-12-05 recorded one piece, seed 1, and no seed)."""
+    pieces = [{"seed": 1, **row} for row in pieces]
+    seeds = sorted({row["seed"] for row in pieces})
     methods = list(dict.fromkeys(row["method"] for row in pieces))
     rows = []
     for method in methods:
@@ -900,10 +893,12 @@ def _dds_pieces_tables(page: Page, pieces: list[dict[str, Any]], seeds: list[int
                      *[number(sum(row[key] for row in own) / len(own), 3)
                        for key, _ in DDS_TABLE_METRICS]])
     bars = " / ".join(number(value) for value in sorted({row["bars"] for row in pieces}))
-    page.add(f"Held-out pieces ({bars} bars, seeds {seeds[0]}–{seeds[-1]}), means over the "
-             "pieces:",
+    named = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}"
+    page.add(f"Held-out pieces ({bars} bars, {named}), means over the pieces:",
              table(["method", "pieces", *[label for _, label in DDS_TABLE_METRICS]], rows,
                    ["l"] + ["r"] * (1 + len(DDS_TABLE_METRICS))))
+    if len(rows) == len(pieces):  # one piece per method: the means are the pieces
+        return
     by_key = {(row["method"], row["bars"], row["seed"]): row["f1"] for row in pieces}
     keys = sorted({(row["bars"], row["seed"]) for row in pieces})
     page.add("Frame F1 per piece:",

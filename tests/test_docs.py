@@ -342,3 +342,16 @@ def test_the_transcription_page_shows_every_held_out_piece() -> None:
         assert (f"| `{method}` | " + " | ".join(docs_results.number(score, 3)
                                                 for score in scores) + " |") in page
     assert f"--piece-seeds {' '.join(map(str, seeds))}" in page
+
+
+def test_a_single_held_out_piece_without_a_seed_is_shown_once() -> None:
+    # Runs before 2026-12-05 recorded one piece (seed 1) and no seed.
+    page = docs_results.Page("transcription.md")
+    pieces = [{"method": method, "bars": 8, "seconds": 19.7,
+               **{key: 0.5 for key, _ in docs_results.DDS_TABLE_METRICS}}
+              for method in ("nmf", "dds3")]
+    docs_results._dds_pieces_tables(page, pieces)
+    text = page.text()
+    assert "Held-out pieces (8 bars, seed 1), means over the pieces:" in text
+    assert "| `dds3` | 1 | 0.500 |" in text
+    assert "Frame F1 per piece" not in text

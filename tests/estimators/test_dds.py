@@ -31,6 +31,14 @@ def _templates() -> np.ndarray:
     ])
 
 
+def _fitted_with(model, **params):
+    """A clone of the fitted ``model`` with ``params`` changed and its fitted attributes
+    (flow, sources) kept, so that only the search differs."""
+    changed = clone(model).set_params(**params)
+    changed.__dict__.update({k: v for k, v in vars(model).items() if k.endswith("_")})
+    return changed
+
+
 @pytest.fixture(scope="module")
 def training_frames():
     rng = np.random.default_rng(0)
@@ -105,10 +113,8 @@ def test_dds1_codes_are_per_frame(fitted_dds2, training_frames, planted):
 
 def test_search_starts_at_the_mode_and_likelihood_holds_codes_near_it(
         fitted_dds2, planted):
-    loose = clone(fitted_dds2).set_params(likelihood_weight=0.0, latent_learning_rate=0.05)
-    loose.__dict__.update({k: v for k, v in vars(fitted_dds2).items() if k.endswith("_")})
-    tight = clone(loose).set_params(likelihood_weight=100.0)
-    tight.__dict__.update({k: v for k, v in vars(fitted_dds2).items() if k.endswith("_")})
+    loose = _fitted_with(fitted_dds2, likelihood_weight=0.0, latent_learning_rate=0.05)
+    tight = _fitted_with(loose, likelihood_weight=100.0)
     start = fitted_dds2.decompose(planted[0], max_iter=0).latent_codes
     np.testing.assert_array_equal(start, 0)
     far = np.linalg.norm(loose.decompose(planted[0], max_iter=100).latent_codes)
@@ -374,8 +380,7 @@ def test_shared_codes_generate_entry_k_of_every_source_from_code_k(fitted_dds3_s
             result.dictionary[entry],
             model.sample_dictionary(result.latent_codes[entry % 2][None], [source])[0],
             rtol=1e-5, atol=1e-6)
-    unshared = clone(model).set_params(shared_codes=False)
-    unshared.__dict__.update({k: v for k, v in vars(model).items() if k.endswith("_")})
+    unshared = _fitted_with(model, shared_codes=False)
     assert unshared.decompose(planted[0], max_iter=5).latent_codes.shape == (
         2 * N_SOURCES, n_latent)
 
@@ -384,9 +389,7 @@ def test_shared_codes_search_attributes_as_codes_per_entry_do(fitted_dds3_shared
     mixture, roll = planted
     result = fitted_dds3_shared.decompose(mixture)
     assert result.history[-1, 0] < result.history[0, 0]
-    per_entry = clone(fitted_dds3_shared).set_params(shared_codes=False)
-    per_entry.__dict__.update({k: v for k, v in vars(fitted_dds3_shared).items()
-                               if k.endswith("_")})
+    per_entry = _fitted_with(fitted_dds3_shared, shared_codes=False)
     shared_psa = precision_of_source_attribution(result.source_activations, roll)
     own_psa = precision_of_source_attribution(per_entry.source_activations(mixture), roll)
     assert shared_psa > own_psa - 0.05
@@ -403,8 +406,6 @@ def test_shared_codes_survive_save_and_load(fitted_dds3_shared, planted, tmp_pat
 def test_shared_codes_are_checked_and_refuse_the_inverse_start(fitted_dds3_shared, planted):
     with pytest.raises(ValueError, match="'shared_codes' parameter of DDS3"):
         DDS3(shared_codes="yes").fit(np.ones((10, 30)), np.zeros(10))
-    model = clone(fitted_dds3_shared).set_params(inverse_start_iterations=3)
-    model.__dict__.update({k: v for k, v in vars(fitted_dds3_shared).items()
-                           if k.endswith("_")})
+    model = _fitted_with(fitted_dds3_shared, inverse_start_iterations=3)
     with pytest.raises(ValueError, match="shared_codes=True"):
         model.decompose(planted[0], max_iter=1)
