@@ -814,9 +814,9 @@ def transcription_page(results: dict[str, Any]) -> Page:
     _dds_table_more_chords_section(page, results.get("dds-table-60.json"))
     _shared_cpu_section(page, _matching(results, r"shared-cpu.*\.json"))
     _dds_speed_section(page, results.get("dds-speed.json"))
-    _budget_sections(page, results.get("nmf-budget.json"), results.get("dds-budget.json"),
-                     results.get("dds-budget-dds3-stft.json"), results.get("dds-budget-dds3.json"),
-                     results.get("dds-budget-dds3-shared.json"))
+    _budget_sections(page, results.get("nmf-budget.json"),
+                     [(name, results[name], label) for name, label in DDS_BUDGET_SWEEPS
+                      if name in results])
     _levers_section(page, results.get("dds-levers.json"))
     page.add("## Not published here yet",
              "`benchmarks/transcription.py` (the default transcriber against alternatives) and "
@@ -868,16 +868,33 @@ def _dds_table_section(page: Page, data: dict[str, Any] | None) -> None:
     if data.get("verdicts"):
         page.add("Targets: " + "; ".join(verdict(line) for line in data["verdicts"]) + ".")
     seeds = " ".join(str(seed) for seed in data.get("settings", {}).get("piece_seeds", [1]))
+    models = "; ".join(f"`{file}` {what} (`git show {commit}:decomp/models/{shipped} > {file}`)"
+                       for _, file, commit, shipped, what in DDS_TABLE_MODELS)
     page.add(source("dds-table.json", data), "Rerun: `python benchmarks/dds_table.py "
-             f"--piece-bars 8 --piece-seeds {seeds} --threads 1 --model dds3-cqt=A --model "
-             "dds3-1copy=B --model dds3-codes=D --json docs/results/dds-table.json`, where `A` "
-             "is the DDS-3 shipped before on the log CQT (`git show "
-             "47c2d01:decomp/models/piano-dds3.decomp > A`), `B` the one-copy STFT DDS-3 "
-             "shipped before the three-copy one (`git show "
-             "2989e87:decomp/models/piano-dds3.decomp > B`) and `D` the three-copy DDS-3 "
-             "searching codes per note, shipped before the shared codes (`git show "
-             "a259928:decomp/models/piano-dds3.decomp > D`). "
+             f"--piece-bars 8 --piece-seeds {seeds} --threads 1 {_dds_table_model_options()} "
+             f"--json docs/results/dds-table.json`, where {models}. "
              "`benchmarks/shared_cpu.py` times the shipped models alone.")
+
+
+#: The earlier shipped models the DDS tables also score: (method name, file, commit, the
+#: file in decomp/models/ at that commit, what it is).
+DDS_TABLE_MODELS = (
+    ("dds3-cqt", "A", "47c2d01", "piano-dds3.decomp", "is the DDS-3 shipped before on the log CQT"),
+    ("dds3-1copy", "B", "2989e87", "piano-dds3.decomp",
+     "the one-copy STFT DDS-3 shipped before the three-copy one"),
+    ("dds3-codes", "D", "a259928", "piano-dds3.decomp",
+     "the three-copy DDS-3 searching codes per note, shipped before the shared codes"),
+    ("dds3-warm120", "E", "d52ed5f", "piano-dds3.decomp",
+     "the shared-code DDS-3 searching after 120 warm-start updates at step 0.2, shipped "
+     "before the 480 updates"),
+    ("dds2-warm40", "F", "d52ed5f", "piano-dds2.decomp",
+     "the DDS-2 searching after 40 warm-start updates, shipped before the 120 updates (its "
+     "flows from an earlier version of the training script)"),
+)
+
+
+def _dds_table_model_options() -> str:
+    return " ".join(f"--model {name}={file}" for name, file, *_ in DDS_TABLE_MODELS)
 
 
 def _dds_pieces_tables(page: Page, pieces: list[dict[str, Any]]) -> None:
@@ -939,9 +956,9 @@ def _dds_table_more_chords_section(page: Page, data: dict[str, Any] | None) -> N
     if data.get("verdicts"):
         page.add("Targets: " + "; ".join(verdict(line) for line in data["verdicts"]) + ".")
     page.add(source("dds-table-60.json", data), "Rerun: `python benchmarks/dds_table.py "
-             f"--methods nmf dds2 dds3 --n-chords {n_chords} --threads 1 --model dds3-cqt=A "
-             "--model dds3-1copy=B --model dds3-codes=D --json docs/results/dds-table-60.json`, "
-             "`A`, `B` and `D` as above.")
+             f"--methods nmf dds2 dds3 --n-chords {n_chords} --threads 1 "
+             f"{_dds_table_model_options()} --json docs/results/dds-table-60.json`, the models "
+             "as above.")
 
 
 def _shared_cpu_section(page: Page, runs: dict[str, Any]) -> None:
@@ -1019,11 +1036,31 @@ def _dds_speed_section(page: Page, data: dict[str, Any] | None) -> None:
              "--json docs/results/dds-speed.json`.")
 
 
-def _budget_sections(page: Page, nmf: dict[str, Any] | None, dds: dict[str, Any] | None,
-                     experiment: dict[str, Any] | None = None,
-                     shipped_dds3: dict[str, Any] | None = None,
-                     shared_dds3: dict[str, Any] | None = None) -> None:
-    if not (nmf or dds):
+#: The DDS search-budget sweeps in ``docs/results/``, in page order, with what each swept.
+DDS_BUDGET_SWEEPS = (
+    ("dds-budget.json", ", validation pooled (DDS-2's search until 2026-12-05; DDS-3 then on the "
+     "log CQT)"),
+    ("dds-budget-dds2.json",
+     ", the shipped recipe scored as `fit_transcriber` scores validation (shipped: its best "
+     "row, 120 warm-start updates, since 2026-12-05)"),
+    ("dds-budget-dds3-stft.json",
+     " on the 384-bin log STFT, Glow at learning rate 3e-4 with `flow_noise` 0.1 (an "
+     "experiment, not shipped)"),
+    ("dds-budget-dds3.json",
+     ", the shipped recipe (384-bin log STFT, three copies with gains per partial) searching "
+     "codes per note (its search until 2026-12-05: the 50-iteration row at step 0.02, see "
+     "the DDS guide's search budget)"),
+    ("dds-budget-dds3-shared.json",
+     ", the shipped recipe searching nuisance codes shared by every note "
+     "(`shared_codes=True`; shipped: its `best_at_budget` row, see the DDS guide's search "
+     "budget)"),
+)
+
+
+def _budget_sections(page: Page, nmf: dict[str, Any] | None,
+                     dds_sweeps: list[tuple[str, dict[str, Any], str]]) -> None:
+    """The NMF budget sweep and the DDS ones, each ``(file name, record, label)``."""
+    if not (nmf or dds_sweeps):
         return
     page.add("## Choosing the search budgets (validation, cross-font)",
              "Each setting transcribes the validation recordings (chords and an 8-bar piece; "
@@ -1050,24 +1087,8 @@ def _budget_sections(page: Page, nmf: dict[str, Any] | None, dds: dict[str, Any]
                  + _indent(body + "\n\n" + source("nmf-budget.json", nmf)
                            + " Rerun: `python benchmarks/nmf_budget.py --json "
                            "docs/results/nmf-budget.json`."))
-    if dds:
-        _dds_budget_notes(page, dds, "dds-budget.json")
-    if experiment:
-        _dds_budget_notes(page, experiment, "dds-budget-dds3-stft.json",
-                          " on the 384-bin log STFT, Glow at learning rate 3e-4 with "
-                          "`flow_noise` 0.1 (an experiment, not shipped)")
-    if shipped_dds3:
-        _dds_budget_notes(page, shipped_dds3, "dds-budget-dds3.json",
-                          ", the shipped recipe (384-bin log STFT, three copies with gains per "
-                          "partial) searching codes per note (its search until 2026-12-05: "
-                          "the 50-iteration row at step 0.02, see the DDS guide's search "
-                          "budget)")
-    if shared_dds3:
-        _dds_budget_notes(page, shared_dds3, "dds-budget-dds3-shared.json",
-                          ", the shipped recipe searching nuisance codes shared by every note "
-                          "(`shared_codes=True`; shipped: its `best_at_budget` row, 50 "
-                          "iterations at step 0.2 after 120 warm-start updates, see the DDS "
-                          "guide's search budget)")
+    for name, record, label in dds_sweeps:
+        _dds_budget_notes(page, record, name, label)
 
 
 def _dds_budget_notes(page: Page, dds: dict[str, Any], name: str, label: str = "") -> None:

@@ -284,7 +284,7 @@ def test_the_transcription_page_shows_the_dds_tables_paired_comparison(name: str
 
 def test_each_dds_budget_sweep_shows_the_command_that_wrote_it() -> None:
     page = docs_results.transcription_page(docs_results.load_results()).text()
-    for name in ("dds-budget.json", "dds-budget-dds3-stft.json", "dds-budget-dds3.json"):
+    for name, _ in docs_results.DDS_BUDGET_SWEEPS:
         command = json.loads((RESULTS / name).read_text())["settings"]["command"]
         assert command.startswith("python benchmarks/dds_budget.py ")
         assert command.endswith(f"--json docs/results/{name}")

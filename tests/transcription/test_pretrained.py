@@ -111,12 +111,12 @@ def _search_settings(best: dict) -> dict:
 def test_search_settings_are_the_budget_sweeps_choice(monkeypatch):
     # DDS_SEARCH_SETTINGS must be what benchmarks/dds_budget.py chose in the runs the docs
     # publish, so the code and the Results page agree. DDS-2's are the best row of
-    # dds-budget.json; DDS-3, which searches codes shared by every note, takes the
+    # dds-budget-dds2.json; DDS-3, which searches codes shared by every note, takes the
     # best_at_budget row (50 iterations) of its own sweep, dds-budget-dds3-shared.json: its
     # PSA-floored best takes smaller steps that lost F1 on the held-out font (the DDS
     # guide's search budget).
     results = Path(__file__).resolve().parents[2] / "docs" / "results"
-    best = json.loads((results / "dds-budget.json").read_text())["best"]["dds2"]
+    best = json.loads((results / "dds-budget-dds2.json").read_text())["best"]["dds2"]
     assert _search_settings(best) == DDS_SEARCH_SETTINGS["dds2"]
     assert default_dds_settings("dds2").sustain_ratio == best["sustain_ratio"]
     sweep = json.loads((results / "dds-budget-dds3-shared.json").read_text())
@@ -129,17 +129,20 @@ def test_search_settings_are_the_budget_sweeps_choice(monkeypatch):
     assert best_at_budget(sweep["rows"], best["iterations"]) == {"dds3": best}
 
 
-def test_the_budget_sweep_of_the_shipped_dds3_reproduces_its_validation():
+@pytest.mark.parametrize("method, sweep_file",
+                         [("dds2", "dds-budget-dds2.json"),
+                          ("dds3", "dds-budget-dds3-shared.json")])
+def test_the_budget_sweep_of_a_shipped_dds_reproduces_its_validation(method, sweep_file):
     # dds_budget.py scores validation as fit_transcriber does (each recording normalised
-    # alone, chords of polyphony 1-5 and the piece), so its sweep of the shipped DDS-3
-    # recipe, at the shipped search settings, reproduces the shipped file's threshold and
-    # validation F1 (the two directions' mean).
+    # alone, chords of polyphony 1-5 and the piece), so its sweep of the shipped recipe, at
+    # the shipped search settings, reproduces the shipped file's threshold and validation F1
+    # (the two directions' mean).
     results = Path(__file__).resolve().parents[2] / "docs" / "results"
-    sweep = json.loads((results / "dds-budget-dds3-shared.json").read_text())
+    sweep = json.loads((results / sweep_file).read_text())
     assert sweep["settings"]["validation"] != "pooled"
-    search = DDS_SEARCH_SETTINGS["dds3"]
-    transcriber = PianoTranscriber.pretrained("dds3")
-    assert transcriber.decomposer_.get_params()["shared_codes"] is True
+    search = DDS_SEARCH_SETTINGS[method]
+    transcriber = PianoTranscriber.pretrained(method)
+    assert {key: transcriber.decomposer_.get_params()[key] for key in search} == search
     (row,) = [row for row in sweep["rows"]
               if (row["iterations"], row["latent_learning_rate"], row["warm_start_iterations"],
                   row["sustain_ratio"])
