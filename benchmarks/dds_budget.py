@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     protocol = DEFAULT_PROTOCOL
     fonts = list(protocol.train_soundfonts)
+    shared_codes = (DDS_SEARCH_SETTINGS["dds3"]["shared_codes"] if args.shared_codes is None
+                    else args.shared_codes)
     rows = []
     reference = (300, 0.002, 0)  # the search settings shipped before this sweep
     searches = [reference] + [
@@ -159,8 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
         if (iterations, rate, warm) != reference]
     for method in args.methods:
         front_end = recipe_front_end(method, args)
-        codes = ({"shared_codes": args.shared_codes}
-                 if method == "dds3" and args.shared_codes is not None else {})
+        codes = {"shared_codes": shared_codes} if method == "dds3" else {}
         per_font = training_frames_per_font(protocol, front_end,
                                             **recipe_timbre_arguments(method, args))
         validation = {font: validation_features(font, protocol, front_end,
@@ -223,10 +224,8 @@ def main(argv: list[str] | None = None) -> dict:
                      "warm_starts": args.warm_starts, "sustain_ratios": args.sustain_ratios,
                      "fonts": fonts, "stft_bins": args.stft_bins,
                      "validation": VALIDATION_SCORING,
-                     "shared_codes": {method: method == "dds3" and bool(
-                         DDS_SEARCH_SETTINGS["dds3"]["shared_codes"]
-                         if args.shared_codes is None else args.shared_codes)
-                         for method in args.methods},
+                     "shared_codes": {method: method == "dds3" and shared_codes
+                                      for method in args.methods},
                      **recipe_flow_params(args),
                      "normalization": {method: recipe_transcriber_params(method, args)
                                        ["normalization"] for method in args.methods},

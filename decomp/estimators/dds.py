@@ -700,7 +700,7 @@ class DDS1(_FlowDecomposer):
         ``warm_start_iterations`` the search needs fewer iterations, and fewer larger
         steps can move the codes no further than many small ones: the shipped DDS-2
         transcriber uses 0.02 for 25 iterations, the shipped DDS-3, whose codes are
-        shared by every note (``DDS3(shared_codes=True)``), 0.2 for 50
+        shared by every note (``DDS3(shared_codes=True)``), 0.1 for 50
         (``benchmarks/dds_budget.py``).
     warm_start_iterations : int, default=0
         Multiplicative (NMF) updates of the activations against the starting dictionary
