@@ -52,8 +52,10 @@ _VALUE_TYPES: dict[str, type] = {}
 def register_value_type(cls: type) -> type:
     """Allow ``cls`` to be saved and restored through ``to_dict`` / ``from_dict``.
 
-    Only registered value types (and :class:`Persistent` estimators) are restored by
-    :func:`load`; use as a class decorator or call it once per class.
+    ``to_dict`` returns a mapping with text keys (:func:`load` refuses anything else
+    before calling ``from_dict``). Only registered value types (and :class:`Persistent`
+    estimators) are restored by :func:`load`; use as a class decorator or call it once
+    per class.
     """
     if not (callable(getattr(cls, "to_dict", None)) and callable(getattr(cls, "from_dict",
                                                                           None))):
@@ -176,7 +178,16 @@ def _decode(value: Any, depth: int) -> Any:
         return _restore(cls, value["params"], value["state"], depth)
     if keys == {"__object__", "state"}:
         cls = _resolve_class(value["__object__"], _VALUE_TYPES, "value type")
-        return cls.from_dict(_decode(value["state"], depth))
+        description = _decode(value["state"], depth)
+        # Every to_dict returns a mapping with text keys; anything else would reach
+        # from_dict's indexing (a tensor indexed by a string, say) instead of this error.
+        if not isinstance(description, dict) or not all(
+                isinstance(key, str) for key in description):
+            raise ModelFileError(
+                f"the stored {_qualified_name(cls)} in the model file is not a mapping "
+                f"with text keys; got {type(description).__name__}."
+            )
+        return cls.from_dict(description)
     shown = sorted(str(key)[:40] for key in keys)[:8]
     raise ModelFileError(f"unknown entry in model file: keys {shown}")
 

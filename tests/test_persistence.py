@@ -12,6 +12,7 @@ import functools
 import io
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -240,6 +241,26 @@ def test_malformed_manifests_get_one_clear_error(tmp_path, change, message):
     with pytest.raises(ModelFileError, match=message) as raised:
         decomp.load(path)
     assert str(path) in str(raised.value)
+
+
+@pytest.mark.parametrize("stored, message", [
+    (torch.zeros(3), "is not a mapping with text keys; got Tensor"),
+    ([1, 2], "is not a mapping with text keys; got list"),
+    ({1: 2}, "is not a mapping with text keys; got dict"),
+    ({"config": {}}, "needs a 'config' and a 'state' mapping"),
+    ({"config": torch.zeros(2), "state": {}}, "needs a 'config' and a 'state' mapping"),
+])
+def test_a_stored_flow_that_is_not_a_description_gets_a_clear_error(tmp_path, stored,
+                                                                      message):
+    # A tensor here once reached from_dict's state["config"]: torch's indexing path, with
+    # its deprecation warning, instead of an error naming the model file's fault.
+    flow_entry = {"__object__": "decomp.flows.realnvp.StackedRealNVP", "state": encode(stored)}
+    payload = _manifest("decomp.estimators.dds.DDS2", encode({}),
+                        {"__dict__": [["flow_", flow_entry]]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ModelFileError, match=message):
+            decomp.load(_write(tmp_path / "flow.decomp", payload))
 
 
 def test_unregistered_value_types_cannot_be_saved():

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from decomp.exceptions import DecompError
+from decomp.exceptions import DecompError, ModelFileError
 from decomp.persistence import register_value_type
 
 __all__ = ["ConditionedDictionary", "DictionaryFlow", "InverseNotAvailable"]
@@ -227,7 +227,19 @@ class DictionaryFlow(torch.nn.Module):
 
         Weights stored in another floating dtype (e.g. float16 to keep a shipped model
         small) are cast on loading.
+
+        Raises
+        ------
+        ModelFileError
+            If ``state`` lacks the ``"config"`` or ``"state"`` mapping.
         """
+        parts = (state.get("config"), state.get("state")) if isinstance(state, dict) else ()
+        if len(parts) != 2 or not all(isinstance(part, dict) and all(
+                isinstance(key, str) for key in part) for part in parts):
+            raise ModelFileError(
+                f"a stored {cls.__name__} needs a 'config' and a 'state' mapping with text "
+                "keys."
+            )
         flow = cls(**state["config"])
         flow.load_state_dict(state["state"])
         return flow
