@@ -3,8 +3,8 @@
     python benchmarks/dds_budget.py [--methods dds2 dds3] [--iterations 25 50 100] \
         [--latent-learning-rates 0.002 0.01 0.02 0.05] [--warm-starts 0 40] \
         [--sustain-ratios 1.0 0.7] [--stft-bins N] [--flow-learning-rate R] \
-        [--flow-noise S] [--[no-]shared-codes] [--budget-iterations 50] [--threads 1] \
-        [--json PATH]
+        [--flow-noise S] [--[no-]shared-codes] [--flow-precision float32|bfloat16|auto] \
+        [--budget-iterations 50] [--threads 1] [--json PATH]
 
 For each method the shipped decomposer's flow settings (:func:`default_dds_decomposer`)
 train flows on the isolated notes of one training font (the method's front end,
@@ -28,7 +28,10 @@ recipe instead of the shipped one, with the same flags as ``train_default_models
 (DDS-3 on the 384-bin log STFT with gains per partial: ``--methods dds3 --stft-bins 384
 --flow-learning-rate 3e-4 --flow-noise 0.1 --partial-range -10 10 --normalization
 0.998``). Only the training frames are augmented, never the validation recordings.
-``--shared-codes`` / ``--no-shared-codes`` search DDS-3 with or without nuisance codes
+``--flow-precision`` sets the decomposers' ``flow_precision`` (default float32, what
+every sweep before the option used; the JSON records it and the precision it resolved
+to on the machine, ``flow_precision_used``). ``--shared-codes`` / ``--no-shared-codes``
+search DDS-3 with or without nuisance codes
 shared by every note (``DDS3(shared_codes=...)``; default: as shipped; DDS-2 always
 searches codes per note). Sweeps written before the option record no ``shared_codes``:
 they searched codes per note, so ``--no-shared-codes`` reruns them.
@@ -67,6 +70,7 @@ from _crossfont import (
 )
 from _results import command_line, machine, write_results
 
+from decomp._backend import MATMUL_PRECISIONS, resolve_matmul_precision
 from decomp.data import DEFAULT_PROTOCOL
 from decomp.transcription import PianoTranscriber, default_dds_decomposer
 from decomp.transcription.defaults import (
@@ -141,6 +145,9 @@ def main(argv: list[str] | None = None) -> dict:
                         default=None, help="DDS-3: search nuisance codes shared by every "
                                            "note, or codes per note (default: as shipped; "
                                            "DDS-2 always searches codes per note)")
+    parser.add_argument("--flow-precision", choices=MATMUL_PRECISIONS, default="float32",
+                        help="the decomposers' flow_precision in every search (default "
+                             "float32, as every sweep before the option)")
     parser.add_argument("--budget-iterations", type=int, default=50,
                         help="also report the best row at this many search iterations "
                              "(best_at_budget)")
@@ -180,7 +187,8 @@ def main(argv: list[str] | None = None) -> dict:
                 iterations, rate, warm = search
                 decomposer = default_dds_decomposer(method).set_params(
                     flow=flows.flow_, max_iter=iterations, latent_learning_rate=rate,
-                    warm_start_iterations=warm, **codes)
+                    warm_start_iterations=warm, flow_precision=args.flow_precision,
+                    **codes)
                 transcriber = PianoTranscriber(decomposer, front_end=front_end, threshold=1.0,
                                                chunk_frames=4096, n_threads=args.threads,
                                                **recipe_transcriber_params(method, args))
@@ -226,6 +234,10 @@ def main(argv: list[str] | None = None) -> dict:
                      "validation": VALIDATION_SCORING,
                      "shared_codes": {method: method == "dds3" and shared_codes
                                       for method in args.methods},
+                     "flow_precision": args.flow_precision,
+                     "flow_precision_used": str(resolve_matmul_precision(
+                         args.flow_precision, torch.device("cpu")) or torch.float32
+                     ).removeprefix("torch."),
                      **recipe_flow_params(args),
                      "normalization": {method: recipe_transcriber_params(method, args)
                                        ["normalization"] for method in args.methods},

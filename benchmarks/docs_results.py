@@ -890,6 +890,9 @@ DDS_TABLE_MODELS = (
     ("dds2-warm40", "F", "d52ed5f", "piano-dds2.decomp",
      "the DDS-2 searching after 40 warm-start updates, shipped before the 120 updates (its "
      "flows from an earlier version of the training script)"),
+    ("dds3-float32", "G", "96475a4", "piano-dds3.decomp",
+     "the same DDS-3 searching with its Glow pass in float32, shipped before "
+     "`flow_precision=\"auto\"`"),
 )
 
 
@@ -1027,6 +1030,13 @@ def _dds_speed_section(page: Page, data: dict[str, Any] | None) -> None:
              f"{number(dds3.get('per_iter', math.nan) * 1e3, 1)} ms per iteration "
              "of a 256-frame chunk. The real-time factors of the shipped transcribers are "
              "in the previous section.")
+    rounded = data.get("dds3_bfloat16")
+    if rounded:
+        page.add(f"With `flow_precision=\"bfloat16\"` (the flow pass under bfloat16 "
+                 f"autocast): {number(rounded['per_iter'] * 1e3, 1)} ms per iteration, "
+                 f"{number(rounded['ratio_to_float32'], 2)}x float32's; `\"auto\"` picks "
+                 f"{'bfloat16' if rounded['auto_picks_bfloat16'] else 'float32'} on this "
+                 "machine.")
     if data.get("square_peak_gflops"):
         page.add(f"The machine's 2048² float32 matmul peak in the same run: "
                  f"{number(data['square_peak_gflops'], 0)} GFLOP/s (the ratios depend on the "
@@ -1052,8 +1062,12 @@ DDS_BUDGET_SWEEPS = (
      "the DDS guide's search budget)"),
     ("dds-budget-dds3-shared.json",
      ", the shipped recipe searching nuisance codes shared by every note "
-     "(`shared_codes=True`; shipped: its `best_at_budget` row, see the DDS guide's search "
-     "budget)"),
+     "(`shared_codes=True`; the search settings shipped: its `best_at_budget` row, see the "
+     "DDS guide's search budget)"),
+    ("dds-budget-dds3-bf16.json",
+     ", the shipped recipe and search with the Glow pass in bfloat16 "
+     "(`flow_precision=\"auto\"` on this machine's AMX; shipped since 2026-12-05: the "
+     "threshold of its 480-update row at step 0.1)"),
 )
 
 

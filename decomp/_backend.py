@@ -19,11 +19,14 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 __all__ = [
     "DEVICE_OPTIONS",
+    "MATMUL_PRECISIONS",
     "available_memory",
     "check_memory",
     "is_device",
+    "native_bfloat16",
     "resolve_device",
     "resolve_dtype",
+    "resolve_matmul_precision",
     "to_tensor",
     "like_input",
     "is_tensor",
@@ -110,6 +113,49 @@ def resolve_device(
                 f"device(s) are visible (indices 0 to {count - 1})."
             )
     return resolved
+
+
+#: The ``flow_precision`` values of the DDS estimators.
+MATMUL_PRECISIONS = ("float32", "bfloat16", "auto")
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices faster than float32 ones.
+
+    CUDA: :func:`torch.cuda.is_bf16_supported`. CPU: Intel AMX tiles that oneDNN may use
+    (not barred by ``ONEDNN_MAX_CPU_ISA`` / ``DNNL_MAX_CPU_ISA``) and oneDNN's bfloat16
+    kernels. Without AMX, bfloat16 products are emulated or run on AVX-512 BF16
+    instructions: one DDS-3 search iteration on the 2-core reference machine, one thread,
+    oneDNN restricted through ``ONEDNN_MAX_CPU_ISA``, took 1.3x (AVX-512 BF16), 2.5x
+    (AVX-512) and 21x (AVX2) the time of float32, against 0.59x with AMX
+    (``benchmarks/dds_speed.py --threads 1``). Private torch helpers are probed
+    defensively: where they are missing, the answer is False (float32, the safe choice).
+    """
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    for variable in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        limit = os.environ.get(variable, "").upper()
+        if limit and limit != "ALL" and "AMX" not in limit:
+            return False
+    try:
+        return bool(torch.cpu._is_amx_tile_supported()
+                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_matmul_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a ``flow_precision`` on ``device``; None for float32.
+
+    ``"auto"`` is bfloat16 where :func:`native_bfloat16` holds, float32 elsewhere.
+    """
+    if precision not in MATMUL_PRECISIONS:
+        raise ValueError(f"precision must be one of {MATMUL_PRECISIONS}; got {precision!r}.")
+    if precision == "bfloat16" or (precision == "auto" and native_bfloat16(device)):
+        return torch.bfloat16
+    return None
 
 
 def _cgroup_memory() -> int | None:

@@ -14,6 +14,7 @@ from decomp._backend import (
     check_memory,
     is_device,
     resolve_device,
+    resolve_matmul_precision,
 )
 
 CPU = torch.device("cpu")
@@ -115,3 +116,36 @@ def test_torch_threads_none_leaves_the_count_alone():
     with _backend.torch_threads(None):
         assert torch.get_num_threads() == before
     assert torch.get_num_threads() == before
+
+
+def test_matmul_precision_resolves_auto_by_the_device(monkeypatch):
+    cpu = torch.device("cpu")
+    assert resolve_matmul_precision("float32", cpu) is None
+    assert resolve_matmul_precision("bfloat16", cpu) is torch.bfloat16
+    monkeypatch.setattr(_backend, "native_bfloat16", lambda device: False)
+    assert resolve_matmul_precision("auto", cpu) is None
+    monkeypatch.setattr(_backend, "native_bfloat16", lambda device: True)
+    assert resolve_matmul_precision("auto", cpu) is torch.bfloat16
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_matmul_precision("float16", cpu)
+
+
+def test_native_bfloat16_is_false_where_torch_cannot_say(monkeypatch):
+    def missing():
+        raise AttributeError("no such helper in this torch")
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", missing, raising=False)
+    assert _backend.native_bfloat16(torch.device("cpu")) is False
+    assert _backend.native_bfloat16(torch.device("meta")) is False
+
+
+@pytest.mark.parametrize("limit, native", [("AVX2", False), ("avx512_core_bf16", False),
+                                           ("AVX512_CORE_AMX", True), ("ALL", True)])
+def test_native_bfloat16_respects_a_onednn_isa_limit(monkeypatch, limit, native):
+    # A limit below AMX makes oneDNN emulate bfloat16 even on a CPU with AMX tiles;
+    # otherwise the hardware decides.
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True,
+                        raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", limit)
+    assert _backend.native_bfloat16(torch.device("cpu")) is native

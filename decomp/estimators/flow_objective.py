@@ -48,6 +48,10 @@ class FlowDictionaryObjective(BetaNMFObjective):
     frobenius_norm : bool, default=True
         With β=2, use the Frobenius norm ``||X - HW||`` (not half its square), as the
         DDS authors' implementation does.
+    autocast_dtype : torch.dtype, optional
+        Run the flow pass (forward, and so its backward) under :func:`torch.autocast`
+        with this dtype (bfloat16 for ``flow_precision``); its outputs are cast back to
+        ``X``'s dtype. None: the flow runs in ``X``'s dtype.
 
     Notes
     -----
@@ -76,8 +80,10 @@ class FlowDictionaryObjective(BetaNMFObjective):
         beta: float = 2.0,
         frobenius_norm: bool = True,
         code_index: torch.Tensor | None = None,
+        autocast_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(X, beta)
+        self.autocast_dtype = autocast_dtype
         self.flow = flow
         self.labels = labels
         self.code_index = code_index
@@ -127,7 +133,12 @@ class FlowDictionaryObjective(BetaNMFObjective):
         n_entries = self.labels.shape[0]
         rows = Z.reshape(-1, Z.shape[-1])
         labels = self.labels.repeat(rows.shape[0] // n_entries)
-        W, log_prob = self.flow.sample_and_log_prob(rows, labels)
+        if self.autocast_dtype is None:
+            W, log_prob = self.flow.sample_and_log_prob(rows, labels)
+        else:
+            with torch.autocast(rows.device.type, dtype=self.autocast_dtype):
+                W, log_prob = self.flow.sample_and_log_prob(rows, labels)
+            W, log_prob = W.to(rows.dtype), log_prob.to(rows.dtype)
         W = torch.relu(W).reshape(*Z.shape[:-1], W.shape[-1])
         nll = (-log_prob / W.shape[-1]).reshape(Z.shape[:-1])
         return W, nll

@@ -242,7 +242,7 @@ def default_dds_front_end(method: str) -> Spectrogram:
 DDS_SEARCH_SETTINGS = {
     "dds2": {"max_iter": 25, "latent_learning_rate": 0.02, "warm_start_iterations": 120},
     "dds3": {"max_iter": 50, "latent_learning_rate": 0.1, "warm_start_iterations": 480,
-             "shared_codes": True},
+             "shared_codes": True, "flow_precision": "auto"},
 }
 """Search settings of the shipped DDS transcribers, by method.
 
@@ -270,7 +270,11 @@ lost held-out F1 at P2 as the floor's pick did before, so DDS-3 ships the sweep'
 ``best_at_budget`` row instead: at the 50 iterations its speed target allows, the most PSA
 within 0.001 of the best F1, step 0.1 after 480 warm-start updates (0.8195, PSA 0.700;
 step 0.2 after 120, shipped first, 0.8198, PSA 0.667), in 8 % more search time. The DDS
-guide gives the held-out figures.
+guide gives the held-out figures. DDS-3 runs its Glow pass in bfloat16 where the hardware
+computes it natively (``flow_precision="auto"``: a CPU with AMX, a CUDA GPU that supports
+it), which on the 2-core reference machine took the search to about 0.6x its float32 time;
+the same sweep at those settings with ``--flow-precision auto``
+(``docs/results/dds-budget-dds3-bf16.json``) chose the shipped threshold.
 """
 
 
@@ -282,8 +286,9 @@ def default_dds_decomposer(method: str) -> Any:
     per note, trained at learning rate 3e-4 with noisy copies of the frames
     (:data:`DDS_FLOW_TRAINING`). Both start with NMF updates of the activations and
     then search with the iterations and latent steps of :data:`DDS_SEARCH_SETTINGS`
-    (DDS-2: 40 updates, 25 iterations at 0.02; DDS-3: 120 updates, 50 iterations at 0.2
-    on 4 nuisance codes shared by every note).
+    (DDS-2: 120 updates, 25 iterations at 0.02; DDS-3: 480 updates, 50 iterations at 0.1
+    on 4 nuisance codes shared by every note, its Glow pass in bfloat16 where the
+    hardware computes it natively, ``flow_precision="auto"``).
     """
     from decomp.estimators import DDS2, DDS3
 

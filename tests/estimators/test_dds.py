@@ -409,3 +409,57 @@ def test_shared_codes_are_checked_and_refuse_the_inverse_start(fitted_dds3_share
     model = _fitted_with(fitted_dds3_shared, inverse_start_iterations=3)
     with pytest.raises(ValueError, match="shared_codes=True"):
         model.decompose(planted[0], max_iter=1)
+
+
+# --- flow_precision: the flow pass under bfloat16 autocast ------------------------------
+@pytest.mark.parametrize("variant", ["dds2", "dds3"])
+def test_bfloat16_flow_precision_searches_the_same_decomposition(
+        variant, fitted_dds2, fitted_dds3_shared, planted):
+    model = fitted_dds2 if variant == "dds2" else fitted_dds3_shared
+    mixture, roll = planted
+    exact = model.decompose(mixture)
+    rounded = _fitted_with(model, flow_precision="bfloat16").decompose(mixture)
+    # The flow ran in bfloat16 (8 mantissa bits): its dictionary differs, by about its
+    # rounding, and everything handed back is in the input's dtype.
+    difference = np.abs(rounded.dictionary - exact.dictionary).max()
+    assert 0 < difference < 0.05 * np.abs(exact.dictionary).max()
+    assert rounded.dictionary.dtype == rounded.activations.dtype == np.float32
+    psa = precision_of_source_attribution
+    assert psa(rounded.source_activations, roll) > psa(exact.source_activations, roll) - 0.05
+    assert rounded.history[-1, 0] < rounded.history[0, 0]
+
+
+def test_float32_flow_precision_runs_without_autocast(fitted_dds3_shared, planted,
+                                                      monkeypatch):
+    entered = []
+    original = torch.autocast.__enter__
+
+    def spy(self):
+        entered.append(self.fast_dtype)
+        return original(self)
+
+    monkeypatch.setattr(torch.autocast, "__enter__", spy)
+    fitted_dds3_shared.decompose(planted[0], max_iter=3)
+    assert entered == []
+    _fitted_with(fitted_dds3_shared, flow_precision="bfloat16").decompose(planted[0],
+                                                                          max_iter=3)
+    assert entered and set(entered) == {torch.bfloat16}
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_flow_precision_uses_bfloat16_only_where_it_is_native(
+        fitted_dds3_shared, planted, monkeypatch, native):
+    monkeypatch.setattr(decomp._backend, "native_bfloat16", lambda device: native)
+    model = _fitted_with(fitted_dds3_shared, flow_precision="auto")
+    expected = "bfloat16" if native else "float32"
+    np.testing.assert_array_equal(
+        model.decompose(planted[0], max_iter=5).dictionary,
+        _fitted_with(fitted_dds3_shared, flow_precision=expected).decompose(
+            planted[0], max_iter=5).dictionary)
+
+
+def test_flow_precision_is_checked_and_saved(fitted_dds3_shared, tmp_path):
+    with pytest.raises(ValueError, match="'flow_precision' parameter of DDS2"):
+        DDS2(flow_precision="float16").fit(np.ones((10, 30)), np.zeros(10))
+    model = _fitted_with(fitted_dds3_shared, flow_precision="auto")
+    assert decomp.load(model.save(tmp_path / "m.decomp")).flow_precision == "auto"

@@ -122,7 +122,11 @@ def test_search_settings_are_the_budget_sweeps_choice(monkeypatch):
     sweep = json.loads((results / "dds-budget-dds3-shared.json").read_text())
     assert sweep["settings"]["shared_codes"] == {"dds3": True}
     best = sweep["best_at_budget"]["dds3"]
-    assert {**_search_settings(best), "shared_codes": True} == DDS_SEARCH_SETTINGS["dds3"]
+    # The sweep chose the search in float32; its precision is a speed choice, checked on
+    # validation by the sweep of those settings with the flow pass in bfloat16.
+    assert sweep["settings"].get("flow_precision", "float32") == "float32"
+    assert {**_search_settings(best), "shared_codes": True,
+            "flow_precision": "auto"} == DDS_SEARCH_SETTINGS["dds3"]
     assert default_dds_settings("dds3").sustain_ratio == best["sustain_ratio"]
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # dds_budget imports _crossfont
     best_at_budget = load_benchmark("dds_budget").best_at_budget
@@ -131,7 +135,7 @@ def test_search_settings_are_the_budget_sweeps_choice(monkeypatch):
 
 @pytest.mark.parametrize("method, sweep_file",
                          [("dds2", "dds-budget-dds2.json"),
-                          ("dds3", "dds-budget-dds3-shared.json")])
+                          ("dds3", "dds-budget-dds3-bf16.json")])
 def test_the_budget_sweep_of_a_shipped_dds_reproduces_its_validation(method, sweep_file):
     # dds_budget.py scores validation as fit_transcriber does (each recording normalised
     # alone, chords of polyphony 1-5 and the piece), so its sweep of the shipped recipe, at
@@ -141,6 +145,12 @@ def test_the_budget_sweep_of_a_shipped_dds_reproduces_its_validation(method, swe
     sweep = json.loads((results / sweep_file).read_text())
     assert sweep["settings"]["validation"] != "pooled"
     search = DDS_SEARCH_SETTINGS[method]
+    # The sweep searched as the shipped file does (DDS-3: its flow pass in bfloat16, what
+    # "auto" picks on the machine that chose the threshold).
+    assert sweep["settings"].get("flow_precision", "float32") == search.get(
+        "flow_precision", "float32")
+    assert sweep["settings"].get("flow_precision_used", "float32") == (
+        "bfloat16" if method == "dds3" else "float32")
     transcriber = PianoTranscriber.pretrained(method)
     assert {key: transcriber.decomposer_.get_params()[key] for key in search} == search
     (row,) = [row for row in sweep["rows"]
