@@ -759,7 +759,8 @@ class DDS1(_FlowDecomposer):
         uses ``"auto"``: on the 2-core reference machine (AMX) its search took about
         0.6x the time, at validation frame F1 0.8184 against 0.8195 and equal PSA
         (``benchmarks/dds_budget.py``, ``benchmarks/dds_speed.py``; the DDS guide has
-        the figures). Training always runs in float32.
+        the figures). Training always runs in float32, and with ``dtype="float64"`` the
+        search stays in float64 (autocast leaves float64 products alone).
 
     Attributes
     ----------

@@ -458,6 +458,14 @@ def test_auto_flow_precision_uses_bfloat16_only_where_it_is_native(
             planted[0], max_iter=5).dictionary)
 
 
+def test_flow_precision_leaves_a_float64_search_in_float64(fitted_dds3_shared, planted):
+    exact = _fitted_with(fitted_dds3_shared, dtype="float64")
+    rounded = _fitted_with(fitted_dds3_shared, dtype="float64", flow_precision="bfloat16")
+    mixture = planted[0].astype(np.float64)
+    np.testing.assert_array_equal(rounded.decompose(mixture, max_iter=5).dictionary,
+                                  exact.decompose(mixture, max_iter=5).dictionary)
+
+
 def test_flow_precision_is_checked_and_saved(fitted_dds3_shared, tmp_path):
     with pytest.raises(ValueError, match="'flow_precision' parameter of DDS2"):
         DDS2(flow_precision="float16").fit(np.ones((10, 30)), np.zeros(10))
