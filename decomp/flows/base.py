@@ -233,9 +233,11 @@ class DictionaryFlow(torch.nn.Module):
         ModelFileError
             If ``state`` lacks the ``"config"`` or ``"state"`` mapping.
         """
-        parts = (state.get("config"), state.get("state")) if isinstance(state, dict) else ()
-        if len(parts) != 2 or not all(isinstance(part, dict) and all(
-                isinstance(key, str) for key in part) for part in parts):
+        def is_mapping(part: Any) -> bool:
+            return isinstance(part, dict) and all(isinstance(key, str) for key in part)
+
+        if not (isinstance(state, dict) and is_mapping(state.get("config"))
+                and is_mapping(state.get("state"))):
             raise ModelFileError(
                 f"a stored {cls.__name__} needs a 'config' and a 'state' mapping with text "
                 "keys."
