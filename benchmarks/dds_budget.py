@@ -70,7 +70,7 @@ from _crossfont import (
 )
 from _results import command_line, machine, write_results
 
-from decomp._backend import MATMUL_PRECISIONS, resolve_matmul_precision
+from decomp._backend import MATMUL_PRECISIONS, resolve_device, resolve_matmul_precision
 from decomp.data import DEFAULT_PROTOCOL
 from decomp.transcription import PianoTranscriber, default_dds_decomposer
 from decomp.transcription.defaults import (
@@ -235,8 +235,9 @@ def main(argv: list[str] | None = None) -> dict:
                      "shared_codes": {method: method == "dds3" and shared_codes
                                       for method in args.methods},
                      "flow_precision": args.flow_precision,
+                     # On the device the decomposers search on (their device="auto").
                      "flow_precision_used": str(resolve_matmul_precision(
-                         args.flow_precision, torch.device("cpu")) or torch.float32
+                         args.flow_precision, resolve_device("auto")) or torch.float32
                      ).removeprefix("torch."),
                      **recipe_flow_params(args),
                      "normalization": {method: recipe_transcriber_params(method, args)

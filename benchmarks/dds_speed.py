@@ -63,7 +63,7 @@ import torch
 from _results import machine, write_results
 from torch import nn
 
-from decomp._backend import resolve_matmul_precision
+from decomp._backend import resolve_device, resolve_matmul_precision
 from decomp.estimators.dds import DDS3
 from decomp.estimators.flow_objective import FlowDictionaryObjective
 from decomp.flows import ConditionalGlow, StackedRealNVP
@@ -350,7 +350,7 @@ def main() -> None:
 
     glow = dds3(args.repeats)
     rounded = dds3(args.repeats, "bfloat16")
-    auto = resolve_matmul_precision("auto", torch.device("cpu"))
+    auto = resolve_matmul_precision("auto", resolve_device("auto"))  # DDS3's device
     chunk = N_FRAMES * 512 / 16000
     rtf = {n: (glow["fixed"] + n * glow["per_iter"]) / chunk for n in (200, 1000)}
     print(f"\n3. DDS-3 search: DDS3.decompose of a (256, {glow['n_bins']}) input, "
