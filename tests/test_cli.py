@@ -858,6 +858,46 @@ def test_separate_sources_with_audioslots_merges_slots(tmp_path, capsys):
     np.testing.assert_allclose(stems[0], mixture, atol=1e-3)  # one source: all of it
 
 
+def test_separate_refine_separates_the_rest_again(tmp_path):
+    """--refine on the shipped AudioSlots told three sources: the stems still sum to the
+    mixture, differ from a single pass, and the setting is part of the run's identity."""
+    from decomp.audio import load_audio
+    from decomp.batch import SeparationJob, settings_hash
+
+    time = np.arange(16000) / 16000
+    mixture = sum(0.15 * np.sin(2 * np.pi * frequency * time)
+                  for frequency in (196, 523, 1397)).astype(np.float32)
+    path = write_audio(tmp_path / "mix.wav", mixture, 16000)
+    stems = {}
+    for refine in (None, "1"):
+        out = tmp_path / f"stems-{refine}"
+        assert main(["separate", str(path), "--model", "instruments", "--sources", "3",
+                     *(["--refine", refine] if refine else []), "--out", str(out),
+                     "--no-progress"]) == 0
+        stems[refine] = np.stack([load_audio(out / f"mix-{index}.wav", None)[0]
+                                  for index in range(3)])
+        np.testing.assert_allclose(stems[refine].sum(axis=0), mixture, atol=1e-3)
+    assert not np.allclose(stems[None], stems["1"], atol=1e-3)
+    hashes = {settings_hash(SeparationJob(model="instruments", n_sources=3, refine_passes=value))
+              for value in (None, 1, 2)}
+    assert len(hashes) == 3
+
+
+def test_separate_refine_errors(tmp_path, saved_nmf_separator, capsys):
+    path = write_audio(tmp_path / "mix.wav", np.zeros(800, dtype=np.float32), 8000)
+    out = str(tmp_path / "stems")
+    assert main(["separate", str(path), "--model", "instruments", "--refine", "1",
+                 "--out", out]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "instruments: AudioSlots(refine_passes=1)",
+                           "needs the count: set n_sources")
+    assert main(["separate", str(path), "--model", "instruments", "--sources", "3",
+                 "--refine", "4", "--out", out]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "at most n_sources (3) passes")
+    assert main(["separate", str(path), "--model", str(saved_nmf_separator), "--refine", "1",
+                 "--out", out]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "an NMFSeparator, which has no refinement")
+
+
 def test_separate_sources_errors(tmp_path, saved_separator, saved_nmf_separator, capsys):
     path = write_audio(tmp_path / "mix.wav", np.zeros(800, dtype=np.float32), 8000)
     out = str(tmp_path / "stems")

@@ -9,6 +9,7 @@ the slots form an unordered set of sources.
 
 from __future__ import annotations
 
+import copy
 import math
 from numbers import Integral, Real
 from pathlib import Path
@@ -27,6 +28,7 @@ from decomp.estimators.amortized.base import (
     compress_magnitude,
     pit_magnitude_loss,
     pit_waveform_loss,
+    refine_by_rest,
 )
 from decomp.estimators.amortized.unet import SOLOS_FRONT_END, UNet, network_input
 
@@ -463,6 +465,16 @@ class AudioSlots(AmortizedSeparator):
         weighted by the square root of the mixture, are most alike, until ``n_sources``
         remain), and the outputs after the ``n_sources``-th are silent. None (default)
         keeps every slot. An inference setting, at most ``n_slots``; training ignores it.
+    refine_passes : int, default=0
+        With ``n_sources`` of 3 or more, at inference on waveforms (:meth:`separate`,
+        :meth:`separate_stream`, :meth:`separate_file`; not :meth:`transform`): passes
+        that each subtract one separated source (the loudest not yet taken) from the
+        mixture and separate the rest again, told one source fewer; each source becomes
+        the mean of its estimates (:func:`~decomp.estimators.amortized.base.refine_by_rest`).
+        The rest of a trio is a duet, whose two outputs the joining of windows keeps apart
+        more consistently. Each pass costs one more separation of the whole recording,
+        which :meth:`separate_stream` then reads whole (memory grows with it). At most
+        ``n_sources``; 0 (default) separates once.
     training_windows : int, default=1
         Inference windows per training crop. Above 1, a crop spans that many windows of
         ``chunk_frames`` frames, each starting half a window after the last (``1 +
@@ -559,6 +571,7 @@ class AudioSlots(AmortizedSeparator):
         "attention_skip": ["boolean"],
         "n_sources": [StrictInterval(Integral, 1, None, closed="left"), None],
         "training_windows": [StrictInterval(Integral, 1, None, closed="left")],
+        "refine_passes": [StrictInterval(Integral, 0, None, closed="left")],
     }
     # Files written before the attention skip existed decoded each slot alone.
     _absent_params: ClassVar[dict[str, Any]] = {"attention_skip": False}
@@ -603,6 +616,7 @@ class AudioSlots(AmortizedSeparator):
         silence_floor_db: float = -30.0,
         n_sources: int | None = None,
         training_windows: int = 1,
+        refine_passes: int = 0,
     ) -> None:
         super().__init__(
             front_end=front_end, chunk_frames=chunk_frames, max_epochs=max_epochs,
@@ -631,6 +645,7 @@ class AudioSlots(AmortizedSeparator):
         self.attention_skip = attention_skip
         self.n_sources = n_sources
         self.training_windows = training_windows
+        self.refine_passes = refine_passes
 
     def _check_n_sources(self) -> None:
         """Refuse an ``n_sources`` that is not a count, or one larger than the fitted
@@ -644,6 +659,36 @@ class AudioSlots(AmortizedSeparator):
     def _merged_count(self) -> int | None:
         self._check_n_sources()
         return self.n_sources
+
+    def _check_refine_passes(self) -> None:
+        """Refuse ``refine_passes`` without a count, or more passes than sources."""
+        check_params({"refine_passes": self._parameter_constraints["refine_passes"]},
+                     {"refine_passes": self.refine_passes}, "AudioSlots")
+        if self.refine_passes and self.n_sources is None:
+            raise ValueError(f"AudioSlots(refine_passes={self.refine_passes}) re-separates "
+                             "all but one source, so it needs the count: set n_sources.")
+        if self.n_sources is not None and self.refine_passes > self.n_sources:
+            raise ValueError(f"AudioSlots(refine_passes={self.refine_passes}) anchors each "
+                             f"source at most once: it needs at most n_sources "
+                             f"({self.n_sources}) passes.")
+
+    def _separate_waveforms(self, waveforms: torch.Tensor,
+                            labels: torch.Tensor | None) -> torch.Tensor:
+        self._check_refine_passes()
+        sources = super()._separate_waveforms(waveforms, labels)
+        if not self.refine_passes or self.n_sources < 3:
+            return sources
+        rest_model = copy.copy(self)  # shares the built network
+        rest_model.n_sources, rest_model.refine_passes = self.n_sources - 1, 0
+        refined = refine_by_rest(
+            waveforms, sources[:, :self.n_sources], self.refine_passes,
+            lambda residuals: rest_model._separate_waveforms(residuals, None))
+        return torch.cat([refined, sources[:, self.n_sources:]], dim=1)
+
+    def _reads_whole_recording(self) -> bool:
+        # Each refinement pass separates the whole recording again.
+        self._check_refine_passes()
+        return bool(self.refine_passes)
 
     def fit(self, mixtures: Any, sources: Any = None, labels: Any = None, *,
             validation: Any = None, init_from: AudioSlots | None = None) -> AudioSlots:

@@ -58,7 +58,12 @@ from decomp._validation import (
     check_params,
     check_spectrogram,
 )
-from decomp.audio._segments import checked_blocks, separate_file, stream_segments
+from decomp.audio._segments import (
+    STREAM_SEGMENT_FRAMES,
+    checked_blocks,
+    separate_file,
+    stream_segments,
+)
 from decomp.audio.spectrogram import Spectrogram
 from decomp.estimators.amortized._batches import array_plan, as_float32, stream_plan
 from decomp.losses import pairwise_separation_cost, permutation_invariant_loss
@@ -126,6 +131,66 @@ def merge_slots(values: torch.Tensor, gram: torch.Tensor, n_sources: int) -> tor
     for index, group in enumerate(merge_groups(gram, n_sources)):
         merged[index] = values[group].sum(dim=0)
     return merged
+
+
+def refine_by_rest(
+    mixtures: torch.Tensor,
+    sources: torch.Tensor,
+    n_passes: int,
+    separate_rest: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Refine separated sources by re-separating all but one of them, ``n_passes`` times.
+
+    Each pass takes as its anchor the source, not anchored before, that is loudest in the
+    current estimates, subtracts it from the mixture and separates what is left into the
+    other ``n_sources - 1`` (``separate_rest``); matched to those sources (Hungarian, by
+    the cosine similarity of the waveforms), the rest's estimates and the anchor form
+    one partition of the mixture. The current estimates, and the result, are the mean of
+    the passes' partitions, so they sum to the mixture whenever the separations sum to
+    what they separate. A separator that joins chunks of unordered outputs keeps fewer
+    sources apart more consistently (the rest of a trio is a duet); the idea is that of
+    one-and-rest separation (Takahashi et al., 2019), applied without retraining.
+
+    Parameters
+    ----------
+    mixtures : Tensor of shape (n_items, n_samples)
+    sources : Tensor of shape (n_items, n_sources, n_samples)
+        The first estimates, ``n_sources >= 2``.
+    n_passes : int
+        At most ``n_sources``; 0 returns ``sources``.
+    separate_rest : callable
+        ``(n_items, n_samples)`` residuals -> ``(n_items, >= n_sources - 1, n_samples)``
+        separated into ``n_sources - 1`` sources (the first ``n_sources - 1`` outputs
+        are used).
+
+    Returns
+    -------
+    Tensor of shape (n_items, n_sources, n_samples)
+    """
+    n_items, n_sources, _ = sources.shape
+    rows = torch.arange(n_items)
+    current = sources
+    totals = torch.zeros_like(sources)
+    anchored = torch.zeros(n_items, n_sources, dtype=torch.bool)
+    for index in range(n_passes):
+        energy = current.square().sum(dim=-1).masked_fill(anchored, -torch.inf)
+        anchor = energy.argmax(dim=1)
+        partition = torch.empty_like(current)
+        partition[rows, anchor] = current[rows, anchor]
+        rest = separate_rest(mixtures - current[rows, anchor])[:, :n_sources - 1]
+        for item in range(n_items):
+            others = [k for k in range(n_sources) if k != int(anchor[item])]
+            similarity = (torch.nn.functional.normalize(rest[item], dim=-1, eps=1e-12)
+                          @ torch.nn.functional.normalize(current[item, others], dim=-1,
+                                                          eps=1e-12).T)
+            matched_rest, matched_source = scipy.optimize.linear_sum_assignment(
+                similarity.numpy(), maximize=True)
+            for estimate, source in zip(matched_rest, matched_source, strict=True):
+                partition[item, others[source]] = rest[item, estimate]
+        totals += partition
+        current = totals / (index + 1)
+        anchored[rows, anchor] = True
+    return current
 
 
 def compress_magnitude(magnitude: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
@@ -840,16 +905,26 @@ class AmortizedSeparator(Persistent, BaseEstimator):
         single = checked.ndim == 1
         waveforms = as_float32(checked, torch.device("cpu"))
         waveforms = waveforms.unsqueeze(0) if single else waveforms
-        features = self.front_end_(waveforms)  # (N, T, F)
-        values, is_mask = self._infer(features, self._label_indices(labels, waveforms.shape[0]),
-                                      masks=True)
-        masks = values if is_mask else torch.stack([self.front_end_.masks(item)
-                                                     for item in values])
-        result = self.front_end_._apply_masks(waveforms, masks)  # (N, S, n_samples)
+        result = self._separate_waveforms(
+            waveforms, self._label_indices(labels, waveforms.shape[0]))
         result = result[0] if single else result
         if isinstance(audio, torch.Tensor):
             return result.to(audio.device)
         return result.numpy()
+
+    def _separate_waveforms(self, waveforms: torch.Tensor,
+                            labels: torch.Tensor | None) -> torch.Tensor:
+        """(N, n_samples) float32 mixtures on the CPU -> (N, n_slots, n_samples) sources."""
+        features = self.front_end_(waveforms)  # (N, T, F)
+        values, is_mask = self._infer(features, labels, masks=True)
+        masks = values if is_mask else torch.stack([self.front_end_.masks(item)
+                                                     for item in values])
+        return self.front_end_._apply_masks(waveforms, masks)
+
+    def _reads_whole_recording(self) -> bool:
+        """Whether :meth:`separate_stream` must read the recording whole (a setting that
+        separates all of it more than once); False here."""
+        return False
 
     def _stream_outputs(self, features: Iterable[Any], labels: torch.Tensor | None, *,
                         masks: bool = True) -> Iterator[tuple[torch.Tensor, bool]]:
@@ -1004,6 +1079,15 @@ class AmortizedSeparator(Persistent, BaseEstimator):
                      f"{type(self).__name__}.separate_stream")
         if segment_frames is not None:
             segment_frames = int(segment_frames)
+        if self._reads_whole_recording():
+            # The whole recording first, then separate()'s output in segments.
+            mixture = np.concatenate([np.zeros(0, np.float32), *checked_blocks(blocks)])
+            if mixture.size:
+                sources = self.separate(mixture, labels)
+                step = (segment_frames or STREAM_SEGMENT_FRAMES) * self.front_end_.hop_length
+                for start in range(0, mixture.size, step):
+                    yield sources[:, start:start + step]
+            return
         front_end = self.front_end_
         hop = front_end.hop_length
         label_index = self._label_indices(labels, 1)

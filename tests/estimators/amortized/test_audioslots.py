@@ -418,6 +418,84 @@ def test_n_sources_merges_the_slots_and_is_saved(fitted, data, tmp_path):
     np.testing.assert_array_equal(loaded.transform(mixtures[:2]), two)
 
 
+# ------------------------------------------------------------------ refine_passes
+@pytest.fixture(scope="module")
+def waveform_model(data):
+    front_end = Spectrogram(sample_rate=8000, n_fft=64, hop_length=32, kind="linear")
+    mixtures, sources = data
+    return AudioSlots(**{**SMALL, "front_end": front_end}, max_epochs=1).fit(mixtures[:8],
+                                                                            sources[:8])
+
+
+def _trio(n_samples=32 * 70):
+    rng = np.random.default_rng(3)
+    return (0.3 * rng.standard_normal((2, n_samples))).astype(np.float32)
+
+
+def test_refine_passes_re_separate_the_rest_told_one_source_fewer(waveform_model):
+    mixtures = _trio()
+    told = copy.deepcopy(waveform_model).set_params(n_sources=3)
+    plain = told.separate(mixtures)
+    refined = copy.deepcopy(told).set_params(refine_passes=1)
+    calls = []
+    original = AudioSlots._separate_waveforms
+
+    def recording(self, waveforms, labels):
+        calls.append((self.n_sources, self.refine_passes, waveforms.clone()))
+        return original(self, waveforms, labels)
+
+    try:
+        AudioSlots._separate_waveforms = recording
+        once = refined.separate(mixtures)
+    finally:
+        AudioSlots._separate_waveforms = original
+    assert [call[:2] for call in calls] == [(3, 1), (2, 0)]
+    loudest = (plain ** 2).sum(axis=-1).argmax(axis=1)
+    np.testing.assert_allclose(calls[1][2].numpy(),
+                               mixtures - plain[np.arange(2), loudest], atol=1e-6)
+    assert once.shape == plain.shape and once.dtype == np.float32
+    np.testing.assert_array_equal(once[np.arange(2), loudest], plain[np.arange(2), loudest])
+    assert not np.allclose(once, plain, atol=1e-4)
+    # Masks sum to one, so every separation sums to what it separates, and so do the
+    # refined sources.
+    for passes in (1, 2, 3):
+        sources = copy.deepcopy(told).set_params(refine_passes=passes).separate(mixtures)
+        np.testing.assert_allclose(sources.sum(axis=1), mixtures, atol=1e-4)
+    silent = copy.deepcopy(told).set_params(refine_passes=2).separate(np.zeros_like(mixtures))
+    assert np.isfinite(silent).all() and not silent.any()
+    # The rest of a duet is one source: nothing to refine.
+    duet = copy.deepcopy(waveform_model).set_params(n_sources=2)
+    np.testing.assert_array_equal(copy.deepcopy(duet).set_params(refine_passes=2)
+                                  .separate(mixtures), duet.separate(mixtures))
+
+
+def test_refine_passes_stream_and_are_saved(waveform_model, tmp_path):
+    model = copy.deepcopy(waveform_model).set_params(n_sources=3, refine_passes=2)
+    audio = _trio(32 * 150 + 7)[0]
+    streamed = list(model.separate_stream(np.array_split(audio, 13), segment_frames=20))
+    assert len(streamed) == -(-audio.size // (20 * 32))
+    np.testing.assert_allclose(np.concatenate(streamed, axis=1), model.separate(audio),
+                               rtol=0, atol=1e-6)
+    assert list(model.separate_stream([])) == []
+    loaded = decomp.load(model.save(tmp_path / "refined.decomp"))
+    assert loaded.refine_passes == 2
+    np.testing.assert_array_equal(loaded.separate(audio), model.separate(audio))
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"refine_passes": 1}, "needs the count: set n_sources"),
+    ({"refine_passes": 4, "n_sources": 3}, r"at most n_sources \(3\) passes"),
+    ({"refine_passes": -1, "n_sources": 3}, "refine_passes"),
+    ({"refine_passes": 1.5, "n_sources": 3}, "refine_passes"),
+])
+def test_bad_refine_passes(waveform_model, params, match):
+    model = copy.deepcopy(waveform_model).set_params(**params)
+    with pytest.raises(ValueError, match=match):
+        model.separate(_trio()[0])
+    with pytest.raises(ValueError, match=match):
+        list(model.separate_stream([_trio()[0]]))
+
+
 @pytest.mark.parametrize("value, match", [(4, r"at most n_slots_ \(3\)"),
                                           ("auto", "n_sources"), (0, "n_sources")])
 def test_bad_n_sources(fitted, data, value, match):
