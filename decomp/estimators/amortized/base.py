@@ -160,7 +160,7 @@ def refine_by_rest(
         At most ``n_sources``; 0 returns ``sources``.
     separate_rest : callable
         ``(n_items, n_samples)`` residuals -> ``(n_items, >= n_sources - 1, n_samples)``
-        separated into ``n_sources - 1`` sources (the first ``n_sources - 1`` outputs
+        separated into ``n_sources - 1`` sources (the ``n_sources - 1`` loudest outputs
         are used).
 
     Returns
@@ -177,7 +177,11 @@ def refine_by_rest(
         anchor = energy.argmax(dim=1)
         partition = torch.empty_like(current)
         partition[rows, anchor] = current[rows, anchor]
-        rest = separate_rest(mixtures - current[rows, anchor])[:, :n_sources - 1]
+        rest = separate_rest(mixtures - current[rows, anchor])
+        # The rest's n_sources - 1 loudest outputs (a separator told the count leaves the
+        # others silent, wherever they are).
+        loudest = rest.square().sum(dim=-1).topk(n_sources - 1, dim=1).indices
+        rest = rest.gather(1, loudest[..., None].expand(-1, -1, rest.shape[-1]))
         for item in range(n_items):
             others = [k for k in range(n_sources) if k != int(anchor[item])]
             similarity = (torch.nn.functional.normalize(rest[item], dim=-1, eps=1e-12)

@@ -465,9 +465,9 @@ def test_refine_by_rest_replaces_the_rest_by_its_separation_and_keeps_the_anchor
                                 0.3 * sources[:, 1] + 0.7 * sources[:, 2])
     residuals = []
 
-    def oracle_rest(residual):  # separates a residual perfectly, in swapped order
-        residuals.append(residual)
-        return torch.stack([sources[:, 2], sources[:, 1], torch.zeros_like(residual)], dim=1)
+    def oracle_rest(residual):  # separates a residual perfectly, in another order, with
+        residuals.append(residual)  # its silent output first (as a counting MHUNet may)
+        return torch.stack([torch.zeros_like(residual), sources[:, 2], sources[:, 1]], dim=1)
 
     refined = refine_by_rest(mixtures, first, 1, oracle_rest)
     torch.testing.assert_close(residuals[0], mixtures - sources[:, 0])  # anchor: loudest
