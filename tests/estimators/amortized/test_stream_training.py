@@ -496,6 +496,13 @@ def test_told_the_count_keeps_that_many_heads_and_refuses_mixed_counts(monkeypat
     assert slots.n_sources is None and estimates.shape[1] == slots.n_slots_ == 3
     assert np.all(np.square(estimates[:, 2]).mean(axis=-1) < 1e-9)
     np.testing.assert_allclose(estimates.sum(axis=1), mixtures, atol=1e-3)
+    # shipped-refined: a model with refine_passes, told three, refines on the copy.
+    test.n_sources = np.array([3, 3, 3])
+    plain = told_the_count(slots, test)
+    refined = told_the_count(slots.set_params(refine_passes=2), test)
+    assert slots.n_sources is None
+    assert not np.allclose(refined, plain, atol=1e-4)
+    np.testing.assert_allclose(refined.sum(axis=1), mixtures, atol=1e-3)
 
 
 def test_separation_table_scores_saved_separators_by_name(monkeypatch, tmp_path, capsys):
