@@ -380,6 +380,8 @@ SEPARATION_METHODS = {"shipped": "shipped separator (blind)",
                       "shipped-told": "shipped instruments, told the count (slots merged)",
                       "shipped-refined": "shipped instruments, told the count, rest "
                                          "separated again twice (`refine_passes=2`)",
+                      "shipped-ensemble": "shipped instruments-ensemble (blind: instruments "
+                                          "and instruments-count averaged)",
                       "nmf": "semi-supervised NMF (given the labels)",
                       "irm": "ideal ratio mask (oracle)"}
 METRICS = (("sdr", "SDR"), ("sir", "SIR"), ("sar", "SAR"), ("si_sdr", "SI-SDR"),

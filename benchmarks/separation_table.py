@@ -34,6 +34,9 @@ number of sources likewise (AudioSlots merges its slots into that many sources).
 ``shipped-refined`` (instruments only): the same told model with ``refine_passes=2``
 (AudioSlots: twice, the loudest source not yet taken is subtracted and the rest separated
 again, told one source fewer; a no-op on two sources), timed on the 3-instrument set.
+``shipped-ensemble`` (instruments only): ``decomp.pretrained("instruments-ensemble")``, the
+shipped ``instruments`` and ``instruments-count`` blind, matched and averaged
+(:class:`decomp.SeparatorEnsemble`), timed.
 ``--inference-overlap`` sets the learned and shipped models' ``inference_overlap``
 (default theirs: 0.625 for the shipped ``instruments``, 0.5 for the others).
 
@@ -101,9 +104,9 @@ from decomp.separation import NMFSeparator, evaluate_separation, ideal_ratio_mas
 TRAIN_FONTS = ("fluidr3", "timgm6mb")
 TEST_FONT = "musescore-lite"
 METHODS = ("audioslots", "blockvae", "mhunet", "sop", "shipped", "shipped-count",
-           "shipped-told", "shipped-refined", "nmf", "irm")
+           "shipped-told", "shipped-refined", "shipped-ensemble", "nmf", "irm")
 SHIPPED = {"shipped": None, "shipped-count": "instruments-count", "shipped-told": "instruments",
-           "shipped-refined": "instruments"}
+           "shipped-refined": "instruments", "shipped-ensemble": "instruments-ensemble"}
 """The shipped-model methods and the model each loads (None: the data set's own); all
 but ``shipped`` run on instruments only."""
 REFINE_PASSES = 2
@@ -346,7 +349,7 @@ def separate(method: str, model: Any, test: MixtureSet) -> np.ndarray:
     labels = test.instruments[:, : int(test.n_sources.max())]
     if method == "irm":
         return ideal_ratio_mask(test.mixtures, test.sources, front_end=DEFAULT_FRONT_END)
-    if method == "shipped":
+    if method in ("shipped", "shipped-ensemble"):
         return model.separate(test.mixtures)
     if method in ("shipped-count", "shipped-told", "shipped-refined"):
         return told_the_count(model, test)
@@ -421,7 +424,8 @@ def main() -> None:
                     continue  # variants of the instrument models
                 name = SHIPPED[method] or dataset
                 model, seconds = decomp.pretrained(name), 0.0
-                if args.inference_overlap is not None:
+                if (args.inference_overlap is not None  # an ensemble keeps its members'
+                        and "inference_overlap" in model.get_params(deep=False)):
                     model.set_params(inference_overlap=args.inference_overlap)
                 told = method == "shipped-told"  # timed with the merging it is scored with
                 if method == "shipped-refined":

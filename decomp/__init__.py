@@ -50,6 +50,7 @@ if TYPE_CHECKING:  # what type checkers, IDEs and the API docs see; imported laz
         Decomposition,
         FlowDecomposition,
         MHUNet,
+        SeparatorEnsemble,
         SoundOfPixels,
     )
     from decomp.transcription import PianoTranscriber
@@ -59,7 +60,7 @@ _SUBMODULES = frozenset({"audio", "batch", "data", "engine", "estimators", "flow
 _ATTRIBUTES = {
     **{name: "decomp.estimators" for name in (
         "AudioSlots", "BayesianNMF", "BlockVAE", "DDS1", "DDS2", "DDS3", "NMF",
-        "Decomposition", "FlowDecomposition", "MHUNet", "SoundOfPixels")},
+        "Decomposition", "FlowDecomposition", "MHUNet", "SeparatorEnsemble", "SoundOfPixels")},
     "PianoTranscriber": "decomp.transcription",
 }
 
@@ -75,6 +76,7 @@ __all__ = [
     "FlowDecomposition",
     "MHUNet",
     "PianoTranscriber",
+    "SeparatorEnsemble",
     "SoundOfPixels",
     "__version__",
     "audio",

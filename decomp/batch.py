@@ -472,10 +472,15 @@ Job = TranscriptionJob | SeparationJob
 
 def set_device(model: Any, device: str) -> None:
     """Set ``device`` on ``model`` and on the fitted estimators it holds (``decomposer_``,
-    ``model_``): every decomp estimator resolves its ``device`` when it computes."""
+    ``model_``, an ensemble's ``separators_``): every decomp estimator resolves its
+    ``device`` when it computes."""
     seen: set[int] = set()
 
     def visit(estimator: Any) -> None:
+        if isinstance(estimator, (list, tuple)):  # an ensemble's members
+            for item in estimator:
+                visit(item)
+            return
         if id(estimator) in seen or not hasattr(estimator, "get_params"):
             return
         seen.add(id(estimator))

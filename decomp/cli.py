@@ -285,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
         "separate", help="separate recordings into sources with a trained separator",
         description="Separate audio files with a shipped separator (--model "
         f"{' or '.join(SHIPPED_SEPARATORS)}) or a saved one (AudioSlots, BlockVAE, MHUNet, "
-        "SoundOfPixels or NMFSeparator; see benchmarks/separation_table.py --save-dir). "
+        "SoundOfPixels, NMFSeparator or SeparatorEnsemble; see "
+        "benchmarks/separation_table.py --save-dir). "
         "Writes <name>-<k>.wav per source (or <name>-<label>.wav with --labels) into "
         "--out, at the model's sample rate; an input at another rate is resampled to it, "
         "with one warning line. " + _SAFETY,

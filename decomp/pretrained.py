@@ -27,6 +27,9 @@ SHIPPED_MODELS: dict[str, tuple[str, str]] = {
     "instruments-count": ("separator-instruments-count.decomp",
                           "separator of 2-3 instruments told how many play, or counting them "
                           "(MHUNet, count_sources)"),
+    "instruments-ensemble": ("separator-instruments-ensemble.decomp",
+                             "blind separator of 2-3 instruments: 'instruments' and "
+                             "'instruments-count' averaged (SeparatorEnsemble)"),
     "speech": ("separator-speech.decomp",
                "blind separator of two speakers (MHUNet, 2 unordered outputs)"),
     "piano-nmf": ("piano-nmf.decomp",
@@ -36,7 +39,7 @@ SHIPPED_MODELS: dict[str, tuple[str, str]] = {
 }
 """Shipped model names -> (file name in ``decomp/models/``, one-line description)."""
 
-SHIPPED_SEPARATORS = ("instruments", "instruments-count", "speech")
+SHIPPED_SEPARATORS = ("instruments", "instruments-count", "instruments-ensemble", "speech")
 """The names in :data:`SHIPPED_MODELS` that are separators (``decomp separate --model``)."""
 
 _REBUILD = "python benchmarks/train_default_models.py"
@@ -55,7 +58,8 @@ def shipped_models() -> tuple[str, ...]:
     Examples
     --------
     >>> shipped_models()
-    ('instruments', 'instruments-count', 'speech', 'piano-nmf', 'piano-dds2', 'piano-dds3')
+    ('instruments', 'instruments-count', 'instruments-ensemble', 'speech', 'piano-nmf', \
+'piano-dds2', 'piano-dds3')
     """
     return tuple(SHIPPED_MODELS)
 
@@ -104,8 +108,8 @@ def pretrained_file(name_or_path: str | os.PathLike) -> Path:
     Traceback (most recent call last):
     ...
     ValueError: unknown model 'instrumnts' (did you mean 'instruments'?); shipped models: \
-instruments, instruments-count, speech, piano-nmf, piano-dds2, piano-dds3 (or give the path \
-of a .decomp file).
+instruments, instruments-count, instruments-ensemble, speech, piano-nmf, piano-dds2, \
+piano-dds3 (or give the path of a .decomp file).
     """
     if isinstance(name_or_path, os.PathLike):
         return Path(name_or_path)

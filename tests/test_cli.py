@@ -473,7 +473,7 @@ def test_separate_with_a_shipped_name(tmp_path, shipped_dir, capsys):
     with pytest.raises(SystemExit):
         main(["separate", "--help"])
     # argparse may wrap a line after a name's hyphen.
-    assert "instruments, instruments-count, speech" in " ".join(
+    assert "instruments, instruments-count, instruments-ensemble, speech" in " ".join(
         capsys.readouterr().out.split()).replace("- ", "-")
 
 
@@ -483,8 +483,8 @@ def test_shipped_names_unknown_missing_or_of_the_wrong_kind(tmp_path, shipped_di
     assert main(["separate", str(audio), "--model", "instrumnts", "--out", str(out)]) == 2
     line = _assert_one_line_error(capsys.readouterr().err)
     assert line == ("error: unknown model 'instrumnts' (did you mean 'instruments'?); shipped "
-                    "models: instruments, instruments-count, speech, piano-nmf, piano-dds2, "
-                    "piano-dds3 (or give the path of a .decomp file).")
+                    "models: instruments, instruments-count, instruments-ensemble, speech, "
+                    "piano-nmf, piano-dds2, piano-dds3 (or give the path of a .decomp file).")
     assert main(["separate", str(audio), "--model", "speech", "--out", str(out)]) == 2
     _assert_one_line_error(capsys.readouterr().err, "speech", "missing from this installation",
                            "python benchmarks/train_default_models.py")
@@ -917,3 +917,28 @@ def test_separate_sources_errors(tmp_path, saved_separator, saved_nmf_separator,
         main(["separate", str(path), "--model", "instruments-count", "--sources", "0",
               "--out", out])
     assert "an integer >= 1" in capsys.readouterr().err
+
+
+def test_separate_with_a_saved_ensemble(tmp_path, saved_separator, capsys):
+    import decomp
+    from decomp import SeparatorEnsemble
+    from decomp.audio import load_audio
+    from decomp.batch import set_device
+
+    ensemble = SeparatorEnsemble([str(saved_separator), str(saved_separator)]).fit()
+    path = ensemble.save(tmp_path / "ensemble.decomp")
+    mixture = (0.1 * np.random.default_rng(2).standard_normal(3000)).astype(np.float32)
+    audio = write_audio(tmp_path / "mix.wav", mixture, 8000)
+    out = tmp_path / "stems"
+    assert main(["separate", str(audio), "--model", str(path), "--out", str(out),
+                 "--device", "cpu", "--no-progress"]) == 0
+    stems = np.stack([load_audio(out / f"mix-{index}.wav", None)[0] for index in range(2)])
+    # One member twice: the ensemble separates as that member does.
+    np.testing.assert_allclose(stems, decomp.load(saved_separator).separate(mixture),
+                               atol=1e-4)
+    loaded = decomp.load(path)
+    set_device(loaded, "cpu")  # reaches the members
+    assert [member.device for member in loaded.separators_] == ["cpu", "cpu"]
+    assert main(["separate", str(audio), "--model", str(path), "--sources", "2", "--out",
+                 str(out)]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "a SeparatorEnsemble, which does not count")

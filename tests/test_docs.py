@@ -62,7 +62,8 @@ def test_stale_results_are_detected(tmp_path: Path) -> None:
     assert docs_results.stale(copy) == []
     path = copy / "separation-table-instruments.json"
     data = json.loads(path.read_text())
-    data["rows"][0]["si_sdr_improvement"] += 1.0
+    # NMF's row: a bar only this table draws (a shipped row may come from another table).
+    next(row for row in data["rows"] if row["method"] == "nmf")["si_sdr_improvement"] += 1.0
     path.write_text(json.dumps(data))
     stale = docs_results.stale(copy)
     assert "separation.md" in stale and "figures/separation-si-sdri.svg" in stale

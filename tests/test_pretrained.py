@@ -29,12 +29,14 @@ def models_dir(tmp_path, monkeypatch):
 
 def test_one_table_of_shipped_models():
     assert decomp.pretrained is module.pretrained and "pretrained" in decomp.__all__
-    assert module.shipped_models() == ("instruments", "instruments-count", "speech",
-                                       "piano-nmf", "piano-dds2", "piano-dds3")
+    assert module.shipped_models() == ("instruments", "instruments-count",
+                                       "instruments-ensemble", "speech", "piano-nmf",
+                                       "piano-dds2", "piano-dds3")
     assert set(module.SHIPPED_SEPARATORS) <= set(module.SHIPPED_MODELS)
     files = {name: file for name, (file, _) in module.SHIPPED_MODELS.items()}
     assert files == {"instruments": "separator-instruments.decomp",
                      "instruments-count": "separator-instruments-count.decomp",
+                     "instruments-ensemble": "separator-instruments-ensemble.decomp",
                      "speech": "separator-speech.decomp", "piano-nmf": "piano-nmf.decomp",
                      "piano-dds2": "piano-dds2.decomp", "piano-dds3": "piano-dds3.decomp"}
     assert all(description and "\n" not in description
@@ -94,8 +96,8 @@ def test_unknown_names_are_one_line_naming_the_shipped_models():
         decomp.pretrained("instrumnts")
     assert str(typo.value) == (
         "unknown model 'instrumnts' (did you mean 'instruments'?); shipped models: "
-        "instruments, instruments-count, speech, piano-nmf, piano-dds2, piano-dds3 (or give "
-        "the path of a .decomp file).")
+        "instruments, instruments-count, instruments-ensemble, speech, piano-nmf, piano-dds2, "
+        "piano-dds3 (or give the path of a .decomp file).")
     with pytest.raises(ValueError) as unknown:
         decomp.pretrained("separator")
     assert "did you mean" not in str(unknown.value)
@@ -175,7 +177,7 @@ def test_every_recipe_is_a_chain_of_valid_stages(recipes, tmp_path):
             assert by_name.setdefault(stage.name, stage) == stage  # a shared name is one stage
             seen.add(stage.name)
     shipped = {name: stages[-1] for name, stages in recipes.SEPARATOR_RECIPES.items()}
-    assert set(shipped) == set(module.SHIPPED_SEPARATORS)
+    assert set(shipped) | set(recipes.SEPARATOR_ENSEMBLES) == set(module.SHIPPED_SEPARATORS)
     slots = parser.parse_args(recipes.stage_arguments(shipped["instruments"], tmp_path))
     assert (slots.model, slots.n_slots, slots.silence_floor_db) == ("audioslots", 3, -10.0)
     # The shipped files carry the recipes' inference settings (the others keep the
@@ -184,6 +186,17 @@ def test_every_recipe_is_a_chain_of_valid_stages(recipes, tmp_path):
         settings = recipes.SHIPPED_INFERENCE.get(name, {"inference_overlap": 0.5})
         model = decomp.pretrained(name)
         assert {key: model.get_params()[key] for key in settings} == settings, name
+
+
+def test_the_shipped_ensemble_is_its_recipe(recipes):
+    from decomp.estimators.amortized import AudioSlots, MHUNet
+
+    shipped = decomp.pretrained("instruments-ensemble")
+    members, weights = recipes.SEPARATOR_ENSEMBLES["instruments-ensemble"]
+    assert shipped.separators == list(members) and shipped.weights == list(weights)
+    assert [type(member) for member in shipped.separators_] == [AudioSlots, MHUNet]
+    assert shipped.front_end_.sample_rate == 16000 and shipped.n_slots_ == 3
+    assert module.pretrained_file("instruments-ensemble").stat().st_size < 20_000
 
 
 def _fake_training(recipes, monkeypatch, calls):

@@ -41,7 +41,8 @@ def test_the_wheel_carries_the_package_and_its_shipped_models(wheel):
     assert wheel.name.startswith("decomp_audio-")
     names = zipfile.ZipFile(wheel).namelist()
     for model in ("piano-nmf", "piano-dds2", "piano-dds3", "separator-instruments",
-                  "separator-instruments-count", "separator-speech"):
+                  "separator-instruments-count", "separator-instruments-ensemble",
+                  "separator-speech"):
         assert f"decomp/models/{model}.decomp" in names
     assert not [name for name in names if name.startswith(("tests/", "benchmarks/"))]
     metadata = zipfile.ZipFile(wheel).read(

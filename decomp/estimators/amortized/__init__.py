@@ -8,7 +8,8 @@ of :mod:`decomp.losses`.
 from decomp.estimators.amortized.audioslots import AudioSlots
 from decomp.estimators.amortized.base import DEFAULT_FRONT_END, AmortizedSeparator
 from decomp.estimators.amortized.blockvae import BlockVAE
+from decomp.estimators.amortized.ensemble import SeparatorEnsemble
 from decomp.estimators.amortized.unet import SOLOS_FRONT_END, MHUNet, SoundOfPixels
 
 __all__ = ["AmortizedSeparator", "AudioSlots", "BlockVAE", "DEFAULT_FRONT_END", "MHUNet",
-           "SOLOS_FRONT_END", "SoundOfPixels"]
+           "SOLOS_FRONT_END", "SeparatorEnsemble", "SoundOfPixels"]

@@ -1,0 +1,207 @@
+"""An ensemble of fitted separators with unordered outputs: :class:`SeparatorEnsemble`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from decomp._validation import check_audio
+from decomp.estimators.amortized._batches import as_float32
+from decomp.estimators.amortized.base import AmortizedSeparator
+from decomp.persistence import Persistent
+
+__all__ = ["SeparatorEnsemble"]
+
+# How many ensembles are resolving their members right now: a member that is itself an
+# ensemble is refused while it loads, so a file that names itself cannot recurse.
+_resolving = [0]
+
+
+class SeparatorEnsemble(Persistent, BaseEstimator):
+    """Average the separated sources of several fitted separators.
+
+    Every member separates the mixture; each member's outputs after the first are matched
+    to the first member's, recording by recording (Hungarian, on the cosine similarity of
+    the outputs' magnitude spectrograms, the rule that joins a separator's inference
+    windows), and the matched sources are averaged with ``weights``. Members whose sources
+    sum to the mixture give an ensemble whose sources sum to it too. The members must
+    return unordered outputs (blind separators: AudioSlots, BlockVAE, MHUNet with
+    ``heads="sources"``) at one sample rate; a member with fewer outputs is padded with
+    silent ones.
+
+    Parameters
+    ----------
+    separators : sequence of str, os.PathLike or fitted separators
+        The members, at least two: shipped names or model files (loaded with
+        :func:`decomp.pretrained` by :meth:`fit` and again whenever the ensemble is
+        loaded, so a saved ensemble of names stays a few bytes and follows the installed
+        models) or fitted separators (saved inside the ensemble's file). The first sets
+        the order of the outputs and the front end.
+    weights : sequence of float, optional
+        One positive weight per member, normalised to sum to one; None weighs the members
+        equally.
+
+    Attributes
+    ----------
+    separators_ : list of separators
+        The loaded members.
+    weights_ : ndarray of shape (n_members,)
+        The normalised weights.
+    front_end_ : Spectrogram
+        The first member's front end (its ``sample_rate`` is the ensemble's).
+    n_slots_ : int
+        Outputs per recording: the most any member gives.
+
+    Examples
+    --------
+    The shipped ``instruments-ensemble`` is ``SeparatorEnsemble(["instruments",
+    "instruments-count"], weights=[0.7, 0.3])`` (docs/guide/model-card.md):
+
+    >>> import numpy as np
+    >>> from decomp import pretrained
+    >>> ensemble = pretrained("instruments-ensemble")  # doctest: +SKIP
+    >>> ensemble.separate(np.zeros(16000, np.float32)).shape  # doctest: +SKIP
+    (3, 16000)
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "separators": ["array-like"],
+        "weights": ["array-like", None],
+    }
+
+    def __init__(self, separators: Sequence[Any] = (), weights: Sequence[float] | None = None
+                 ) -> None:
+        self.separators = separators
+        self.weights = weights
+
+    def fit(self, mixtures: Any = None, sources: Any = None) -> SeparatorEnsemble:
+        """Load and check the members (they are fitted already; no data is used).
+
+        Returns
+        -------
+        self : SeparatorEnsemble
+
+        Raises
+        ------
+        ValueError
+            If data is given, there are fewer than two members, a member is not a fitted
+            separator with unordered outputs (or is an ensemble), the members' sample
+            rates differ, or ``weights`` does not give one positive number per member.
+        """
+        if mixtures is not None or sources is not None:
+            raise ValueError("SeparatorEnsemble combines separators that are fitted "
+                             "already: fit each member on data, then the ensemble with no "
+                             "arguments.")
+        self._validate_params()
+        if isinstance(self.separators, (str, os.PathLike)) or len(self.separators) < 2:
+            raise ValueError("SeparatorEnsemble needs at least two separators (names, model "
+                             f"files or fitted separators); got {self.separators!r}.")
+        self.weights_ = self._checked_weights(len(self.separators))
+        self.separators_ = [self._member(entry) for entry in self.separators]
+        rates = {member.front_end_.sample_rate for member in self.separators_}
+        if len(rates) > 1:
+            raise ValueError("SeparatorEnsemble's members must share a sample rate; got "
+                             f"{sorted(rates)} Hz.")
+        self.front_end_ = self.separators_[0].front_end_
+        self.n_slots_ = max(int(member.n_slots_) for member in self.separators_)
+        return self
+
+    def _checked_weights(self, n_members: int) -> np.ndarray:
+        if self.weights is None:
+            return np.full(n_members, 1.0 / n_members)
+        weights = np.asarray(self.weights, dtype=float)
+        if (weights.shape != (n_members,) or not np.isfinite(weights).all()
+                or (weights <= 0).any()):
+            raise ValueError(f"SeparatorEnsemble's weights must be {n_members} positive "
+                             f"numbers, one per separator; got {self.weights!r}.")
+        return weights / weights.sum()
+
+    @staticmethod
+    def _member(entry: Any) -> Any:
+        """A member: ``entry`` loaded when it is a name or a path, checked."""
+        from decomp.pretrained import pretrained, with_article
+
+        named = isinstance(entry, (str, os.PathLike))
+        if named:
+            _resolving[0] += 1
+            try:
+                member = pretrained(entry)
+            finally:
+                _resolving[0] -= 1
+        else:
+            member = entry
+        where = f"{str(entry)!r} holds" if named else "got"
+        if isinstance(member, SeparatorEnsemble):
+            raise ValueError(f"SeparatorEnsemble's members are separators, not ensembles; "
+                             f"{where} a SeparatorEnsemble.")
+        if not isinstance(member, AmortizedSeparator):
+            raise ValueError("SeparatorEnsemble's members are amortized separators (AudioSlots, "
+                             f"BlockVAE, MHUNet); {where} "
+                             f"{with_article(type(member).__name__)}.")
+        check_is_fitted(member, "network_state_")
+        if not member._permutation_invariant:
+            raise ValueError("SeparatorEnsemble's members give unordered outputs, matched to "
+                             f"each other; {where} one with an output per class.")
+        return member
+
+    def _get_state(self) -> dict[str, Any]:
+        # The members are the parameters (names, paths or estimators): stored once, there.
+        return {key: value for key, value in super()._get_state().items()
+                if key != "separators_"}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        if _resolving[0]:
+            raise ValueError("SeparatorEnsemble's members are separators, not ensembles.")
+        super()._set_state(state)
+        self.separators_ = [self._member(entry) for entry in self.separators]
+
+    def separate(self, audio: Any, labels: Any = None) -> Any:
+        """Separate waveforms with every member and average the matched sources.
+
+        Parameters
+        ----------
+        audio : ndarray or Tensor of shape (n_samples,) or (n_items, n_samples)
+            Mixture(s) at ``front_end_.sample_rate``.
+        labels : None
+            Not supported (the members' outputs are unordered).
+
+        Returns
+        -------
+        sources : ndarray or Tensor of shape ([n_items,] n_slots_, n_samples)
+            In the first member's order; they sum to the mixture when every member's do.
+        """
+        check_is_fitted(self, "separators_")
+        if labels is not None:
+            raise ValueError("SeparatorEnsemble's outputs are unordered, so labels do not "
+                             "apply.")
+        checked = check_audio(audio, name="audio", allow_batch=True)
+        single = checked.ndim == 1
+        waveforms = as_float32(checked, torch.device("cpu"))
+        waveforms = waveforms.unsqueeze(0) if single else waveforms
+        combined = None
+        for member, weight in zip(self.separators_, self.weights_, strict=True):
+            outputs = torch.as_tensor(member.separate(waveforms)).float().cpu()
+            outputs = torch.nn.functional.pad(
+                outputs, (0, 0, 0, self.n_slots_ - outputs.shape[1]))  # silent extra slots
+            if combined is None:
+                reference = self._magnitudes(outputs)
+                combined = float(weight) * outputs
+                continue
+            magnitudes = self._magnitudes(outputs)
+            for item in range(len(outputs)):
+                order = AmortizedSeparator._align_shared(reference[item], magnitudes[item])
+                combined[item] += float(weight) * outputs[item, order]
+        result = combined[0] if single else combined
+        if isinstance(audio, torch.Tensor):
+            return result.to(audio.device)
+        return result.numpy()
+
+    def _magnitudes(self, sources: torch.Tensor) -> torch.Tensor:
+        """(N, S, n_samples) -> (N, S, n_frames, n_bins) front-end magnitudes."""
+        return self.front_end_(sources.flatten(0, 1)).unflatten(0, sources.shape[:2])

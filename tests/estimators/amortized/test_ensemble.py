@@ -1,0 +1,141 @@
+"""SeparatorEnsemble: matched averaging, sums, save/load by name or inside, bad members."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import NotFittedError
+
+import decomp
+from decomp.audio import Spectrogram
+from decomp.estimators.amortized import AudioSlots, MHUNet, SeparatorEnsemble
+from decomp.exceptions import ModelFileError
+
+N_ITEMS, N_FRAMES, N_BINS = 8, 48, 33
+FRONT_END = Spectrogram(sample_rate=8000, n_fft=64, hop_length=32, kind="linear")
+
+
+def _synthetic() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two sources per item (a low and a high harmonic comb, gated): magnitudes, sources
+    and each item's labels."""
+    rng = np.random.default_rng(0)
+    bins = np.arange(N_BINS)
+    templates = np.stack([
+        sum(np.exp(-0.5 * (bins - f) ** 2) / k for k, f in enumerate((3, 6, 9, 12), 1)),
+        sum(np.exp(-0.5 * (bins - f) ** 2) / k for k, f in enumerate((17, 22, 27, 32), 1))])
+    gains = rng.uniform(0.3, 1.5, (N_ITEMS, 2, N_FRAMES)) * (rng.random((N_ITEMS, 2, N_FRAMES))
+                                                              < 0.7)
+    sources = (gains[..., None] * templates[None, :, None, :] + 1e-3).astype(np.float32)
+    labels = np.array([["low", "high"]] * N_ITEMS)
+    return sources.sum(axis=1), sources, labels
+
+
+@pytest.fixture(scope="module")
+def members():
+    """A 3-slot AudioSlots and a 2-head MHUNet (unordered heads) on one front end."""
+    mixtures, sources, _ = _synthetic()
+    slots = AudioSlots(n_slots=3, patch_frames=4, patch_bins=16, embed_dim=16, n_layers=1,
+                       n_heads=2, decoder_hidden=16, chunk_frames=16, front_end=FRONT_END,
+                       max_epochs=1, device="cpu", random_state=0).fit(mixtures, sources)
+    heads = MHUNet(n_levels=2, base_channels=4, chunk_frames=16, front_end=FRONT_END,
+                   max_epochs=1, random_state=0).fit(mixtures, sources)
+    return slots, heads
+
+
+def _mixtures(n_items=2, n_samples=32 * 60):
+    rng = np.random.default_rng(5)
+    return (0.3 * rng.standard_normal((n_items, n_samples))).astype(np.float32)
+
+
+def test_members_are_matched_to_the_first_and_averaged(members):
+    slots, heads = members
+    mixtures = _mixtures()
+    ensemble = SeparatorEnsemble([slots, heads], weights=[3, 1]).fit()
+    assert ensemble.n_slots_ == 3 and ensemble.front_end_ is slots.front_end_
+    np.testing.assert_allclose(ensemble.weights_, [0.75, 0.25])
+    sources = ensemble.separate(mixtures)
+    assert sources.shape == (2, 3, mixtures.shape[1]) and sources.dtype == np.float32
+    np.testing.assert_allclose(sources.sum(axis=1), mixtures, atol=1e-5)  # both sum to it
+    first, second = slots.separate(mixtures), heads.separate(mixtures)  # (2, 3 / 2, n)
+    padded = np.concatenate([second, np.zeros_like(second[:, :1])], axis=1)
+    for item in range(2):
+        rest = (sources[item] - 0.75 * first[item]) / 0.25  # the second, in some order
+        order = [int(np.argmin(np.abs(padded[item] - row).max(axis=-1))) for row in rest]
+        assert sorted(order) == [0, 1, 2]
+        np.testing.assert_allclose(rest, padded[item, order], atol=1e-4)
+    # One member twice matches itself exactly: the ensemble is that member.
+    twice = SeparatorEnsemble([slots, slots]).fit()
+    np.testing.assert_allclose(twice.separate(mixtures), first, atol=1e-6)
+
+
+def test_single_torch_and_silent_inputs(members):
+    ensemble = SeparatorEnsemble(list(members)).fit()
+    mixtures = _mixtures()
+    batch = ensemble.separate(mixtures)
+    np.testing.assert_allclose(ensemble.separate(mixtures[1]), batch[1], atol=1e-6)
+    as_tensor = ensemble.separate(torch.as_tensor(mixtures))
+    assert isinstance(as_tensor, torch.Tensor)
+    np.testing.assert_allclose(as_tensor.numpy(), batch, atol=1e-6)
+    silent = ensemble.separate(np.zeros(32 * 20, np.float32))
+    assert silent.shape == (3, 32 * 20) and np.isfinite(silent).all() and not silent.any()
+
+
+def test_saved_with_members_inside_or_by_path(members, tmp_path):
+    slots, heads = members
+    mixtures = _mixtures()
+    inside = SeparatorEnsemble([slots, heads], weights=[0.7, 0.3]).fit()
+    expected = inside.separate(mixtures)
+    loaded = decomp.load(inside.save(tmp_path / "inside.decomp"))
+    np.testing.assert_allclose(loaded.separate(mixtures), expected, atol=1e-6)
+    paths = [slots.save(tmp_path / "slots.decomp"), heads.save(tmp_path / "heads.decomp")]
+    by_path = SeparatorEnsemble([str(path) for path in paths], weights=[0.7, 0.3]).fit()
+    saved = by_path.save(tmp_path / "by-path.decomp")
+    assert saved.stat().st_size < 20_000  # names, weights and the front end only
+    reloaded = decomp.pretrained(saved)
+    assert [type(member) for member in reloaded.separators_] == [AudioSlots, MHUNet]
+    np.testing.assert_allclose(reloaded.separate(mixtures), expected, atol=1e-6)
+
+
+def test_bad_members_weights_and_inputs(members, tmp_path):
+    slots, heads = members
+    mixtures, sources, labels = _synthetic()
+    with pytest.raises(ValueError, match="at least two separators"):
+        SeparatorEnsemble([slots]).fit()
+    with pytest.raises(ValueError, match="fit each member on data"):
+        SeparatorEnsemble([slots, heads]).fit(mixtures, sources)
+    with pytest.raises(ValueError, match=r"weights must be 2 positive numbers"):
+        SeparatorEnsemble([slots, heads], weights=[1, 0]).fit()
+    with pytest.raises(ValueError, match=r"weights must be 2 positive numbers"):
+        SeparatorEnsemble([slots, heads], weights=[1, 1, 1]).fit()
+    labelled = MHUNet(n_levels=2, base_channels=4, chunk_frames=16, front_end=FRONT_END,
+                      max_epochs=1, random_state=0).fit(mixtures, sources, labels)
+    with pytest.raises(ValueError, match="an output per class"):
+        SeparatorEnsemble([slots, labelled]).fit()
+    with pytest.raises(ValueError, match="amortized separators .* got an NMF"):
+        SeparatorEnsemble([slots, decomp.NMF(n_components=2)]).fit()
+    with pytest.raises(NotFittedError):
+        SeparatorEnsemble([slots, AudioSlots()]).fit()
+    other_rate = MHUNet(n_levels=2, base_channels=4, chunk_frames=16, max_epochs=1,
+                        front_end=Spectrogram(sample_rate=16000, n_fft=64, hop_length=32,
+                                              kind="linear"), random_state=0)
+    with pytest.raises(ValueError, match=r"share a sample rate; got \[8000, 16000\]"):
+        SeparatorEnsemble([slots, other_rate.fit(mixtures, sources)]).fit()
+    ensemble = SeparatorEnsemble([slots, heads]).fit()
+    with pytest.raises(ValueError, match="not ensembles"):
+        SeparatorEnsemble([ensemble, slots]).fit()
+    # A file that names an ensemble file (here: itself) is refused, not recursed into.
+    path = tmp_path / "self.decomp"
+    SeparatorEnsemble([slots, heads]).fit().save(path)
+    loop = SeparatorEnsemble([str(path), str(path)])
+    with pytest.raises(ValueError, match="not ensembles"):
+        loop.fit()
+    loop.set_params(separators=[slots, heads]).fit()
+    loop.set_params(separators=[str(path), slots])  # saved as named, fitted on others
+    loop.save(path)
+    with pytest.raises(ModelFileError, match="not ensembles"):
+        decomp.load(path)
+    with pytest.raises(ValueError, match="labels do not apply"):
+        ensemble.separate(_mixtures(), ["low", "high"])
+    with pytest.raises(NotFittedError):
+        SeparatorEnsemble([slots, heads]).separate(_mixtures())
