@@ -382,6 +382,9 @@ SEPARATION_METHODS = {"shipped": "shipped separator (blind)",
                                          "separated again twice (`refine_passes=2`)",
                       "shipped-ensemble": "shipped instruments-ensemble (blind: instruments "
                                           "and instruments-count averaged)",
+                      "shipped-ensemble-told": "shipped instruments-ensemble, told the count",
+                      "shipped-ensemble-refined": "shipped instruments-ensemble, told the "
+                                                  "count, refined (`refine_passes=2`)",
                       "nmf": "semi-supervised NMF (given the labels)",
                       "irm": "ideal ratio mask (oracle)"}
 METRICS = (("sdr", "SDR"), ("sir", "SIR"), ("sar", "SAR"), ("si_sdr", "SI-SDR"),

@@ -36,7 +36,9 @@ number of sources likewise (AudioSlots merges its slots into that many sources).
 again, told one source fewer; a no-op on two sources), timed on the 3-instrument set.
 ``shipped-ensemble`` (instruments only): ``decomp.pretrained("instruments-ensemble")``, the
 shipped ``instruments`` and ``instruments-count`` blind, matched and averaged
-(:class:`decomp.SeparatorEnsemble`), timed.
+(:class:`decomp.SeparatorEnsemble`), timed; ``shipped-ensemble-told`` and
+``shipped-ensemble-refined`` the same told the count (both members) and, further, with
+AudioSlots' ``refine_passes=2``, timed like ``shipped-told`` and ``shipped-refined``.
 ``--inference-overlap`` sets the learned and shipped models' ``inference_overlap``
 (default theirs: 0.625 for the shipped ``instruments``, 0.5 for the others).
 
@@ -104,9 +106,12 @@ from decomp.separation import NMFSeparator, evaluate_separation, ideal_ratio_mas
 TRAIN_FONTS = ("fluidr3", "timgm6mb")
 TEST_FONT = "musescore-lite"
 METHODS = ("audioslots", "blockvae", "mhunet", "sop", "shipped", "shipped-count",
-           "shipped-told", "shipped-refined", "shipped-ensemble", "nmf", "irm")
+           "shipped-told", "shipped-refined", "shipped-ensemble", "shipped-ensemble-told",
+           "shipped-ensemble-refined", "nmf", "irm")
 SHIPPED = {"shipped": None, "shipped-count": "instruments-count", "shipped-told": "instruments",
-           "shipped-refined": "instruments", "shipped-ensemble": "instruments-ensemble"}
+           "shipped-refined": "instruments", "shipped-ensemble": "instruments-ensemble",
+           "shipped-ensemble-told": "instruments-ensemble",
+           "shipped-ensemble-refined": "instruments-ensemble"}
 """The shipped-model methods and the model each loads (None: the data set's own); all
 but ``shipped`` run on instruments only."""
 REFINE_PASSES = 2
@@ -351,7 +356,8 @@ def separate(method: str, model: Any, test: MixtureSet) -> np.ndarray:
         return ideal_ratio_mask(test.mixtures, test.sources, front_end=DEFAULT_FRONT_END)
     if method in ("shipped", "shipped-ensemble"):
         return model.separate(test.mixtures)
-    if method in ("shipped-count", "shipped-told", "shipped-refined"):
+    if method in ("shipped-count", "shipped-told", "shipped-refined", "shipped-ensemble-told",
+                  "shipped-ensemble-refined"):
         return told_the_count(model, test)
     if method == "nmf":
         return np.stack([model.separate(mixture, list(item_labels))
@@ -427,8 +433,9 @@ def main() -> None:
                 if (args.inference_overlap is not None  # an ensemble keeps its members'
                         and "inference_overlap" in model.get_params(deep=False)):
                     model.set_params(inference_overlap=args.inference_overlap)
-                told = method == "shipped-told"  # timed with the merging it is scored with
-                if method == "shipped-refined":
+                # Timed with the merging they are scored with.
+                told = method in ("shipped-told", "shipped-ensemble-told")
+                if method in ("shipped-refined", "shipped-ensemble-refined"):
                     model.set_params(refine_passes=REFINE_PASSES)
                     trios = {test_name: test for test_name, test in tests.items()
                              if int(test.n_sources.max()) == 3}

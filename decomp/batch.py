@@ -364,14 +364,15 @@ class SeparationJob:
     n_sources : int, optional
         How many sources every recording holds, for a separator that counts its sources
         (an ``MHUNet`` with ``count_sources=True``, e.g. ``"instruments-count"``, or an
-        ``AudioSlots``, e.g. ``"instruments"``): sets its ``n_sources``, so that many
-        stems sound and the others are silent. None keeps the model's setting (the
-        shipped ones: every output; ``"instruments-count"`` counts the sources).
+        ``AudioSlots``, e.g. ``"instruments"``, or a ``SeparatorEnsemble`` of them, e.g.
+        ``"instruments-ensemble"``): sets its ``n_sources``, so that many stems sound and
+        the others are silent. None keeps the model's setting (the shipped ones: every
+        output; ``"instruments-count"`` counts the sources).
     refine_passes : int, optional
-        Sets an ``AudioSlots``' ``refine_passes`` (with ``n_sources`` of 3 or more: that
-        many passes that subtract one separated source and separate the rest again; each
-        costs one more separation and reads the recording whole). None keeps the model's
-        (the shipped ``"instruments"``: 0).
+        Sets an ``AudioSlots``' (or an ensemble's) ``refine_passes`` (with ``n_sources`` of
+        3 or more: that many passes that subtract one separated source and separate the
+        rest again; each costs one more separation and reads the recording whole). None
+        keeps the model's (the shipped ``"instruments"``: 0).
     """
 
     model: str

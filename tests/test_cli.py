@@ -939,6 +939,12 @@ def test_separate_with_a_saved_ensemble(tmp_path, saved_separator, capsys):
     loaded = decomp.load(path)
     set_device(loaded, "cpu")  # reaches the members
     assert [member.device for member in loaded.separators_] == ["cpu", "cpu"]
+    # Told the count, every member is (here: the count its two slots already give).
     assert main(["separate", str(audio), "--model", str(path), "--sources", "2", "--out",
+                 str(tmp_path / "told"), "--no-progress"]) == 0
+    assert main(["separate", str(audio), "--model", str(path), "--sources", "3", "--out",
                  str(out)]) == 2
-    _assert_one_line_error(capsys.readouterr().err, "a SeparatorEnsemble, which does not count")
+    _assert_one_line_error(capsys.readouterr().err, "AudioSlots(n_sources=3) merges")
+    assert main(["separate", str(audio), "--model", str(path), "--refine", "1", "--out",
+                 str(out)]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "needs the count: set n_sources")

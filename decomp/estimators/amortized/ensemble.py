@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
+from numbers import Integral
 from typing import Any, ClassVar
 
 import numpy as np
@@ -11,7 +13,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from decomp._validation import check_audio
+from decomp._validation import StrictInterval, check_audio
 from decomp.estimators.amortized._batches import as_float32
 from decomp.estimators.amortized.base import AmortizedSeparator
 from decomp.persistence import Persistent
@@ -40,12 +42,20 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
     separators : sequence of str, os.PathLike or fitted separators
         The members, at least two: shipped names or model files (loaded with
         :func:`decomp.pretrained` by :meth:`fit` and again whenever the ensemble is
-        loaded, so a saved ensemble of names stays a few bytes and follows the installed
+        loaded, so a saved ensemble of names stays a few kB and follows the installed
         models) or fitted separators (saved inside the ensemble's file). The first sets
         the order of the outputs and the front end.
     weights : sequence of float, optional
         One positive weight per member, normalised to sum to one; None weighs the members
         equally.
+    n_sources : int, optional
+        How many sources every mixture holds, given to each member that takes a count
+        (``n_sources``: AudioSlots, an MHUNet with ``count_sources=True``) on a copy that
+        shares its network; every member must take it. None (default): each member's own
+        setting.
+    refine_passes : int, optional
+        Given likewise to the members that take it (AudioSlots; it needs ``n_sources``, see
+        :class:`AudioSlots`); at least one must. None (default): each member's own.
 
     Attributes
     ----------
@@ -65,20 +75,24 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
 
     >>> import numpy as np
     >>> from decomp import pretrained
-    >>> ensemble = pretrained("instruments-ensemble")  # doctest: +SKIP
-    >>> ensemble.separate(np.zeros(16000, np.float32)).shape  # doctest: +SKIP
+    >>> ensemble = pretrained("instruments-ensemble")
+    >>> ensemble.separate(np.zeros(16000, np.float32)).shape
     (3, 16000)
     """
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "separators": ["array-like"],
         "weights": ["array-like", None],
+        "n_sources": [StrictInterval(Integral, 1, None, closed="left"), None],
+        "refine_passes": [StrictInterval(Integral, 0, None, closed="left"), None],
     }
 
-    def __init__(self, separators: Sequence[Any] = (), weights: Sequence[float] | None = None
-                 ) -> None:
+    def __init__(self, separators: Sequence[Any] = (), weights: Sequence[float] | None = None,
+                 n_sources: int | None = None, refine_passes: int | None = None) -> None:
         self.separators = separators
         self.weights = weights
+        self.n_sources = n_sources
+        self.refine_passes = refine_passes
 
     def fit(self, mixtures: Any = None, sources: Any = None) -> SeparatorEnsemble:
         """Load and check the members (they are fitted already; no data is used).
@@ -150,6 +164,54 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
                              f"each other; {where} one with an output per class.")
         return member
 
+    def _told_members(self) -> list[Any]:
+        """The members with the ensemble's ``n_sources`` and ``refine_passes`` where set:
+        copies sharing each member's network, so a member given as an estimator is left
+        as it was."""
+        settings = {name: value for name, value in (("n_sources", self.n_sources),
+                                                    ("refine_passes", self.refine_passes))
+                    if value is not None}
+        if not settings:
+            return list(self.separators_)
+        takes = {name: [name in member.get_params(deep=False) for member in self.separators_]
+                 for name in settings}
+        if "n_sources" in takes and not all(takes["n_sources"]):
+            kinds = [type(member).__name__ for member, ok in
+                     zip(self.separators_, takes["n_sources"], strict=True) if not ok]
+            raise ValueError(f"SeparatorEnsemble(n_sources={self.n_sources}) tells every member "
+                             f"the count, but {', '.join(kinds)} does not take one.")
+        if "refine_passes" in takes and not any(takes["refine_passes"]):
+            raise ValueError(f"SeparatorEnsemble(refine_passes={self.refine_passes}): no member "
+                             "has refinement passes (AudioSlots has them).")
+        told = []
+        for index, member in enumerate(self.separators_):
+            own = {name: value for name, value in settings.items() if takes[name][index]}
+            if own:
+                # Set on a shallow copy, not through set_params, which would drop the
+                # built network the copy shares (as AudioSlots' own rest passes do).
+                member = copy.copy(member)
+                for name, value in own.items():
+                    setattr(member, name, value)
+            told.append(member)
+        return told
+
+    def _check_n_sources(self) -> None:
+        """Each member's own check of the count it is told (``decomp separate --sources``
+        runs it before reading any file)."""
+        check_is_fitted(self, "separators_")
+        self._validate_params()
+        for member in self._told_members():
+            if self.n_sources is not None:
+                member._check_n_sources()
+
+    def _check_refine_passes(self) -> None:
+        """Each member's own check of its refinement passes, where it has them."""
+        check_is_fitted(self, "separators_")
+        self._validate_params()
+        for member in self._told_members():
+            if self.refine_passes is not None and hasattr(member, "_check_refine_passes"):
+                member._check_refine_passes()
+
     def _get_state(self) -> dict[str, Any]:
         # The members are the parameters (names, paths or estimators): stored once, there.
         return {key: value for key, value in super()._get_state().items()
@@ -184,8 +246,9 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
         single = checked.ndim == 1
         waveforms = as_float32(checked, torch.device("cpu"))
         waveforms = waveforms.unsqueeze(0) if single else waveforms
+        self._validate_params()
         combined = None
-        for member, weight in zip(self.separators_, self.weights_, strict=True):
+        for member, weight in zip(self._told_members(), self.weights_, strict=True):
             outputs = torch.as_tensor(member.separate(waveforms)).float().cpu()
             outputs = torch.nn.functional.pad(
                 outputs, (0, 0, 0, self.n_slots_ - outputs.shape[1]))  # silent extra slots

@@ -81,6 +81,40 @@ def test_single_torch_and_silent_inputs(members):
     assert silent.shape == (3, 32 * 20) and np.isfinite(silent).all() and not silent.any()
 
 
+def test_a_count_and_refinement_reach_copies_of_the_members_that_take_them(members):
+    slots, heads = members
+    mixtures = _mixtures()
+    told = SeparatorEnsemble([slots, slots], n_sources=2).fit()
+    direct = _told(slots, n_sources=2).separate(mixtures)
+    np.testing.assert_allclose(told.separate(mixtures), direct, atol=1e-6)
+    assert slots.n_sources is None  # the member itself is left as it was
+    refined = SeparatorEnsemble([slots, slots], n_sources=3, refine_passes=1).fit()
+    np.testing.assert_allclose(
+        refined.separate(mixtures),
+        _told(slots, n_sources=3, refine_passes=1).separate(mixtures), atol=1e-6)
+    assert slots.refine_passes == 0
+    # The MHUNet does not count (count_sources=False): its own check refuses the count.
+    with pytest.raises(ValueError, match="needs count_sources=True"):
+        SeparatorEnsemble([slots, heads], n_sources=2).fit()._check_n_sources()
+    with pytest.raises(ValueError, match="needs count_sources=True"):
+        SeparatorEnsemble([slots, heads], n_sources=2).fit().separate(mixtures)
+    with pytest.raises(ValueError, match="at most n_slots_"):
+        SeparatorEnsemble([slots, slots], n_sources=4).fit()._check_n_sources()
+    with pytest.raises(ValueError, match="needs the count"):
+        SeparatorEnsemble([slots, slots], refine_passes=1).fit()._check_refine_passes()
+    with pytest.raises(ValueError, match="no member has refinement passes"):
+        SeparatorEnsemble([heads, heads], refine_passes=1).fit().separate(mixtures)
+    with pytest.raises(ValueError, match="n_sources"):
+        SeparatorEnsemble([slots, slots], n_sources=0).fit()
+
+
+def _told(model, **settings):
+    import copy
+
+    told = copy.deepcopy(model)
+    return told.set_params(**settings)
+
+
 def test_saved_with_members_inside_or_by_path(members, tmp_path):
     slots, heads = members
     mixtures = _mixtures()
