@@ -20,9 +20,10 @@ results as JSON (``--json``, default
 the growth over the fixed cost, the wall time and the real-time factor.
 
 ``--job separate`` measures ``decomp separate`` instead (issue 9: separation streams
-file to file too): a tiny MHUNet (or ``--separator nmf``, an NMFSeparator) on the default
-16 kHz separation front end is fitted for one epoch on random spectrograms, for memory
-purposes only (its weights do not matter), saved, and run on the same tiled recordings;
+file to file too): a tiny MHUNet (or ``--separator nmf``, an NMFSeparator; ``--separator
+ensemble``, a SeparatorEnsemble of two such MHUNets) on the default 16 kHz separation
+front end is fitted for one epoch on random spectrograms, for memory purposes only (its
+weights do not matter), saved, and run on the same tiled recordings;
 each writes one 32-bit float WAV per source. The fixed cost is a child that only imports
 decomp and loads the saved separator.
 
@@ -93,11 +94,13 @@ def save_tiny_separator(kind: str, folder: Path) -> Path:
                              front_end=Spectrogram(sample_rate=SAMPLE_RATE, kind="linear"),
                              random_state=0).fit(stems)
     else:
-        from decomp.estimators.amortized import MHUNet
+        from decomp.estimators.amortized import MHUNet, SeparatorEnsemble
 
         sources = rng.gamma(0.5, 1.0, size=(8, 2, 64, 257)).astype(np.float32)
-        model = MHUNet(n_levels=2, base_channels=4, chunk_frames=64, max_epochs=1,
-                       device="cpu", random_state=0).fit(sources.sum(axis=1), sources)
+        members = [MHUNet(n_levels=2, base_channels=4, chunk_frames=64, max_epochs=1,
+                          device="cpu", random_state=seed).fit(sources.sum(axis=1), sources)
+                   for seed in range(2 if kind == "ensemble" else 1)]
+        model = SeparatorEnsemble(members).fit() if kind == "ensemble" else members[0]
     return model.save(folder / f"separator-{kind}.decomp")
 
 
@@ -107,8 +110,9 @@ def main() -> None:
     parser.add_argument("--job", default="transcribe", choices=["transcribe", "separate"])
     parser.add_argument("--method", default="nmf", choices=["nmf", "dds1", "dds2", "dds3"],
                         help="transcriber of --job transcribe")
-    parser.add_argument("--separator", default="mhunet", choices=["mhunet", "nmf"],
-                        help="separator of --job separate")
+    parser.add_argument("--separator", default="mhunet", choices=["mhunet", "nmf", "ensemble"],
+                        help="separator of --job separate (ensemble: a SeparatorEnsemble of "
+                             "two tiny MHUNets)")
     parser.add_argument("--threads", type=int, default=1,
                         help="OMP/MKL/torch threads of the child (default 1)")
     parser.add_argument("--workdir", default=None,

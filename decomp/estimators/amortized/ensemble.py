@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from numbers import Integral
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -13,9 +15,14 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from decomp._validation import StrictInterval, check_audio
-from decomp.estimators.amortized._batches import as_float32
-from decomp.estimators.amortized.base import AmortizedSeparator
+from decomp._backend import like_input
+from decomp._validation import StrictInterval, check_params
+from decomp.audio._segments import separate_file
+from decomp.estimators.amortized.base import (
+    AmortizedSeparator,
+    cosine_assignment,
+    waveform_batch,
+)
 from decomp.persistence import Persistent
 
 __all__ = ["SeparatorEnsemble"]
@@ -200,16 +207,19 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
         runs it before reading any file)."""
         check_is_fitted(self, "separators_")
         self._validate_params()
+        if self.n_sources is None:
+            return
         for member in self._told_members():
-            if self.n_sources is not None:
-                member._check_n_sources()
+            member._check_n_sources()
 
     def _check_refine_passes(self) -> None:
         """Each member's own check of its refinement passes, where it has them."""
         check_is_fitted(self, "separators_")
         self._validate_params()
+        if self.refine_passes is None:
+            return
         for member in self._told_members():
-            if self.refine_passes is not None and hasattr(member, "_check_refine_passes"):
+            if hasattr(member, "_check_refine_passes"):
                 member._check_refine_passes()
 
     def _get_state(self) -> dict[str, Any]:
@@ -238,33 +248,131 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
         sources : ndarray or Tensor of shape ([n_items,] n_slots_, n_samples)
             In the first member's order; they sum to the mixture when every member's do.
         """
+        members = self._members_for(labels)
+        waveforms, single = waveform_batch(audio)
+        outputs = [torch.as_tensor(member.separate(waveforms)).float().cpu()
+                   for member in members]
+        combined = torch.stack([
+            self._combine([member_outputs[item] for member_outputs in outputs],
+                          self._no_evidence(len(members)))
+            for item in range(len(waveforms))])
+        return like_input(combined[0] if single else combined, audio)
+
+    def separate_stream(self, blocks: Iterable[Any], labels: Any = None, *,
+                        segment_frames: int | None = None) -> Iterator[np.ndarray]:
+        """Separate a long mixture given block by block, in bounded memory.
+
+        Every member separates the blocks with its own :meth:`separate_stream` (each
+        keeps a source on one output from segment to segment), and their segments are
+        combined as :meth:`separate` combines whole recordings, except that the members'
+        outputs are matched on the evidence so far: the inner products and norms of the
+        outputs' spectrograms, summed over the segments up to the current one. A
+        recording of at most one segment is therefore separated exactly as by
+        :meth:`separate` (up to float round-off); on a longer one, a segment's match is
+        that of the recording up to its end (so a member's outputs may be matched anew
+        where the evidence changes, e.g. when an instrument comes in).
+
+        Parameters
+        ----------
+        blocks : iterable of array-like of shape (n_block_samples,)
+            Consecutive samples at ``front_end_.sample_rate`` (e.g. a
+            :class:`decomp.audio.AudioStream`).
+        labels : None
+            Not supported (the members' outputs are unordered).
+        segment_frames : int, optional
+            Hops of samples per output segment (default 2048), given to every member.
+
+        Yields
+        ------
+        sources : ndarray of shape (n_slots_, n_segment_samples), float32
+            Consecutive segments of the separated sources, in the first member's order.
+        """
+        members = self._members_for(labels)
+        check_params({"segment_frames": [StrictInterval(Integral, 1, None, closed="left"), None]},
+                     {"segment_frames": segment_frames}, "SeparatorEnsemble.separate_stream")
+        copies = itertools.tee(blocks, len(members))
+        streams = [member.separate_stream(copy_, segment_frames=segment_frames)
+                   for member, copy_ in zip(members, copies, strict=True)]
+        evidence = self._no_evidence(len(members))
+        for segments in _joined(streams):
+            combined = self._combine([torch.as_tensor(segment) for segment in segments],
+                                     evidence)
+            yield combined.numpy()
+
+    def separate_file(self, path: str | os.PathLike,
+                      out_paths: Sequence[str | os.PathLike] | Callable[[int], Sequence[Any]],
+                      labels: Any = None, *, segment_frames: int | None = None,
+                      block_frames: int = 65536) -> list[Path]:
+        """Separate an audio file into one file per source, streaming (bounded memory).
+
+        As :meth:`AmortizedSeparator.separate_file`, with :meth:`separate_stream`: the
+        file is read block by block (resampled to ``front_end_.sample_rate``), and every
+        stem is written atomically (an error leaves none of them).
+
+        Returns
+        -------
+        paths : list of Path
+            The written stems.
+        """
+        check_is_fitted(self, "separators_")
+        return separate_file(
+            lambda blocks: self.separate_stream(blocks, labels, segment_frames=segment_frames),
+            path, out_paths, self.front_end_.sample_rate, block_frames=block_frames)
+
+    def _members_for(self, labels: Any) -> list[Any]:
+        """The members that separate (told the count where set), after the checks every
+        separation starts with."""
         check_is_fitted(self, "separators_")
         if labels is not None:
             raise ValueError("SeparatorEnsemble's outputs are unordered, so labels do not "
                              "apply.")
-        checked = check_audio(audio, name="audio", allow_batch=True)
-        single = checked.ndim == 1
-        waveforms = as_float32(checked, torch.device("cpu"))
-        waveforms = waveforms.unsqueeze(0) if single else waveforms
         self._validate_params()
-        combined = None
-        for member, weight in zip(self._told_members(), self.weights_, strict=True):
-            outputs = torch.as_tensor(member.separate(waveforms)).float().cpu()
-            outputs = torch.nn.functional.pad(
-                outputs, (0, 0, 0, self.n_slots_ - outputs.shape[1]))  # silent extra slots
-            if combined is None:
-                reference = self._magnitudes(outputs)
-                combined = float(weight) * outputs
-                continue
-            magnitudes = self._magnitudes(outputs)
-            for item in range(len(outputs)):
-                order = AmortizedSeparator._align_shared(reference[item], magnitudes[item])
-                combined[item] += float(weight) * outputs[item, order]
-        result = combined[0] if single else combined
-        if isinstance(audio, torch.Tensor):
-            return result.to(audio.device)
-        return result.numpy()
+        return self._told_members()
+
+    @staticmethod
+    def _no_evidence(n_members: int) -> list[list[torch.Tensor]]:
+        """The matching evidence before anything is heard: for each member after the
+        first, an empty list, which :meth:`_combine` fills with the inner products (S, S)
+        of its outputs' spectrograms with the first member's and both sets of squared
+        norms (S,), summed over what it has combined."""
+        return [[] for _ in range(n_members - 1)]
+
+    def _combine(self, outputs: list[torch.Tensor],
+                 evidence: list[list[torch.Tensor]]) -> torch.Tensor:
+        """One recording's (or segment's) outputs, (S_k, n_samples) per member -> their
+        weighted average (n_slots_, n_samples), each member after the first matched to
+        the first on ``evidence`` plus these outputs (``evidence`` is updated)."""
+        padded = [torch.nn.functional.pad(values.float(), (0, 0, 0, self.n_slots_ - len(values)))
+                  for values in outputs]  # silent extra slots
+        reference = self._magnitudes(padded[0]).flatten(1)
+        combined = float(self.weights_[0]) * padded[0]
+        for values, weight, sums in zip(padded[1:], self.weights_[1:], evidence, strict=True):
+            magnitudes = self._magnitudes(values).flatten(1)
+            heard = [reference @ magnitudes.T, reference.square().sum(1),
+                     magnitudes.square().sum(1)]
+            sums[:] = heard if not sums else [old + new for old, new in zip(sums, heard,
+                                                                            strict=True)]
+            combined += float(weight) * values[cosine_assignment(*sums)]
+        return combined
 
     def _magnitudes(self, sources: torch.Tensor) -> torch.Tensor:
-        """(N, S, n_samples) -> (N, S, n_frames, n_bins) front-end magnitudes."""
-        return self.front_end_(sources.flatten(0, 1)).unflatten(0, sources.shape[:2])
+        """(S, n_samples) -> (S, n_frames, n_bins) front-end magnitudes."""
+        return self.front_end_(sources)
+
+
+def _joined(streams: list[Iterator[np.ndarray]]) -> Iterator[list[np.ndarray]]:
+    """The members' segment streams of one recording -> lists of segments, one per
+    member, that cover the same samples (members whose hops differ cut different
+    segments; all cover the recording)."""
+    held: list[np.ndarray | None] = [None] * len(streams)
+    while True:
+        for index, stream in enumerate(streams):
+            while held[index] is None or held[index].shape[1] == 0:
+                segment = next(stream, None)
+                if segment is None:
+                    return  # every member has covered the recording
+                held[index] = (segment if held[index] is None
+                               else np.concatenate([held[index], segment], axis=1))
+        length = min(segment.shape[1] for segment in held)
+        yield [segment[:, :length] for segment in held]
+        held = [segment[:, length:] for segment in held]

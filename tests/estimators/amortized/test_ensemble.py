@@ -1,4 +1,5 @@
-"""SeparatorEnsemble: matched averaging, sums, save/load by name or inside, bad members."""
+"""SeparatorEnsemble: matched averaging, sums, streaming, save/load by name or inside, bad
+members."""
 
 from __future__ import annotations
 
@@ -58,12 +59,8 @@ def test_members_are_matched_to_the_first_and_averaged(members):
     assert sources.shape == (2, 3, mixtures.shape[1]) and sources.dtype == np.float32
     np.testing.assert_allclose(sources.sum(axis=1), mixtures, atol=1e-5)  # both sum to it
     first, second = slots.separate(mixtures), heads.separate(mixtures)  # (2, 3 / 2, n)
-    padded = np.concatenate([second, np.zeros_like(second[:, :1])], axis=1)
     for item in range(2):
-        rest = (sources[item] - 0.75 * first[item]) / 0.25  # the second, in some order
-        order = [int(np.argmin(np.abs(padded[item] - row).max(axis=-1))) for row in rest]
-        assert sorted(order) == [0, 1, 2]
-        np.testing.assert_allclose(rest, padded[item, order], atol=1e-4)
+        _matched_rest(sources[item], first[item], second[item])
     # One member twice matches itself exactly: the ensemble is that member.
     twice = SeparatorEnsemble([slots, slots]).fit()
     np.testing.assert_allclose(twice.separate(mixtures), first, atol=1e-6)
@@ -79,6 +76,83 @@ def test_single_torch_and_silent_inputs(members):
     np.testing.assert_allclose(as_tensor.numpy(), batch, atol=1e-6)
     silent = ensemble.separate(np.zeros(32 * 20, np.float32))
     assert silent.shape == (3, 32 * 20) and np.isfinite(silent).all() and not silent.any()
+
+
+def _matched_rest(combined, first, second, weights=(0.75, 0.25)):
+    """``second`` (padded with a silent row) matched to what ``combined`` holds beyond
+    ``first``: asserts that ``combined`` is the weighted sum of ``first`` and a
+    permutation of ``second``."""
+    padded = np.concatenate([second, np.zeros_like(second[:1])])[:len(first)]
+    rest = (combined - weights[0] * first) / weights[1]
+    order = [int(np.argmin(np.abs(padded - row).max(axis=-1))) for row in rest]
+    assert sorted(order) == list(range(len(first)))
+    np.testing.assert_allclose(rest, padded[order], atol=1e-4)
+    return order
+
+
+def test_stream_combines_the_members_streams(members, tmp_path):
+    import soundfile
+
+    from decomp.audio import write_audio
+
+    slots, heads = members
+    ensemble = SeparatorEnsemble([slots, heads], weights=[3, 1]).fit()
+    audio = 0.3 * _mixtures(1, 32 * 200)[0]  # within full scale, for the file
+    blocks = np.array_split(audio, 7)
+    # Within one segment the stream is separate(): matched on the whole recording.
+    streamed = list(ensemble.separate_stream(blocks))
+    assert len(streamed) == 1
+    np.testing.assert_allclose(streamed[0], ensemble.separate(audio), atol=1e-5)
+    # Over several: each segment is the first member's segment and the second's, matched.
+    segments = list(ensemble.separate_stream(blocks, segment_frames=40))
+    first = list(slots.separate_stream(blocks, segment_frames=40))
+    second = list(heads.separate_stream(blocks, segment_frames=40))
+    assert len(segments) == len(first) == len(second) == 5
+    for combined, own, other in zip(segments, first, second, strict=True):
+        assert combined.shape == own.shape and combined.dtype == np.float32
+        _matched_rest(combined, own, other)
+    np.testing.assert_allclose(np.concatenate(segments, axis=1).sum(axis=0), audio, atol=1e-5)
+    twice = SeparatorEnsemble([slots, slots]).fit()
+    np.testing.assert_allclose(
+        np.concatenate(list(twice.separate_stream(blocks, segment_frames=40)), axis=1),
+        np.concatenate(first, axis=1), atol=1e-6)
+    # Written stem by stem.
+    mixture = write_audio(tmp_path / "mix.wav", audio, 8000)
+    paths = ensemble.separate_file(mixture, lambda n: [tmp_path / f"s{k}.wav"
+                                                       for k in range(n)],
+                                   segment_frames=40, block_frames=700)
+    assert [path.name for path in paths] == ["s0.wav", "s1.wav", "s2.wav"]
+    stems = np.stack([soundfile.read(path, dtype="float32")[0] for path in paths])
+    np.testing.assert_allclose(stems, np.concatenate(segments, axis=1), atol=1e-5)
+    with pytest.raises(ValueError, match="labels do not apply"):
+        next(ensemble.separate_stream(blocks, ["low", "high"]))
+    with pytest.raises(ValueError, match="segment_frames"):
+        next(ensemble.separate_stream(blocks, segment_frames=0))
+    with pytest.raises(ValueError, match="no samples"):
+        next(ensemble.separate_stream([]))
+
+
+def test_stream_joins_members_with_different_hops(members):
+    """Members whose hops differ cut segments of different lengths; the ensemble
+    combines them over the samples both cover."""
+    slots, _ = members
+    mixtures, sources, _ = _synthetic()
+    finer = MHUNet(n_levels=2, base_channels=4, chunk_frames=16, max_epochs=1, random_state=0,
+                   front_end=Spectrogram(sample_rate=8000, n_fft=64, hop_length=16,
+                                         kind="linear")).fit(mixtures, sources)
+    ensemble = SeparatorEnsemble([slots, finer], weights=[3, 1]).fit()
+    audio = _mixtures(1, 32 * 200)[0]
+    segments = list(ensemble.separate_stream([audio], segment_frames=40))
+    # slots cuts 40 * 32 samples, finer 40 * 16: pieces of 640 samples.
+    assert [segment.shape for segment in segments] == [(3, 640)] * 10
+    own = np.concatenate(list(finer.separate_stream([audio], segment_frames=40)), axis=1)
+    first = np.concatenate(list(slots.separate_stream([audio], segment_frames=40)), axis=1)
+    for index, combined in enumerate(segments):
+        piece = slice(640 * index, 640 * (index + 1))
+        _matched_rest(combined, first[:, piece], own[:, piece])
+    whole = list(ensemble.separate_stream([audio]))
+    np.testing.assert_allclose(np.concatenate(whole, axis=1), ensemble.separate(audio),
+                               atol=1e-5)
 
 
 def test_a_count_and_refinement_reach_copies_of_the_members_that_take_them(members):
