@@ -22,15 +22,14 @@ from torch import nn
 from decomp._chunks import overlap_add, window_starts
 from decomp._validation import StrictInterval, check_params
 from decomp.audio.spectrogram import Spectrogram
-from decomp.estimators.amortized.base import (
-    DEFAULT_FRONT_END,
-    AmortizedSeparator,
+from decomp.estimators.amortized.base import DEFAULT_FRONT_END, AmortizedSeparator
+from decomp.estimators.amortized.objectives import (
     compress_magnitude,
     pit_magnitude_loss,
     pit_waveform_loss,
-    refine_by_rest,
 )
 from decomp.estimators.amortized.unet import SOLOS_FRONT_END, UNet, network_input
+from decomp.estimators.amortized.unordered import refine_by_rest
 
 __all__ = ["AudioSlots", "AudioSlotsNetwork", "AudioSlotsUNetNetwork", "SlotAttention"]
 
@@ -175,7 +174,7 @@ class AudioSlotsNetwork(nn.Module):
             Softmax over the slots of the mask logits: non-negative, summing to one.
         generated : Tensor of shape (batch, n_slots, n_frames, n_bins)
             Each slot's directly generated spectrogram in the compressed units of
-            :func:`~decomp.estimators.amortized.base.compress_magnitude` (>= 0).
+            :func:`~decomp.estimators.amortized.objectives.compress_magnitude` (>= 0).
         slots : Tensor of shape (batch, n_slots, embed_dim)
             With ``return_slots`` only: the slots after slot attention.
         """
@@ -307,7 +306,7 @@ class AudioSlots(AmortizedSeparator):
     """AudioSlots: a slot-centric, permutation-invariant source separator.
 
     The mixture's magnitude spectrogram (compressed with
-    :func:`~decomp.estimators.amortized.base.compress_magnitude`) is split into patches of
+    :func:`~decomp.estimators.amortized.objectives.compress_magnitude`) is split into patches of
     ``patch_frames x patch_bins``, embedded linearly with a learned 2-D positional
     embedding and encoded by a Transformer. Slot attention (Locatello et al., 2020) then
     gathers the patch tokens into ``n_slots`` slot embeddings: every slot starts as a
@@ -358,7 +357,7 @@ class AudioSlots(AmortizedSeparator):
     the same.
 
     **Loss.** Permutation-invariant MSE between compressed magnitudes
-    (:func:`~decomp.estimators.amortized.base.pit_magnitude_loss`: the best assignment of
+    (:func:`~decomp.estimators.amortized.objectives.pit_magnitude_loss`: the best assignment of
     slots to sources, unmatched slots against silence), plus ``generation_weight`` times
     the MSE of the generated spectrograms under that assignment.
 
@@ -397,7 +396,7 @@ class AudioSlots(AmortizedSeparator):
         ``"si_sdr"``: the masks are applied to the mixture's STFT, inverted with its
         phase and scored by permutation-invariant negative SI-SDR against the source
         waveforms, slots without a source by their level
-        (:func:`~decomp.estimators.amortized.base.pit_waveform_loss`; the generation
+        (:func:`~decomp.estimators.amortized.objectives.pit_waveform_loss`; the generation
         term keeps its magnitude loss on that assignment). It trains on waveforms, so
         only on a :class:`decomp.data.MixtureStream`. A departure from the paper's
         spectrogram loss: on MHUNet it is what made the masks separate (see the model
@@ -461,7 +460,7 @@ class AudioSlots(AmortizedSeparator):
         more slots than sources often splits one source over two slots, and which slot
         takes which part changes from window to window, so the joined stems mix parts of
         sources; with ``n_sources`` each window's slots are merged first
-        (:func:`~decomp.estimators.amortized.base.merge_slots`: the two slots whose masks,
+        (:func:`~decomp.estimators.amortized.unordered.merge_slots`: the two slots whose masks,
         weighted by the square root of the mixture, are most alike, until ``n_sources``
         remain), and the outputs after the ``n_sources``-th are silent. None (default)
         keeps every slot. An inference setting, at most ``n_slots``; training ignores it.
@@ -470,7 +469,7 @@ class AudioSlots(AmortizedSeparator):
         :meth:`separate_stream`, :meth:`separate_file`; not :meth:`transform`): passes
         that each subtract one separated source (the loudest not yet taken) from the
         mixture and separate the rest again, told one source fewer; each source becomes
-        the mean of its estimates (:func:`~decomp.estimators.amortized.base.refine_by_rest`).
+        the mean of its estimates (:func:`~decomp.estimators.amortized.unordered.refine_by_rest`).
         The rest of a trio is a duet, whose two outputs the joining of windows keeps apart
         more consistently. Each pass costs one more separation of the whole recording,
         which :meth:`separate_stream` then reads whole (memory grows with it). At most

@@ -27,12 +27,13 @@ its outputs become source spectrograms:
 
 Subclasses implement :meth:`_build_network`, :meth:`_training_losses` and
 :meth:`_forward`, and may override :meth:`_n_slots`, :meth:`_curriculum` and
-:meth:`_align`.
+:meth:`_align`. Their losses come from :mod:`decomp.estimators.amortized.objectives`;
+matching, merging and refining unordered outputs from
+:mod:`decomp.estimators.amortized.unordered`; batches and crops from ``_batches``.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -41,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.optimize
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
@@ -66,19 +66,10 @@ from decomp.audio._segments import (
 )
 from decomp.audio.spectrogram import Spectrogram
 from decomp.estimators.amortized._batches import array_plan, as_float32, stream_plan
-from decomp.losses import pairwise_separation_cost, permutation_invariant_loss
+from decomp.estimators.amortized.unordered import cosine_assignment, merge_slots
 from decomp.persistence import Persistent
 
-__all__ = [
-    "AmortizedSeparator",
-    "DEFAULT_FRONT_END",
-    "compress_magnitude",
-    "cosine_assignment",
-    "merge_groups",
-    "merge_slots",
-    "pit_magnitude_loss",
-    "pit_waveform_loss",
-]
+__all__ = ["AmortizedSeparator", "DEFAULT_FRONT_END", "waveform_batch"]
 
 DEFAULT_FRONT_END = Spectrogram(sample_rate=16000, n_fft=512, hop_length=256, kind="linear")
 """The separators' default front end: 16 kHz, 32 ms Hann frames, 16 ms hop, 257 linear
@@ -98,249 +89,6 @@ def waveform_batch(audio: Any) -> tuple[torch.Tensor, bool]:
     return (waveforms.unsqueeze(0) if single else waveforms), single
 
 
-def cosine_assignment(inner: torch.Tensor, first_squares: torch.Tensor,
-                      second_squares: torch.Tensor) -> np.ndarray:
-    """The one-to-one match of two sets of outputs that maximises their summed cosine
-    similarity (Hungarian).
-
-    Parameters
-    ----------
-    inner : Tensor of shape (n_first, n_second)
-        Inner products of the outputs' descriptors (flattened spectrograms, possibly
-        summed over several stretches of a recording).
-    first_squares, second_squares : Tensor of shape (n_first,), (n_second,)
-        Their squared norms, summed likewise. A zero norm (a silent output) gives zero
-        similarity.
-
-    Returns
-    -------
-    order : ndarray of shape (n_first,)
-        ``order[i]``: the second output matched to the first output ``i``.
-    """
-    norms = (first_squares.sqrt().clamp_min(1e-12)[:, None]
-             * second_squares.sqrt().clamp_min(1e-12)[None, :])
-    similarity = (inner / norms).numpy()
-    return scipy.optimize.linear_sum_assignment(similarity, maximize=True)[1]
-
-
-def merge_groups(gram: torch.Tensor, n_groups: int) -> list[list[int]]:
-    """Group slots by agglomeration: the two most alike groups merge until ``n_groups`` remain.
-
-    Parameters
-    ----------
-    gram : Tensor of shape (n_slots, n_slots)
-        Inner products of the slots' descriptors (for the separators: masks weighted by
-        the square root of the mixture's magnitude, over one window's bins and frames).
-    n_groups : int
-        Groups to keep, in [1, n_slots].
-
-    Returns
-    -------
-    groups : list of list of int
-        ``n_groups`` groups of slot indices, each sorted, ordered by their first slot.
-        Two groups are alike by the cosine of their summed descriptors (read from
-        ``gram``), so a slot holding a part of a source joins the slot holding the rest.
-    """
-    groups = [[slot] for slot in range(gram.shape[0])]
-    gram = gram.double()
-    while len(groups) > n_groups:
-        def cosine(pair: tuple[int, int]) -> float:
-            first, second = groups[pair[0]], groups[pair[1]]
-            inner = gram[first][:, second].sum()
-            norms = gram[first][:, first].sum() * gram[second][:, second].sum()
-            return float(inner / norms.clamp_min(1e-30).sqrt())
-
-        first, second = max(itertools.combinations(range(len(groups)), 2), key=cosine)
-        groups[first] = sorted(groups[first] + groups.pop(second))
-    return groups
-
-
-def merge_slots(values: torch.Tensor, gram: torch.Tensor, n_sources: int) -> torch.Tensor:
-    """One window's outputs ``(n_slots, ...)`` with the slots merged into ``n_sources``.
-
-    Slots are grouped by :func:`merge_groups`; output ``k`` is the sum of group ``k``'s
-    slots (masks that sum to one over the slots still do) and the outputs after
-    ``n_sources`` are zero, so the shape is kept."""
-    if n_sources >= values.shape[0]:
-        return values
-    merged = torch.zeros_like(values)
-    for index, group in enumerate(merge_groups(gram, n_sources)):
-        merged[index] = values[group].sum(dim=0)
-    return merged
-
-
-def refine_by_rest(
-    mixtures: torch.Tensor,
-    sources: torch.Tensor,
-    n_passes: int,
-    separate_rest: Callable[[torch.Tensor], torch.Tensor],
-) -> torch.Tensor:
-    """Refine separated sources by re-separating all but one of them, ``n_passes`` times.
-
-    Each pass takes as its anchor the source, not anchored before, that is loudest in the
-    current estimates, subtracts it from the mixture and separates what is left into the
-    other ``n_sources - 1`` (``separate_rest``); matched to those sources (Hungarian, by
-    the cosine similarity of the waveforms), the rest's estimates and the anchor form
-    one partition of the mixture. The current estimates, and the result, are the mean of
-    the passes' partitions, so they sum to the mixture whenever the separations sum to
-    what they separate. A separator that joins chunks of unordered outputs keeps fewer
-    sources apart more consistently (the rest of a trio is a duet); the idea is that of
-    one-and-rest separation (Takahashi et al., 2019), applied without retraining.
-
-    Parameters
-    ----------
-    mixtures : Tensor of shape (n_items, n_samples)
-    sources : Tensor of shape (n_items, n_sources, n_samples)
-        The first estimates, ``n_sources >= 2``.
-    n_passes : int
-        At most ``n_sources``; 0 returns ``sources``.
-    separate_rest : callable
-        ``(n_items, n_samples)`` residuals -> ``(n_items, >= n_sources - 1, n_samples)``
-        separated into ``n_sources - 1`` sources (the ``n_sources - 1`` loudest outputs
-        are used).
-
-    Returns
-    -------
-    Tensor of shape (n_items, n_sources, n_samples)
-    """
-    n_items, n_sources, _ = sources.shape
-    rows = torch.arange(n_items)
-    current = sources
-    totals = torch.zeros_like(sources)
-    anchored = torch.zeros(n_items, n_sources, dtype=torch.bool)
-    for index in range(n_passes):
-        energy = current.square().sum(dim=-1).masked_fill(anchored, -torch.inf)
-        anchor = energy.argmax(dim=1)
-        partition = torch.empty_like(current)
-        partition[rows, anchor] = current[rows, anchor]
-        rest = separate_rest(mixtures - current[rows, anchor])
-        # The rest's n_sources - 1 loudest outputs (a separator told the count leaves the
-        # others silent, wherever they are).
-        loudest = rest.square().sum(dim=-1).topk(n_sources - 1, dim=1).indices
-        rest = rest.gather(1, loudest[..., None].expand(-1, -1, rest.shape[-1]))
-        for item in range(n_items):
-            others = [k for k in range(n_sources) if k != int(anchor[item])]
-            kept = current[item, others]
-            matched = cosine_assignment(rest[item] @ kept.T, rest[item].square().sum(-1),
-                                        kept.square().sum(-1))
-            for estimate, source in enumerate(matched):
-                partition[item, others[source]] = rest[item, estimate]
-        totals += partition
-        current = totals / (index + 1)
-        anchored[rows, anchor] = True
-    return current
-
-
-def compress_magnitude(magnitude: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
-    """Scale-free log compression: ``log1p(magnitude / mean(|mixture|))`` per item.
-
-    Dividing by the mixture's mean magnitude makes network inputs and losses independent
-    of the recording level; ``log1p`` keeps quiet partials visible.
-
-    Parameters
-    ----------
-    magnitude : Tensor of shape (batch, ..., n_frames, n_bins)
-        Non-negative magnitudes (the mixture itself or source estimates / targets).
-    mixture : Tensor of shape (batch, n_frames, n_bins)
-        The mixture magnitudes that set each item's reference level.
-
-    Returns
-    -------
-    Tensor of the shape of ``magnitude``
-    """
-    reference = mixture.mean(dim=(-2, -1)).clamp_min(1e-8)  # (batch,)
-    reference = reference.reshape(-1, *([1] * (magnitude.ndim - 1)))
-    return torch.log1p(magnitude / reference)
-
-
-def pit_magnitude_loss(
-    estimates: torch.Tensor, sources: torch.Tensor, mixture: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Permutation-invariant MSE between compressed source magnitudes.
-
-    Targets are padded with silent sources up to the number of estimates and every slot
-    is scored (:func:`decomp.losses.permutation_invariant_loss` with
-    ``unmatched="silence"``), so slots without a source learn silence.
-
-    Parameters
-    ----------
-    estimates : Tensor of shape (batch, n_slots, n_frames, n_bins)
-    sources : Tensor of shape (batch, n_sources, n_frames, n_bins), n_sources <= n_slots
-    mixture : Tensor of shape (batch, n_frames, n_bins)
-
-    Returns
-    -------
-    loss : Tensor of shape ()
-    permutation : Tensor of shape (batch, n_sources), int64
-    """
-    return permutation_invariant_loss(
-        compress_magnitude(estimates, mixture), compress_magnitude(sources, mixture),
-        pairwise="mse", unmatched="silence",
-    )
-
-
-def pit_waveform_loss(
-    masks: torch.Tensor, mixture_audio: torch.Tensor, source_audio: torch.Tensor,
-    front_end: Spectrogram, *, absent: str = "silence", silence_floor_db: float = -30.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Permutation-invariant negative SI-SDR of the sources that masks resynthesise.
-
-    Each mask is applied to the mixture's STFT and inverted with its phase
-    (differentiably); the estimates are matched to the source waveforms under the best
-    assignment, and slots without a source pay their level relative to the mixture
-    (:func:`decomp.losses.pairwise_separation_cost`), so they learn silence.
-
-    Parameters
-    ----------
-    masks : Tensor of shape (batch, n_slots, n_frames, n_bins)
-        On ``front_end``'s bins, for the mixture's frames.
-    mixture_audio : Tensor of shape (batch, n_samples)
-    source_audio : Tensor of shape (batch, n_sources, n_samples), n_sources <= n_slots
-        All-zero rows for absent sources.
-    front_end : Spectrogram
-        The front end the masks were computed on.
-    absent : {"silence", "ignore"}, default="silence"
-        ``"silence"``: a slot without a source pays its level relative to the mixture.
-        ``"ignore"``: it pays nothing (something else must silence it, as MHUNet's
-        ``count_sources`` zeroes the masks of the heads beyond the count), and the slots
-        are matched to the sounding sources only.
-    silence_floor_db : float, default=-30.0
-        The soft floor (dB) of a slot's cost without a source (``absent="silence"``).
-
-    Returns
-    -------
-    loss : Tensor of shape ()
-        The mean cost (dB) over every slot of every item (``absent="ignore"``: over
-        every sounding source of every item).
-    permutation : Tensor of shape (batch, n_slots), int64
-        ``permutation[b, j]`` is the slot matched to source ``j`` (the columns past
-        ``n_sources`` are the silent targets' slots).
-    """
-    estimates = front_end._apply_masks(mixture_audio, masks)  # (B, n_slots, n_samples)
-    targets = torch.nn.functional.pad(source_audio,
-                                      (0, 0, 0, masks.shape[1] - source_audio.shape[1]))
-    pairwise = functools.partial(pairwise_separation_cost, mixtures=mixture_audio,
-                                 silence_floor_db=silence_floor_db)
-    if absent == "silence":
-        return permutation_invariant_loss(estimates, targets, pairwise=pairwise)
-    if absent != "ignore":
-        raise ValueError(f"absent must be 'silence' or 'ignore'; got {absent!r}.")
-    sounding = targets.abs().amax(dim=-1) > 0  # (B, n_slots)
-
-    def sounding_only(estimates: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        costs = pairwise(estimates, targets)  # (B, n_slots, n_slots)
-        return torch.where(sounding[:, None, :], costs, torch.zeros_like(costs))
-
-    per_item, permutation = permutation_invariant_loss(estimates, targets,
-                                                       pairwise=sounding_only, reduction="none")
-    # per_item is the mean over every slot; the silent targets' zeros are left out.
-    n_sounding = sounding.sum(dim=1).clamp_min(1)
-    return (per_item * targets.shape[1] / n_sounding).mean(), permutation
-
-
-# ------------------------------------------------------------------- streaming helpers
-#: Frames owned by one synthesis segment of a streamed separation (about 33 s at a hop of
-#: 256 samples, 65 s at 512).
 # ------------------------------------------------------------------------- estimator
 class AmortizedSeparator(Persistent, BaseEstimator):
     """Base of the amortized separators (AudioSlots, BlockVAE, MHUNet, SoundOfPixels).

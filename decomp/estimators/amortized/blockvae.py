@@ -26,11 +26,8 @@ from sklearn.utils._param_validation import StrOptions
 
 from decomp._validation import StrictInterval
 from decomp.audio.spectrogram import Spectrogram
-from decomp.estimators.amortized.base import (
-    DEFAULT_FRONT_END,
-    AmortizedSeparator,
-    compress_magnitude,
-)
+from decomp.estimators.amortized.base import DEFAULT_FRONT_END, AmortizedSeparator
+from decomp.estimators.amortized.objectives import compress_magnitude
 from decomp.estimators.amortized.unet import SOLOS_FRONT_END, UNet, network_input
 from decomp.losses import pairwise_mse, pairwise_separation_cost
 
@@ -425,7 +422,7 @@ class BlockVAE(AmortizedSeparator):
 
     - reconstruction: the targets are padded with silent sources up to ``n_blocks``,
       ``cost[b, i, j] = pairwise_mse(compressed estimate i, compressed target j)`` on
-      :func:`~decomp.estimators.amortized.base.compress_magnitude`-d magnitudes
+      :func:`~decomp.estimators.amortized.objectives.compress_magnitude`-d magnitudes
       (``separation_loss="magnitude"``) or the waveform cost of
       :func:`~decomp.losses.pairwise_separation_cost` (``"si_sdr"``: negative SI-SDR in
       dB of the masked mixture STFT inverted with its phase, a silent target's cost the

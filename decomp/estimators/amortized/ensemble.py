@@ -18,11 +18,8 @@ from sklearn.utils.validation import check_is_fitted
 from decomp._backend import like_input
 from decomp._validation import StrictInterval, check_params
 from decomp.audio._segments import separate_file
-from decomp.estimators.amortized.base import (
-    AmortizedSeparator,
-    cosine_assignment,
-    waveform_batch,
-)
+from decomp.estimators.amortized.base import AmortizedSeparator, waveform_batch
+from decomp.estimators.amortized.unordered import cosine_assignment
 from decomp.persistence import Persistent
 
 __all__ = ["SeparatorEnsemble"]

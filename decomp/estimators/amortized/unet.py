@@ -29,11 +29,8 @@ from torch.nn import functional
 
 from decomp._validation import StrictInterval
 from decomp.audio.spectrogram import Spectrogram, db_normalize
-from decomp.estimators.amortized.base import (
-    AmortizedSeparator,
-    compress_magnitude,
-    pit_waveform_loss,
-)
+from decomp.estimators.amortized.base import AmortizedSeparator
+from decomp.estimators.amortized.objectives import compress_magnitude, pit_waveform_loss
 from decomp.losses import permutation_invariant_loss, separation_cost
 
 __all__ = [

@@ -5,21 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from sklearn.exceptions import NotFittedError
 
 from decomp.audio import Spectrogram
 from decomp.data.mixtures import MixtureSet
 from decomp.estimators.amortized._batches import random_crops, tile_chunks
-from decomp.estimators.amortized.base import (
-    AmortizedSeparator,
-    compress_magnitude,
-    merge_groups,
-    merge_slots,
-    pit_magnitude_loss,
-    refine_by_rest,
-)
+from decomp.estimators.amortized.base import AmortizedSeparator
+from decomp.estimators.amortized.objectives import compress_magnitude, pit_magnitude_loss
 from decomp.exceptions import NonFiniteLossError
 
 N_BINS = 17
@@ -414,104 +406,6 @@ def test_separate_stream_bad_input(stream_model):
     torch_blocks = [torch.zeros(300), torch.ones(200) * 0.1]
     joined = np.concatenate(list(stream_model.separate_stream(torch_blocks)), axis=1)
     assert joined.shape == (2, 500)
-
-
-# --------------------------------------------------------------- merging split slots
-@given(st.integers(2, 5), st.integers(1, 5), st.integers(0, 2**16))
-@settings(max_examples=40, deadline=None)
-def test_merge_groups_partition_the_slots(n_slots, n_groups, seed):
-    n_groups = min(n_groups, n_slots)
-    descriptors = torch.as_tensor(np.random.default_rng(seed).random((n_slots, 6)))
-    groups = merge_groups(descriptors @ descriptors.T, n_groups)
-    assert len(groups) == n_groups
-    assert sorted(slot for group in groups for slot in group) == list(range(n_slots))
-    assert all(group == sorted(group) for group in groups)
-    assert [group[0] for group in groups] == sorted(group[0] for group in groups)
-
-
-def test_merge_groups_join_the_parts_of_one_source():
-    # Slots 0 and 2 are two parts of one source (the same descriptor up to scale).
-    descriptors = torch.tensor([[1.0, 0.0, 0.1], [0.0, 1.0, 0.0], [0.3, 0.0, 0.03]])
-    assert merge_groups(descriptors @ descriptors.T, 2) == [[0, 2], [1]]
-    assert merge_groups(descriptors @ descriptors.T, 3) == [[0], [1], [2]]
-    assert merge_groups(descriptors @ descriptors.T, 1) == [[0, 1, 2]]
-
-
-def test_merge_slots_sums_the_groups_and_silences_the_rest():
-    rng = np.random.default_rng(0)
-    values = torch.as_tensor(rng.random((3, 4, 5)), dtype=torch.float32)
-    descriptors = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]])
-    merged = merge_slots(values, descriptors @ descriptors.T, 2)
-    assert merged.shape == values.shape
-    torch.testing.assert_close(merged[0], values[0] + values[2])
-    torch.testing.assert_close(merged[1], values[1])
-    assert not merged[2].any()
-    assert merge_slots(values, descriptors @ descriptors.T, 3) is values
-
-
-def _three_sources(n_items=2, n_samples=64, seed=0):
-    """Mixtures of three sources of distinct loudness (source 0 loudest, 2 quietest)."""
-    rng = np.random.default_rng(seed)
-    sources = torch.as_tensor(rng.standard_normal((n_items, 3, n_samples)), dtype=torch.float32)
-    sources = sources * torch.tensor([3.0, 2.0, 1.0])[:, None]
-    return sources.sum(dim=1), sources
-
-
-def test_refine_by_rest_replaces_the_rest_by_its_separation_and_keeps_the_anchor():
-    mixtures, sources = _three_sources()
-    # First estimates: the loudest right, the other two leaking into each other.
-    first = sources.clone()
-    first[:, 1], first[:, 2] = (0.7 * sources[:, 1] + 0.3 * sources[:, 2],
-                                0.3 * sources[:, 1] + 0.7 * sources[:, 2])
-    residuals = []
-
-    def oracle_rest(residual):  # separates a residual perfectly, in another order, with
-        residuals.append(residual)  # its silent output first (as a counting MHUNet may)
-        return torch.stack([torch.zeros_like(residual), sources[:, 2], sources[:, 1]], dim=1)
-
-    refined = refine_by_rest(mixtures, first, 1, oracle_rest)
-    torch.testing.assert_close(residuals[0], mixtures - sources[:, 0])  # anchor: loudest
-    torch.testing.assert_close(refined, sources)  # matched back into the sources' order
-    torch.testing.assert_close(refine_by_rest(mixtures, first, 0, oracle_rest), first)
-
-
-def test_refine_by_rest_averages_each_sources_estimates_over_two_passes():
-    mixtures, sources = _three_sources(n_items=1)
-    first = sources.clone()
-    rests = [torch.stack([sources[:, 1] + 0.1, sources[:, 2] - 0.1], dim=1),
-             torch.stack([sources[:, 0] + 0.2, sources[:, 2] - 0.2], dim=1)]
-    calls = []
-
-    def rest(residual):
-        calls.append(residual)
-        return rests[len(calls) - 1]
-
-    refined = refine_by_rest(mixtures, first, 2, rest)
-    # Pass 1 anchors source 0 (loudest) and replaces 1 and 2; pass 2 anchors source 1,
-    # the loudest of those left, and re-estimates 0 and 2; each source is the mean of the
-    # two partitions.
-    torch.testing.assert_close(calls[1], mixtures - (sources[:, 1] + 0.1))
-    torch.testing.assert_close(refined[:, 0], sources[:, 0] + 0.1)  # mean of 0 and +0.2
-    torch.testing.assert_close(refined[:, 1], sources[:, 1] + 0.1)  # its pass-1 estimate
-    torch.testing.assert_close(refined[:, 2], sources[:, 2] - 0.15)  # mean of -0.1, -0.2
-
-
-@given(n_passes=st.integers(0, 3), seed=st.integers(0, 1000))
-@settings(max_examples=25, deadline=None)
-def test_refined_sources_still_sum_to_the_mixture(n_passes, seed):
-    # When the first estimates and every separation of a rest sum to what they separate,
-    # so do the refined sources (each pass's estimates of the rest sum to the rest).
-    mixtures, sources = _three_sources(seed=seed)
-    generator = torch.Generator().manual_seed(seed)
-
-    def rest(residual):
-        share = torch.rand(residual.shape, generator=generator)
-        return torch.stack([share * residual, (1 - share) * residual], dim=1)
-
-    share = torch.rand(sources.shape, generator=generator)
-    first = mixtures[:, None] * share / share.sum(dim=1, keepdim=True)
-    refined = refine_by_rest(mixtures, first, n_passes, rest)
-    torch.testing.assert_close(refined.sum(dim=1), mixtures, rtol=1e-5, atol=1e-5)
 
 
 def _splitting(model, part):

@@ -314,7 +314,7 @@ def test_count_sources_needs_blind_heads_and_the_waveform_loss():
 
 
 def test_pit_waveform_loss_can_ignore_slots_without_a_source():
-    from decomp.estimators.amortized.base import pit_waveform_loss
+    from decomp.estimators.amortized.objectives import pit_waveform_loss
     from decomp.losses import separation_cost
 
     front_end = FRONT_END
@@ -340,7 +340,7 @@ def test_pit_waveform_loss_can_ignore_slots_without_a_source():
 
 
 def test_pit_waveform_loss_scores_a_silent_slot_at_the_silence_floor():
-    from decomp.estimators.amortized.base import pit_waveform_loss
+    from decomp.estimators.amortized.objectives import pit_waveform_loss
 
     sources = torch.tensor(np.random.default_rng(4).standard_normal((1, 1, 1024)) * 0.1,
                            dtype=torch.float32)
@@ -361,7 +361,7 @@ def test_pit_waveform_loss_scores_a_silent_slot_at_the_silence_floor():
 
 @pytest.mark.parametrize("case", ["audioslots", "blind", "class heads", "sop", "blockvae"])
 def test_every_waveform_loss_uses_the_models_silence_floor(case, monkeypatch):
-    from decomp.estimators.amortized import BlockVAE, SoundOfPixels, base, blockvae, unet
+    from decomp.estimators.amortized import BlockVAE, SoundOfPixels, blockvae, objectives, unet
 
     floors = []
 
@@ -371,7 +371,7 @@ def test_every_waveform_loss_uses_the_models_silence_floor(case, monkeypatch):
             return function(*args, silence_floor_db=silence_floor_db, **kwargs)
         return wrapper
 
-    for module, name in ((base, "pairwise_separation_cost"), (unet, "separation_cost"),
+    for module, name in ((objectives, "pairwise_separation_cost"), (unet, "separation_cost"),
                          (blockvae, "pairwise_separation_cost")):
         monkeypatch.setattr(module, name, recording(getattr(module, name)))
     settings = dict(max_epochs=1, silence_floor_db=-12.5)
