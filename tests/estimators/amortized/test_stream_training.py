@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from decomp import NMF
+from decomp import NMF, SeparatorEnsemble
 from decomp.audio import Spectrogram
 from decomp.data import MixtureStream
 from decomp.data.soundfonts import available_soundfonts
@@ -539,6 +539,11 @@ def test_separation_table_scores_saved_separators_by_name(monkeypatch, tmp_path,
         "mine 2-source instruments: +2.50 dB SI-SDRi over NMF (target >= +2): PASS",
         "classes 2-source instruments: +1.00 dB SI-SDRi over NMF (target >= +2): FAIL"]
     assert table.targets(rows, {}) == []  # a name not passed as loaded is not judged
+    both = SeparatorEnsemble([blind, blind]).fit().save(tmp_path / "both.decomp")
+    assert isinstance(table.load_models([f"both={both}"], parser)["both"], SeparatorEnsemble)
+    assert table.targets({}, {"both": 0.01, "instruments": 0.06}, ("both",)) == [
+        "both: 4-s mixture in 0.0100 x real time (target <= 0.05): PASS",
+        "shipped instruments: 4-s mixture in 0.0600 x real time (target <= 0.05): FAIL"]
 
 
 def test_train_separators_builds_the_unet_variants_from_its_flags(monkeypatch, tmp_path):
