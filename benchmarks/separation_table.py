@@ -338,6 +338,13 @@ def load_models(specs: list[str], parser: argparse.ArgumentParser) -> dict[str, 
     return loaded
 
 
+def set_inference_overlap(model: Any, overlap: float | None) -> None:
+    """``--inference-overlap`` on a loaded or shipped separator, when given; an ensemble
+    has none of its own and keeps its members'."""
+    if overlap is not None and "inference_overlap" in model.get_params(deep=False):
+        model.set_params(inference_overlap=overlap)
+
+
 def paired_reference(args: argparse.Namespace, loaded: dict[str, Any],
                      parser: argparse.ArgumentParser) -> str:
     """The method the paired comparison subtracts: ``--reference`` if it names a method of
@@ -424,9 +431,7 @@ def main() -> None:
             if method in loaded:
                 model = loaded[method]
                 seconds = getattr(model, "training_seconds_", 0.0)  # an ensemble: none
-                if (args.inference_overlap is not None
-                        and "inference_overlap" in model.get_params(deep=False)):
-                    model.set_params(inference_overlap=args.inference_overlap)
+                set_inference_overlap(model, args.inference_overlap)
                 speeds[method] = real_time_factor(model, tests)
             elif method == "irm":
                 model, seconds = None, 0.0
@@ -435,9 +440,7 @@ def main() -> None:
                     continue  # variants of the instrument models
                 name = SHIPPED[method] or dataset
                 model, seconds = decomp.pretrained(name), 0.0
-                if (args.inference_overlap is not None  # an ensemble keeps its members'
-                        and "inference_overlap" in model.get_params(deep=False)):
-                    model.set_params(inference_overlap=args.inference_overlap)
+                set_inference_overlap(model, args.inference_overlap)
                 # Timed with the merging they are scored with.
                 told = method in ("shipped-told", "shipped-ensemble-told")
                 if method in ("shipped-refined", "shipped-ensemble-refined"):
