@@ -251,10 +251,12 @@ def draw_stages(data: dict[str, Any]) -> Any:
     plt = _style()
     figure, ax = plt.subplots(figsize=(7.5, 3.4))
     _plot_curves(ax, data)
-    for start, label in data["stages"]:
+    for index, (start, label) in enumerate(data["stages"]):
         ax.axvline(start, color="grey", lw=0.6)
+        # Every other label one line lower: short stages would print labels over each other.
         ax.annotate(label, (start, 1.0), xycoords=("data", "axes fraction"), fontsize=7,
-                    va="top", ha="left", xytext=(2, -2), textcoords="offset points")
+                    va="top", ha="left", xytext=(2, -2 - 9 * (index % 2)),
+                    textcoords="offset points")
     ax.set(xlabel="training minutes in all stages (one CPU thread)", ylabel="SI-SDRi (dB)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     figure.tight_layout()
@@ -370,7 +372,8 @@ SHIPPED_STAGES = {"instruments": (
     ("train-separators-audioslots-unet-3slots-finetune.json", "2: 3 slots"),
     ("train-separators-audioslots-unet-3slots-3only.json", "3: 3 instruments"),
     ("train-separators-audioslots-unet-3slots-floor10.json", "4: floor -10 dB"),
-    ("train-separators-audioslots-unet-3slots-floor10-more.json", "5: 70 more epochs"))}
+    ("train-separators-audioslots-unet-3slots-floor10-more.json", "5: 70 more epochs"),
+    ("train-separators-audioslots-unet-3slots-floor10-half-rate.json", "6: half the rate"))}
 """The training runs, in order, of the stages that made a shipped separator (the recipe's
 stages in benchmarks/train_default_models.py), with a label for each."""
 
@@ -571,7 +574,7 @@ def separation_page(results: dict[str, Any]) -> Page:
                  "trained on an endless stream of training-font mixtures for a budget of "
                  "epochs or minutes on one CPU thread, then scored on the held-out test sets "
                  "beside NMF and the oracle mask. `speech` and `instruments-count` are the runs "
-                 "that produced those shipped models, `instruments` the last of the five "
+                 "that produced those shipped models, `instruments` the last of the six "
                  "stages of the shipped instruments model (scored as shipped, in float16), "
                  "`mhunet-instruments` the multi-head U-Net that `instruments-count` was "
                  "fine-tuned from (shipped as `instruments` until 2026-12-03).")

@@ -10,12 +10,13 @@
 speed; a stage fine-tunes the model of the stage it names), each stage in
 ``--work-dir/<stage>`` (checkpointed every epoch: re-running the command resumes an
 interrupted stage, and a stage whose folder already holds its model, trained with the
-stage's settings and epochs as its ``training.json`` records, is not run again), and the
+stage's settings and epochs as its ``training.json`` records, is not run again, nor are the
+stages before the last such one, whose folders need not exist), and the
 last stage's model is written to ``decomp/models/separator-<name>.decomp`` with its weights
 stored in float16. ``--evaluate`` also scores it on the held-out test sets beside NMF and the
 ideal ratio mask (``results.json`` in the last stage's folder). On the 2-core reference
-machine, one thread per training: ``instruments`` (AudioSlots) five stages of 85, 64, 45, 28
-and 70 epochs, 101 + 108 + 78 + 45 minutes and 94 on a faster machine; ``speech`` 150
+machine, one thread per training: ``instruments`` (AudioSlots) six stages of 85, 64, 45, 28,
+70 and 60 epochs, 101 + 108 + 78 + 45 minutes, then 94 and 97 on faster machines; ``speech`` 150
 epochs in about two and a half hours; ``instruments-count`` a 156-epoch multi-head U-Net
 (about two and a half hours) and a 30-epoch count fine-tune of its float16 weights (46
 minutes). ``instruments-ensemble`` trains nothing: a :class:`~decomp.SeparatorEnsemble`
@@ -131,16 +132,18 @@ _AUDIOSLOTS_INSTRUMENTS = ("--model", "audioslots", "--corpus", "instruments", "
                            "--loss", "si_sdr", "--without", "reverb", "--seed", "0")
 
 SEPARATOR_RECIPES: dict[str, tuple[Stage, ...]] = {
-    # Blind AudioSlots with a U-Net decoder and the attention skip, in five stages (the
+    # Blind AudioSlots with a U-Net decoder and the attention skip, in six stages (the
     # measurements behind each are in docs/guide/audioslots.md): 2 slots on 2-instrument
     # mixtures from scratch; 3 slots on 2-3 instruments from those weights (no weight depends
     # on the number of slots), which leaves the third slot silent; 3-instrument mixtures
     # only, which wakes it; 2-3 instruments again with the silence cost's floor raised to
     # -10 dB, which keeps it awake; the same again for 70 epochs from that model's float16
     # copy (what shipped until 2026-12-03's evening), which lets the third output sound on
-    # fewer 2-instrument mixtures. Every stage trains without reverb (which
+    # fewer 2-instrument mixtures (shipped until 2026-12-05); 60 more epochs of it at half
+    # the rate from that model's float16 copy, on stream seed 1 (a sixth stage at the same
+    # rate, seed 2, had gained nothing). Every stage trains without reverb (which
     # benchmarks/augmentation_ablation.py measured to hurt on an unseen font), stream and
-    # weights seed 0, negative SI-SDR with PIT.
+    # weights seed 0 unless named, negative SI-SDR with PIT.
     "instruments": (
         Stage("audioslots-2slots", (*_AUDIOSLOTS_INSTRUMENTS, "--n-slots", "2", "--sources",
                                     "2", "--test-sources", "2", "--learning-rate", "1e-3",
@@ -163,6 +166,12 @@ SEPARATOR_RECIPES: dict[str, tuple[Stage, ...]] = {
                                           "--learning-rate", "2e-4", "--learning-rate-decay",
                                           "70", "--silence-floor-db", "-10"), 70,
               init_from="audioslots-floor10", half_precision_init=True),
+        Stage("audioslots-floor10-half-rate", (*_AUDIOSLOTS_INSTRUMENTS, "--n-slots", "3",
+                                               "--sources", "2", "3", "--test-sources", "2",
+                                               "3", "--learning-rate", "1e-4",
+                                               "--learning-rate-decay", "60",
+                                               "--silence-floor-db", "-10", "--seed", "1"),
+              60, init_from="audioslots-floor10-more", half_precision_init=True),
     ),
     # Two unordered heads for two espeak-ng voices, without reverb (SI-SDRi 8.74 dB on the
     # 100 test mixtures against 8.33 with it), on 32 utterances per voice (four times the
@@ -265,19 +274,37 @@ def train_stage(stage: Stage, work_dir: Path) -> tuple[object, dict, argparse.Na
     return model, training, args
 
 
+def last_finished_stage(stages: tuple[Stage, ...], work_dir: Path) -> int:
+    """The index of the last of ``stages`` whose folder under ``work_dir`` holds its trained
+    model (:func:`finished_training`), 0 when none does: the chain resumes there, and the
+    stages before it, whose folders may be gone, are not needed."""
+    parser = train_separators.build_parser()
+    for index in range(len(stages) - 1, 0, -1):
+        args = parser.parse_args(stage_arguments(stages[index], work_dir))
+        if finished_training(stages[index], args) is not None:
+            return index
+    return 0
+
+
 def train_separator(name: str, work_dir: Path, evaluate: bool) -> object:
     """Train (or resume) the stages of the shipped separator ``name``, in ``work_dir``;
     the last stage's model with its weights in float16. A stage that a later one starts
     from in float16 also leaves that copy, ``model-float16.decomp``, in its folder."""
     stages = SEPARATOR_RECIPES[name]
     halved = {stage.init_from for stage in stages if stage.half_precision_init}
+    first = last_finished_stage(stages, work_dir)
+    if first > 0:
+        print(f"{name}: stage {stages[first].name!r} is finished, so the "
+              f"{first} stage(s) before it are not needed", flush=True)
     minutes = 0.0
-    for stage in stages:
+    for stage in stages[first:]:
         model, training, args = train_stage(stage, work_dir)
         minutes += training["minutes"]
         if stage.name in halved:
             half_precision(model).save(work_dir / stage.name / "model-float16.decomp")
-    print(f"{name}: {len(stages)} stage(s), {minutes:.0f} min of training", flush=True)
+    counted = f" in the last {len(stages) - first}" if first else ""
+    print(f"{name}: {len(stages)} stage(s), {minutes:.0f} min of training{counted}",
+          flush=True)
     shipped = half_precision(model)
     # The run's time budget is not the model's; its inference settings are the recipe's.
     shipped.set_params(max_seconds=None, **SHIPPED_INFERENCE.get(name, {}))

@@ -1,6 +1,7 @@
 """decomp.pretrained: shipped models by name, a path still works, clear errors."""
 
 import importlib
+import shutil
 
 import numpy as np
 import pytest
@@ -246,6 +247,19 @@ def test_a_chain_starts_each_stage_from_the_last_and_reuses_finished_ones(
     # Run again: every stage is finished, so nothing trains.
     recipes.train_separator("chained", tmp_path, evaluate=False)
     assert len(calls) == 3
+    # The last stage is finished: the folders of the stages before it are not needed.
+    first_shipped = (tmp_path / "third" / "model.decomp").read_bytes()
+    shutil.rmtree(tmp_path / "first")
+    rebuilt = recipes.train_separator("chained", tmp_path, evaluate=False)
+    assert len(calls) == 3 and not (tmp_path / "first").exists()
+    assert (tmp_path / "third" / "model.decomp").read_bytes() == first_shipped
+    for key, value in shipped.network_state_.items():
+        torch.testing.assert_close(rebuilt.network_state_[key], value)
+    # Without the last stage, the chain resumes after the last finished one.
+    shutil.rmtree(tmp_path / "third")
+    recipes.train_separator("chained", tmp_path, evaluate=False)
+    assert len(calls) == 4 and not (tmp_path / "first").exists()
+    assert calls[-1].init_from == str(tmp_path / "second" / "model-float16.decomp")
 
 
 def test_a_stage_folder_trained_otherwise_is_refused_or_resumed(recipes, monkeypatch, tmp_path):
