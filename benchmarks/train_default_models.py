@@ -16,12 +16,12 @@ last stage's model is written to ``decomp/models/separator-<name>.decomp`` with 
 stored in float16. ``--evaluate`` also scores it on the held-out test sets beside NMF and the
 ideal ratio mask (``results.json`` in the last stage's folder). On the 2-core reference
 machine, one thread per training: ``instruments`` (AudioSlots) six stages of 85, 64, 45, 28,
-70 and 60 epochs, 101 + 108 + 78 + 45 minutes, then 94 and 97 on faster machines; ``speech`` 150
-epochs in about two and a half hours; ``instruments-count`` a 156-epoch multi-head U-Net
-(about two and a half hours) and a 30-epoch count fine-tune of its float16 weights (46
-minutes). ``instruments-ensemble`` trains nothing: a :class:`~decomp.SeparatorEnsemble`
-of the shipped ``instruments`` and ``instruments-count`` by name
-(:data:`SEPARATOR_ENSEMBLES`), loaded with whatever files those names hold. The model card
+70 and 60 epochs, 101 + 108 + 78 + 45 minutes, then 94 on a faster machine and 97 on
+another; ``speech`` 150 epochs in about two and a half hours; ``instruments-count`` a
+156-epoch multi-head U-Net (about two and a half hours) and a 30-epoch count fine-tune of
+its float16 weights (46 minutes). ``instruments-ensemble`` trains nothing: a
+:class:`~decomp.SeparatorEnsemble` of the shipped ``instruments`` and ``instruments-count``
+by name (:data:`SEPARATOR_ENSEMBLES`), loaded with whatever files those names hold. The model card
 (docs/guide/model-card.md) gives the figures.
 
 **Piano NMF** (``nmf``): the default transcriber, exactly
