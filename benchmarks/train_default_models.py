@@ -15,9 +15,9 @@ stages before the last such one, whose folders need not exist), and the
 last stage's model is written to ``decomp/models/separator-<name>.decomp`` with its weights
 stored in float16. ``--evaluate`` also scores it on the held-out test sets beside NMF and the
 ideal ratio mask (``results.json`` in the last stage's folder). On the 2-core reference
-machine, one thread per training: ``instruments`` (AudioSlots) six stages of 85, 64, 45, 28,
-70 and 60 epochs, 101 + 108 + 78 + 45 minutes, then 94 on a faster machine and 97 on
-another; ``speech`` 150 epochs in about two and a half hours; ``instruments-count`` a
+machine, one thread per training: ``instruments`` (AudioSlots) seven stages of 85, 64, 45,
+28, 70, 60 and 25 epochs, 101 + 108 + 78 + 45 minutes, then 94 on a faster machine and 97
+and 44 on another; ``speech`` 150 epochs in about two and a half hours; ``instruments-count`` a
 156-epoch multi-head U-Net (about two and a half hours) and a 30-epoch count fine-tune of
 its float16 weights (46 minutes). ``instruments-ensemble`` trains nothing: a
 :class:`~decomp.SeparatorEnsemble` of the shipped ``instruments`` and ``instruments-count``
@@ -132,7 +132,7 @@ _AUDIOSLOTS_INSTRUMENTS = ("--model", "audioslots", "--corpus", "instruments", "
                            "--loss", "si_sdr", "--without", "reverb", "--seed", "0")
 
 SEPARATOR_RECIPES: dict[str, tuple[Stage, ...]] = {
-    # Blind AudioSlots with a U-Net decoder and the attention skip, in six stages (the
+    # Blind AudioSlots with a U-Net decoder and the attention skip, in seven stages (the
     # measurements behind each are in docs/guide/audioslots.md): 2 slots on 2-instrument
     # mixtures from scratch; 3 slots on 2-3 instruments from those weights (no weight depends
     # on the number of slots), which leaves the third slot silent; 3-instrument mixtures
@@ -141,9 +141,12 @@ SEPARATOR_RECIPES: dict[str, tuple[Stage, ...]] = {
     # copy (what shipped until 2026-12-03's evening), which lets the third output sound on
     # fewer 2-instrument mixtures (shipped until 2026-12-05); 60 more epochs of it at half
     # the rate from that model's float16 copy, on stream seed 1 (a sixth stage at the same
-    # rate, seed 2, had gained nothing). Every stage trains without reverb (which
-    # benchmarks/augmentation_ablation.py measured to hurt on an unseen font), stream and
-    # weights seed 0 unless named, negative SI-SDR with PIT.
+    # rate, seed 2, had gained nothing; shipped on 2026-12-05); 25 more epochs on chunks of
+    # 256 frames (4 s) instead of 64, 4 crops a batch, from that model's float32 weights,
+    # its positional embeddings stretched (fewer windows to join, each with more context).
+    # Every stage trains without reverb (which benchmarks/augmentation_ablation.py
+    # measured to hurt on an unseen font), stream and weights seed 0 unless named,
+    # negative SI-SDR with PIT.
     "instruments": (
         Stage("audioslots-2slots", (*_AUDIOSLOTS_INSTRUMENTS, "--n-slots", "2", "--sources",
                                     "2", "--test-sources", "2", "--learning-rate", "1e-3",
@@ -172,6 +175,12 @@ SEPARATOR_RECIPES: dict[str, tuple[Stage, ...]] = {
                                                "--learning-rate-decay", "60",
                                                "--silence-floor-db", "-10", "--seed", "1"),
               60, init_from="audioslots-floor10-more", half_precision_init=True),
+        Stage("audioslots-chunk256", (*_AUDIOSLOTS_INSTRUMENTS, "--n-slots", "3", "--sources",
+                                      "2", "3", "--test-sources", "2", "3", "--chunk-frames",
+                                      "256", "--batch-size", "4", "--learning-rate", "1e-4",
+                                      "--learning-rate-decay", "25", "--silence-floor-db",
+                                      "-10", "--seed", "2"),
+              25, init_from="audioslots-floor10-half-rate"),
     ),
     # Two unordered heads for two espeak-ng voices, without reverb (SI-SDRi 8.74 dB on the
     # 100 test mixtures against 8.33 with it), on 32 utterances per voice (four times the

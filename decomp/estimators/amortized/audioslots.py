@@ -212,6 +212,15 @@ class AudioSlotsNetwork(nn.Module):
         return (masks, generated, slots) if return_slots else (masks, generated)
 
 
+def _stretch_rows(position: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """A positional embedding ``(rows, columns, embed_dim)`` resampled linearly along its
+    first axis (time) to ``n_rows`` rows, ends kept: how a fine-tune to another
+    ``chunk_frames`` starts. Returned in ``position``'s dtype."""
+    resampled = nn.functional.interpolate(position.float().permute(1, 2, 0), size=n_rows,
+                                          mode="linear", align_corners=True)
+    return resampled.permute(2, 0, 1).to(position.dtype)
+
+
 def _transformer(embed_dim: int, n_layers: int, n_heads: int) -> nn.Module:
     """Pre-norm Transformer encoder on (B, N, embed_dim) tokens (identity for 0 layers)."""
     if n_layers == 0:
@@ -418,7 +427,9 @@ class AudioSlots(AmortizedSeparator):
         :data:`~decomp.estimators.amortized.base.DEFAULT_FRONT_END`, or
         :data:`~decomp.estimators.amortized.unet.SOLOS_FRONT_END` with ``decoder="unet"``).
     chunk_frames : int, default=64
-        Frames per training crop and per inference chunk.
+        Frames per training crop and per inference chunk. A fine-tune (``fit``'s
+        ``init_from``) may change it: the positional embeddings, the only weights that
+        depend on it, start stretched linearly along time to the new length.
     max_epochs : int, default=100
         Passes over the training mixtures.
     batch_size : int, default=16
@@ -720,10 +731,18 @@ class AudioSlots(AmortizedSeparator):
                        current: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         # No weight depends on the number of slots (they all start from one Gaussian),
         # so a fine-tune may change n_slots: only the fixed evaluation noise, one row per
-        # slot, is drawn afresh for the new count.
-        return {key: current[key] if key.endswith("eval_noise")
-                and value.shape != current[key].shape else value
-                for key, value in state.items()}
+        # slot, is drawn afresh for the new count. Nor on chunk_frames but for the
+        # positional embeddings' rows (time), which are stretched to the new grid.
+        initial = {}
+        for key, value in state.items():
+            target = current.get(key)
+            if target is not None and value.shape != target.shape:
+                if key.endswith("eval_noise"):
+                    value = target
+                elif key.endswith("_position") and value.shape[1:] == target.shape[1:]:
+                    value = _stretch_rows(value, target.shape[0])
+            initial[key] = value
+        return initial
 
     @property
     def _default_front_end(self) -> Spectrogram:  # type: ignore[override]

@@ -448,6 +448,25 @@ def test_audioslots_fine_tune_may_change_the_number_of_slots():
         _model("AudioSlots", embed_dim=8, max_epochs=0).fit(_stream(), init_from=base)
 
 
+def test_audioslots_fine_tune_may_lengthen_the_chunk():
+    base = _model("AudioSlots", max_epochs=0).fit(_stream())
+    # Only the positional embeddings depend on chunk_frames: a fine-tune on chunks twice as
+    # long starts from them stretched along time (ends kept), and from every other weight.
+    tuned = _model("AudioSlots", chunk_frames=32, max_epochs=0).fit(_stream(), init_from=base)
+    for key, value in base.network_state_.items():
+        if key.endswith("_position"):
+            stretched = tuned.network_state_[key]
+            assert value.shape == (4, 3, 16) and stretched.shape == (8, 3, 16)
+            torch.testing.assert_close(stretched[[0, -1]], value[[0, -1]])
+            # Linear in between: row 1 of 8 lies 3/7 of the way from old row 0 to row 1.
+            torch.testing.assert_close(stretched[1], value[0] + 3 / 7 * (value[1] - value[0]))
+        else:
+            torch.testing.assert_close(tuned.network_state_[key], value)
+    assert tuned.separate(np.zeros(2048, dtype=np.float32)).shape[0] == 2
+    with pytest.raises(ValueError, match="shapes that differ"):  # the bins still refused
+        _model("AudioSlots", patch_bins=5, max_epochs=0).fit(_stream(), init_from=base)
+
+
 def test_restart_heads_copies_head_zero_with_noise_and_keeps_the_original(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # train_separators imports separation_table
     restart_heads = load_benchmark("train_separators").restart_heads
