@@ -575,8 +575,9 @@ def separation_page(results: dict[str, Any]) -> Page:
                  "trained on an endless stream of training-font mixtures for a budget of "
                  "epochs or minutes on one CPU thread, then scored on the held-out test sets "
                  "beside NMF and the oracle mask. `speech` and `instruments-count` are the runs "
-                 "that produced those shipped models, `instruments` the last of the six "
-                 "stages of the shipped instruments model (scored as shipped, in float16), "
+                 "that produced those shipped models, `instruments` the last of the "
+                 f"{len(SHIPPED_STAGES['instruments'])} stages of the shipped instruments "
+                 "model (scored as shipped, in float16), "
                  "`mhunet-instruments` the multi-head U-Net that `instruments-count` was "
                  "fine-tuned from (shipped as `instruments` until 2026-12-03).")
         rows = []
