@@ -530,6 +530,18 @@ def separation_page(results: dict[str, Any]) -> Page:
                          + "; ".join(f"`{row['method']}` "
                                      f"{row['mean']:+.2f} ± {number(row['se'])} dB, "
                                      f"{row['better']:.0%}" for row in differences) + ".")
+            labelled = [row for row in selected if "by_label" in row]
+            if labelled:  # --by-label, runs since 2026-12-05
+                first = labelled[0]["by_label"]
+                page.add("SI-SDRi (dB) on each instrument's sources (their number), worst "
+                         f"first for `{labelled[0]['method']}`:",
+                         table(["source", *[f"`{row['method']}`" for row in labelled]],
+                               [[f"`{label}`", *[
+                                   f"{number(row['by_label'][label]['si_sdr_improvement'])} "
+                                   f"({row['by_label'][label]['n_sources']})"
+                                   if label in row["by_label"] else "–" for row in labelled]]
+                                for label in sorted(first, key=lambda name:
+                                                    first[name]["si_sdr_improvement"])]))
             for row in rows:
                 if row["test_set"] == test_set:
                     # The first table to score a method on a test set draws its bar.

@@ -69,6 +69,9 @@ font gap, the part of the error that generalisation to a new timbre costs.
 frames) by the permutation that best matches the references there
 (:func:`oracle_chunk_order`). It is a diagnostic bound, not a method: the difference from
 the plain row (paired) is what the slot swaps between chunks cost.
+``--by-label`` also prints, for every row, the scores averaged over the sources of each
+instrument (or voice), and records them in the JSON (the row's ``by_label``:
+:meth:`~decomp.separation.SeparationScores.by_label`): which sources a method fails on.
 ``--json`` writes every row, the paired comparisons, the targets' verdicts and the
 machine.
 
@@ -407,6 +410,8 @@ def main() -> None:
     parser.add_argument("--training-font-tests", action="store_true",
                         help="also score the instrument test mixtures rendered with each "
                         "training font (the font gap)")
+    parser.add_argument("--by-label", action="store_true",
+                        help="also score every row per instrument (or voice)")
     parser.add_argument("--oracle-order", action="store_true",
                         help="also score the shipped models' outputs re-ordered chunk by chunk "
                         "by an oracle (a bound on what joining chunks costs)")
@@ -478,6 +483,8 @@ def main() -> None:
                 row["active_outputs"] = active_outputs(estimates)
                 row["train_seconds"] = seconds
                 row["epochs"] = getattr(model, "n_epochs_", 0)
+                if args.by_label:
+                    row["by_label"] = scores.by_label(test.instruments)
                 rows[(method, test_name)] = row
                 print(f"{test_name:<14} {method:<10} SDR {row['sdr']:6.2f}  SIR {row['sir']:6.2f}"
                       f"  SAR {row['sar']:6.2f}  SI-SDRi {row['si_sdr_improvement']:6.2f}"
@@ -504,6 +511,8 @@ def main() -> None:
         print(f"| {test_name} | {method} | {row['sdr']:.2f} | {row['sir']:.2f} | "
               f"{row['sar']:.2f} | {row['si_sdr_improvement']:.2f} | "
               f"{row['train_seconds']:.0f} s |")
+    if args.by_label:
+        print_by_label(rows)
     paired = paired_differences(item_scores, reference)
     if paired:
         print(f"\npaired SI-SDRi difference against {reference} (same mixtures):")
@@ -529,6 +538,23 @@ def main() -> None:
         }
         args.json.write_text(json.dumps(output, indent=2, default=float) + "\n")
         print(f"results written to {args.json}")
+
+
+def print_by_label(rows: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Per test set, a table of every method's SI-SDRi (dB) on each label's sources, the
+    labels ordered by the first method's score (worst first)."""
+    for test_name in dict.fromkeys(test_name for _, test_name in rows):
+        methods = [method for method, name in rows
+                   if name == test_name and "by_label" in rows[(method, name)]]
+        groups = {method: rows[(method, test_name)]["by_label"] for method in methods}
+        first = groups[methods[0]]
+        print(f"\nSI-SDRi by source label, {test_name} (sources):")
+        print(f"{'label':<24}" + "".join(f"{method[:14]:>15}" for method in methods))
+        for label in sorted(first, key=lambda name: first[name]["si_sdr_improvement"]):
+            print(f"{label:<24}" + "".join(
+                f"{groups[method][label]['si_sdr_improvement']:10.2f} "
+                f"({groups[method][label]['n_sources']:2d})"
+                if label in groups[method] else f"{'':>15}" for method in methods))
 
 
 SHIPPED_TARGETS = {"instruments-2": 10.0, "instruments-3": 7.0, "speech-2": 8.0}

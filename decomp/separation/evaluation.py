@@ -95,6 +95,40 @@ class SeparationScores:
         means["n_sources"] = int(self._valid.sum())
         return means
 
+    def by_label(self, labels: Any) -> dict[str, dict[str, float]]:
+        """Each metric averaged over the real sources of each label (e.g. instrument).
+
+        Parameters
+        ----------
+        labels : array-like of shape (n_items, max_sources)
+            The label of every reference, ordered like the references; entries beyond an
+            item's ``n_sources`` are ignored.
+
+        Returns
+        -------
+        by_label : dict of str to dict of str to float
+            For each label (sorted by name): the means of ``"sdr"``, ``"sir"``, ``"sar"``,
+            ``"si_sdr"`` and ``"si_sdr_improvement"`` over its sources (dB), and
+            ``"n_sources"``, how many sources it had.
+
+        Raises
+        ------
+        ValueError
+            If ``labels`` does not have the scores' shape.
+        """
+        labels = np.asarray(labels)
+        if labels.shape != self.sdr.shape:
+            raise ValueError(f"labels must have shape {self.sdr.shape} (n_items, max_sources), "
+                             f"one per reference; got shape {labels.shape}.")
+        valid_labels = labels[self._valid].astype(str)
+        groups: dict[str, dict[str, float]] = {}
+        for label in sorted(set(valid_labels)):
+            chosen = valid_labels == label
+            groups[label] = {name: float(getattr(self, name)[self._valid][chosen].mean())
+                             for name in _METRICS}
+            groups[label]["n_sources"] = int(chosen.sum())
+        return groups
+
 
 def _as_float64(value: Any, name: str, ndim: int, layout: str) -> torch.Tensor:
     """Array-like -> float64 CPU tensor of rank ``ndim``, finite and non-empty."""

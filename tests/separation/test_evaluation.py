@@ -47,14 +47,21 @@ def test_permuted_estimates_are_matched_back(batch):
         np.testing.assert_allclose(getattr(swapped, name), getattr(direct, name), atol=1e-8)
 
 
-def test_padded_sources_are_ignored(batch):
-    references, mixtures, rng = batch
+def _padded(batch):
+    """The batch with item 1's second source padding (silent): estimates, references,
+    mixtures and their scores."""
+    references, _, rng = batch
     references = references.copy()
     references[1, 1] = 0.0
     mixtures = references.sum(axis=1)
     estimates = references + 0.01 * rng.standard_normal(references.shape)
     scores = evaluate_separation(estimates, references, mixtures, n_sources=[2, 1, 2],
                                  filter_length=16)
+    return estimates, references, mixtures, scores
+
+
+def test_padded_sources_are_ignored(batch):
+    estimates, references, mixtures, scores = _padded(batch)
     assert np.isnan(scores.sdr[1, 1]) and scores.permutation[1, 1] == -1
     assert np.isfinite(scores.sdr[[0, 1, 2], [0, 0, 0]]).all()
     assert scores.summary()["n_sources"] == 5
@@ -81,3 +88,21 @@ def test_bad_inputs(batch):
         evaluate_separation(references, references, mixtures, n_sources=[3, 1, 1])
     with pytest.raises(TypeError, match="real numbers"):
         evaluate_separation(references.astype(complex), references, mixtures)
+
+
+def test_scores_by_label_average_each_labels_sources(batch):
+    scores = _padded(batch)[-1]
+    # The padded reference's label must not count, whatever it says.
+    labels = np.array([["violin", "cello"], ["cello", "violin"], ["violin", "violin"]])
+    groups = scores.by_label(labels)
+    assert list(groups) == ["cello", "violin"]
+    assert groups["cello"]["n_sources"] == 2 and groups["violin"]["n_sources"] == 3
+    for name in ("sdr", "sir", "sar", "si_sdr", "si_sdr_improvement"):
+        values = getattr(scores, name)
+        assert groups["cello"][name] == pytest.approx(np.mean([values[0, 1], values[1, 0]]))
+        assert groups["violin"][name] == pytest.approx(
+            np.mean([values[0, 0], values[2, 0], values[2, 1]]))
+    total = sum(group["si_sdr_improvement"] * group["n_sources"] for group in groups.values())
+    assert total / 5 == pytest.approx(scores.summary()["si_sdr_improvement"])
+    with pytest.raises(ValueError, match="labels must have shape"):
+        scores.by_label(labels[:, :1])

@@ -565,6 +565,26 @@ def test_separation_table_scores_saved_separators_by_name(monkeypatch, tmp_path,
         "shipped instruments: 4-s mixture in 0.0600 x real time (target <= 0.05): FAIL"]
 
 
+def test_separation_table_prints_scores_by_label_worst_first(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    table = load_benchmark("separation_table")
+
+    def group(score: float, count: int) -> dict[str, float]:
+        return {"si_sdr_improvement": score, "n_sources": count}
+
+    rows = {("shipped", "instruments-2"): {"by_label": {"flute": group(12.0, 4),
+                                                        "oboe": group(3.5, 2)}},
+            ("nmf", "instruments-2"): {"by_label": {"flute": group(6.0, 4)}},
+            # A diagnostic row without per-label scores is left out, not a KeyError.
+            ("shipped-oracle-order", "instruments-2"): {"si_sdr_improvement": 9.0}}
+    table.print_by_label(rows)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "SI-SDRi by source label, instruments-2 (sources):"
+    assert lines[1].split() == ["label", "shipped", "nmf"]
+    assert lines[2].split() == ["oboe", "3.50", "(", "2)"]  # the worst first
+    assert lines[3].split() == ["flute", "12.00", "(", "4)", "6.00", "(", "4)"]
+
+
 def test_train_separators_builds_the_unet_variants_from_its_flags(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     script = load_benchmark("train_separators")
