@@ -39,6 +39,12 @@ shipped ``instruments`` and ``instruments-count`` blind, matched and averaged
 (:class:`decomp.SeparatorEnsemble`), timed; ``shipped-ensemble-told`` and
 ``shipped-ensemble-refined`` the same told the count (both members) and, further, with
 AudioSlots' ``refine_passes=2``, timed like ``shipped-told`` and ``shipped-refined``.
+``shipped-hybrid`` (instruments only): the shipped ``instruments`` averaged with semi-supervised
+NMF made blind (:class:`decomp.SeparatorEnsemble` of the two): the ``nmf`` row's
+dictionaries (fitted in the run on the training fonts' stems) in an
+:class:`~decomp.separation.NMFSeparator` with ``n_sources=3``, which picks the three
+instruments whose dictionaries explain most of each mixture itself; one row
+``shipped-hybrid-W`` per NMF weight W of ``--hybrid-weights`` (default 0.25), timed.
 ``--inference-overlap`` sets the learned and shipped models' ``inference_overlap``
 (default theirs: 0.625 for the shipped ``instruments``, 0.5 for the others).
 
@@ -112,13 +118,15 @@ TRAIN_FONTS = ("fluidr3", "timgm6mb")
 TEST_FONT = "musescore-lite"
 METHODS = ("audioslots", "blockvae", "mhunet", "sop", "shipped", "shipped-count",
            "shipped-told", "shipped-refined", "shipped-ensemble", "shipped-ensemble-told",
-           "shipped-ensemble-refined", "nmf", "irm")
+           "shipped-ensemble-refined", "shipped-hybrid", "nmf", "irm")
 SHIPPED = {"shipped": None, "shipped-count": "instruments-count", "shipped-told": "instruments",
            "shipped-refined": "instruments", "shipped-ensemble": "instruments-ensemble",
            "shipped-ensemble-told": "instruments-ensemble",
            "shipped-ensemble-refined": "instruments-ensemble"}
 """The shipped-model methods and the model each loads (None: the data set's own); all
 but ``shipped`` run on instruments only."""
+HYBRID_SOURCES = 3
+"""``shipped-hybrid``'s NMF member separates this many instruments, chosen blind."""
 REFINE_PASSES = 2
 """``shipped-refined``'s ``refine_passes`` (chosen on the training fonts' test mixtures)."""
 LEARNED = ("audioslots", "blockvae", "mhunet", "sop")
@@ -290,6 +298,22 @@ def build(method: str, dataset: str, args: argparse.Namespace) -> Any:
     raise ValueError(method)
 
 
+def hybrid_rows(methods: list[str], weights: list[float]) -> tuple[list[str], dict[str, float]]:
+    """``--methods`` with ``shipped-hybrid`` replaced by one ``shipped-hybrid-W`` per NMF
+    weight W, and {that name: W}."""
+    hybrid = {f"shipped-hybrid-{weight:g}": weight for weight in weights
+              if "shipped-hybrid" in methods}
+    return [name for method in methods
+            for name in (hybrid if method == "shipped-hybrid" else [method])], hybrid
+
+
+def fit_nmf(train: MixtureSet, n_sources: int | None = None) -> NMFSeparator:
+    """The semi-supervised NMF baseline: 16 components per class, fitted on 20 training
+    stems of each; blind with ``n_sources`` (it picks that many classes per mixture)."""
+    return NMFSeparator(n_components_per_source=16, n_sources=n_sources,
+                        random_state=0).fit(stems_by_class(train, per_class=20))
+
+
 def stems_by_class(train: MixtureSet, per_class: int) -> dict[str, list[np.ndarray]]:
     stems: dict[str, list[np.ndarray]] = {}
     for item in range(train.n_mixtures):
@@ -366,7 +390,7 @@ def separate(method: str, model: Any, test: MixtureSet) -> np.ndarray:
     labels = test.instruments[:, : int(test.n_sources.max())]
     if method == "irm":
         return ideal_ratio_mask(test.mixtures, test.sources, front_end=DEFAULT_FRONT_END)
-    if method in ("shipped", "shipped-ensemble"):
+    if method in ("shipped", "shipped-ensemble") or method.startswith("shipped-hybrid"):
         return model.separate(test.mixtures)
     if method in ("shipped-count", "shipped-told", "shipped-refined", "shipped-ensemble-told",
                   "shipped-ensemble-refined"):
@@ -410,6 +434,9 @@ def main() -> None:
     parser.add_argument("--training-font-tests", action="store_true",
                         help="also score the instrument test mixtures rendered with each "
                         "training font (the font gap)")
+    parser.add_argument("--hybrid-weights", nargs="+", type=float, default=[0.25],
+                        metavar="W", help="shipped-hybrid: the NMF member's weights, one "
+                        "row each (in (0, 1))")
     parser.add_argument("--by-label", action="store_true",
                         help="also score every row per instrument (or voice)")
     parser.add_argument("--oracle-order", action="store_true",
@@ -425,13 +452,17 @@ def main() -> None:
     loaded = load_models(args.model, parser)
     reference = paired_reference(args, loaded, parser)
 
+    if not all(0.0 < weight < 1.0 for weight in args.hybrid_weights):
+        parser.error(f"--hybrid-weights must lie in (0, 1); got {args.hybrid_weights}")
+    methods, hybrid_weights = hybrid_rows(args.methods, args.hybrid_weights)
+
     rows: dict[tuple[str, str], dict[str, float]] = {}
     item_scores: dict[tuple[str, str], np.ndarray] = {}
     speeds: dict[str, float] = {}
     for dataset, (train, tests) in datasets(args).items():
         print(f"== {dataset}: {train.n_mixtures} training mixtures, "
               f"{train.duration:.0f} s each", flush=True)
-        for method in [*args.methods, *loaded]:
+        for method in [*methods, *loaded]:
             started = time.perf_counter()
             if method in loaded:
                 model = loaded[method]
@@ -440,6 +471,15 @@ def main() -> None:
                 speeds[method] = real_time_factor(model, tests)
             elif method == "irm":
                 model, seconds = None, 0.0
+            elif method in hybrid_weights:
+                if dataset != "instruments":
+                    continue
+                weight = hybrid_weights[method]
+                model = SeparatorEnsemble(
+                    ["instruments", fit_nmf(train, n_sources=HYBRID_SOURCES)],
+                    weights=[1.0 - weight, weight]).fit()
+                seconds = time.perf_counter() - started  # the NMF's fit
+                speeds[method] = real_time_factor(model, tests)
             elif method in SHIPPED:
                 if method != "shipped" and dataset != "instruments":
                     continue  # variants of the instrument models
@@ -458,8 +498,7 @@ def main() -> None:
                     speeds[f"{name} (told)" if told else name] = real_time_factor(
                         model, tests, told=told)
             elif method == "nmf":
-                model = NMFSeparator(n_components_per_source=16, random_state=0)
-                model.fit(stems_by_class(train, per_class=20))
+                model = fit_nmf(train)
                 seconds = time.perf_counter() - started
             else:
                 model = build(method, dataset, args)

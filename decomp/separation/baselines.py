@@ -169,6 +169,13 @@ class NMFSeparator(Persistent, BaseEstimator):
     mask_power``), applied to the mixture's STFT and inverted with its phase
     (:meth:`Spectrogram.separate`). The outputs sum to the mixture.
 
+    Blind, with ``n_sources`` and no classes requested, it chooses the classes itself:
+    every class's dictionary explains every ``selection_stride``-th frame of the segment,
+    the ``n_sources`` classes whose parts of that model hold the most energy are kept,
+    and the segment is separated with theirs. The outputs are then unordered (the
+    loudest class first), as a blind separator's are, so the separator can be a member of
+    a :class:`~decomp.SeparatorEnsemble` beside blind networks.
+
     Parameters
     ----------
     n_components_per_source : int, default=8
@@ -184,6 +191,13 @@ class NMFSeparator(Persistent, BaseEstimator):
         Stopping tolerance of the NMF runs.
     mask_power : float, default=1.0
         Exponent ``p`` of the masks (1: the ratio of modelled magnitudes, 2: Wiener).
+    n_sources : int, optional
+        Blind separation: without requested classes, separate this many classes, chosen
+        per segment as above (at most the number of fitted classes). None (default):
+        every fitted class is separated.
+    selection_stride : int, default=4
+        Blind separation chooses the classes on every ``selection_stride``-th frame (1:
+        all of them), which costs that fraction of a separation with every class.
     device : str or torch.device, default="auto"
         Where the NMF runs.
     random_state : int, RandomState or None
@@ -224,6 +238,8 @@ class NMFSeparator(Persistent, BaseEstimator):
         "max_iter": [StrictInterval(Integral, 1, None, closed="left")],
         "tol": [StrictInterval(Real, 0, None, closed="left")],
         "mask_power": [StrictInterval(Real, 0, None, closed="neither")],
+        "n_sources": [StrictInterval(Integral, 1, None, closed="left"), None],
+        "selection_stride": [StrictInterval(Integral, 1, None, closed="left")],
         "device": DEVICE,
         "random_state": RANDOM_STATE,
         "progress": ["boolean"],
@@ -243,6 +259,8 @@ class NMFSeparator(Persistent, BaseEstimator):
         max_iter: int = 200,
         tol: float = 1e-4,
         mask_power: float = 1.0,
+        n_sources: int | None = None,
+        selection_stride: int = 4,
         device: str | torch.device = "auto",
         random_state: Any = None,
         progress: bool = False,
@@ -253,6 +271,8 @@ class NMFSeparator(Persistent, BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.mask_power = mask_power
+        self.n_sources = n_sources
+        self.selection_stride = selection_stride
         self.device = device
         self.random_state = random_state
         self.progress = progress
@@ -377,31 +397,90 @@ class NMFSeparator(Persistent, BaseEstimator):
             The mixture(s), at the front end's sample rate.
         classes : sequence of labels, optional
             The classes present in the mixture, in the output order; only their
-            dictionaries explain it. Default: every fitted class (``classes_``).
+            dictionaries explain it. Default: every fitted class (``classes_``), or with
+            ``n_sources`` the ``n_sources`` classes chosen blind in each segment (its
+            outputs then unordered, loudest class first).
 
         Returns
         -------
         estimates : ndarray or Tensor of shape ([n_items,] n_classes, n_samples)
-            float32 for NumPy input; like ``mixture`` otherwise.
+            float32 for NumPy input; like ``mixture`` otherwise. ``n_classes`` is
+            ``n_sources`` when blind.
 
         Raises
         ------
         NotFittedError
             If the separator is not fitted.
         TypeError, ValueError
-            If the mixture is not finite floating-point audio, or a class is unknown,
-            repeated, or none is given.
+            If the mixture is not finite floating-point audio, a class is unknown,
+            repeated, or none is given, or ``n_sources`` exceeds the fitted classes.
         """
         check_is_fitted(self)
         self._validate_params()
-        requested = self._check_classes(classes)
+        separate_segment, n_outputs = self._separator_for(classes)
         mixture = check_audio(mixture, name="mixture", allow_batch=True)
-        separate_segment, n_outputs = self._segment_separator(requested)
         if mixture.ndim == 1:
             return _in_segments(mixture, separate_segment, self.front_end_, n_outputs)
         outputs = [_in_segments(item, separate_segment, self.front_end_, n_outputs)
                    for item in mixture]
         return torch.stack(outputs) if isinstance(mixture, torch.Tensor) else np.stack(outputs)
+
+    @property
+    def n_slots_(self) -> int:
+        """Outputs per mixture when no classes are requested: ``n_sources`` (blind) or
+        the number of fitted classes."""
+        check_is_fitted(self)
+        return len(self.classes_) if self.n_sources is None else int(self.n_sources)
+
+    @property
+    def _permutation_invariant(self) -> bool:
+        """Whether its outputs are unordered (blind, with ``n_sources``), as
+        :class:`~decomp.SeparatorEnsemble` requires of its members."""
+        return self.n_sources is not None
+
+    def _check_n_sources(self) -> int:
+        """``n_sources``, refused if not a count or above the number of fitted classes
+        (``set_params`` does not validate)."""
+        check_is_fitted(self)
+        check_params({"n_sources": self._parameter_constraints["n_sources"]},
+                     {"n_sources": self.n_sources}, "NMFSeparator")
+        if self.n_sources is None or self.n_sources > len(self.classes_):
+            raise ValueError(f"NMFSeparator(n_sources={self.n_sources}) separates that many "
+                             f"of its {len(self.classes_)} fitted classes; give 1 to "
+                             f"{len(self.classes_)}.")
+        return int(self.n_sources)
+
+    def _separator_for(self, classes: Sequence[Any] | None) -> tuple[Any, int]:
+        """The segment separator for ``classes``: blind when none are given and
+        ``n_sources`` is set, else that of the requested (or every) class."""
+        if classes is None and self.n_sources is not None:
+            return self._blind_segment_separator(self._check_n_sources()), int(self.n_sources)
+        return self._segment_separator(self._check_classes(classes))
+
+    def _blind_segment_separator(self, n_sources: int) -> Any:
+        """A function separating one segment (n,) -> (n_sources, n) into the classes
+        whose parts of a model with every class's dictionary, fitted on every
+        ``selection_stride``-th frame, hold the most energy (loudest first)."""
+        full, columns = self._restricted_model(self.classes_)
+        separators: dict[tuple[Any, ...], Any] = {}  # one per chosen set, built once
+
+        def separate_segment(segment: Any) -> Any:
+            features = self.front_end_(segment)[:: self.selection_stride]
+            activations = torch.as_tensor(full.transform(features))  # (n_frames', K)
+            dictionary = torch.as_tensor(full.components_, dtype=activations.dtype,
+                                         device=activations.device)  # (K, n_bins)
+            energy = torch.stack([
+                (activations[:, torch.as_tensor(cols, device=activations.device)]
+                 @ dictionary[torch.as_tensor(cols, device=activations.device)]).square().sum()
+                for cols in columns]).cpu().numpy()
+            # Stable, so a silent segment keeps the classes' order.
+            chosen = self.classes_[np.argsort(-energy, kind="stable")[:n_sources]]
+            key = tuple(chosen.tolist())
+            if key not in separators:
+                separators[key] = self._segment_separator(chosen)[0]
+            return separators[key](segment)
+
+        return separate_segment
 
     def _segment_separator(self, requested: np.ndarray) -> tuple[Any, int]:
         """(function separating one segment (n,) -> (n_classes, n), n_classes)."""
@@ -454,7 +533,7 @@ class NMFSeparator(Persistent, BaseEstimator):
         check_params({"segment_frames": [StrictInterval(Integral, 1, None, closed="left"), None]},
                      {"segment_frames": segment_frames}, "NMFSeparator.separate_stream")
         segment_frames = None if segment_frames is None else int(segment_frames)
-        separate_segment, _ = self._segment_separator(self._check_classes(classes))
+        separate_segment, _ = self._separator_for(classes)
         yield from stream_segments(blocks, lambda samples, first: separate_segment(samples),
                                     self.front_end_, segment_frames or _SEGMENT_FRAMES)
 

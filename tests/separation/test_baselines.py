@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -139,8 +141,6 @@ def test_nmf_separator_bad_inputs(separator):
 
 
 def test_nmf_separator_works_in_segments_like_the_whole_recording(separator, monkeypatch):
-    import copy
-
     from decomp.separation import baselines
 
     rng = np.random.default_rng(0)
@@ -209,3 +209,70 @@ def test_nmf_separator_streams_like_separate(separator, monkeypatch, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "b.wav", "mix.wav"]
     with pytest.raises(ValueError, match="segment_frames"):
         next(separator.separate_stream(blocks, segment_frames=0))
+
+
+C_HARMONICS = [1.0, 0.0, 0.0, 0.7, 0.0, 0.0, 0.5]
+C_PITCHES = [330.0, 370.0, 415.0]
+
+
+@pytest.fixture(scope="module")
+def three_classes():
+    training = {
+        "a": [tone(f0, A_HARMONICS) for f0 in A_PITCHES],
+        "b": [tone(f0, B_HARMONICS) for f0 in B_PITCHES],
+        "c": [tone(f0, C_HARMONICS) for f0 in C_PITCHES],
+    }
+    return NMFSeparator(n_components_per_source=4, front_end=FRONT_END, max_iter=100,
+                        device="cpu", random_state=0, n_sources=2).fit(training)
+
+
+def test_nmf_separator_blind_chooses_the_loudest_classes(three_classes):
+    assert three_classes.n_slots_ == 2 and three_classes._permutation_invariant
+    a, b, c = tone(220.0, A_HARMONICS), tone(587.0, B_HARMONICS), tone(370.0, C_HARMONICS)
+    for mixture, chosen in [(a + 0.5 * c, ["a", "c"]), (0.4 * a + b, ["b", "a"]),
+                            (b + 0.6 * c, ["b", "c"])]:
+        blind = three_classes.separate(mixture)
+        assert blind.shape == (2, mixture.size)
+        np.testing.assert_allclose(blind, three_classes.separate(mixture, chosen), atol=1e-6)
+    # Requested classes still decide when given; n_sources=None separates every class.
+    assert three_classes.separate(a + c, ["c"]).shape == (1, a.size)
+    every = copy.copy(three_classes)
+    every.n_sources = None
+    assert every.separate(a + c).shape == (3, a.size) and every.n_slots_ == 3
+    assert not every._permutation_invariant
+    # Batches choose per item; a silent mixture gives silent outputs, not NaN.
+    batch = np.stack([a + 0.5 * c, 0.4 * a + b, np.zeros_like(a)])
+    blind = three_classes.separate(batch)
+    np.testing.assert_allclose(blind[1], three_classes.separate(batch[1], ["b", "a"]),
+                               atol=1e-6)
+    assert np.all(np.isfinite(blind)) and np.abs(blind[2]).max() < 1e-6
+
+
+def test_nmf_separator_blind_streams_segment_by_segment(three_classes, monkeypatch):
+    from decomp.separation import baselines
+
+    first = tone(220.0, A_HARMONICS, 1.0) + 0.5 * tone(370.0, C_HARMONICS, 1.0)
+    second = 0.4 * tone(196.0, A_HARMONICS, 1.0) + tone(523.0, B_HARMONICS, 1.0)
+    mixture = np.concatenate([first, second])  # 250 frames at hop 64
+    monkeypatch.setattr(baselines, "_SEGMENT_FRAMES", 125)  # one segment per half
+    whole = three_classes.separate(mixture)
+    segments = list(three_classes.separate_stream(np.array_split(mixture, 9)))
+    np.testing.assert_allclose(np.concatenate(segments, axis=1), whole, rtol=0, atol=1e-5)
+    # Each half's loudest class is its first output.
+    half = first.size
+    assert np.square(whole[0, :half] - three_classes.separate(first, ["a"])[0]).mean() < \
+        np.square(whole[0, :half]).mean()
+    energy = np.square(whole[:, half + 1000:]).sum(axis=1)
+    assert energy[0] > energy[1]
+
+
+def test_nmf_separator_blind_refuses_more_sources_than_classes(three_classes):
+    mixture = tone(220.0, A_HARMONICS, 0.1)
+    too_many = copy.copy(three_classes)
+    too_many.n_sources = 4
+    with pytest.raises(ValueError, match="n_sources=4.*3 fitted classes"):
+        too_many.separate(mixture)
+    with pytest.raises(ValueError, match="n_sources"):
+        NMFSeparator(n_sources=0).fit({"a": [mixture]})
+    with pytest.raises(ValueError, match="selection_stride"):
+        NMFSeparator(selection_stride=0).fit({"a": [mixture]})

@@ -38,8 +38,9 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
     windows), and the matched sources are averaged with ``weights``. Members whose sources
     sum to the mixture give an ensemble whose sources sum to it too. The members must
     return unordered outputs (blind separators: AudioSlots, BlockVAE, MHUNet with
-    ``heads="sources"``) at one sample rate; a member with fewer outputs is padded with
-    silent ones.
+    ``heads="sources"``, :class:`~decomp.separation.NMFSeparator` with ``n_sources``,
+    which chooses its instruments itself) at one sample rate; a member with fewer outputs
+    is padded with silent ones.
 
     Parameters
     ----------
@@ -54,7 +55,8 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
         equally.
     n_sources : int, optional
         How many sources every mixture holds, given to each member that takes a count
-        (``n_sources``: AudioSlots, an MHUNet with ``count_sources=True``) on a copy that
+        (``n_sources``: AudioSlots, an MHUNet with ``count_sources=True``, a blind
+        NMFSeparator) on a copy that
         shares its network; every member must take it. None (default): each member's own
         setting.
     refine_passes : int, optional
@@ -158,14 +160,20 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
         if isinstance(member, SeparatorEnsemble):
             raise ValueError(f"SeparatorEnsemble's members are separators, not ensembles; "
                              f"{where} a SeparatorEnsemble.")
-        if not isinstance(member, AmortizedSeparator):
+        amortized = isinstance(member, AmortizedSeparator)
+        if not amortized and not _separates_like_a_member(member):
             raise ValueError("SeparatorEnsemble's members are amortized separators (AudioSlots, "
-                             f"BlockVAE, MHUNet); {where} "
+                             f"BlockVAE, MHUNet) or an NMFSeparator; {where} "
                              f"{with_article(type(member).__name__)}.")
-        check_is_fitted(member, "network_state_")
+        if amortized:
+            check_is_fitted(member, "network_state_")
+        else:
+            check_is_fitted(member)
         if not member._permutation_invariant:
             raise ValueError("SeparatorEnsemble's members give unordered outputs, matched to "
-                             f"each other; {where} one with an output per class.")
+                             f"each other; {where} one with an output per class"
+                             + ("." if amortized else " (an NMFSeparator is blind with "
+                                                      "n_sources)."))
         return member
 
     def _told_members(self) -> list[Any]:
@@ -355,6 +363,16 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
     def _magnitudes(self, sources: torch.Tensor) -> torch.Tensor:
         """(S, n_samples) -> (S, n_frames, n_bins) front-end magnitudes."""
         return self.front_end_(sources)
+
+
+def _separates_like_a_member(member: Any) -> bool:
+    """Whether a separator that is not amortized has what the ensemble uses of a member
+    (:class:`decomp.separation.NMFSeparator`, from the layer above, recognised so rather
+    than imported): ``separate``, ``separate_stream``, ``n_slots_`` and whether its
+    outputs are unordered."""
+    return isinstance(member, BaseEstimator) and all(
+        hasattr(type(member), name) for name in ("separate", "separate_stream", "n_slots_",
+                                                 "_permutation_invariant"))
 
 
 def _joined(streams: list[Iterator[np.ndarray]]) -> Iterator[list[np.ndarray]]:

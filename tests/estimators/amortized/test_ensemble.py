@@ -205,6 +205,41 @@ def test_saved_with_members_inside_or_by_path(members, tmp_path):
     np.testing.assert_allclose(reloaded.separate(mixtures), expected, atol=1e-6)
 
 
+def test_a_blind_nmf_separator_is_a_member(members, tmp_path):
+    from decomp.separation import NMFSeparator
+
+    slots, _ = members
+    rng = np.random.default_rng(3)
+    stems = {label: [(0.3 * rng.standard_normal(4000)).astype(np.float32)
+                     * np.sin(np.arange(4000) * frequency)]
+             for label, frequency in (("low", 0.05), ("mid", 0.4), ("high", 1.2))}
+    nmf = NMFSeparator(n_components_per_source=2, front_end=FRONT_END, max_iter=20,
+                       device="cpu", random_state=0, n_sources=2).fit(stems)
+    mixtures = _mixtures()
+    ensemble = SeparatorEnsemble([slots, nmf], weights=[3, 1]).fit()
+    assert ensemble.n_slots_ == 3
+    sources = ensemble.separate(mixtures)
+    np.testing.assert_allclose(sources.sum(axis=1), mixtures, atol=1e-5)
+    first, second = slots.separate(mixtures), nmf.separate(mixtures)  # (2, 3 / 2, n)
+    for item in range(2):
+        _matched_rest(sources[item], first[item], second[item])
+    # Told the count, the NMF member separates that many classes too (on a copy).
+    told = SeparatorEnsemble([slots, nmf], n_sources=1).fit()
+    assert told._told_members()[1].n_sources == 1 and nmf.n_sources == 2
+    # Streamed and saved inside the ensemble's file like any member.
+    audio = 0.3 * _mixtures(1, 32 * 200)[0]
+    streamed = list(ensemble.separate_stream(np.array_split(audio, 5)))
+    np.testing.assert_allclose(streamed[0], ensemble.separate(audio), atol=1e-5)
+    loaded = decomp.load(ensemble.save(tmp_path / "with-nmf.decomp"))
+    np.testing.assert_allclose(loaded.separate(mixtures), sources, atol=1e-6)
+    # An NMFSeparator that gives one output per class is refused.
+    nmf.set_params(n_sources=None)
+    with pytest.raises(ValueError, match="an output per class .*blind with n_sources"):
+        SeparatorEnsemble([slots, nmf]).fit()
+    with pytest.raises(NotFittedError):
+        SeparatorEnsemble([slots, NMFSeparator(n_sources=2)]).fit()
+
+
 def test_bad_members_weights_and_inputs(members, tmp_path):
     slots, heads = members
     mixtures, sources, labels = _synthetic()
@@ -220,7 +255,8 @@ def test_bad_members_weights_and_inputs(members, tmp_path):
                       max_epochs=1, random_state=0).fit(mixtures, sources, labels)
     with pytest.raises(ValueError, match="an output per class"):
         SeparatorEnsemble([slots, labelled]).fit()
-    with pytest.raises(ValueError, match="amortized separators .* got an NMF"):
+    with pytest.raises(ValueError, match=r"\(AudioSlots, BlockVAE, MHUNet\) or an "
+                                         "NMFSeparator; got an NMF"):
         SeparatorEnsemble([slots, decomp.NMF(n_components=2)]).fit()
     with pytest.raises(NotFittedError):
         SeparatorEnsemble([slots, AudioSlots()]).fit()

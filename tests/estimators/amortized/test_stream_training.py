@@ -565,6 +565,20 @@ def test_separation_table_scores_saved_separators_by_name(monkeypatch, tmp_path,
         "shipped instruments: 4-s mixture in 0.0600 x real time (target <= 0.05): FAIL"]
 
 
+def test_separation_table_has_a_hybrid_row_per_nmf_weight(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    table = load_benchmark("separation_table")
+    methods, weights = table.hybrid_rows(["shipped", "shipped-hybrid", "nmf"], [0.2, 0.25])
+    assert methods == ["shipped", "shipped-hybrid-0.2", "shipped-hybrid-0.25", "nmf"]
+    assert weights == {"shipped-hybrid-0.2": 0.2, "shipped-hybrid-0.25": 0.25}
+    assert table.hybrid_rows(["shipped"], [0.2]) == (["shipped"], {})
+    monkeypatch.setattr("sys.argv", ["separation_table.py", "--methods", "shipped-hybrid",
+                                     "--hybrid-weights", "0.2", "1.0"])
+    with pytest.raises(SystemExit):
+        table.main()
+    assert "--hybrid-weights must lie in (0, 1)" in capsys.readouterr().err
+
+
 def test_separation_table_prints_scores_by_label_worst_first(monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     table = load_benchmark("separation_table")
