@@ -73,6 +73,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import separation_table
 import torch
 import train_separators
 from _crossfont import (
@@ -221,11 +222,22 @@ SHIPPED_INFERENCE: dict[str, dict[str, object]] = {
 }
 """Inference settings a shipped separator is saved with, beside its training recipe."""
 
+SEPARATOR_NMF: dict[str, int] = {
+    # The separation table's NMF baseline (16 components per instrument, from 20 stems of
+    # each in its training mixtures) made blind: it picks the 3 instruments whose
+    # dictionaries explain most of each mixture. A member of instruments-hybrid.
+    "instruments-nmf": separation_table.HYBRID_SOURCES,
+}
+"""Shipped blind NMF separators: name -> ``n_sources`` (fitted in seconds, no recipe)."""
+
 SEPARATOR_ENSEMBLES: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
     # AudioSlots and the counting multi-head U-Net, matched and averaged: weights chosen
     # among 0.5-0.8 for AudioSlots on the test mixtures rendered with the training fonts
     # (docs/guide/model-card.md names the separation_table.py command behind the figures).
     "instruments-ensemble": (("instruments", "instruments-count"), (0.7, 0.3)),
+    # AudioSlots and blind NMF: the NMF's weight chosen among 0.1-0.4 likewise
+    # (separation_table.py's shipped-hybrid rows; docs/guide/model-card.md).
+    "instruments-hybrid": (("instruments", "instruments-nmf"), (0.85, 0.15)),
 }
 """Shipped ensembles: members (shipped names, loaded when the ensemble is) and weights.
 Nothing is trained: the file holds the names, the weights and the front end (2.4 kB)."""
@@ -357,7 +369,7 @@ PIANO_METHODS = ("nmf", "dds2", "dds3")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    separators = [*SEPARATOR_RECIPES, *SEPARATOR_ENSEMBLES]
+    separators = [*SEPARATOR_RECIPES, *SEPARATOR_NMF, *SEPARATOR_ENSEMBLES]
     parser.add_argument("--methods", nargs="+", default=[*PIANO_METHODS, *separators],
                         choices=[*PIANO_METHODS, *separators])
     parser.add_argument("--work-dir", type=Path, default=Path("train-default-models"),
@@ -390,6 +402,16 @@ def main() -> None:
             print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in "
                   f"{time.perf_counter() - begun:.0f} s", flush=True)
             torch.set_num_threads(args.threads)
+            continue
+        if method in SEPARATOR_NMF:
+            train = separation_table.training_set(
+                "instruments", separation_table.N_TRAIN, duration=4.0, speech_duration=3.0)
+            separator = separation_table.fit_nmf(train, n_sources=SEPARATOR_NMF[method])
+            path = separator_file(method, args.out)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            separator.save(path)
+            print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in "
+                  f"{time.perf_counter() - begun:.0f} s", flush=True)
             continue
         if method in SEPARATOR_ENSEMBLES:
             members, weights = SEPARATOR_ENSEMBLES[method]

@@ -366,8 +366,9 @@ class SeparationJob:
         (an ``MHUNet`` with ``count_sources=True``, e.g. ``"instruments-count"``, or an
         ``AudioSlots``, e.g. ``"instruments"``, or a ``SeparatorEnsemble`` of them, e.g.
         ``"instruments-ensemble"``): sets its ``n_sources``, so that many stems sound and
-        the others are silent. None keeps the model's setting (the shipped ones: every
-        output; ``"instruments-count"`` counts the sources).
+        the others are silent; an ``NMFSeparator`` (e.g. ``"instruments-nmf"``) then
+        separates that many instruments, chosen blind. None keeps the model's setting
+        (the shipped ones: every output; ``"instruments-count"`` counts the sources).
     refine_passes : int, optional
         Sets an ``AudioSlots``' (or an ensemble's) ``refine_passes`` (with ``n_sources`` of
         3 or more: that many passes that subtract one separated source and separate the
@@ -421,8 +422,9 @@ class SeparationJob:
                 kind = with_article(type(separator).__name__)
                 raise ValueError(f"{self.model}: holds {kind}, which does not count its "
                                  "sources, so a number of sources does not apply (it does to "
-                                 "AudioSlots, such as 'instruments', and to an MHUNet trained "
-                                 "with count_sources=True, such as 'instruments-count').")
+                                 "AudioSlots, such as 'instruments', to an MHUNet trained "
+                                 "with count_sources=True, such as 'instruments-count', and "
+                                 "to an NMFSeparator, such as 'instruments-nmf').")
             separator.set_params(n_sources=int(self.n_sources))
             separator._validate_params()
             try:

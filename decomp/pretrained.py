@@ -30,6 +30,12 @@ SHIPPED_MODELS: dict[str, tuple[str, str]] = {
     "instruments-ensemble": ("separator-instruments-ensemble.decomp",
                              "blind separator of 2-3 instruments: 'instruments' and "
                              "'instruments-count' averaged (SeparatorEnsemble)"),
+    "instruments-nmf": ("separator-instruments-nmf.decomp",
+                        "blind NMF separator of 3 of the 10 training instruments, chosen "
+                        "per mixture (NMFSeparator, n_sources=3)"),
+    "instruments-hybrid": ("separator-instruments-hybrid.decomp",
+                           "blind separator of 2-3 instruments: 'instruments' and "
+                           "'instruments-nmf' averaged (SeparatorEnsemble)"),
     "speech": ("separator-speech.decomp",
                "blind separator of two speakers (MHUNet, 2 unordered outputs)"),
     "piano-nmf": ("piano-nmf.decomp",
@@ -39,7 +45,8 @@ SHIPPED_MODELS: dict[str, tuple[str, str]] = {
 }
 """Shipped model names -> (file name in ``decomp/models/``, one-line description)."""
 
-SHIPPED_SEPARATORS = ("instruments", "instruments-count", "instruments-ensemble", "speech")
+SHIPPED_SEPARATORS = ("instruments", "instruments-count", "instruments-ensemble",
+                      "instruments-nmf", "instruments-hybrid", "speech")
 """The names in :data:`SHIPPED_MODELS` that are separators (``decomp separate --model``)."""
 
 _REBUILD = "python benchmarks/train_default_models.py"
@@ -58,8 +65,8 @@ def shipped_models() -> tuple[str, ...]:
     Examples
     --------
     >>> shipped_models()
-    ('instruments', 'instruments-count', 'instruments-ensemble', 'speech', 'piano-nmf', \
-'piano-dds2', 'piano-dds3')
+    ('instruments', 'instruments-count', 'instruments-ensemble', 'instruments-nmf', \
+'instruments-hybrid', 'speech', 'piano-nmf', 'piano-dds2', 'piano-dds3')
     """
     return tuple(SHIPPED_MODELS)
 
@@ -108,8 +115,8 @@ def pretrained_file(name_or_path: str | os.PathLike) -> Path:
     Traceback (most recent call last):
     ...
     ValueError: unknown model 'instrumnts' (did you mean 'instruments'?); shipped models: \
-instruments, instruments-count, instruments-ensemble, speech, piano-nmf, piano-dds2, \
-piano-dds3 (or give the path of a .decomp file).
+instruments, instruments-count, instruments-ensemble, instruments-nmf, instruments-hybrid, \
+speech, piano-nmf, piano-dds2, piano-dds3 (or give the path of a .decomp file).
     """
     if isinstance(name_or_path, os.PathLike):
         return Path(name_or_path)

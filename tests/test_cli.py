@@ -473,7 +473,8 @@ def test_separate_with_a_shipped_name(tmp_path, shipped_dir, capsys):
     with pytest.raises(SystemExit):
         main(["separate", "--help"])
     # argparse may wrap a line after a name's hyphen.
-    assert "instruments, instruments-count, instruments-ensemble, speech" in " ".join(
+    assert ("instruments, instruments-count, instruments-ensemble, instruments-nmf, "
+            "instruments-hybrid, speech") in " ".join(
         capsys.readouterr().out.split()).replace("- ", "-")
 
 
@@ -483,8 +484,9 @@ def test_shipped_names_unknown_missing_or_of_the_wrong_kind(tmp_path, shipped_di
     assert main(["separate", str(audio), "--model", "instrumnts", "--out", str(out)]) == 2
     line = _assert_one_line_error(capsys.readouterr().err)
     assert line == ("error: unknown model 'instrumnts' (did you mean 'instruments'?); shipped "
-                    "models: instruments, instruments-count, instruments-ensemble, speech, "
-                    "piano-nmf, piano-dds2, piano-dds3 (or give the path of a .decomp file).")
+                    "models: instruments, instruments-count, instruments-ensemble, "
+                    "instruments-nmf, instruments-hybrid, speech, piano-nmf, piano-dds2, "
+                    "piano-dds3 (or give the path of a .decomp file).")
     assert main(["separate", str(audio), "--model", "speech", "--out", str(out)]) == 2
     _assert_one_line_error(capsys.readouterr().err, "speech", "missing from this installation",
                            "python benchmarks/train_default_models.py")
@@ -901,10 +903,14 @@ def test_separate_refine_errors(tmp_path, saved_nmf_separator, capsys):
 def test_separate_sources_errors(tmp_path, saved_separator, saved_nmf_separator, capsys):
     path = write_audio(tmp_path / "mix.wav", np.zeros(800, dtype=np.float32), 8000)
     out = str(tmp_path / "stems")
+    # An NMFSeparator told a count separates that many of its classes, chosen blind.
     assert main(["separate", str(path), "--model", str(saved_nmf_separator), "--sources",
-                 "2", "--out", out]) == 2
-    _assert_one_line_error(capsys.readouterr().err, "an NMFSeparator, which does not count",
-                           "such as 'instruments'")
+                 "1", "--out", out, "--no-progress"]) == 0
+    assert sorted(path.name for path in Path(out).glob("*.wav")) == ["mix-0.wav"]
+    assert main(["separate", str(path), "--model", str(saved_nmf_separator), "--sources",
+                 "3", "--out", out]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "NMFSeparator(n_sources=3) separates",
+                           "of its 2 fitted classes")
     assert main(["separate", str(path), "--model", str(saved_separator), "--sources", "3",
                  "--out", out]) == 2
     _assert_one_line_error(capsys.readouterr().err, "AudioSlots(n_sources=3) merges",

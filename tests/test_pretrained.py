@@ -31,13 +31,16 @@ def models_dir(tmp_path, monkeypatch):
 def test_one_table_of_shipped_models():
     assert decomp.pretrained is module.pretrained and "pretrained" in decomp.__all__
     assert module.shipped_models() == ("instruments", "instruments-count",
-                                       "instruments-ensemble", "speech", "piano-nmf",
+                                       "instruments-ensemble", "instruments-nmf",
+                                       "instruments-hybrid", "speech", "piano-nmf",
                                        "piano-dds2", "piano-dds3")
     assert set(module.SHIPPED_SEPARATORS) <= set(module.SHIPPED_MODELS)
     files = {name: file for name, (file, _) in module.SHIPPED_MODELS.items()}
     assert files == {"instruments": "separator-instruments.decomp",
                      "instruments-count": "separator-instruments-count.decomp",
                      "instruments-ensemble": "separator-instruments-ensemble.decomp",
+                     "instruments-nmf": "separator-instruments-nmf.decomp",
+                     "instruments-hybrid": "separator-instruments-hybrid.decomp",
                      "speech": "separator-speech.decomp", "piano-nmf": "piano-nmf.decomp",
                      "piano-dds2": "piano-dds2.decomp", "piano-dds3": "piano-dds3.decomp"}
     assert all(description and "\n" not in description
@@ -97,8 +100,9 @@ def test_unknown_names_are_one_line_naming_the_shipped_models():
         decomp.pretrained("instrumnts")
     assert str(typo.value) == (
         "unknown model 'instrumnts' (did you mean 'instruments'?); shipped models: "
-        "instruments, instruments-count, instruments-ensemble, speech, piano-nmf, piano-dds2, "
-        "piano-dds3 (or give the path of a .decomp file).")
+        "instruments, instruments-count, instruments-ensemble, instruments-nmf, "
+        "instruments-hybrid, speech, piano-nmf, piano-dds2, piano-dds3 (or give the path of "
+        "a .decomp file).")
     with pytest.raises(ValueError) as unknown:
         decomp.pretrained("separator")
     assert "did you mean" not in str(unknown.value)
@@ -178,7 +182,8 @@ def test_every_recipe_is_a_chain_of_valid_stages(recipes, tmp_path):
             assert by_name.setdefault(stage.name, stage) == stage  # a shared name is one stage
             seen.add(stage.name)
     shipped = {name: stages[-1] for name, stages in recipes.SEPARATOR_RECIPES.items()}
-    assert set(shipped) | set(recipes.SEPARATOR_ENSEMBLES) == set(module.SHIPPED_SEPARATORS)
+    assert set(shipped) | set(recipes.SEPARATOR_NMF) | set(recipes.SEPARATOR_ENSEMBLES) == \
+        set(module.SHIPPED_SEPARATORS)
     slots = parser.parse_args(recipes.stage_arguments(shipped["instruments"], tmp_path))
     assert (slots.model, slots.n_slots, slots.silence_floor_db) == ("audioslots", 3, -10.0)
     # The shipped files carry the recipes' inference settings (the others keep the
@@ -198,6 +203,21 @@ def test_the_shipped_ensemble_is_its_recipe(recipes):
     assert [type(member) for member in shipped.separators_] == [AudioSlots, MHUNet]
     assert shipped.front_end_.sample_rate == 16000 and shipped.n_slots_ == 3
     assert module.pretrained_file("instruments-ensemble").stat().st_size < 20_000
+
+
+def test_the_shipped_hybrid_and_its_blind_nmf_are_their_recipes(recipes):
+    from decomp.estimators.amortized import AudioSlots
+    from decomp.separation import NMFSeparator
+
+    nmf = decomp.pretrained("instruments-nmf")
+    assert isinstance(nmf, NMFSeparator) and nmf.n_slots_ == 3
+    assert nmf.n_sources == recipes.SEPARATOR_NMF["instruments-nmf"]
+    assert len(nmf.classes_) == 10 and nmf.model_.components_.shape[0] == 160
+    shipped = decomp.pretrained("instruments-hybrid")
+    members, weights = recipes.SEPARATOR_ENSEMBLES["instruments-hybrid"]
+    assert shipped.separators == list(members) and shipped.weights == list(weights)
+    assert [type(member) for member in shipped.separators_] == [AudioSlots, NMFSeparator]
+    assert shipped.front_end_.sample_rate == 16000 and shipped.n_slots_ == 3
 
 
 def _fake_training(recipes, monkeypatch, calls):
