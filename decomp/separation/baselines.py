@@ -466,13 +466,8 @@ class NMFSeparator(Persistent, BaseEstimator):
 
         def separate_segment(segment: Any) -> Any:
             features = self.front_end_(segment)[:: self.selection_stride]
-            activations = torch.as_tensor(full.transform(features))  # (n_frames', K)
-            dictionary = torch.as_tensor(full.components_, dtype=activations.dtype,
-                                         device=activations.device)  # (K, n_bins)
-            energy = torch.stack([
-                (activations[:, torch.as_tensor(cols, device=activations.device)]
-                 @ dictionary[torch.as_tensor(cols, device=activations.device)]).square().sum()
-                for cols in columns]).cpu().numpy()
+            energy = _class_parts(full, features, columns).square().sum(dim=(-2, -1))
+            energy = energy.cpu().numpy()
             # Stable, so a silent segment keeps the classes' order.
             chosen = self.classes_[np.argsort(-energy, kind="stable")[:n_sources]]
             key = tuple(chosen.tolist())
@@ -487,16 +482,7 @@ class NMFSeparator(Persistent, BaseEstimator):
         model, columns = self._restricted_model(requested)
 
         def separate_segment(segment: Any) -> Any:  # (n,) -> (n_classes, n)
-            features = self.front_end_(segment)  # (n_frames, n_bins)
-            activations = torch.as_tensor(model.transform(features))  # (n_frames, K)
-            dictionary = torch.as_tensor(model.components_, dtype=activations.dtype,
-                                         device=activations.device)  # (K, n_bins)
-            # Each class's part of the model: (n_classes, n_frames, n_bins).
-            parts = torch.stack([
-                activations[..., torch.as_tensor(cols, device=activations.device)]
-                @ dictionary[torch.as_tensor(cols, device=activations.device)]
-                for cols in columns
-            ], dim=-3)
+            parts = _class_parts(model, self.front_end_(segment), columns)
             if not isinstance(segment, torch.Tensor):
                 parts = parts.cpu().numpy()
             return self.front_end_.separate(segment, parts, power=self.mask_power)
@@ -566,6 +552,18 @@ class NMFSeparator(Persistent, BaseEstimator):
         return separate_file(
             lambda blocks: self.separate_stream(blocks, classes, segment_frames=segment_frames),
             path, out_paths, self.front_end_.sample_rate, block_frames=block_frames)
+
+
+def _class_parts(model: NMF, features: Any, columns: list[np.ndarray]) -> torch.Tensor:
+    """Features (n_frames, n_bins) explained by ``model``'s fixed dictionary -> each
+    class's part of the reconstruction, ``H[:, cols] @ W[cols]`` for the components
+    ``cols`` of each class: (n_classes, n_frames, n_bins)."""
+    activations = torch.as_tensor(model.transform(features))  # (n_frames, K)
+    dictionary = torch.as_tensor(model.components_, dtype=activations.dtype,
+                                 device=activations.device)  # (K, n_bins)
+    return torch.stack([activations[..., torch.as_tensor(cols, device=activations.device)]
+                        @ dictionary[torch.as_tensor(cols, device=activations.device)]
+                        for cols in columns], dim=-3)
 
 
 #: Frames of one segment of :meth:`NMFSeparator.separate` (about 65 s at a hop of 512).
