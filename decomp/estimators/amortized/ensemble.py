@@ -56,9 +56,8 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
     n_sources : int, optional
         How many sources every mixture holds, given to each member that takes a count
         (``n_sources``: AudioSlots, an MHUNet with ``count_sources=True``, a blind
-        NMFSeparator) on a copy that
-        shares its network; every member must take it. None (default): each member's own
-        setting.
+        NMFSeparator) on a copy that shares its weights; every member must take it. None
+        (default): each member's own setting.
     refine_passes : int, optional
         Given likewise to the members that take it (AudioSlots; it needs ``n_sources``, see
         :class:`AudioSlots`); at least one must. None (default): each member's own.
