@@ -121,11 +121,12 @@ class SeparationScores:
             raise ValueError(f"labels must have shape {self.sdr.shape} (n_items, max_sources), "
                              f"one per reference; got shape {labels.shape}.")
         valid_labels = labels[self._valid].astype(str)
+        valid = {name: getattr(self, name)[self._valid] for name in _METRICS}
         groups: dict[str, dict[str, float]] = {}
         for label in sorted(set(valid_labels)):
             chosen = valid_labels == label
-            groups[label] = {name: float(getattr(self, name)[self._valid][chosen].mean())
-                             for name in _METRICS}
+            groups[label] = {name: float(values[chosen].mean())
+                             for name, values in valid.items()}
             groups[label]["n_sources"] = int(chosen.sum())
         return groups
 
