@@ -374,7 +374,8 @@ SHIPPED_STAGES = {"instruments": (
     ("train-separators-audioslots-unet-3slots-floor10.json", "4: floor -10 dB"),
     ("train-separators-audioslots-unet-3slots-floor10-more.json", "5: 70 more epochs"),
     ("train-separators-audioslots-unet-3slots-floor10-half-rate.json", "6: half the rate"),
-    ("train-separators-audioslots-unet-3slots-chunk256.json", "7: 4-s chunks"))}
+    ("train-separators-audioslots-unet-3slots-chunk256.json", "7: 4-s chunks"),
+    ("train-separators-audioslots-unet-3slots-chunk256-half-rate.json", "8: half the rate"))}
 """The training runs, in order, of the stages that made a shipped separator (the recipe's
 stages in benchmarks/train_default_models.py), with a label for each."""
 

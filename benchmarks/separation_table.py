@@ -44,7 +44,9 @@ NMF made blind (:class:`decomp.SeparatorEnsemble` of the two): the ``nmf`` row's
 dictionaries (fitted in the run on the training fonts' stems) in an
 :class:`~decomp.separation.NMFSeparator` with ``n_sources=3``, which picks the three
 instruments whose dictionaries explain most of each mixture itself; one row
-``shipped-hybrid-W`` per NMF weight W of ``--hybrid-weights`` (default 0.25), timed.
+``shipped-hybrid-W`` per NMF weight W of ``--hybrid-weights`` (default 0.25), timed; an
+entry ``W/W3`` (row ``shipped-hybrid-W/W3``) weighs the NMF W3 instead where the network's
+third output sounds (carries 1 % of its outputs' energy: ``count_weights``).
 ``--inference-overlap`` sets the learned and shipped models' ``inference_overlap``
 (default theirs: 0.625 for the shipped ``instruments``, 0.5 for the others).
 
@@ -112,6 +114,7 @@ from decomp.estimators.amortized import (
     SeparatorEnsemble,
     SoundOfPixels,
 )
+from decomp.estimators.amortized.ensemble import SOUNDING_SHARE
 from decomp.separation import NMFSeparator, evaluate_separation, ideal_ratio_mask
 
 TRAIN_FONTS = ("fluidr3", "timgm6mb")
@@ -185,7 +188,7 @@ def paired_differences(item_scores: dict[tuple[str, str], np.ndarray],
     return differences
 
 
-def active_outputs(estimates: np.ndarray, share: float = 0.01) -> float:
+def active_outputs(estimates: np.ndarray, share: float = SOUNDING_SHARE) -> float:
     """Mean number of outputs per mixture that carry at least ``share`` of the energy of
     its estimates. A blind separator that never uses one of its heads scores one less
     than the mixtures' source count (the shipped instruments model on 3-instrument
@@ -301,13 +304,38 @@ def build(method: str, dataset: str, args: argparse.Namespace) -> Any:
     raise ValueError(method)
 
 
-def hybrid_rows(methods: list[str], weights: list[float]) -> tuple[list[str], dict[str, float]]:
-    """``--methods`` with ``shipped-hybrid`` replaced by one ``shipped-hybrid-W`` per NMF
-    weight W, and {that name: W}."""
-    hybrid = {f"shipped-hybrid-{weight:g}": weight for weight in weights
-              if "shipped-hybrid" in methods}
+def hybrid_weight(text: str) -> tuple[float, float | None]:
+    """``--hybrid-weights``' entry: ``W`` (the NMF member's weight) or ``W/W3`` (W3 where
+    the network sounds three outputs, :attr:`SeparatorEnsemble.count_weights`), each in
+    (0, 1)."""
+    try:
+        weights = [float(part) for part in text.split("/")]
+    except ValueError:
+        weights = []
+    if not 1 <= len(weights) <= 2 or not all(0.0 < weight < 1.0 for weight in weights):
+        raise argparse.ArgumentTypeError(f"expected W or W/W3 with each weight in (0, 1); "
+                                         f"got {text!r}")
+    return weights[0], (weights[1] if len(weights) == 2 else None)
+
+
+def hybrid_rows(methods: list[str], weights: list[tuple[float, float | None]],
+                ) -> tuple[list[str], dict[str, tuple[float, float | None]]]:
+    """``--methods`` with ``shipped-hybrid`` replaced by one ``shipped-hybrid-W`` (or
+    ``shipped-hybrid-W/W3``) per entry of ``--hybrid-weights``, and {that name: entry}."""
+    hybrid = {"shipped-hybrid-" + "/".join(f"{weight:g}" for weight in entry
+                                           if weight is not None): entry
+              for entry in weights if "shipped-hybrid" in methods}
     return [name for method in methods
             for name in (hybrid if method == "shipped-hybrid" else [method])], hybrid
+
+
+def hybrid(nmf: NMFSeparator, weight: float, weight_on_three: float | None) -> SeparatorEnsemble:
+    """The shipped ``instruments`` averaged with the blind ``nmf``, which weighs ``weight``
+    (``weight_on_three`` where the network sounds three outputs, if given)."""
+    count_weights = (None if weight_on_three is None
+                     else {3: [1.0 - weight_on_three, weight_on_three]})
+    return SeparatorEnsemble(["instruments", nmf], weights=[1.0 - weight, weight],
+                             count_weights=count_weights).fit()
 
 
 def fit_nmf(train: MixtureSet, n_sources: int | None = None) -> NMFSeparator:
@@ -441,9 +469,10 @@ def main() -> None:
     parser.add_argument("--training-font-tests", action="store_true",
                         help="also score the instrument test mixtures rendered with each "
                         "training font (the font gap)")
-    parser.add_argument("--hybrid-weights", nargs="+", type=float, default=[0.25],
-                        metavar="W", help="shipped-hybrid: the NMF member's weights, one "
-                        "row each (in (0, 1))")
+    parser.add_argument("--hybrid-weights", nargs="+", type=hybrid_weight,
+                        default=[(0.25, None)], metavar="W[/W3]",
+                        help="shipped-hybrid: the NMF member's weights, one row each (in (0, "
+                        "1)); W/W3 weighs W3 where the network sounds three outputs")
     parser.add_argument("--by-label", action="store_true",
                         help="also score every row per instrument (or voice)")
     parser.add_argument("--oracle-order", action="store_true",
@@ -459,8 +488,6 @@ def main() -> None:
     loaded = load_models(args.model, parser)
     reference = paired_reference(args, loaded, parser)
 
-    if not all(0.0 < weight < 1.0 for weight in args.hybrid_weights):
-        parser.error(f"--hybrid-weights must lie in (0, 1); got {args.hybrid_weights}")
     methods, hybrid_weights = hybrid_rows(args.methods, args.hybrid_weights)
 
     rows: dict[tuple[str, str], dict[str, float]] = {}
@@ -485,9 +512,7 @@ def main() -> None:
                 if not blind_nmf:
                     blind_nmf[:] = [fit_nmf(train, n_sources=HYBRID_SOURCES),
                                     time.perf_counter() - started]
-                weight = hybrid_weights[method]
-                model = SeparatorEnsemble(["instruments", blind_nmf[0]],
-                                          weights=[1.0 - weight, weight]).fit()
+                model = hybrid(blind_nmf[0], *hybrid_weights[method])
                 seconds = blind_nmf[1]
                 speeds[method] = real_time_factor(model, tests)
             elif method in SHIPPED:

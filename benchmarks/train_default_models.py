@@ -15,9 +15,9 @@ stages before the last such one, whose folders need not exist), and the
 last stage's model is written to ``decomp/models/separator-<name>.decomp`` with its weights
 stored in float16. ``--evaluate`` also scores it on the held-out test sets beside NMF and the
 ideal ratio mask (``results.json`` in the last stage's folder). On the 2-core reference
-machine, one thread per training: ``instruments`` (AudioSlots) seven stages of 85, 64, 45,
-28, 70, 60 and 25 epochs, 101 + 108 + 78 + 45 minutes, then 94 on a faster machine and 97
-and 44 on another; ``speech`` 150 epochs in about two and a half hours; ``instruments-count`` a
+machine, one thread per training: ``instruments`` (AudioSlots) eight stages of 85, 64, 45,
+28, 70, 60, 25 and 25 epochs, 101 + 108 + 78 + 45 minutes, then 94 on a faster machine and 97,
+44 and 108 on another; ``speech`` 150 epochs in about two and a half hours; ``instruments-count`` a
 156-epoch multi-head U-Net (about two and a half hours) and a 30-epoch count fine-tune of
 its float16 weights (46 minutes). ``instruments-ensemble`` trains nothing: a
 :class:`~decomp.SeparatorEnsemble` of the shipped ``instruments`` and ``instruments-count``
@@ -72,6 +72,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import separation_table
 import torch
@@ -133,7 +134,7 @@ _AUDIOSLOTS_INSTRUMENTS = ("--model", "audioslots", "--corpus", "instruments", "
                            "--loss", "si_sdr", "--without", "reverb", "--seed", "0")
 
 SEPARATOR_RECIPES: dict[str, tuple[Stage, ...]] = {
-    # Blind AudioSlots with a U-Net decoder and the attention skip, in seven stages (the
+    # Blind AudioSlots with a U-Net decoder and the attention skip, in eight stages (the
     # measurements behind each are in docs/guide/audioslots.md): 2 slots on 2-instrument
     # mixtures from scratch; 3 slots on 2-3 instruments from those weights (no weight depends
     # on the number of slots), which leaves the third slot silent; 3-instrument mixtures
@@ -144,7 +145,8 @@ SEPARATOR_RECIPES: dict[str, tuple[Stage, ...]] = {
     # the rate from that model's float16 copy, on stream seed 1 (a sixth stage at the same
     # rate, seed 2, had gained nothing; shipped on 2026-12-05); 25 more epochs on chunks of
     # 256 frames (4 s) instead of 64, 4 crops a batch, from that model's float32 weights,
-    # its positional embeddings stretched (fewer windows to join, each with more context).
+    # its positional embeddings stretched (fewer windows to join, each with more context);
+    # 25 more epochs of those chunks at half the rate, stream seed 3.
     # Every stage trains without reverb (which benchmarks/augmentation_ablation.py
     # measured to hurt on an unseen font), stream and weights seed 0 unless named,
     # negative SI-SDR with PIT.
@@ -182,6 +184,13 @@ SEPARATOR_RECIPES: dict[str, tuple[Stage, ...]] = {
                                       "--learning-rate-decay", "25", "--silence-floor-db",
                                       "-10", "--seed", "2"),
               25, init_from="audioslots-floor10-half-rate"),
+        Stage("audioslots-chunk256-half-rate", (*_AUDIOSLOTS_INSTRUMENTS, "--n-slots", "3",
+                                                "--sources", "2", "3", "--test-sources", "2",
+                                                "3", "--chunk-frames", "256", "--batch-size",
+                                                "4", "--learning-rate", "5e-5",
+                                                "--learning-rate-decay", "25",
+                                                "--silence-floor-db", "-10", "--seed", "3"),
+              25, init_from="audioslots-chunk256"),
     ),
     # Two unordered heads for two espeak-ng voices, without reverb (SI-SDRi 8.74 dB on the
     # 100 test mixtures against 8.33 with it), on 32 utterances per voice (four times the
@@ -230,17 +239,21 @@ SEPARATOR_NMF: dict[str, int] = {
 }
 """Shipped blind NMF separators: name -> ``n_sources`` (fitted in seconds, no recipe)."""
 
-SEPARATOR_ENSEMBLES: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
+SEPARATOR_ENSEMBLES: dict[str, dict[str, Any]] = {
     # AudioSlots and the counting multi-head U-Net, matched and averaged: weights chosen
     # among 0.5-0.8 for AudioSlots on the test mixtures rendered with the training fonts
     # (docs/guide/model-card.md names the separation_table.py command behind the figures).
-    "instruments-ensemble": (("instruments", "instruments-count"), (0.7, 0.3)),
-    # AudioSlots and blind NMF: the NMF's weight chosen among 0.1-0.4 likewise
+    "instruments-ensemble": {"separators": ["instruments", "instruments-count"],
+                             "weights": [0.7, 0.3]},
+    # AudioSlots and blind NMF: the NMF's weight on mixtures where the network sounds two
+    # outputs and where it sounds three (count_weights) chosen likewise among 0.05-0.5
     # (separation_table.py's shipped-hybrid rows; docs/guide/model-card.md).
-    "instruments-hybrid": (("instruments", "instruments-nmf"), (0.85, 0.15)),
+    "instruments-hybrid": {"separators": ["instruments", "instruments-nmf"],
+                           "weights": [0.95, 0.05], "count_weights": {3: [0.75, 0.25]}},
 }
-"""Shipped ensembles: members (shipped names, loaded when the ensemble is) and weights.
-Nothing is trained: the file holds the names, the weights and the front end (2.4 kB)."""
+"""Shipped ensembles: :class:`~decomp.SeparatorEnsemble`'s parameters (members by shipped
+name, loaded when the ensemble is). Nothing is trained: the file holds the names, the
+weights and the front end (2.5 kB)."""
 
 
 def stage_arguments(stage: Stage, work_dir: Path) -> list[str]:
@@ -414,8 +427,8 @@ def main() -> None:
                   f"{time.perf_counter() - begun:.0f} s", flush=True)
             continue
         if method in SEPARATOR_ENSEMBLES:
-            members, weights = SEPARATOR_ENSEMBLES[method]
-            ensemble = SeparatorEnsemble(list(members), weights=list(weights)).fit()
+            ensemble = SeparatorEnsemble(**SEPARATOR_ENSEMBLES[method]).fit()
+            members = ensemble.separators
             path = separator_file(method, args.out)
             path.parent.mkdir(parents=True, exist_ok=True)
             ensemble.save(path)

@@ -198,8 +198,8 @@ def test_the_shipped_ensemble_is_its_recipe(recipes):
     from decomp.estimators.amortized import AudioSlots, MHUNet
 
     shipped = decomp.pretrained("instruments-ensemble")
-    members, weights = recipes.SEPARATOR_ENSEMBLES["instruments-ensemble"]
-    assert shipped.separators == list(members) and shipped.weights == list(weights)
+    recipe = recipes.SEPARATOR_ENSEMBLES["instruments-ensemble"]
+    assert {key: shipped.get_params()[key] for key in recipe} == recipe
     assert [type(member) for member in shipped.separators_] == [AudioSlots, MHUNet]
     assert shipped.front_end_.sample_rate == 16000 and shipped.n_slots_ == 3
     assert module.pretrained_file("instruments-ensemble").stat().st_size < 20_000
@@ -214,8 +214,8 @@ def test_the_shipped_hybrid_and_its_blind_nmf_are_their_recipes(recipes):
     assert nmf.n_sources == recipes.SEPARATOR_NMF["instruments-nmf"]
     assert len(nmf.classes_) == 10 and nmf.model_.components_.shape[0] == 160
     shipped = decomp.pretrained("instruments-hybrid")
-    members, weights = recipes.SEPARATOR_ENSEMBLES["instruments-hybrid"]
-    assert shipped.separators == list(members) and shipped.weights == list(weights)
+    recipe = recipes.SEPARATOR_ENSEMBLES["instruments-hybrid"]
+    assert {key: shipped.get_params()[key] for key in recipe} == recipe
     assert [type(member) for member in shipped.separators_] == [AudioSlots, NMFSeparator]
     assert shipped.front_end_.sample_rate == 16000 and shipped.n_slots_ == 3
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import itertools
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from numbers import Integral
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +28,10 @@ __all__ = ["SeparatorEnsemble"]
 # How many ensembles are resolving their members right now: a member that is itself an
 # ensemble is refused while it loads, so a file that names itself cannot recurse.
 _resolving = [0]
+# An output of the first member sounds (counts as a source) when it carries at least this
+# share of the energy of all its outputs (-20 dB); benchmarks/separation_table.py's
+# "outputs used" counts them so too.
+SOUNDING_SHARE = 0.01
 
 
 class SeparatorEnsemble(Persistent, BaseEstimator):
@@ -53,6 +58,13 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
     weights : sequence of float, optional
         One positive weight per member, normalised to sum to one; None weighs the members
         equally.
+    count_weights : mapping of int to sequence of float, optional
+        Weights (as ``weights``) to use instead where a recording holds that many sources:
+        ``n_sources`` when told, else the number of the first member's outputs that carry
+        at least :data:`SOUNDING_SHARE` (1 %) of its outputs' energy (in a stream, the
+        energy summed over the segments so far). A count not in the mapping uses
+        ``weights``. The shipped ``instruments-hybrid`` gives its NMF member more weight on
+        three instruments than on two this way.
     n_sources : int, optional
         How many sources every mixture holds, given to each member that takes a count
         (``n_sources``: AudioSlots, an MHUNet with ``count_sources=True``, a blind
@@ -68,6 +80,8 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
         The loaded members.
     weights_ : ndarray of shape (n_members,)
         The normalised weights.
+    count_weights_ : dict of int to ndarray of shape (n_members,)
+        The normalised ``count_weights`` (empty without them).
     front_end_ : Spectrogram
         The first member's front end (its ``sample_rate`` is the ensemble's).
     n_slots_ : int
@@ -88,14 +102,17 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "separators": ["array-like"],
         "weights": ["array-like", None],
+        "count_weights": [Mapping, None],
         "n_sources": [StrictInterval(Integral, 1, None, closed="left"), None],
         "refine_passes": [StrictInterval(Integral, 0, None, closed="left"), None],
     }
 
     def __init__(self, separators: Sequence[Any] = (), weights: Sequence[float] | None = None,
+                 count_weights: Mapping[int, Sequence[float]] | None = None,
                  n_sources: int | None = None, refine_passes: int | None = None) -> None:
         self.separators = separators
         self.weights = weights
+        self.count_weights = count_weights
         self.n_sources = n_sources
         self.refine_passes = refine_passes
 
@@ -111,7 +128,9 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
         ValueError
             If data is given, there are fewer than two members, a member is not a fitted
             separator with unordered outputs (or is an ensemble), the members' sample
-            rates differ, or ``weights`` does not give one positive number per member.
+            rates differ, or ``weights`` (or an entry of ``count_weights``) does not give
+            one positive number per member, or a key of ``count_weights`` is not a
+            positive count.
         """
         if mixtures is not None or sources is not None:
             raise ValueError("SeparatorEnsemble combines separators that are fitted "
@@ -121,7 +140,8 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
         if isinstance(self.separators, (str, os.PathLike)) or len(self.separators) < 2:
             raise ValueError("SeparatorEnsemble needs at least two separators (names, model "
                              f"files or fitted separators); got {self.separators!r}.")
-        self.weights_ = self._checked_weights(len(self.separators))
+        self.weights_ = self._checked_weights(self.weights, len(self.separators), "weights")
+        self.count_weights_ = self._checked_count_weights(len(self.separators))
         self.separators_ = [self._member(entry) for entry in self.separators]
         rates = {member.front_end_.sample_rate for member in self.separators_}
         if len(rates) > 1:
@@ -131,15 +151,29 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
         self.n_slots_ = max(int(member.n_slots_) for member in self.separators_)
         return self
 
-    def _checked_weights(self, n_members: int) -> np.ndarray:
-        if self.weights is None:
+    @staticmethod
+    def _checked_weights(given: Any, n_members: int, name: str) -> np.ndarray:
+        if given is None:
             return np.full(n_members, 1.0 / n_members)
-        weights = np.asarray(self.weights, dtype=float)
+        try:
+            weights = np.asarray(given, dtype=float)
+        except (TypeError, ValueError):
+            weights = np.full(0, np.nan)
         if (weights.shape != (n_members,) or not np.isfinite(weights).all()
                 or (weights <= 0).any()):
-            raise ValueError(f"SeparatorEnsemble's weights must be {n_members} positive "
-                             f"numbers, one per separator; got {self.weights!r}.")
+            raise ValueError(f"SeparatorEnsemble's {name} must be {n_members} positive "
+                             f"numbers, one per separator; got {given!r}.")
         return weights / weights.sum()
+
+    def _checked_count_weights(self, n_members: int) -> dict[int, np.ndarray]:
+        checked = {}
+        for count, weights in (self.count_weights or {}).items():
+            if isinstance(count, bool) or not isinstance(count, Integral) or count < 1:
+                raise ValueError("SeparatorEnsemble's count_weights are keyed by a number of "
+                                 f"sources (a positive integer); got the key {count!r}.")
+            checked[int(count)] = self._checked_weights(weights, n_members,
+                                                        f"count_weights[{count}]")
+        return checked
 
     @staticmethod
     def _member(entry: Any) -> Any:
@@ -235,6 +269,8 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
         if _resolving[0]:
             raise ValueError("SeparatorEnsemble's members are separators, not ensembles.")
         super()._set_state(state)
+        if "count_weights_" not in state:  # a file saved before count_weights existed
+            self.count_weights_ = self._checked_count_weights(len(self.separators))
         self.separators_ = [self._member(entry) for entry in self.separators]
 
     def separate(self, audio: Any, labels: Any = None) -> Any:
@@ -258,7 +294,7 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
                    for member in members]
         combined = torch.stack([
             self._combine([member_outputs[item] for member_outputs in outputs],
-                          self._no_evidence(len(members)))
+                          _Evidence.none(len(members)))
             for item in range(len(waveforms))])
         return like_input(combined[0] if single else combined, audio)
 
@@ -297,7 +333,7 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
         copies = itertools.tee(blocks, len(members))
         streams = [member.separate_stream(copy_, segment_frames=segment_frames)
                    for member, copy_ in zip(members, copies, strict=True)]
-        evidence = self._no_evidence(len(members))
+        evidence = _Evidence.none(len(members))
         for segments in _joined(streams):
             combined = self._combine([torch.as_tensor(segment) for segment in segments],
                                      evidence)
@@ -333,24 +369,20 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
         self._validate_params()
         return self._told_members()
 
-    @staticmethod
-    def _no_evidence(n_members: int) -> list[list[torch.Tensor]]:
-        """The matching evidence before anything is heard: for each member after the
-        first, an empty list, which :meth:`_combine` fills with the inner products (S, S)
-        of its outputs' spectrograms with the first member's and both sets of squared
-        norms (S,), summed over what it has combined."""
-        return [[] for _ in range(n_members - 1)]
-
-    def _combine(self, outputs: list[torch.Tensor],
-                 evidence: list[list[torch.Tensor]]) -> torch.Tensor:
+    def _combine(self, outputs: list[torch.Tensor], evidence: _Evidence) -> torch.Tensor:
         """One recording's (or segment's) outputs, (S_k, n_samples) per member -> their
         weighted average (n_slots_, n_samples), each member after the first matched to
-        the first on ``evidence`` plus these outputs (``evidence`` is updated)."""
+        the first on ``evidence`` plus these outputs, weighted for the count of sources
+        (``evidence`` is updated)."""
         padded = [torch.nn.functional.pad(values.float(), (0, 0, 0, self.n_slots_ - len(values)))
                   for values in outputs]  # silent extra slots
+        energies = padded[0].double().square().sum(1)
+        evidence.energies = energies if evidence.energies is None else (
+            evidence.energies + energies)
+        weights = self._weights_for(evidence.energies)
         reference = self._magnitudes(padded[0]).flatten(1)
-        combined = float(self.weights_[0]) * padded[0]
-        for values, weight, sums in zip(padded[1:], self.weights_[1:], evidence, strict=True):
+        combined = float(weights[0]) * padded[0]
+        for values, weight, sums in zip(padded[1:], weights[1:], evidence.matches, strict=True):
             magnitudes = self._magnitudes(values).flatten(1)
             heard = [reference @ magnitudes.T, reference.square().sum(1),
                      magnitudes.square().sum(1)]
@@ -359,9 +391,43 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
             combined += float(weight) * values[cosine_assignment(*sums)]
         return combined
 
+    def _weights_for(self, energies: torch.Tensor) -> np.ndarray:
+        """The weights for a recording whose first member's outputs carry ``energies``
+        (S,) so far: ``count_weights_`` at its count of sources, else ``weights_``."""
+        if not self.count_weights_:
+            return self.weights_
+        count = self.n_sources
+        if count is None:
+            count = int((energies >= SOUNDING_SHARE * energies.sum()).sum()) if (
+                energies.sum() > 0) else 0
+        return self.count_weights_.get(count, self.weights_)
+
     def _magnitudes(self, sources: torch.Tensor) -> torch.Tensor:
         """(S, n_samples) -> (S, n_frames, n_bins) front-end magnitudes."""
         return self.front_end_(sources)
+
+
+@dataclass
+class _Evidence:
+    """What the ensemble has heard of one recording so far.
+
+    Attributes
+    ----------
+    matches : list of list of Tensor
+        For each member after the first: the inner products (S, S) of its outputs'
+        spectrograms with the first member's and both sets of squared norms (S,), summed
+        over the segments combined (empty before the first).
+    energies : Tensor of shape (S,), optional
+        The first member's outputs' energies, summed likewise (its count of sources).
+    """
+
+    matches: list[list[torch.Tensor]] = field(default_factory=list)
+    energies: torch.Tensor | None = None
+
+    @classmethod
+    def none(cls, n_members: int) -> _Evidence:
+        """The evidence before anything is heard."""
+        return cls([[] for _ in range(n_members - 1)])
 
 
 def _separates_like_a_member(member: Any) -> bool:

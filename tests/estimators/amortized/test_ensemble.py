@@ -11,6 +11,7 @@ from sklearn.exceptions import NotFittedError
 import decomp
 from decomp.audio import Spectrogram
 from decomp.estimators.amortized import AudioSlots, MHUNet, SeparatorEnsemble
+from decomp.estimators.amortized.ensemble import SOUNDING_SHARE
 from decomp.exceptions import ModelFileError
 
 N_ITEMS, N_FRAMES, N_BINS = 8, 48, 33
@@ -205,16 +206,24 @@ def test_saved_with_members_inside_or_by_path(members, tmp_path):
     np.testing.assert_allclose(reloaded.separate(mixtures), expected, atol=1e-6)
 
 
-def test_a_blind_nmf_separator_is_a_member(members, tmp_path):
+@pytest.fixture
+def blind_nmf():
+    """A blind NMFSeparator (2 of 3 classes) on the members' front end."""
     from decomp.separation import NMFSeparator
 
-    slots, _ = members
     rng = np.random.default_rng(3)
     stems = {label: [(0.3 * rng.standard_normal(4000)).astype(np.float32)
                      * np.sin(np.arange(4000) * frequency)]
              for label, frequency in (("low", 0.05), ("mid", 0.4), ("high", 1.2))}
-    nmf = NMFSeparator(n_components_per_source=2, front_end=FRONT_END, max_iter=20,
-                       device="cpu", random_state=0, n_sources=2).fit(stems)
+    return NMFSeparator(n_components_per_source=2, front_end=FRONT_END, max_iter=20,
+                        device="cpu", random_state=0, n_sources=2).fit(stems)
+
+
+def test_a_blind_nmf_separator_is_a_member(members, blind_nmf, tmp_path):
+    from decomp.separation import NMFSeparator
+
+    slots, _ = members
+    nmf = blind_nmf
     mixtures = _mixtures()
     ensemble = SeparatorEnsemble([slots, nmf], weights=[3, 1]).fit()
     assert ensemble.n_slots_ == 3
@@ -238,6 +247,96 @@ def test_a_blind_nmf_separator_is_a_member(members, tmp_path):
         SeparatorEnsemble([slots, nmf]).fit()
     with pytest.raises(NotFittedError):
         SeparatorEnsemble([slots, NMFSeparator(n_sources=2)]).fit()
+
+
+def _energies(outputs):
+    return np.square(np.asarray(outputs, dtype=np.float64)).sum(axis=-1)
+
+
+def _counts(energies):
+    """How many outputs carry 1 % of the energy of all, per item: energies (..., S)."""
+    return (energies >= SOUNDING_SHARE * energies.sum(axis=-1, keepdims=True)).sum(axis=-1)
+
+
+def _sines(n_samples, high_from=0):
+    """Mixtures of a low sine and (from sample ``high_from``) a high one, at 8 kHz."""
+    time = np.arange(n_samples)
+    return (0.3 * np.sin(0.05 * time) + 0.3 * np.sin(1.2 * time) * (time >= high_from)
+            ).astype(np.float32)
+
+
+def test_count_weights_follow_the_first_members_count(members, blind_nmf, tmp_path):
+    slots, heads = members
+    # The blind NMF first: one sine alone is one sounding output, two are two.
+    mixtures = np.stack([_sines(32 * 60, high_from=32 * 60), _sines(32 * 60),
+                         _mixtures(1, 32 * 60)[0]])
+    first = np.pad(blind_nmf.separate(mixtures), ((0, 0), (0, 1), (0, 0)))  # 3 slots
+    second = slots.separate(mixtures)
+    counts = _counts(_energies(first))
+    assert list(counts) == [1, 2, 2]
+    ensemble = SeparatorEnsemble([blind_nmf, slots], weights=[3, 1],
+                                 count_weights={1: [1, 3]}).fit()
+    assert list(ensemble.count_weights_) == [1]
+    np.testing.assert_allclose(ensemble.count_weights_[1], [0.25, 0.75])
+    sources = ensemble.separate(mixtures)
+    for item, count in enumerate(counts):
+        weights = (0.25, 0.75) if count == 1 else (0.75, 0.25)
+        _matched_rest(sources[item], first[item], second[item], weights)
+    # A count no mixture has leaves the plain weights.
+    unused = SeparatorEnsemble([blind_nmf, slots], weights=[3, 1],
+                               count_weights={7: [1, 3]}).fit()
+    np.testing.assert_allclose(unused.separate(mixtures),
+                               SeparatorEnsemble([blind_nmf, slots], weights=[3, 1]).fit()
+                               .separate(mixtures), atol=1e-6)
+    # Streamed, the count is that of the first member's outputs so far: one sine, then two.
+    audio = _sines(32 * 200, high_from=32 * 100)
+    blocks = np.array_split(audio, 7)
+    own = [np.pad(segment, ((0, 1), (0, 0)))
+           for segment in blind_nmf.separate_stream(blocks, segment_frames=40)]
+    other = list(slots.separate_stream(blocks, segment_frames=40))
+    stream_counts = _counts(np.cumsum([_energies(segment) for segment in own], axis=0))
+    assert list(stream_counts) == [1, 1, 2, 2, 2]
+    segments = list(ensemble.separate_stream(blocks, segment_frames=40))
+    for combined, count, own_segment, other_segment in zip(segments, stream_counts, own, other,
+                                                           strict=True):
+        weights = (0.25, 0.75) if count == 1 else (0.75, 0.25)
+        _matched_rest(combined, own_segment, other_segment, weights)
+    # Told the count, that count's weights apply whatever the outputs carry.
+    told = SeparatorEnsemble([slots, blind_nmf], weights=[3, 1], count_weights={1: [1, 3]},
+                             n_sources=1).fit()
+    np.testing.assert_allclose(
+        told.separate(mixtures),
+        SeparatorEnsemble([slots, blind_nmf], weights=[1, 3], n_sources=1).fit()
+        .separate(mixtures), atol=1e-6)
+    # Saved with the ensemble.
+    loaded = decomp.load(ensemble.save(tmp_path / "counted.decomp"))
+    assert loaded.count_weights == {1: [1, 3]}
+    np.testing.assert_allclose(loaded.separate(mixtures), sources, atol=1e-6)
+    with pytest.raises(ValueError, match=r"keyed by a number of sources .* got the key 0"):
+        SeparatorEnsemble([slots, heads], count_weights={0: [1, 1]}).fit()
+    with pytest.raises(ValueError, match=r"keyed by a number of sources .* got the key '2'"):
+        SeparatorEnsemble([slots, heads], count_weights={"2": [1, 1]}).fit()
+    with pytest.raises(ValueError, match=r"count_weights\[2\] must be 2 positive numbers"):
+        SeparatorEnsemble([slots, heads], count_weights={2: [1]}).fit()
+    with pytest.raises(ValueError, match=r"count_weights\[3\] must be 2 positive numbers"):
+        SeparatorEnsemble([slots, heads], count_weights={3: ["a", 1]}).fit()
+    with pytest.raises(ValueError, match="count_weights"):
+        SeparatorEnsemble([slots, heads], count_weights=[1, 3]).fit()
+
+
+def test_a_file_saved_before_count_weights_existed_loads(members, tmp_path, monkeypatch):
+    slots, heads = members
+    ensemble = SeparatorEnsemble([slots, heads], weights=[3, 1]).fit()
+    saved_state = SeparatorEnsemble._get_state
+    monkeypatch.setattr(SeparatorEnsemble, "_get_state", lambda self: {
+        key: value for key, value in saved_state(self).items() if key != "count_weights_"})
+    path = ensemble.save(tmp_path / "before.decomp")
+    monkeypatch.undo()
+    loaded = decomp.load(path)
+    assert loaded.count_weights_ == {}
+    mixtures = _mixtures()
+    np.testing.assert_allclose(loaded.separate(mixtures), ensemble.separate(mixtures),
+                               atol=1e-6)
 
 
 def test_bad_members_weights_and_inputs(members, tmp_path):

@@ -16,6 +16,7 @@ from decomp.audio import Spectrogram
 from decomp.data import MixtureStream
 from decomp.data.soundfonts import available_soundfonts
 from decomp.estimators.amortized import AudioSlots, MHUNet
+from decomp.separation import NMFSeparator
 from tests.conftest import BENCHMARKS, load_benchmark
 
 FRONT_END = Spectrogram(sample_rate=8000, n_fft=64, hop_length=32, kind="linear")
@@ -568,15 +569,29 @@ def test_separation_table_scores_saved_separators_by_name(monkeypatch, tmp_path,
 def test_separation_table_has_a_hybrid_row_per_nmf_weight(monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     table = load_benchmark("separation_table")
-    methods, weights = table.hybrid_rows(["shipped", "shipped-hybrid", "nmf"], [0.2, 0.25])
-    assert methods == ["shipped", "shipped-hybrid-0.2", "shipped-hybrid-0.25", "nmf"]
-    assert weights == {"shipped-hybrid-0.2": 0.2, "shipped-hybrid-0.25": 0.25}
-    assert table.hybrid_rows(["shipped"], [0.2]) == (["shipped"], {})
-    monkeypatch.setattr("sys.argv", ["separation_table.py", "--methods", "shipped-hybrid",
-                                     "--hybrid-weights", "0.2", "1.0"])
-    with pytest.raises(SystemExit):
-        table.main()
-    assert "--hybrid-weights must lie in (0, 1)" in capsys.readouterr().err
+    entries = [table.hybrid_weight(text) for text in ("0.2", "0.25", "0.1/0.4")]
+    assert entries == [(0.2, None), (0.25, None), (0.1, 0.4)]
+    methods, weights = table.hybrid_rows(["shipped", "shipped-hybrid", "nmf"], entries)
+    assert methods == ["shipped", "shipped-hybrid-0.2", "shipped-hybrid-0.25",
+                       "shipped-hybrid-0.1/0.4", "nmf"]
+    assert weights == {"shipped-hybrid-0.2": (0.2, None), "shipped-hybrid-0.25": (0.25, None),
+                       "shipped-hybrid-0.1/0.4": (0.1, 0.4)}
+    assert table.hybrid_rows(["shipped"], [(0.2, None)]) == (["shipped"], {})
+    noise = np.random.default_rng(0).standard_normal((2, 16000)).astype(np.float32)
+    nmf = NMFSeparator(n_components_per_source=2, max_iter=5, n_sources=2,
+                       random_state=0).fit({"a": [noise[0]], "b": [noise[1]]})
+    counted = table.hybrid(nmf, 0.1, 0.4)
+    np.testing.assert_allclose(counted.weights_, [0.9, 0.1])
+    assert list(counted.count_weights_) == [3]
+    np.testing.assert_allclose(counted.count_weights_[3], [0.6, 0.4])
+    assert table.hybrid(nmf, 0.2, None).count_weights_ == {}
+    for bad in ("1.0", "0.1/0", "0.1/0.2/0.3", "a"):
+        monkeypatch.setattr("sys.argv", ["separation_table.py", "--methods", "shipped-hybrid",
+                                         "--hybrid-weights", "0.2", bad])
+        with pytest.raises(SystemExit):
+            table.main()
+        assert (f"expected W or W/W3 with each weight in (0, 1); got {bad!r}"
+                in capsys.readouterr().err)
 
 
 def test_separation_table_prints_scores_by_label_worst_first(monkeypatch, capsys):
