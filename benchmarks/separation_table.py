@@ -114,7 +114,7 @@ from decomp.estimators.amortized import (
     SeparatorEnsemble,
     SoundOfPixels,
 )
-from decomp.estimators.amortized.ensemble import SOUNDING_SHARE
+from decomp.estimators.amortized.ensemble import count_sounding_outputs
 from decomp.separation import NMFSeparator, evaluate_separation, ideal_ratio_mask
 
 TRAIN_FONTS = ("fluidr3", "timgm6mb")
@@ -188,15 +188,15 @@ def paired_differences(item_scores: dict[tuple[str, str], np.ndarray],
     return differences
 
 
-def active_outputs(estimates: np.ndarray, share: float = SOUNDING_SHARE) -> float:
-    """Mean number of outputs per mixture that carry at least ``share`` of the energy of
-    its estimates. A blind separator that never uses one of its heads scores one less
-    than the mixtures' source count (the shipped instruments model on 3-instrument
-    mixtures, measured 2026-12-02: its third head was silent on every mixture)."""
+def active_outputs(estimates: np.ndarray) -> float:
+    """Mean number of outputs per mixture that carry at least ``SOUNDING_SHARE`` (1 %) of
+    the energy of its estimates (:func:`count_sounding_outputs`, the count
+    :class:`SeparatorEnsemble`'s ``count_weights`` go by). A blind separator that never uses
+    one of its heads scores one less than the mixtures' source count (the shipped
+    instruments model on 3-instrument mixtures, measured 2026-12-02: its third head was
+    silent on every mixture)."""
     energy = np.square(np.asarray(estimates, dtype=np.float64)).sum(axis=-1)  # (n, S)
-    total = energy.sum(axis=1, keepdims=True)
-    return float((energy >= share * np.maximum(total, np.finfo(float).tiny)).sum(axis=1)
-                 .mean())
+    return float(count_sounding_outputs(energy).mean())
 
 
 def oracle_chunk_order(estimates: np.ndarray, sources: np.ndarray, n_sources: np.ndarray,

@@ -29,8 +29,8 @@ __all__ = ["SeparatorEnsemble"]
 # ensemble is refused while it loads, so a file that names itself cannot recurse.
 _resolving = [0]
 # An output of the first member sounds (counts as a source) when it carries at least this
-# share of the energy of all its outputs (-20 dB); benchmarks/separation_table.py's
-# "outputs used" counts them so too.
+# share of the energy of all its outputs (-20 dB): count_sounding_outputs, which
+# benchmarks/separation_table.py's "outputs used" also calls.
 SOUNDING_SHARE = 0.01
 
 
@@ -398,13 +398,21 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
             return self.weights_
         count = self.n_sources
         if count is None:
-            count = int((energies >= SOUNDING_SHARE * energies.sum()).sum()) if (
-                energies.sum() > 0) else 0
+            count = int(count_sounding_outputs(energies.numpy()))
         return self.count_weights_.get(count, self.weights_)
 
     def _magnitudes(self, sources: torch.Tensor) -> torch.Tensor:
         """(S, n_samples) -> (S, n_frames, n_bins) front-end magnitudes."""
         return self.front_end_(sources)
+
+
+def count_sounding_outputs(energies: np.ndarray) -> np.ndarray:
+    """How many outputs sound: energies of shape (..., n_outputs) -> counts of shape (...)
+    of the outputs carrying at least :data:`SOUNDING_SHARE` of the energy of all (0 where
+    all are silent)."""
+    energies = np.asarray(energies, dtype=np.float64)
+    total = energies.sum(axis=-1, keepdims=True)
+    return (energies >= SOUNDING_SHARE * np.maximum(total, np.finfo(float).tiny)).sum(axis=-1)
 
 
 @dataclass
