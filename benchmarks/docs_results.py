@@ -390,6 +390,9 @@ SEPARATION_METHODS = {"shipped": "shipped separator (blind)",
                       "shipped-ensemble-told": "shipped instruments-ensemble, told the count",
                       "shipped-ensemble-refined": "shipped instruments-ensemble, told the "
                                                   "count, refined (`refine_passes=2`)",
+                      "shipped-hybrid": "shipped instruments-hybrid (blind: instruments "
+                                        "refined, instruments-count and NMF, weighted by "
+                                        "count)",
                       "nmf": "semi-supervised NMF (given the labels)",
                       "irm": "ideal ratio mask (oracle)"}
 METRICS = (("sdr", "SDR"), ("sir", "SIR"), ("sar", "SAR"), ("si_sdr", "SI-SDR"),
@@ -472,6 +475,43 @@ def _font_gap_section(page: Page, data: dict[str, Any] | None,
                    ["l", "r", *["r"] * (len(fonts) + 2)]))
     command = data.get("settings", {}).get("command")
     page.add(source(name, data), *([f"Rerun: `{command}`."] if command else []))
+
+
+def _ensemble_weights_section(page: Page, name: str, data: dict[str, Any]) -> None:
+    """``ensemble_weights.py``: the best weights per count and the chosen ensemble."""
+    settings = data.get("settings", {})
+    members = settings.get("members", [])
+    refine = settings.get("refine_passes")
+    page.add(f"## Ensemble weights: {', '.join(f'`{member}`' for member in members)}",
+             f"Every weight vector of a grid ({data.get('grid_size')} vectors: each member "
+             f"after the first from 0 to {number(settings.get('max_weight'))} in steps of "
+             f"{number(settings.get('step'))}) scored on the same mixtures"
+             + (f", the first member refining blind (`refine_passes={refine}`)" if refine
+                else "")
+             + ". Chosen per count of the first member's sounding outputs by the sum of "
+             "SI-SDRi over the four training-font test sets; the held-out font's figures "
+             "(musescore-lite) are shown, never used to choose.")
+    sets = list(next(iter(data.get("results", {}).values()), {}))
+    training = [test_set for test_set in sets if test_set.startswith(("fluidr3", "timgm6mb"))]
+    for count, rows in data.get("screens", {}).items():
+        page.add(f"Mixtures whose first member sounds {count} outputs, the best "
+                 f"{len(rows)} weight vectors (each set's mean SI-SDRi gathers these "
+                 "mixtures' share):",
+                 table(["weights", "training-font sum",
+                        *[f"`{test_set}`" for test_set in sets if test_set not in training]],
+                       [["/".join(number(weight) for weight in row["weights"]),
+                         number(row["training_sum"], 3),
+                         *[number(row["sets"][test_set], 3) for test_set in sets
+                           if test_set not in training]] for row in rows]))
+    page.add("Mean SI-SDRi (dB), chosen weights "
+             + "; ".join(f"{count} outputs: "
+                         + "/".join(number(weight) for weight in weights)
+                         for count, weights in data.get("chosen", {}).items()) + ":",
+             table(["ensemble", *[f"`{test_set}`" for test_set in sets], "training-font sum"],
+                   [[label, *[number(values[test_set]) for test_set in sets],
+                     number(sum(values[test_set] for test_set in training))]
+                    for label, values in data.get("results", {}).items()]))
+    page.add(source(name, data), f"Rerun: `{settings.get('command')}`.")
 
 
 def separation_page(results: dict[str, Any]) -> Page:
@@ -582,6 +622,8 @@ def separation_page(results: dict[str, Any]) -> Page:
                  "mask shows what a mask-based separator could reach.")
 
     _font_gap_section(page, results.get("separation-font-gap.json"))
+    for name, data in _matching(results, r"ensemble-weights.*\.json").items():
+        _ensemble_weights_section(page, name, data)
     runs = _matching(results, r"train-separators-.*\.json")
     if runs:
         page.add("## Training runs", "Runs of `benchmarks/train_separators.py`: a separator "

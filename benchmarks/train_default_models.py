@@ -19,9 +19,9 @@ machine, one thread per training: ``instruments`` (AudioSlots) eight stages of 8
 28, 70, 60, 25 and 25 epochs, 101 + 108 + 78 + 45 minutes, then 94 on a faster machine and 97,
 44 and 108 on another; ``speech`` 150 epochs in about two and a half hours; ``instruments-count`` a
 156-epoch multi-head U-Net (about two and a half hours) and a 30-epoch count fine-tune of
-its float16 weights (46 minutes). ``instruments-ensemble`` trains nothing: a
-:class:`~decomp.SeparatorEnsemble` of the shipped ``instruments`` and ``instruments-count``
-by name (:data:`SEPARATOR_ENSEMBLES`), loaded with whatever files those names hold. The model card
+its float16 weights (46 minutes). ``instruments-ensemble`` and ``instruments-hybrid``
+train nothing: each is a :class:`~decomp.SeparatorEnsemble` of shipped separators by name
+(:data:`SEPARATOR_ENSEMBLES`), loaded with whatever files those names hold. The model card
 (docs/guide/model-card.md) gives the figures.
 
 **Piano NMF** (``nmf``): the default transcriber, exactly
@@ -245,11 +245,15 @@ SEPARATOR_ENSEMBLES: dict[str, dict[str, Any]] = {
     # (docs/guide/model-card.md names the separation_table.py command behind the figures).
     "instruments-ensemble": {"separators": ["instruments", "instruments-count"],
                              "weights": [0.7, 0.3]},
-    # AudioSlots and blind NMF: the NMF's weight on mixtures where the network sounds two
-    # outputs and where it sounds three (count_weights) chosen likewise among 0.05-0.5
-    # (separation_table.py's shipped-hybrid rows; docs/guide/model-card.md).
-    "instruments-hybrid": {"separators": ["instruments", "instruments-nmf"],
-                           "weights": [0.95, 0.05], "count_weights": {3: [0.75, 0.25]}},
+    # AudioSlots (refining blind where three of its outputs sound), the counting U-Net
+    # and blind NMF: the weights on mixtures where AudioSlots sounds two outputs and
+    # where it sounds three (count_weights) chosen likewise, each of the other members
+    # among 0-0.5 in steps of 0.05 (benchmarks/ensemble_weights.py;
+    # docs/guide/model-card.md).
+    "instruments-hybrid": {"separators": ["instruments", "instruments-count",
+                                          "instruments-nmf"],
+                           "weights": [0.9, 0.05, 0.05],
+                           "count_weights": {3: [0.55, 0.25, 0.2]}, "refine_passes": 2},
 }
 """Shipped ensembles: :class:`~decomp.SeparatorEnsemble`'s parameters (members by shipped
 name, loaded when the ensemble is). Nothing is trained: the file holds the names, the

@@ -313,12 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "instruments-ensemble): N stems sound, the "
                           "others are silent (default: it counts them itself)")
     separate.add_argument("--refine", type=_positive_int, default=None, metavar="PASSES",
-                          help="with --sources 3 or more, on an AudioSlots separator "
-                          "(instruments, or instruments-ensemble's): that many passes that "
-                          "subtract one separated source and separate the rest again, one "
-                          "separation more each "
-                          "(2: +0.66 dB SI-SDRi on held-out trios, in about three times "
-                          "the time)")
+                          help="on an AudioSlots separator (instruments, or an "
+                          "ensemble's): that many passes that subtract one separated source "
+                          "and separate the rest again, one separation more each, with "
+                          "--sources 3 or more, or without --sources where it counts three "
+                          "or more (2, told 3: +0.34 dB SI-SDRi on held-out trios, in about "
+                          "three times the time)")
     _add_device_option(separate)
     separate.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_corpus_options(separate)

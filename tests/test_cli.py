@@ -888,10 +888,10 @@ def test_separate_refine_separates_the_rest_again(tmp_path):
 def test_separate_refine_errors(tmp_path, saved_nmf_separator, capsys):
     path = write_audio(tmp_path / "mix.wav", np.zeros(800, dtype=np.float32), 8000)
     out = str(tmp_path / "stems")
-    assert main(["separate", str(path), "--model", "instruments", "--refine", "1",
+    assert main(["separate", str(path), "--model", "instruments", "--refine", "4",
                  "--out", out]) == 2
-    _assert_one_line_error(capsys.readouterr().err, "instruments: AudioSlots(refine_passes=1)",
-                           "needs the count: set n_sources")
+    _assert_one_line_error(capsys.readouterr().err, "instruments: AudioSlots(refine_passes=4)",
+                           "at most n_slots_ (3) passes")
     assert main(["separate", str(path), "--model", "instruments", "--sources", "3",
                  "--refine", "4", "--out", out]) == 2
     _assert_one_line_error(capsys.readouterr().err, "at most n_sources (3) passes")
@@ -951,6 +951,6 @@ def test_separate_with_a_saved_ensemble(tmp_path, saved_separator, capsys):
     assert main(["separate", str(audio), "--model", str(path), "--sources", "3", "--out",
                  str(out)]) == 2
     _assert_one_line_error(capsys.readouterr().err, "AudioSlots(n_sources=3) merges")
-    assert main(["separate", str(audio), "--model", str(path), "--refine", "1", "--out",
+    assert main(["separate", str(audio), "--model", str(path), "--refine", "3", "--out",
                  str(out)]) == 2
-    _assert_one_line_error(capsys.readouterr().err, "needs the count: set n_sources")
+    _assert_one_line_error(capsys.readouterr().err, "at most n_slots_ (2) passes")

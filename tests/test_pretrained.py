@@ -206,7 +206,7 @@ def test_the_shipped_ensemble_is_its_recipe(recipes):
 
 
 def test_the_shipped_hybrid_and_its_blind_nmf_are_their_recipes(recipes):
-    from decomp.estimators.amortized import AudioSlots
+    from decomp.estimators.amortized import AudioSlots, MHUNet
     from decomp.separation import NMFSeparator
 
     nmf = decomp.pretrained("instruments-nmf")
@@ -216,7 +216,8 @@ def test_the_shipped_hybrid_and_its_blind_nmf_are_their_recipes(recipes):
     shipped = decomp.pretrained("instruments-hybrid")
     recipe = recipes.SEPARATOR_ENSEMBLES["instruments-hybrid"]
     assert {key: shipped.get_params()[key] for key in recipe} == recipe
-    assert [type(member) for member in shipped.separators_] == [AudioSlots, NMFSeparator]
+    assert [type(member) for member in shipped.separators_] == [AudioSlots, MHUNet,
+                                                                NMFSeparator]
     assert shipped.front_end_.sample_rate == 16000 and shipped.n_slots_ == 3
 
 

@@ -29,7 +29,7 @@ from decomp.estimators.amortized.objectives import (
     pit_waveform_loss,
 )
 from decomp.estimators.amortized.unet import SOLOS_FRONT_END, UNet, network_input
-from decomp.estimators.amortized.unordered import refine_by_rest
+from decomp.estimators.amortized.unordered import count_sounding_outputs, refine_by_rest
 
 __all__ = ["AudioSlots", "AudioSlotsNetwork", "AudioSlotsUNetNetwork", "SlotAttention"]
 
@@ -484,7 +484,12 @@ class AudioSlots(AmortizedSeparator):
         The rest of a trio is a duet, whose two outputs the joining of windows keeps apart
         more consistently. Each pass costs one more separation of the whole recording,
         which :meth:`separate_stream` then reads whole (memory grows with it). At most
-        ``n_sources``; 0 (default) separates once.
+        ``n_sources``; 0 (default) separates once. Without ``n_sources`` (blind), each
+        recording is separated once and its sources counted
+        (:func:`~decomp.estimators.amortized.unordered.count_sounding_outputs`: the
+        outputs with at least 1 % of the energy); where three or more sound, it is
+        separated as if told that count and refined with at most that many passes, and
+        elsewhere left as it was. At most ``n_slots`` then.
     training_windows : int, default=1
         Inference windows per training crop. Above 1, a crop spans that many windows of
         ``chunk_frames`` frames, each starting half a window after the last (``1 +
@@ -671,29 +676,51 @@ class AudioSlots(AmortizedSeparator):
         return self.n_sources
 
     def _check_refine_passes(self) -> None:
-        """Refuse ``refine_passes`` without a count, or more passes than sources."""
+        """Refuse more passes than sources (told the count) or than slots (blind)."""
         check_params({"refine_passes": self._parameter_constraints["refine_passes"]},
                      {"refine_passes": self.refine_passes}, "AudioSlots")
-        if self.refine_passes and self.n_sources is None:
-            raise ValueError(f"AudioSlots(refine_passes={self.refine_passes}) re-separates "
-                             "all but one source, so it needs the count: set n_sources.")
         if self.n_sources is not None and self.refine_passes > self.n_sources:
             raise ValueError(f"AudioSlots(refine_passes={self.refine_passes}) anchors each "
                              f"source at most once: it needs at most n_sources "
                              f"({self.n_sources}) passes.")
+        if self.n_sources is None and self.refine_passes > self.n_slots_:
+            raise ValueError(f"AudioSlots(refine_passes={self.refine_passes}) anchors each "
+                             f"source at most once: it needs at most n_slots_ "
+                             f"({self.n_slots_}) passes.")
 
     def _separate_waveforms(self, waveforms: torch.Tensor,
                             labels: torch.Tensor | None) -> torch.Tensor:
         self._check_refine_passes()
         sources = super()._separate_waveforms(waveforms, labels)
-        if not self.refine_passes or self.n_sources < 3:
+        if not self.refine_passes:
+            return sources
+        if self.n_sources is not None:
+            return self._refined(waveforms, sources, self.n_sources)
+        # Blind: refine the recordings where three or more sources sound, as if told that
+        # count (told the number of slots, the separation is the blind one already).
+        counts = count_sounding_outputs(sources.detach().double().square().sum(-1).cpu().numpy())
+        for count in sorted({int(count) for count in counts if count >= 3}):
+            items = torch.as_tensor((counts == count).nonzero()[0], device=sources.device)
+            told = sources[items]
+            if count < self.n_slots_:
+                told_model = copy.copy(self)  # shares the built network
+                told_model.n_sources, told_model.refine_passes = count, 0
+                told = told_model._separate_waveforms(waveforms[items], None)
+            sources[items] = self._refined(waveforms[items], told, count)
+        return sources
+
+    def _refined(self, waveforms: torch.Tensor, sources: torch.Tensor,
+                 n_sources: int) -> torch.Tensor:
+        """Sources (n_items, n_slots, n_samples) separated as told ``n_sources`` -> refined
+        by at most ``n_sources`` passes (:func:`refine_by_rest`); unchanged below three."""
+        if n_sources < 3:
             return sources
         rest_model = copy.copy(self)  # shares the built network
-        rest_model.n_sources, rest_model.refine_passes = self.n_sources - 1, 0
+        rest_model.n_sources, rest_model.refine_passes = n_sources - 1, 0
         refined = refine_by_rest(
-            waveforms, sources[:, :self.n_sources], self.refine_passes,
+            waveforms, sources[:, :n_sources], min(self.refine_passes, n_sources),
             lambda residuals: rest_model._separate_waveforms(residuals, None))
-        return torch.cat([refined, sources[:, self.n_sources:]], dim=1)
+        return torch.cat([refined, sources[:, n_sources:]], dim=1)
 
     def _reads_whole_recording(self) -> bool:
         # Each refinement pass separates the whole recording again.

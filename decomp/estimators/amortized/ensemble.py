@@ -20,7 +20,7 @@ from decomp._backend import like_input
 from decomp._validation import StrictInterval, check_params
 from decomp.audio._segments import separate_file
 from decomp.estimators.amortized.base import AmortizedSeparator, waveform_batch
-from decomp.estimators.amortized.unordered import cosine_assignment
+from decomp.estimators.amortized.unordered import cosine_assignment, count_sounding_outputs
 from decomp.persistence import Persistent
 
 __all__ = ["SeparatorEnsemble"]
@@ -28,10 +28,6 @@ __all__ = ["SeparatorEnsemble"]
 # How many ensembles are resolving their members right now: a member that is itself an
 # ensemble is refused while it loads, so a file that names itself cannot recurse.
 _resolving = [0]
-# An output of the first member sounds (counts as a source) when it carries at least this
-# share of the energy of all its outputs (-20 dB): count_sounding_outputs, which
-# benchmarks/separation_table.py's "outputs used" also calls.
-SOUNDING_SHARE = 0.01
 
 
 class SeparatorEnsemble(Persistent, BaseEstimator):
@@ -61,7 +57,8 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
     count_weights : mapping of int to sequence of float, optional
         Weights (as ``weights``) to use instead where a recording holds that many sources:
         ``n_sources`` when told, else the number of the first member's outputs that carry
-        at least :data:`SOUNDING_SHARE` (1 %) of its outputs' energy (in a stream, the
+        at least :data:`~decomp.estimators.amortized.unordered.SOUNDING_SHARE`
+        (1 %) of its outputs' energy (in a stream, the
         energy summed over the segments so far). A count not in the mapping uses
         ``weights``. The shipped ``instruments-hybrid`` gives its NMF member more weight on
         three instruments than on two this way.
@@ -71,7 +68,8 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
         NMFSeparator) on a copy that shares its weights; every member must take it. None
         (default): each member's own setting.
     refine_passes : int, optional
-        Given likewise to the members that take it (AudioSlots; it needs ``n_sources``, see
+        Given likewise to the members that take it (AudioSlots: without ``n_sources`` it
+        refines the recordings where it counts three sources or more, see
         :class:`AudioSlots`); at least one must. None (default): each member's own.
 
     Attributes
@@ -374,22 +372,33 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
         weighted average (n_slots_, n_samples), each member after the first matched to
         the first on ``evidence`` plus these outputs, weighted for the count of sources
         (``evidence`` is updated)."""
+        matched = self._matched(outputs, evidence)
+        weights = self._weights_for(evidence.energies)
+        combined = float(weights[0]) * matched[0]
+        for values, weight in zip(matched[1:], weights[1:], strict=True):
+            combined += float(weight) * values
+        return combined
+
+    def _matched(self, outputs: list[torch.Tensor], evidence: _Evidence) -> list[torch.Tensor]:
+        """The members' outputs, (S_k, n_samples) each -> (n_slots_, n_samples) each,
+        padded with silent slots, every member after the first in the first's order
+        (matched on ``evidence`` plus these outputs; ``evidence`` is updated).
+        benchmarks/ensemble_weights.py weighs them itself."""
         padded = [torch.nn.functional.pad(values.float(), (0, 0, 0, self.n_slots_ - len(values)))
                   for values in outputs]  # silent extra slots
         energies = padded[0].double().square().sum(1)
         evidence.energies = energies if evidence.energies is None else (
             evidence.energies + energies)
-        weights = self._weights_for(evidence.energies)
         reference = self._magnitudes(padded[0]).flatten(1)
-        combined = float(weights[0]) * padded[0]
-        for values, weight, sums in zip(padded[1:], weights[1:], evidence.matches, strict=True):
+        matched = [padded[0]]
+        for values, sums in zip(padded[1:], evidence.matches, strict=True):
             magnitudes = self._magnitudes(values).flatten(1)
             heard = [reference @ magnitudes.T, reference.square().sum(1),
                      magnitudes.square().sum(1)]
             sums[:] = heard if not sums else [old + new for old, new in zip(sums, heard,
                                                                             strict=True)]
-            combined += float(weight) * values[cosine_assignment(*sums)]
-        return combined
+            matched.append(values[cosine_assignment(*sums)])
+        return matched
 
     def _weights_for(self, energies: torch.Tensor) -> np.ndarray:
         """The weights for a recording whose first member's outputs carry ``energies``
@@ -404,15 +413,6 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
     def _magnitudes(self, sources: torch.Tensor) -> torch.Tensor:
         """(S, n_samples) -> (S, n_frames, n_bins) front-end magnitudes."""
         return self.front_end_(sources)
-
-
-def count_sounding_outputs(energies: np.ndarray) -> np.ndarray:
-    """How many outputs sound: energies of shape (..., n_outputs) -> counts of shape (...)
-    of the outputs carrying at least :data:`SOUNDING_SHARE` of the energy of all (0 where
-    all are silent)."""
-    energies = np.asarray(energies, dtype=np.float64)
-    total = energies.sum(axis=-1, keepdims=True)
-    return (energies >= SOUNDING_SHARE * np.maximum(total, np.finfo(float).tiny)).sum(axis=-1)
 
 
 @dataclass

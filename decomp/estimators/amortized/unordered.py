@@ -6,8 +6,9 @@ over two slots, and keeps sources apart better when there are fewer of them. The
 functions serve every such model and :class:`~decomp.SeparatorEnsemble`:
 :func:`cosine_assignment` matches two sets of outputs (inference windows, chunks,
 ensemble members, refinement passes), :func:`merge_groups` / :func:`merge_slots` join
-the slots that hold parts of one source, and :func:`refine_by_rest` separates all but
-one source again.
+the slots that hold parts of one source, :func:`refine_by_rest` separates all but
+one source again, and :func:`count_sounding_outputs` counts the sources a blind
+separation found.
 """
 
 from __future__ import annotations
@@ -19,7 +20,23 @@ import numpy as np
 import scipy.optimize
 import torch
 
-__all__ = ["cosine_assignment", "merge_groups", "merge_slots", "refine_by_rest"]
+__all__ = ["SOUNDING_SHARE", "cosine_assignment", "count_sounding_outputs", "merge_groups",
+           "merge_slots", "refine_by_rest"]
+
+SOUNDING_SHARE = 0.01
+"""An output sounds (counts as a source) when it carries at least this share of the energy
+of all the outputs of its recording (-20 dB): :func:`count_sounding_outputs`, used by
+AudioSlots' blind refinement, SeparatorEnsemble's ``count_weights`` and
+benchmarks/separation_table.py's "outputs used"."""
+
+
+def count_sounding_outputs(energies: np.ndarray) -> np.ndarray:
+    """How many outputs sound: energies of shape (..., n_outputs) -> counts of shape (...)
+    of the outputs carrying at least :data:`SOUNDING_SHARE` of the energy of all (0 where
+    all are silent)."""
+    energies = np.asarray(energies, dtype=np.float64)
+    total = energies.sum(axis=-1, keepdims=True)
+    return (energies >= SOUNDING_SHARE * np.maximum(total, np.finfo(float).tiny)).sum(axis=-1)
 
 
 def cosine_assignment(inner: torch.Tensor, first_squares: torch.Tensor,

@@ -12,6 +12,7 @@ from sklearn.exceptions import NotFittedError
 
 import decomp
 from decomp.audio import Spectrogram
+from decomp.estimators.amortized import audioslots as audioslots_module
 from decomp.estimators.amortized.audioslots import (
     AudioSlots,
     AudioSlotsNetwork,
@@ -482,8 +483,41 @@ def test_refine_passes_stream_and_are_saved(waveform_model, tmp_path):
     np.testing.assert_array_equal(loaded.separate(audio), model.separate(audio))
 
 
+@pytest.mark.parametrize("slots", [3, 4])
+def test_blind_refine_passes_refine_the_recordings_that_sound_three(waveform_model, data,
+                                                                   slots, monkeypatch):
+    model = waveform_model
+    if slots == 4:  # three sources of four slots: told three, the slots are merged first
+        mixtures, sources = data
+        model = AudioSlots(**{**SMALL, "n_slots": 4, "front_end": model.front_end},
+                           max_epochs=1).fit(mixtures[:8], sources[:8])
+    mixtures = _trio()
+    blind = model.separate(mixtures)
+    counted = []
+
+    def count(energies):  # the first recording sounds three sources, the second two
+        counted.append(energies)
+        return np.array([3, 2])
+
+    monkeypatch.setattr(audioslots_module, "count_sounding_outputs", count)
+    refined = copy.deepcopy(model).set_params(refine_passes=2).separate(mixtures)
+    np.testing.assert_allclose(counted[0], (blind.astype(np.float64) ** 2).sum(-1), rtol=1e-5)
+    told = copy.deepcopy(model).set_params(n_sources=3, refine_passes=2).separate(mixtures[:1])
+    np.testing.assert_allclose(refined[:1], told, atol=1e-5)
+    np.testing.assert_array_equal(refined[1], blind[1])  # two sound: left as it was
+    np.testing.assert_allclose(refined.sum(axis=1), mixtures, atol=1e-4)
+    # More passes than a recording's count: one per source.
+    monkeypatch.setattr(audioslots_module, "count_sounding_outputs",
+                        lambda energies: np.array([3, 3]))
+    if slots == 4:
+        np.testing.assert_allclose(
+            copy.deepcopy(model).set_params(refine_passes=4).separate(mixtures),
+            copy.deepcopy(model).set_params(n_sources=3, refine_passes=3).separate(mixtures),
+            atol=1e-6)
+
+
 @pytest.mark.parametrize("params, match", [
-    ({"refine_passes": 1}, "needs the count: set n_sources"),
+    ({"refine_passes": 4}, r"at most n_slots_ \(3\) passes"),
     ({"refine_passes": 4, "n_sources": 3}, r"at most n_sources \(3\) passes"),
     ({"refine_passes": -1, "n_sources": 3}, "refine_passes"),
     ({"refine_passes": 1.5, "n_sources": 3}, "refine_passes"),

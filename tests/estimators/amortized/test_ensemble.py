@@ -11,7 +11,7 @@ from sklearn.exceptions import NotFittedError
 import decomp
 from decomp.audio import Spectrogram
 from decomp.estimators.amortized import AudioSlots, MHUNet, SeparatorEnsemble
-from decomp.estimators.amortized.ensemble import SOUNDING_SHARE
+from decomp.estimators.amortized.unordered import SOUNDING_SHARE
 from decomp.exceptions import ModelFileError
 
 N_ITEMS, N_FRAMES, N_BINS = 8, 48, 33
@@ -175,8 +175,13 @@ def test_a_count_and_refinement_reach_copies_of_the_members_that_take_them(membe
         SeparatorEnsemble([slots, heads], n_sources=2).fit().separate(mixtures)
     with pytest.raises(ValueError, match="at most n_slots_"):
         SeparatorEnsemble([slots, slots], n_sources=4).fit()._check_n_sources()
-    with pytest.raises(ValueError, match="needs the count"):
-        SeparatorEnsemble([slots, slots], refine_passes=1).fit()._check_refine_passes()
+    # Blind, the AudioSlots members count before they refine.
+    blind = _told(slots, refine_passes=1)
+    np.testing.assert_allclose(
+        SeparatorEnsemble([slots, slots], refine_passes=1).fit().separate(mixtures),
+        SeparatorEnsemble([blind, blind]).fit().separate(mixtures), atol=1e-6)
+    with pytest.raises(ValueError, match=r"at most n_slots_ \(3\) passes"):
+        SeparatorEnsemble([slots, slots], refine_passes=4).fit()._check_refine_passes()
     with pytest.raises(ValueError, match="no member has refinement passes"):
         SeparatorEnsemble([heads, heads], refine_passes=1).fit().separate(mixtures)
     with pytest.raises(ValueError, match="n_sources"):

@@ -559,6 +559,12 @@ def test_separation_table_scores_saved_separators_by_name(monkeypatch, tmp_path,
         "mine 2-source instruments: +2.50 dB SI-SDRi over NMF (target >= +2): PASS",
         "classes 2-source instruments: +1.00 dB SI-SDRi over NMF (target >= +2): FAIL"]
     assert table.targets(rows, {}) == []  # a name not passed as loaded is not judged
+    shipped = {("shipped", "instruments-3"): {"si_sdr_improvement": 6.0},
+               ("shipped-hybrid", "instruments-3"): {"si_sdr_improvement": 7.16},
+               ("shipped-hybrid", "fluidr3-instruments-3"): {"si_sdr_improvement": 7.3}}
+    assert table.targets(shipped, {}) == [
+        "shipped instruments-3: SI-SDRi 6.00 dB (target >= 7): FAIL",
+        "shipped instruments-hybrid on instruments-3: SI-SDRi 7.16 dB (target >= 7): PASS"]
     both = SeparatorEnsemble([blind, blind]).fit().save(tmp_path / "both.decomp")
     assert isinstance(table.load_models([f"both={both}"], parser)["both"], SeparatorEnsemble)
     assert table.targets({}, {"both": 0.01, "instruments": 0.06}, ("both",)) == [
@@ -566,32 +572,53 @@ def test_separation_table_scores_saved_separators_by_name(monkeypatch, tmp_path,
         "shipped instruments: 4-s mixture in 0.0600 x real time (target <= 0.05): FAIL"]
 
 
-def test_separation_table_has_a_hybrid_row_per_nmf_weight(monkeypatch, capsys):
+def test_ensemble_weights_scores_the_ensembles_outputs_and_chooses_by_count(monkeypatch):
+    """benchmarks/ensemble_weights.py: a weighted sum of the matched outputs is the
+    ensemble's output with those weights, its scores are evaluate_separation's, and the
+    weights are chosen per count on the training fonts' sets only."""
+    from decomp.data import MixtureSet
+    from decomp.separation import evaluate_separation
+
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    table = load_benchmark("separation_table")
-    entries = [table.hybrid_weight(text) for text in ("0.2", "0.25", "0.1/0.4")]
-    assert entries == [(0.2, None), (0.25, None), (0.1, 0.4)]
-    methods, weights = table.hybrid_rows(["shipped", "shipped-hybrid", "nmf"], entries)
-    assert methods == ["shipped", "shipped-hybrid-0.2", "shipped-hybrid-0.25",
-                       "shipped-hybrid-0.1/0.4", "nmf"]
-    assert weights == {"shipped-hybrid-0.2": (0.2, None), "shipped-hybrid-0.25": (0.25, None),
-                       "shipped-hybrid-0.1/0.4": (0.1, 0.4)}
-    assert table.hybrid_rows(["shipped"], [(0.2, None)]) == (["shipped"], {})
+    screen = load_benchmark("ensemble_weights")
+    grid = screen.weight_grid(3, 0.25, 0.5)
+    assert grid.shape == (8, 3)  # not (0.5, 0.5): the first member keeps a weight
+    np.testing.assert_allclose(grid.sum(axis=1), 1.0)
+    np.testing.assert_allclose(grid[0], [1.0, 0.0, 0.0])
+    assert (grid[:, 1:] <= 0.5).all() and (grid[:, 0] > 0).all()
+
     noise = np.random.default_rng(0).standard_normal((2, 16000)).astype(np.float32)
     nmf = NMFSeparator(n_components_per_source=2, max_iter=5, n_sources=2,
                        random_state=0).fit({"a": [noise[0]], "b": [noise[1]]})
-    counted = table.hybrid(nmf, 0.1, 0.4)
-    np.testing.assert_allclose(counted.weights_, [0.9, 0.1])
-    assert list(counted.count_weights_) == [3]
-    np.testing.assert_allclose(counted.count_weights_[3], [0.6, 0.4])
-    assert table.hybrid(nmf, 0.2, None).count_weights_ == {}
-    for bad in ("1.0", "0.1/0", "0.1/0.2/0.3", "a"):
-        monkeypatch.setattr("sys.argv", ["separation_table.py", "--methods", "shipped-hybrid",
-                                         "--hybrid-weights", "0.2", bad])
-        with pytest.raises(SystemExit):
-            table.main()
-        assert (f"expected W or W/W3 with each weight in (0, 1); got {bad!r}"
-                in capsys.readouterr().err)
+    other = NMFSeparator(n_components_per_source=3, max_iter=5, n_sources=2,
+                         random_state=1).fit({"a": [noise[0]], "b": [noise[1]]})
+    sources = np.random.default_rng(1).standard_normal((3, 2, 4000)).astype(np.float32)
+    test = MixtureSet(mixtures=sources.sum(axis=1), sources=sources,
+                      n_sources=np.full(3, 2), instruments=np.full((3, 2), "a"),
+                      sample_rate=16000, peak_scale=np.ones(3))
+    matched = screen.matched_outputs(SeparatorEnsemble([nmf, other]).fit(), test)
+    grid = screen.weight_grid(2, 0.25, 0.5)
+    scores = screen.item_scores(matched, test, grid)
+    for weights, row in zip(grid, scores, strict=True):
+        ensemble = SeparatorEnsemble([nmf, other], weights=list(weights + 1e-12)).fit()
+        estimates = ensemble.separate(test.mixtures)
+        np.testing.assert_allclose(sum(w * m for w, m in zip(weights, matched,
+                                                             strict=True)).numpy(),
+                                   estimates, atol=1e-5)
+        expected = evaluate_separation(estimates, test.sources, test.mixtures,
+                                       filter_length=32).item_means()["si_sdr_improvement"]
+        np.testing.assert_allclose(row, expected, atol=1e-3)
+
+    # Per count, the row with the best sum over the training sets; held-out sets ignored.
+    scores = {"fluidr3-x": np.array([[1.0, 5.0], [2.0, 0.0]]),
+              "timgm6mb-x": np.array([[1.0, 5.0], [2.0, 0.0]]),
+              "x": np.array([[9.0, 9.0], [0.0, 0.0]])}
+    counts = {name: np.array([2, 3]) for name in scores}
+    assert screen.choose(scores, counts, grid, ["fluidr3-x", "timgm6mb-x"]) == {2: 1, 3: 0}
+    assert screen.by_count(scores, counts, {2: 1, 3: 0}, 0) == {
+        "fluidr3-x": 3.5, "timgm6mb-x": 3.5, "x": 4.5}
+    assert screen.by_count(scores, counts, {}, 1) == {"fluidr3-x": 1.0, "timgm6mb-x": 1.0,
+                                                      "x": 0.0}
 
 
 def test_separation_table_prints_scores_by_label_worst_first(monkeypatch, capsys):
