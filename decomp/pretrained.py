@@ -34,8 +34,10 @@ SHIPPED_MODELS: dict[str, tuple[str, str]] = {
                         "blind NMF separator of 3 of the 10 training instruments, chosen "
                         "per mixture (NMFSeparator, n_sources=3)"),
     "instruments-hybrid": ("separator-instruments-hybrid.decomp",
-                           "blind separator of 2-3 instruments: 'instruments' and "
-                           "'instruments-nmf' averaged (SeparatorEnsemble)"),
+                           "blind separator of 2-3 instruments: 'instruments' (refining "
+                           "where it counts three), 'instruments-count' and "
+                           "'instruments-nmf' averaged, weighted by the count "
+                           "(SeparatorEnsemble)"),
     "speech": ("separator-speech.decomp",
                "blind separator of two speakers (MHUNet, 2 unordered outputs)"),
     "piano-nmf": ("piano-nmf.decomp",
