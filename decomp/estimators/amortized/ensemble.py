@@ -88,7 +88,8 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
     Examples
     --------
     The shipped ``instruments-ensemble`` is ``SeparatorEnsemble(["instruments",
-    "instruments-count"], weights=[0.7, 0.3])`` (docs/guide/model-card.md):
+    "instruments-count"], weights=[0.9, 0.1], count_weights={3: [0.65, 0.35]})``
+    (docs/guide/model-card.md):
 
     >>> import numpy as np
     >>> from decomp import pretrained
