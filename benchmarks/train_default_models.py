@@ -259,7 +259,7 @@ SEPARATOR_ENSEMBLES: dict[str, dict[str, Any]] = {
 }
 """Shipped ensembles: :class:`~decomp.SeparatorEnsemble`'s parameters (members by shipped
 name, loaded when the ensemble is). Nothing is trained: the file holds the names, the
-weights and the front end (2.5 kB)."""
+weights and the front end (about 3 kB)."""
 
 
 def stage_arguments(stage: Stage, work_dir: Path) -> list[str]:
