@@ -84,16 +84,20 @@ def item_scores(matched: list[torch.Tensor], test: MixtureSet, grid: np.ndarray)
     return np.stack(scores)
 
 
-def choose(scores: dict[str, np.ndarray], counts: dict[str, np.ndarray], grid: np.ndarray,
+def training_totals(scores: dict[str, np.ndarray], counts: dict[str, np.ndarray],
+                    count: int, training: list[str]) -> np.ndarray:
+    """(n_weights,) each grid row's sum over the ``training`` sets of the share of their
+    mean SI-SDRi that the mixtures of ``count`` sounding outputs contribute."""
+    return sum(np.where(counts[name] == count, scores[name], 0.0).mean(axis=1)
+               for name in training)
+
+
+def choose(scores: dict[str, np.ndarray], counts: dict[str, np.ndarray],
            training: list[str]) -> dict[int, int]:
     """{count: index of the grid row with the largest training-font sum on the mixtures
     of that count}."""
-    chosen = {}
-    for count in COUNTS:
-        totals = sum(np.where(counts[name] == count, scores[name], 0.0).mean(axis=1)
-                     for name in training)
-        chosen[count] = int(np.argmax(totals))
-    return chosen
+    return {count: int(np.argmax(training_totals(scores, counts, count, training)))
+            for count in COUNTS}
 
 
 def by_count(scores: dict[str, np.ndarray], counts: dict[str, np.ndarray],
@@ -142,13 +146,12 @@ def main() -> None:
               f"{np.bincount(counts[name], minlength=4).tolist()}", flush=True)
 
     alone = int(np.flatnonzero(grid[:, 0] == 1.0)[0])
-    chosen = choose(scores, counts, grid, training)
+    chosen = choose(scores, counts, training)
     results = {"first member alone": by_count(scores, counts, {}, alone),
                "chosen": by_count(scores, counts, chosen, alone)}
     screens = {}
     for count in COUNTS:
-        totals = sum(np.where(counts[name] == count, scores[name], 0.0).mean(axis=1)
-                     for name in training)
+        totals = training_totals(scores, counts, count, training)
         order = np.argsort(-totals)[: args.top]
         print(f"\nmixtures whose first member sounds {count} outputs: the best weights by "
               f"the training-font sum (their share of each set's mean SI-SDRi)")

@@ -614,7 +614,7 @@ def test_ensemble_weights_scores_the_ensembles_outputs_and_chooses_by_count(monk
               "timgm6mb-x": np.array([[1.0, 5.0], [2.0, 0.0]]),
               "x": np.array([[9.0, 9.0], [0.0, 0.0]])}
     counts = {name: np.array([2, 3]) for name in scores}
-    assert screen.choose(scores, counts, grid, ["fluidr3-x", "timgm6mb-x"]) == {2: 1, 3: 0}
+    assert screen.choose(scores, counts, ["fluidr3-x", "timgm6mb-x"]) == {2: 1, 3: 0}
     assert screen.by_count(scores, counts, {2: 1, 3: 0}, 0) == {
         "fluidr3-x": 3.5, "timgm6mb-x": 3.5, "x": 4.5}
     assert screen.by_count(scores, counts, {}, 1) == {"fluidr3-x": 1.0, "timgm6mb-x": 1.0,
