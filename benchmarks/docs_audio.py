@@ -53,9 +53,8 @@ VORBIS_COMPRESSION = 0.6  # libsndfile's compression level (0: best quality, 1: 
 SEED = 0
 SEPARATION_SECONDS = 6.0
 PIANO_BARS = 3
-MODEL_FILES = {"instruments": "separator-instruments.decomp",
-               "speech": "separator-speech.decomp",
-               "piano-nmf": "piano-nmf.decomp"}
+MODELS = ("instruments", "speech", "piano-nmf")
+"""The shipped models that make the examples."""
 
 
 def sha256(path: Path) -> str:
@@ -66,6 +65,20 @@ def models_dir() -> Path:
     import decomp
 
     return Path(decomp.__file__).resolve().parent / "models"
+
+
+def model_files() -> dict[str, str]:
+    """Shipped name -> file of every model whose change would change the examples: those
+    of :data:`MODELS` and, for an ensemble (``instruments``), its members by name."""
+    from decomp import pretrained
+    from decomp.pretrained import SHIPPED_MODELS
+
+    files = {}
+    for name in MODELS:
+        files[name] = SHIPPED_MODELS[name][0]
+        for member in getattr(pretrained(name), "separators", ()):
+            files[member] = SHIPPED_MODELS[member][0]
+    return files
 
 
 def write_clip(name: str, audio: np.ndarray, files: list[dict[str, Any]]) -> str:
@@ -279,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
             f"instruments-{n_sources}", f"{n_sources} instruments",
             f"{n_sources} instruments ({names}), random melodies rendered with the held-out "
             "SoundFont musescore-lite, separated by the shipped `instruments` separator "
-            "(blind: it is not told which instruments play). It has three outputs; each "
+            "(blind: it is not told which instruments play; its members `instruments-slots`, "
+            "`instruments-count` and `instruments-nmf`, averaged). It has three outputs; each "
             "separated clip is the output that scores best against that reference.",
             mixtures, "instruments", files))
     mixtures = speech_mixtures(1, duration=SEPARATION_SECONDS, random_state=SEED)
@@ -303,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         "sample_rate": SAMPLE_RATE,
         "seed": SEED,
         "models": {name: {"file": file, "sha256": sha256(folder / file)}
-                   for name, file in MODEL_FILES.items()},
+                   for name, file in model_files().items()},
         "examples": examples,
         "files": sorted(files, key=lambda entry: entry["file"]),
         "total_bytes": sum(entry["bytes"] for entry in files),

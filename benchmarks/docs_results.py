@@ -367,7 +367,7 @@ class Page:
         return "\n\n".join(self.parts) + "\n"
 
 
-SHIPPED_STAGES = {"instruments": (
+SHIPPED_STAGES = {"instruments-slots": (
     ("train-separators-audioslots-unet-attention-skip.json", "1: 2 slots"),
     ("train-separators-audioslots-unet-3slots-finetune.json", "2: 3 slots"),
     ("train-separators-audioslots-unet-3slots-3only.json", "3: 3 instruments"),
@@ -380,19 +380,23 @@ SHIPPED_STAGES = {"instruments": (
 stages in benchmarks/train_default_models.py), with a label for each."""
 
 SEPARATION_METHODS = {"shipped": "shipped separator (blind)",
+                      "shipped-slots": "shipped instruments-slots (blind: the AudioSlots "
+                                       "network alone)",
                       "shipped-count": "shipped instruments-count (told the number of "
                                        "sources)",
-                      "shipped-told": "shipped instruments, told the count (slots merged)",
-                      "shipped-refined": "shipped instruments, told the count, rest "
-                                         "separated again twice (`refine_passes=2`)",
-                      "shipped-ensemble": "shipped instruments-ensemble (blind: instruments "
-                                          "and instruments-count averaged)",
+                      "shipped-told": "shipped instruments, told the count (every "
+                                      "member)",
+                      "shipped-slots-told": "shipped instruments-slots, told the count "
+                                            "(slots merged)",
+                      "shipped-slots-refined": "shipped instruments-slots, told the count, "
+                                               "rest separated again twice "
+                                               "(`refine_passes=2`)",
+                      "shipped-ensemble": "shipped instruments-ensemble (blind: "
+                                          "instruments-slots and instruments-count "
+                                          "averaged)",
                       "shipped-ensemble-told": "shipped instruments-ensemble, told the count",
                       "shipped-ensemble-refined": "shipped instruments-ensemble, told the "
                                                   "count, refined (`refine_passes=2`)",
-                      "shipped-hybrid": "shipped instruments-hybrid (blind: instruments "
-                                        "refined, instruments-count and NMF, weighted by "
-                                        "count)",
                       "nmf": "semi-supervised NMF (given the labels)",
                       "irm": "ideal ratio mask (oracle)"}
 METRICS = (("sdr", "SDR"), ("sir", "SIR"), ("sar", "SAR"), ("si_sdr", "SI-SDR"),
@@ -516,8 +520,9 @@ def _ensemble_weights_section(page: Page, name: str, data: dict[str, Any]) -> No
 
 def separation_page(results: dict[str, Any]) -> Page:
     page = Page("separation.md")
-    page.add("The separators shipped with the package (`decomp.pretrained(\"instruments\")`, "
-             "`(\"instruments-count\")` and `(\"speech\")`, see the "
+    page.add("The separators shipped with the package (`decomp.pretrained(\"instruments\")` "
+             "and `(\"speech\")` as `shipped`, `(\"instruments-slots\")`, "
+             "`(\"instruments-count\")` and `(\"instruments-ensemble\")`, see the "
              "[model card](../guide/model-card.md)) on held-out "
              "test mixtures, beside semi-supervised NMF and the oracle ideal ratio mask; "
              "scores in dB, averaged over sources, higher is better (see "
@@ -537,7 +542,8 @@ def separation_page(results: dict[str, Any]) -> Page:
             if trained_here:  # models the run trained itself, within a time budget
                 page.add(f"## `{test_set}`: separators trained by the table "
                          f"({number(settings.get('train_seconds'), 0)} s each)")
-            elif saved and "shipped" not in settings.get("methods", []):
+            elif saved and not any(method.startswith("shipped")
+                                   for method in settings.get("methods", [])):
                 page.add(f"## `{test_set}`: saved separators")
             else:
                 page.add(f"## `{test_set}`")
@@ -631,8 +637,9 @@ def separation_page(results: dict[str, Any]) -> Page:
                  "epochs or minutes on one CPU thread, then scored on the held-out test sets "
                  "beside NMF and the oracle mask. `speech` and `instruments-count` are the runs "
                  "that produced those shipped models, `instruments` the last of the "
-                 f"{len(SHIPPED_STAGES['instruments'])} stages of the shipped instruments "
-                 "model (scored as shipped, in float16), "
+                 f"{len(SHIPPED_STAGES['instruments-slots'])} stages of the shipped "
+                 "AudioSlots network `instruments-slots` (scored as shipped, in float16; "
+                 "shipped as `instruments` until 2026-12-06), "
                  "`mhunet-instruments` the multi-head U-Net that `instruments-count` was "
                  "fine-tuned from (shipped as `instruments` until 2026-12-03).")
         rows = []
@@ -764,7 +771,7 @@ def _ablation_section(page: Page, data: dict[str, Any] | None) -> None:
     if not data:
         return
     settings = data.get("settings", {})
-    page.add("## Which augmentations help", "A blind MHUNet of the shipped `instruments` "
+    page.add("## Which augmentations help", "A blind MHUNet of the shipped `instruments-count` "
              f"size trained for {number(settings.get('max_epochs'))} epochs on 2-instrument "
              "mixtures of one training font (fluidr3) with each set of augmentations; the "
              "cross-font validation loss (negative SI-SDR in dB on unaugmented mixtures of "

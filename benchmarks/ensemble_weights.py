@@ -1,6 +1,6 @@
 """Ensemble weights by count: a screen of SeparatorEnsemble weights over fitted members.
 
-    python benchmarks/ensemble_weights.py --members instruments instruments-count \
+    python benchmarks/ensemble_weights.py --members instruments-slots instruments-count \
         instruments-nmf [--refine-passes 2] [--step 0.05] [--max-weight 0.5] [--json PATH]
 
 Every member (a shipped name or a model file) separates separation_table.py's instrument

@@ -25,27 +25,33 @@ labels, as Sound of Pixels is given the video; the others see the mixture alone.
 ``shipped``: the separator shipped with the package for the data set
 (``decomp.pretrained("instruments")`` / ``("speech")``, blind: it sees the mixture alone
 and returns its sources in any order), not trained here; its speed on a 4-s mixture is
-measured too (best of 5, after one warm-up, ``--threads`` torch threads).
+measured too (best of 5, after one warm-up, ``--threads`` torch threads). On instruments
+that is the ensemble ``instruments``: the AudioSlots network ``instruments-slots``
+(refining blind), ``instruments-count`` and the blind NMF ``instruments-nmf`` (the ``nmf``
+row's dictionaries with ``n_sources=NMF_SOURCES``), weighted by the network's count of
+sounding outputs (:class:`decomp.SeparatorEnsemble`; the weights come from
+``benchmarks/ensemble_weights.py``).
+``shipped-told`` (instruments only): the shipped ``instruments`` told each test set's
+number of sources (every member told, :func:`told_the_count`; its AudioSlots member then
+refines three with its own ``refine_passes=2``), timed.
+``shipped-slots`` (instruments only): ``decomp.pretrained("instruments-slots")``, the
+AudioSlots network alone (blind), timed.
 ``shipped-count`` (instruments only): ``decomp.pretrained("instruments-count")``, the
 instruments separator fine-tuned to count its sources, told each test set's number of
 sources (its ``n_sources``; :func:`told_the_count`), also timed.
-``shipped-told`` (instruments only): the shipped ``instruments`` told each test set's
-number of sources likewise (AudioSlots merges its slots into that many sources).
-``shipped-refined`` (instruments only): the same told model with ``refine_passes=2``
+``shipped-slots-told`` (instruments only): the shipped ``instruments-slots`` told each test
+set's number of sources likewise (AudioSlots merges its slots into that many sources).
+``shipped-slots-refined`` (instruments only): the same told model with ``refine_passes=2``
 (AudioSlots: twice, the loudest source not yet taken is subtracted and the rest separated
 again, told one source fewer; a no-op on two sources), timed on the 3-instrument set.
 ``shipped-ensemble`` (instruments only): ``decomp.pretrained("instruments-ensemble")``, the
-shipped ``instruments`` and ``instruments-count`` blind, matched and averaged
+shipped ``instruments-slots`` and ``instruments-count`` blind, matched and averaged
 (:class:`decomp.SeparatorEnsemble`), timed; ``shipped-ensemble-told`` and
 ``shipped-ensemble-refined`` the same told the count (both members) and, further, with
-AudioSlots' ``refine_passes=2``, timed like ``shipped-told`` and ``shipped-refined``.
-``shipped-hybrid`` (instruments only): ``decomp.pretrained("instruments-hybrid")``, the
-shipped ``instruments`` (refining blind), ``instruments-count`` and the blind NMF
-``instruments-nmf`` (the ``nmf`` row's dictionaries with ``n_sources=HYBRID_SOURCES``),
-weighted by the network's count of sounding outputs (:class:`decomp.SeparatorEnsemble`;
-the weights come from ``benchmarks/ensemble_weights.py``), timed.
+AudioSlots' ``refine_passes=2``, timed like ``shipped-slots-told`` and
+``shipped-slots-refined``.
 ``--inference-overlap`` sets the learned and shipped models' ``inference_overlap``
-(default theirs: 0.625 for the shipped ``instruments``, 0.5 for the others).
+(default theirs: 0.625 for the shipped ``instruments-slots``, 0.5 for the others).
 
 ``--model NAME=PATH`` (repeatable) scores a separator saved by another run, e.g. one
 trained on the mixture stream by ``train_separators.py`` (its ``model.decomp``) or a saved
@@ -116,21 +122,27 @@ from decomp.separation import NMFSeparator, evaluate_separation, ideal_ratio_mas
 
 TRAIN_FONTS = ("fluidr3", "timgm6mb")
 TEST_FONT = "musescore-lite"
-METHODS = ("audioslots", "blockvae", "mhunet", "sop", "shipped", "shipped-count",
-           "shipped-told", "shipped-refined", "shipped-ensemble", "shipped-ensemble-told",
-           "shipped-ensemble-refined", "shipped-hybrid", "nmf", "irm")
-SHIPPED = {"shipped": None, "shipped-count": "instruments-count", "shipped-told": "instruments",
-           "shipped-refined": "instruments", "shipped-ensemble": "instruments-ensemble",
+METHODS = ("audioslots", "blockvae", "mhunet", "sop", "shipped", "shipped-told",
+           "shipped-slots", "shipped-slots-told", "shipped-slots-refined", "shipped-count",
+           "shipped-ensemble", "shipped-ensemble-told", "shipped-ensemble-refined", "nmf",
+           "irm")
+SHIPPED = {"shipped": None, "shipped-told": "instruments",
+           "shipped-slots": "instruments-slots", "shipped-slots-told": "instruments-slots",
+           "shipped-slots-refined": "instruments-slots",
+           "shipped-count": "instruments-count", "shipped-ensemble": "instruments-ensemble",
            "shipped-ensemble-told": "instruments-ensemble",
-           "shipped-ensemble-refined": "instruments-ensemble",
-           "shipped-hybrid": "instruments-hybrid"}
+           "shipped-ensemble-refined": "instruments-ensemble"}
 """The shipped-model methods and the model each loads (None: the data set's own); all
 but ``shipped`` run on instruments only."""
-HYBRID_SOURCES = 3
-"""The shipped blind NMF (``instruments-nmf``, a member of ``instruments-hybrid``) separates
-this many instruments, chosen blind."""
+NMF_SOURCES = 3
+"""The shipped blind NMF (``instruments-nmf``, a member of ``instruments``) separates this
+many instruments, chosen blind."""
 REFINE_PASSES = 2
-"""``shipped-refined``'s ``refine_passes`` (chosen on the training fonts' test mixtures)."""
+"""The ``refine_passes`` of :data:`REFINED` (chosen on the training fonts' test mixtures)."""
+TOLD = ("shipped-told", "shipped-slots-told", "shipped-ensemble-told")
+"""Shipped models told each test set's number of sources (:func:`told_the_count`)."""
+REFINED = ("shipped-slots-refined", "shipped-ensemble-refined")
+"""Told and refined with :data:`REFINE_PASSES` passes."""
 LEARNED = ("audioslots", "blockvae", "mhunet", "sop")
 N_TRAIN = 400
 """Training mixtures (instruments: half per training font) for the models the table
@@ -191,9 +203,9 @@ def active_outputs(estimates: np.ndarray) -> float:
     """Mean number of outputs per mixture that carry at least ``SOUNDING_SHARE`` (1 %) of
     the energy of its estimates (:func:`count_sounding_outputs`, the count
     :class:`SeparatorEnsemble`'s ``count_weights`` go by). A blind separator that never uses
-    one of its heads scores one less than the mixtures' source count (the shipped
-    instruments model on 3-instrument mixtures, measured 2026-12-02: its third head was
-    silent on every mixture)."""
+    one of its heads scores one less than the mixtures' source count (the multi-head
+    U-Net shipped as ``instruments`` on 2026-12-02, on 3-instrument mixtures: its third
+    head was silent on every mixture)."""
     energy = np.square(np.asarray(estimates, dtype=np.float64)).sum(axis=-1)  # (n, S)
     return float(count_sounding_outputs(energy).mean())
 
@@ -366,8 +378,8 @@ def load_models(specs: list[str], parser: argparse.ArgumentParser) -> dict[str, 
 
 
 def set_inference_overlap(model: Any, overlap: float | None) -> None:
-    """``--inference-overlap`` on a loaded or shipped separator, when given; an ensemble
-    has none of its own and keeps its members'."""
+    """``--inference-overlap`` on a loaded or shipped separator, when given (an ensemble
+    gives it to its members that run in windows)."""
     if overlap is not None and "inference_overlap" in model.get_params(deep=False):
         model.set_params(inference_overlap=overlap)
 
@@ -390,10 +402,9 @@ def separate(method: str, model: Any, test: MixtureSet) -> np.ndarray:
     labels = test.instruments[:, : int(test.n_sources.max())]
     if method == "irm":
         return ideal_ratio_mask(test.mixtures, test.sources, front_end=DEFAULT_FRONT_END)
-    if method in ("shipped", "shipped-ensemble", "shipped-hybrid"):
+    if method in ("shipped", "shipped-slots", "shipped-ensemble"):
         return model.separate(test.mixtures)
-    if method in ("shipped-count", "shipped-told", "shipped-refined", "shipped-ensemble-told",
-                  "shipped-ensemble-refined"):
+    if method in ("shipped-count", *TOLD, *REFINED):
         return told_the_count(model, test)
     if method == "nmf":
         return np.stack([model.separate(mixture, list(item_labels))
@@ -471,8 +482,8 @@ def main() -> None:
                 model, seconds = decomp.pretrained(name), 0.0
                 set_inference_overlap(model, args.inference_overlap)
                 # Timed with the merging they are scored with.
-                told = method in ("shipped-told", "shipped-ensemble-told")
-                if method in ("shipped-refined", "shipped-ensemble-refined"):
+                told = method in TOLD
+                if method in REFINED:
                     model.set_params(refine_passes=REFINE_PASSES)
                     trios = {test_name: test for test_name, test in tests.items()
                              if int(test.n_sources.max()) == 3}
@@ -514,7 +525,7 @@ def main() -> None:
                       f" +- {row['si_sdr_improvement_se']:.2f}  outputs used "
                       f"{row['active_outputs']:.2f}  (trained {seconds:.0f} s, "
                       f"{row['epochs']} epochs)", flush=True)
-                if args.oracle_order and method in ("shipped", "shipped-count"):
+                if args.oracle_order and method in ("shipped-slots", "shipped-count"):
                     # The same outputs, re-ordered per chunk: the order changes, not the
                     # outputs, so their count of sounding outputs is the plain row's.
                     segment = model.chunk_frames * model.front_end_.hop_length
@@ -582,8 +593,8 @@ def print_by_label(rows: dict[tuple[str, str], dict[str, Any]]) -> None:
 
 SHIPPED_TARGETS = {"instruments-2": 10.0, "instruments-3": 7.0, "speech-2": 8.0}
 """SI-SDRi (dB) the shipped separators must reach on each test set (issue 10)."""
-BLIND_ENSEMBLES = ("shipped-ensemble", "shipped-hybrid")
-"""The shipped blind ensembles of instrument separators, judged against the same SI-SDRi
+OTHER_SHIPPED = ("shipped-slots", "shipped-ensemble")
+"""The other shipped blind separators of instruments, judged against the same SI-SDRi
 targets as ``shipped`` (after it) where they run."""
 MAX_REAL_TIME_FACTOR = 0.05
 
@@ -609,7 +620,7 @@ def targets(rows: dict[tuple[str, str], dict[str, float]], speeds: dict[str, flo
     """One PASS/FAIL line per target of issue 10 that this run measured (``loaded``: the
     names of the ``--model`` separators, held to the learned models' target)."""
     lines = []
-    for method in ("shipped", *BLIND_ENSEMBLES):
+    for method in ("shipped", *OTHER_SHIPPED):
         for test_name, target in SHIPPED_TARGETS.items():
             row = rows.get((method, test_name))
             if row is not None:
@@ -624,7 +635,7 @@ def targets(rows: dict[tuple[str, str], dict[str, float]], speeds: dict[str, flo
                      f"{'PASS' if factor <= MAX_REAL_TIME_FACTOR else 'FAIL'}")
     baseline = rows.get(("nmf", "instruments-2"))
     if baseline:
-        for method in (*LEARNED, "shipped", *loaded):
+        for method in (*LEARNED, "shipped", *OTHER_SHIPPED, *loaded):
             row = rows.get((method, "instruments-2"))
             if row is None:
                 continue

@@ -1,10 +1,11 @@
 """Train the models shipped inside the package: piano transcribers and separators.
 
-    python benchmarks/train_default_models.py [--methods nmf dds2 dds3 instruments \
-        instruments-count speech instruments-ensemble] [--out DIR] [--work-dir DIR] \
+    python benchmarks/train_default_models.py [--methods nmf dds2 dds3 instruments-slots \
+        instruments-count speech instruments-nmf instruments-ensemble instruments] \
+        [--out DIR] [--work-dir DIR] \
         [--evaluate]
 
-**Separators** (``instruments``, ``instruments-count``, ``speech``): each is trained by
+**Separators** (``instruments-slots``, ``instruments-count``, ``speech``): each is trained by
 ``benchmarks/train_separators.py`` in the stages of its recipe in :data:`SEPARATOR_RECIPES`
 (each a fixed seed and number of epochs, so the result does not depend on the machine's
 speed; a stage fine-tunes the model of the stage it names), each stage in
@@ -15,11 +16,11 @@ stages before the last such one, whose folders need not exist), and the
 last stage's model is written to ``decomp/models/separator-<name>.decomp`` with its weights
 stored in float16. ``--evaluate`` also scores it on the held-out test sets beside NMF and the
 ideal ratio mask (``results.json`` in the last stage's folder). On the 2-core reference
-machine, one thread per training: ``instruments`` (AudioSlots) eight stages of 85, 64, 45,
+machine, one thread per training: ``instruments-slots`` (AudioSlots) eight stages of 85, 64, 45,
 28, 70, 60, 25 and 25 epochs, 101 + 108 + 78 + 45 minutes, then 94 on a faster machine and 97,
 44 and 108 on another; ``speech`` 150 epochs in about two and a half hours; ``instruments-count`` a
 156-epoch multi-head U-Net (about two and a half hours) and a 30-epoch count fine-tune of
-its float16 weights (46 minutes). ``instruments-ensemble`` and ``instruments-hybrid``
+its float16 weights (46 minutes). ``instruments-ensemble`` and ``instruments``
 train nothing: each is a :class:`~decomp.SeparatorEnsemble` of shipped separators by name
 (:data:`SEPARATOR_ENSEMBLES`), loaded with whatever files those names hold. The model card
 (docs/guide/model-card.md) gives the figures.
@@ -146,11 +147,12 @@ SEPARATOR_RECIPES: dict[str, tuple[Stage, ...]] = {
     # rate, seed 2, had gained nothing; shipped on 2026-12-05); 25 more epochs on chunks of
     # 256 frames (4 s) instead of 64, 4 crops a batch, from that model's float32 weights,
     # its positional embeddings stretched (fewer windows to join, each with more context);
-    # 25 more epochs of those chunks at half the rate, stream seed 3.
+    # 25 more epochs of those chunks at half the rate, stream seed 3 (shipped as
+    # `instruments` until 2026-12-06, when that name passed to the ensemble below).
     # Every stage trains without reverb (which benchmarks/augmentation_ablation.py
     # measured to hurt on an unseen font), stream and weights seed 0 unless named,
     # negative SI-SDR with PIT.
-    "instruments": (
+    "instruments-slots": (
         Stage("audioslots-2slots", (*_AUDIOSLOTS_INSTRUMENTS, "--n-slots", "2", "--sources",
                                     "2", "--test-sources", "2", "--learning-rate", "1e-3",
                                     "--learning-rate-decay", "38"), 85),
@@ -227,15 +229,15 @@ SHIPPED_INFERENCE: dict[str, dict[str, object]] = {
     # time; every 16 frames (0.75) gained no more (+0.36 / +0.04, +0.14 / +0.08) for
     # twice the time, close to the real-time target (docs/guide/model-card.md, which
     # names the separation_table.py command that measured these).
-    "instruments": {"inference_overlap": 0.625},
+    "instruments-slots": {"inference_overlap": 0.625},
 }
 """Inference settings a shipped separator is saved with, beside its training recipe."""
 
 SEPARATOR_NMF: dict[str, int] = {
     # The separation table's NMF baseline (16 components per instrument, from 20 stems of
     # each in its training mixtures) made blind: it picks the 3 instruments whose
-    # dictionaries explain most of each mixture. A member of instruments-hybrid.
-    "instruments-nmf": separation_table.HYBRID_SOURCES,
+    # dictionaries explain most of each mixture. A member of instruments.
+    "instruments-nmf": separation_table.NMF_SOURCES,
 }
 """Shipped blind NMF separators: name -> ``n_sources`` (fitted in seconds, no recipe)."""
 
@@ -245,17 +247,18 @@ SEPARATOR_ENSEMBLES: dict[str, dict[str, Any]] = {
     # (count_weights) chosen on the test mixtures rendered with the training fonts, the
     # U-Net's among 0-0.5 in steps of 0.05 (benchmarks/ensemble_weights.py;
     # docs/guide/model-card.md).
-    "instruments-ensemble": {"separators": ["instruments", "instruments-count"],
+    "instruments-ensemble": {"separators": ["instruments-slots", "instruments-count"],
                              "weights": [0.9, 0.1], "count_weights": {3: [0.65, 0.35]}},
     # AudioSlots (refining blind where three of its outputs sound), the counting U-Net
     # and blind NMF: the weights on mixtures where AudioSlots sounds two outputs and
     # where it sounds three (count_weights) chosen likewise, each of the other members
     # among 0-0.5 in steps of 0.05 (benchmarks/ensemble_weights.py;
-    # docs/guide/model-card.md).
-    "instruments-hybrid": {"separators": ["instruments", "instruments-count",
-                                          "instruments-nmf"],
-                           "weights": [0.9, 0.05, 0.05],
-                           "count_weights": {3: [0.55, 0.25, 0.2]}, "refine_passes": 2},
+    # docs/guide/model-card.md). Named `instruments-hybrid` until 2026-12-06, when it took
+    # the name `instruments` as the most accurate blind separator of instruments.
+    "instruments": {"separators": ["instruments-slots", "instruments-count",
+                                   "instruments-nmf"],
+                    "weights": [0.9, 0.05, 0.05],
+                    "count_weights": {3: [0.55, 0.25, 0.2]}, "refine_passes": 2},
 }
 """Shipped ensembles: :class:`~decomp.SeparatorEnsemble`'s parameters (members by shipped
 name, loaded when the ensemble is). Nothing is trained: the file holds the names, the

@@ -39,7 +39,7 @@ starts from that model's weights (layers it lacks, e.g. the count layer of
 ``--count-sources``, at random; an AudioSlots model may change ``--n-slots``:
 :meth:`AmortizedSeparator.fit`'s ``init_from``), and
 ``--restart-heads 2`` first replaces the decoder of its blind head 2 by a perturbed copy
-of head 0's (:func:`restart_heads`: how the shipped instruments model's silent third head
+of head 0's (:func:`restart_heads`: how the multi-head U-Net's silent third head
 is revived).
 Once a run ends, ``training.json`` records its training (minutes, epochs, the validation
 loss per epoch, the best epoch) and the settings that shaped its weights
@@ -196,7 +196,7 @@ def restart_heads(model: MHUNet, heads: list[int], noise: float = 0.05, seed: in
     Each tensor of the decoder of a head in ``heads`` becomes head 0's plus Gaussian noise
     of ``noise`` times that tensor's standard deviation (at least 1e-3; scalars are
     copied), drawn from a generator seeded by ``seed``. A head whose masks are silent on
-    every input (its sigmoids saturated near 0, as the shipped instruments model's third)
+    every input (its sigmoids saturated near 0, as the multi-head U-Net's third)
     gets almost no gradient, so training alone does not revive it; a perturbed copy of a
     live head starts where gradients flow and drifts apart from the original under the
     permutation-invariant loss. ``model`` itself is left as it was.

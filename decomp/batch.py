@@ -352,7 +352,7 @@ class SeparationJob:
     ----------
     model : str
         A saved separator (path) or a shipped one by name (``"instruments"``,
-        ``"instruments-count"``, ``"speech"``).
+        ``"instruments-slots"``, ``"instruments-count"``, ``"speech"``).
     labels : tuple of str, optional
         Sources to extract (label-conditioned models) and the stems' names.
     device : str
@@ -360,12 +360,13 @@ class SeparationJob:
     inference_overlap : float, optional
         Sets the separator's ``inference_overlap`` (the share of each inference window
         the next one repeats, in [0, 1)); None keeps the model's. Only separators that
-        run in windows have it (AudioSlots, BlockVAE, MHUNet, SoundOfPixels).
+        run in windows have it (AudioSlots, BlockVAE, MHUNet, SoundOfPixels), and a
+        ``SeparatorEnsemble``, which gives it to those of its members.
     n_sources : int, optional
         How many sources every recording holds, for a separator that counts its sources
         (an ``MHUNet`` with ``count_sources=True``, e.g. ``"instruments-count"``, or an
-        ``AudioSlots``, e.g. ``"instruments"``, or a ``SeparatorEnsemble`` of them, e.g.
-        ``"instruments-ensemble"``): sets its ``n_sources``, so that many stems sound and
+        ``AudioSlots``, e.g. ``"instruments-slots"``, or a ``SeparatorEnsemble`` of them,
+        e.g. ``"instruments"``): sets its ``n_sources``, so that many stems sound and
         the others are silent; an ``NMFSeparator`` (e.g. ``"instruments-nmf"``) then
         separates that many instruments, chosen blind. None keeps the model's setting
         (the shipped ones: every output; ``"instruments-count"`` counts the sources).
@@ -373,7 +374,8 @@ class SeparationJob:
         Sets an ``AudioSlots``' (or an ensemble's) ``refine_passes`` (with ``n_sources`` of
         3 or more: that many passes that subtract one separated source and separate the
         rest again; each costs one more separation and reads the recording whole). None
-        keeps the model's (the shipped ``"instruments"``: 0).
+        keeps the model's (the shipped ``"instruments-slots"``: 0, ``"instruments"``: 2,
+        blind).
     """
 
     model: str
@@ -414,7 +416,8 @@ class SeparationJob:
                 kind = with_article(type(separator).__name__)
                 raise ValueError(f"{self.model}: holds {kind}, which does not run in "
                                  "inference windows, so an overlap does not apply (it does "
-                                 "to AudioSlots, BlockVAE, MHUNet and SoundOfPixels).")
+                                 "to AudioSlots, BlockVAE, MHUNet, SoundOfPixels and "
+                                 "ensembles of them).")
             separator.set_params(inference_overlap=float(self.inference_overlap))
             separator._validate_params()  # the separator's own constraint on the value
         if self.n_sources is not None:
@@ -422,7 +425,7 @@ class SeparationJob:
                 kind = with_article(type(separator).__name__)
                 raise ValueError(f"{self.model}: holds {kind}, which does not count its "
                                  "sources, so a number of sources does not apply (it does to "
-                                 "AudioSlots, such as 'instruments', to an MHUNet trained "
+                                 "AudioSlots, such as 'instruments-slots', to an MHUNet trained "
                                  "with count_sources=True, such as 'instruments-count', and "
                                  "to an NMFSeparator, such as 'instruments-nmf').")
             separator.set_params(n_sources=int(self.n_sources))
@@ -435,7 +438,7 @@ class SeparationJob:
             if "refine_passes" not in separator.get_params(deep=False):
                 kind = with_article(type(separator).__name__)
                 raise ValueError(f"{self.model}: holds {kind}, which has no refinement "
-                                 "passes (AudioSlots, such as 'instruments', has them).")
+                                 "passes (AudioSlots, such as 'instruments-slots', has them).")
             separator.set_params(refine_passes=int(self.refine_passes))
             try:
                 separator._validate_params()

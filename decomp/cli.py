@@ -305,17 +305,20 @@ def build_parser() -> argparse.ArgumentParser:
                           help="share of each inference window that the next one repeats, "
                           "in [0, 1): 0 runs consecutive windows in about half the time, "
                           "a little less accurately (default: the model's "
-                          "inference_overlap: 0.625 for the shipped 'instruments', 0.5 for "
-                          "the other shipped separators)")
+                          "inference_overlap: 0.625 for the shipped 'instruments-slots', also "
+                          "in the ensembles 'instruments' and 'instruments-ensemble', 0.5 "
+                          "for the other shipped separators; an ensemble gives it to its "
+                          "members that run in windows)")
     separate.add_argument("--sources", type=_positive_int, default=None, metavar="N",
                           help="how many sources every input holds, for a separator that "
-                          "counts them (instruments, instruments-count, "
+                          "counts them (instruments, instruments-slots, instruments-count, "
                           "instruments-ensemble): N stems sound, the "
                           "others are silent (default: it counts them itself)")
     separate.add_argument("--refine", type=_positive_int, default=None, metavar="PASSES",
-                          help="on an AudioSlots separator (instruments, or an "
-                          "ensemble's): that many passes that subtract one separated source "
-                          "and separate the rest again, one separation more each, with "
+                          help="on an AudioSlots separator (instruments-slots, or an "
+                          "ensemble's such as instruments): that many passes that subtract "
+                          "one separated source and separate the rest again, one separation "
+                          "more each, with "
                           "--sources 3 or more, or without --sources where it counts three "
                           "or more (2, told 3: +0.34 dB SI-SDRi on held-out trios, in about "
                           "three times the time)")

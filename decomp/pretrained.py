@@ -23,22 +23,23 @@ __all__ = [
 
 SHIPPED_MODELS: dict[str, tuple[str, str]] = {
     "instruments": ("separator-instruments.decomp",
-                    "blind separator of 2-3 instruments (AudioSlots, 3 unordered outputs)"),
+                    "blind separator of 2-3 instruments, the most accurate: "
+                    "'instruments-slots' (refining where it counts three), "
+                    "'instruments-count' and 'instruments-nmf' averaged, weighted by the "
+                    "count (SeparatorEnsemble)"),
+    "instruments-slots": ("separator-instruments-slots.decomp",
+                          "blind separator of 2-3 instruments, the fastest (AudioSlots, 3 "
+                          "unordered outputs)"),
     "instruments-count": ("separator-instruments-count.decomp",
                           "separator of 2-3 instruments told how many play, or counting them "
                           "(MHUNet, count_sources)"),
     "instruments-ensemble": ("separator-instruments-ensemble.decomp",
-                             "blind separator of 2-3 instruments: 'instruments' and "
+                             "blind separator of 2-3 instruments: 'instruments-slots' and "
                              "'instruments-count' averaged, weighted by the count "
                              "(SeparatorEnsemble)"),
     "instruments-nmf": ("separator-instruments-nmf.decomp",
                         "blind NMF separator of 3 of the 10 training instruments, chosen "
                         "per mixture (NMFSeparator, n_sources=3)"),
-    "instruments-hybrid": ("separator-instruments-hybrid.decomp",
-                           "blind separator of 2-3 instruments: 'instruments' (refining "
-                           "where it counts three), 'instruments-count' and "
-                           "'instruments-nmf' averaged, weighted by the count "
-                           "(SeparatorEnsemble)"),
     "speech": ("separator-speech.decomp",
                "blind separator of two speakers (MHUNet, 2 unordered outputs)"),
     "piano-nmf": ("piano-nmf.decomp",
@@ -48,8 +49,8 @@ SHIPPED_MODELS: dict[str, tuple[str, str]] = {
 }
 """Shipped model names -> (file name in ``decomp/models/``, one-line description)."""
 
-SHIPPED_SEPARATORS = ("instruments", "instruments-count", "instruments-ensemble",
-                      "instruments-nmf", "instruments-hybrid", "speech")
+SHIPPED_SEPARATORS = ("instruments", "instruments-slots", "instruments-count",
+                      "instruments-ensemble", "instruments-nmf", "speech")
 """The names in :data:`SHIPPED_MODELS` that are separators (``decomp separate --model``)."""
 
 _REBUILD = "python benchmarks/train_default_models.py"
@@ -68,8 +69,8 @@ def shipped_models() -> tuple[str, ...]:
     Examples
     --------
     >>> shipped_models()
-    ('instruments', 'instruments-count', 'instruments-ensemble', 'instruments-nmf', \
-'instruments-hybrid', 'speech', 'piano-nmf', 'piano-dds2', 'piano-dds3')
+    ('instruments', 'instruments-slots', 'instruments-count', 'instruments-ensemble', \
+'instruments-nmf', 'speech', 'piano-nmf', 'piano-dds2', 'piano-dds3')
     """
     return tuple(SHIPPED_MODELS)
 
@@ -118,7 +119,7 @@ def pretrained_file(name_or_path: str | os.PathLike) -> Path:
     Traceback (most recent call last):
     ...
     ValueError: unknown model 'instrumnts' (did you mean 'instruments'?); shipped models: \
-instruments, instruments-count, instruments-ensemble, instruments-nmf, instruments-hybrid, \
+instruments, instruments-slots, instruments-count, instruments-ensemble, instruments-nmf, \
 speech, piano-nmf, piano-dds2, piano-dds3 (or give the path of a .decomp file).
     """
     if isinstance(name_or_path, os.PathLike):

@@ -145,6 +145,29 @@ def test_separate_overlap_errors(tmp_path, saved_separator, capsys):
         SeparationJob(model=str(saved_separator), inference_overlap=1.0).load()
 
 
+def _two_tones(tmp_path):
+    """One second of two sine tones at 16 kHz, and its WAV file ``tmp_path/mix.wav``."""
+    time = np.arange(16000) / 16000
+    mixture = (0.2 * np.sin(2 * np.pi * 220 * time) + 0.2 * np.sin(2 * np.pi * 1375 * time)
+               ).astype(np.float32)
+    return mixture, write_audio(tmp_path / "mix.wav", mixture, 16000)
+
+
+def test_separate_overlap_on_the_shipped_ensemble_reaches_its_members(tmp_path):
+    """--overlap on the shipped `instruments` (an ensemble) sets its members' windows."""
+    from decomp.audio import load_audio
+
+    _, path = _two_tones(tmp_path)
+    out = tmp_path / "stems"
+    assert main(["separate", str(path), "--model", "instruments", "--overlap", "0",
+                 "--out", str(out), "--no-progress"]) == 0
+    expected = decomp.pretrained("instruments").set_params(inference_overlap=0.0).separate(
+        load_audio(path, None)[0])
+    for index, source in enumerate(expected):
+        np.testing.assert_allclose(load_audio(out / f"mix-{index}.wav", None)[0], source,
+                                   atol=1e-4)
+
+
 def test_separate_overlap_needs_a_windowed_separator(tmp_path, saved_nmf_separator, capsys):
     path = write_audio(tmp_path / "mix.wav", np.zeros(800, dtype=np.float32), 8000)
     assert main(["separate", str(path), "--model", str(saved_nmf_separator), "--overlap",
@@ -473,8 +496,8 @@ def test_separate_with_a_shipped_name(tmp_path, shipped_dir, capsys):
     with pytest.raises(SystemExit):
         main(["separate", "--help"])
     # argparse may wrap a line after a name's hyphen.
-    assert ("instruments, instruments-count, instruments-ensemble, instruments-nmf, "
-            "instruments-hybrid, speech") in " ".join(
+    assert ("instruments, instruments-slots, instruments-count, instruments-ensemble, "
+            "instruments-nmf, speech") in " ".join(
         capsys.readouterr().out.split()).replace("- ", "-")
 
 
@@ -484,8 +507,8 @@ def test_shipped_names_unknown_missing_or_of_the_wrong_kind(tmp_path, shipped_di
     assert main(["separate", str(audio), "--model", "instrumnts", "--out", str(out)]) == 2
     line = _assert_one_line_error(capsys.readouterr().err)
     assert line == ("error: unknown model 'instrumnts' (did you mean 'instruments'?); shipped "
-                    "models: instruments, instruments-count, instruments-ensemble, "
-                    "instruments-nmf, instruments-hybrid, speech, piano-nmf, piano-dds2, "
+                    "models: instruments, instruments-slots, instruments-count, "
+                    "instruments-ensemble, instruments-nmf, speech, piano-nmf, piano-dds2, "
                     "piano-dds3 (or give the path of a .decomp file).")
     assert main(["separate", str(audio), "--model", "speech", "--out", str(out)]) == 2
     _assert_one_line_error(capsys.readouterr().err, "speech", "missing from this installation",
@@ -848,12 +871,9 @@ def test_separate_sources_with_audioslots_merges_slots(tmp_path, capsys):
     """--sources on the shipped AudioSlots: its slots are merged into that many stems."""
     from decomp.audio import load_audio
 
-    time = np.arange(16000) / 16000
-    mixture = (0.2 * np.sin(2 * np.pi * 220 * time) + 0.2 * np.sin(2 * np.pi * 1375 * time)
-               ).astype(np.float32)
-    path = write_audio(tmp_path / "mix.wav", mixture, 16000)
+    mixture, path = _two_tones(tmp_path)
     out = tmp_path / "stems"
-    assert main(["separate", str(path), "--model", "instruments", "--sources", "1",
+    assert main(["separate", str(path), "--model", "instruments-slots", "--sources", "1",
                  "--out", str(out), "--no-progress"]) == 0
     stems = np.stack([load_audio(out / f"mix-{index}.wav", None)[0] for index in range(3)])
     assert (np.abs(stems).max(axis=1) > 0).tolist() == [True, False, False]
@@ -873,28 +893,34 @@ def test_separate_refine_separates_the_rest_again(tmp_path):
     stems = {}
     for refine in (None, "1"):
         out = tmp_path / f"stems-{refine}"
-        assert main(["separate", str(path), "--model", "instruments", "--sources", "3",
+        assert main(["separate", str(path), "--model", "instruments-slots", "--sources", "3",
                      *(["--refine", refine] if refine else []), "--out", str(out),
                      "--no-progress"]) == 0
         stems[refine] = np.stack([load_audio(out / f"mix-{index}.wav", None)[0]
                                   for index in range(3)])
         np.testing.assert_allclose(stems[refine].sum(axis=0), mixture, atol=1e-3)
     assert not np.allclose(stems[None], stems["1"], atol=1e-3)
-    hashes = {settings_hash(SeparationJob(model="instruments", n_sources=3, refine_passes=value))
-              for value in (None, 1, 2)}
+    hashes = {settings_hash(SeparationJob(model="instruments-slots", n_sources=3,
+                                          refine_passes=value)) for value in (None, 1, 2)}
     assert len(hashes) == 3
 
 
 def test_separate_refine_errors(tmp_path, saved_nmf_separator, capsys):
     path = write_audio(tmp_path / "mix.wav", np.zeros(800, dtype=np.float32), 8000)
     out = str(tmp_path / "stems")
+    assert main(["separate", str(path), "--model", "instruments-slots", "--refine", "4",
+                 "--out", out]) == 2
+    _assert_one_line_error(capsys.readouterr().err,
+                           "instruments-slots: AudioSlots(refine_passes=4)",
+                           "at most n_slots_ (3) passes")
+    assert main(["separate", str(path), "--model", "instruments-slots", "--sources", "3",
+                 "--refine", "4", "--out", out]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "at most n_sources (3) passes")
+    # The shipped ensemble passes the setting to its AudioSlots member, which refuses it.
     assert main(["separate", str(path), "--model", "instruments", "--refine", "4",
                  "--out", out]) == 2
     _assert_one_line_error(capsys.readouterr().err, "instruments: AudioSlots(refine_passes=4)",
                            "at most n_slots_ (3) passes")
-    assert main(["separate", str(path), "--model", "instruments", "--sources", "3",
-                 "--refine", "4", "--out", out]) == 2
-    _assert_one_line_error(capsys.readouterr().err, "at most n_sources (3) passes")
     assert main(["separate", str(path), "--model", str(saved_nmf_separator), "--refine", "1",
                  "--out", out]) == 2
     _assert_one_line_error(capsys.readouterr().err, "an NMFSeparator, which has no refinement")

@@ -303,15 +303,15 @@ def test_the_font_gap_section_subtracts_the_held_out_font_from_the_training_font
     data = json.loads((RESULTS / "separation-font-gap.json").read_text())
     score = {(row["method"], row["test_set"]): row["si_sdr_improvement"]
              for row in data["rows"]}
-    gap = (score[("shipped", "fluidr3-instruments-3")]
-           + score[("shipped", "timgm6mb-instruments-3")]) / 2 \
-        - score[("shipped", "instruments-3")]
+    gap = (score[("shipped-slots", "fluidr3-instruments-3")]
+           + score[("shipped-slots", "timgm6mb-instruments-3")]) / 2 \
+        - score[("shipped-slots", "instruments-3")]
     page = docs_results.separation_page(docs_results.load_results()).text()
     section = page.split("## The font gap")[1].split("\n## ")[0]
-    held_out = docs_results.number(score[("shipped", "instruments-3")])
-    assert (f"| shipped separator (blind) | 3 | {held_out} | "
-            f"{docs_results.number(score[('shipped', 'fluidr3-instruments-3')])} | "
-            f"{docs_results.number(score[('shipped', 'timgm6mb-instruments-3')])} | "
+    held_out = docs_results.number(score[("shipped-slots", "instruments-3")])
+    assert (f"| shipped instruments-slots (blind: the AudioSlots network alone) | 3 | {held_out} | "
+            f"{docs_results.number(score[('shipped-slots', 'fluidr3-instruments-3')])} | "
+            f"{docs_results.number(score[('shipped-slots', 'timgm6mb-instruments-3')])} | "
             f"{docs_results.number(gap)} |") in section
     assert f"Rerun: `{data['settings']['command']}`" in section
     assert "--training-font-tests" in data["settings"]["command"]

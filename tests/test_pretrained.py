@@ -30,17 +30,17 @@ def models_dir(tmp_path, monkeypatch):
 
 def test_one_table_of_shipped_models():
     assert decomp.pretrained is module.pretrained and "pretrained" in decomp.__all__
-    assert module.shipped_models() == ("instruments", "instruments-count",
-                                       "instruments-ensemble", "instruments-nmf",
-                                       "instruments-hybrid", "speech", "piano-nmf",
+    assert module.shipped_models() == ("instruments", "instruments-slots",
+                                       "instruments-count", "instruments-ensemble",
+                                       "instruments-nmf", "speech", "piano-nmf",
                                        "piano-dds2", "piano-dds3")
     assert set(module.SHIPPED_SEPARATORS) <= set(module.SHIPPED_MODELS)
     files = {name: file for name, (file, _) in module.SHIPPED_MODELS.items()}
     assert files == {"instruments": "separator-instruments.decomp",
+                     "instruments-slots": "separator-instruments-slots.decomp",
                      "instruments-count": "separator-instruments-count.decomp",
                      "instruments-ensemble": "separator-instruments-ensemble.decomp",
                      "instruments-nmf": "separator-instruments-nmf.decomp",
-                     "instruments-hybrid": "separator-instruments-hybrid.decomp",
                      "speech": "separator-speech.decomp", "piano-nmf": "piano-nmf.decomp",
                      "piano-dds2": "piano-dds2.decomp", "piano-dds3": "piano-dds3.decomp"}
     assert all(description and "\n" not in description
@@ -100,8 +100,8 @@ def test_unknown_names_are_one_line_naming_the_shipped_models():
         decomp.pretrained("instrumnts")
     assert str(typo.value) == (
         "unknown model 'instrumnts' (did you mean 'instruments'?); shipped models: "
-        "instruments, instruments-count, instruments-ensemble, instruments-nmf, "
-        "instruments-hybrid, speech, piano-nmf, piano-dds2, piano-dds3 (or give the path of "
+        "instruments, instruments-slots, instruments-count, instruments-ensemble, "
+        "instruments-nmf, speech, piano-nmf, piano-dds2, piano-dds3 (or give the path of "
         "a .decomp file).")
     with pytest.raises(ValueError) as unknown:
         decomp.pretrained("separator")
@@ -134,17 +134,22 @@ def test_articles_follow_how_names_are_read():
     assert {name: module.with_article(name) for name in expected} == expected
 
 
-@pytest.mark.parametrize(("name", "n_outputs"), [("instruments", 3), ("speech", 2)])
-def test_shipped_separators_separate_unseen_mixtures(name, n_outputs):
+@pytest.mark.parametrize(("name", "kind", "n_outputs"),
+                         [("instruments", "SeparatorEnsemble", 3),
+                          ("instruments-slots", "AudioSlots", 3), ("speech", "MHUNet", 2)])
+def test_shipped_separators_separate_unseen_mixtures(name, kind, n_outputs):
     from decomp.data import instrument_mixtures, speech_mixtures
-    from decomp.estimators.amortized import AudioSlots, MHUNet
+    from decomp.estimators import amortized
     from decomp.separation import evaluate_separation
 
-    separator = decomp.pretrained(name, kind=AudioSlots if name == "instruments" else MHUNet)
-    assert separator.n_slots_ == n_outputs and not separator._requires_labels  # blind
+    separator = decomp.pretrained(name, kind=getattr(amortized, kind))
+    networks = [member for member in getattr(separator, "separators_", [separator])
+                if isinstance(member, amortized.AmortizedSeparator)]
+    assert networks and not any(network._requires_labels for network in networks)  # blind
+    assert separator.n_slots_ == n_outputs
     # Mixtures no training saw: the held-out font, or new sentences of the voices.
-    test = (instrument_mixtures("musescore-lite", 4, n_sources=2, duration=2.0, random_state=7)
-            if name == "instruments" else speech_mixtures(4, duration=2.0, random_state=7))
+    test = (speech_mixtures(4, duration=2.0, random_state=7) if name == "speech" else
+            instrument_mixtures("musescore-lite", 4, n_sources=2, duration=2.0, random_state=7))
     estimates = separator.separate(test.mixtures)
     assert estimates.shape == (4, n_outputs, test.mixtures.shape[1])
     np.testing.assert_allclose(estimates.sum(axis=1), test.mixtures, atol=1e-4)
@@ -184,7 +189,7 @@ def test_every_recipe_is_a_chain_of_valid_stages(recipes, tmp_path):
     shipped = {name: stages[-1] for name, stages in recipes.SEPARATOR_RECIPES.items()}
     assert set(shipped) | set(recipes.SEPARATOR_NMF) | set(recipes.SEPARATOR_ENSEMBLES) == \
         set(module.SHIPPED_SEPARATORS)
-    slots = parser.parse_args(recipes.stage_arguments(shipped["instruments"], tmp_path))
+    slots = parser.parse_args(recipes.stage_arguments(shipped["instruments-slots"], tmp_path))
     assert (slots.model, slots.n_slots, slots.silence_floor_db) == ("audioslots", 3, -10.0)
     # The shipped files carry the recipes' inference settings (the others keep the
     # estimators' defaults).
@@ -205,7 +210,7 @@ def test_the_shipped_ensemble_is_its_recipe(recipes):
     assert module.pretrained_file("instruments-ensemble").stat().st_size < 20_000
 
 
-def test_the_shipped_hybrid_and_its_blind_nmf_are_their_recipes(recipes):
+def test_the_shipped_instruments_and_its_blind_nmf_are_their_recipes(recipes):
     from decomp.estimators.amortized import AudioSlots, MHUNet
     from decomp.separation import NMFSeparator
 
@@ -213,8 +218,8 @@ def test_the_shipped_hybrid_and_its_blind_nmf_are_their_recipes(recipes):
     assert isinstance(nmf, NMFSeparator) and nmf.n_slots_ == 3
     assert nmf.n_sources == recipes.SEPARATOR_NMF["instruments-nmf"]
     assert len(nmf.classes_) == 10 and nmf.model_.components_.shape[0] == 160
-    shipped = decomp.pretrained("instruments-hybrid")
-    recipe = recipes.SEPARATOR_ENSEMBLES["instruments-hybrid"]
+    shipped = decomp.pretrained("instruments")
+    recipe = recipes.SEPARATOR_ENSEMBLES["instruments"]
     assert {key: shipped.get_params()[key] for key in recipe} == recipe
     assert [type(member) for member in shipped.separators_] == [AudioSlots, MHUNet,
                                                                 NMFSeparator]

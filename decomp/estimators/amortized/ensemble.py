@@ -7,7 +7,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from numbers import Integral
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -60,7 +60,7 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
         at least :data:`~decomp.estimators.amortized.unordered.SOUNDING_SHARE`
         (1 %) of its outputs' energy (in a stream, the
         energy summed over the segments so far). A count not in the mapping uses
-        ``weights``. The shipped ``instruments-hybrid`` gives its NMF member more weight on
+        ``weights``. The shipped ``instruments`` gives its NMF member more weight on
         three instruments than on two this way.
     n_sources : int, optional
         How many sources every mixture holds, given to each member that takes a count
@@ -71,6 +71,10 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
         Given likewise to the members that take it (AudioSlots: without ``n_sources`` it
         refines the recordings where it counts three sources or more, see
         :class:`AudioSlots`); at least one must. None (default): each member's own.
+    inference_overlap : float in [0, 1), optional
+        Given likewise to the members that run in inference windows (AudioSlots, BlockVAE,
+        MHUNet, SoundOfPixels; ``decomp separate --overlap``); at least one must. None
+        (default): each member's own.
 
     Attributes
     ----------
@@ -87,8 +91,9 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
 
     Examples
     --------
-    The shipped ``instruments-ensemble`` is ``SeparatorEnsemble(["instruments",
-    "instruments-count"], weights=[0.9, 0.1], count_weights={3: [0.65, 0.35]})``
+    The shipped ``instruments-ensemble`` is ``SeparatorEnsemble(["instruments-slots",
+    "instruments-count"], weights=[0.9, 0.1], count_weights={3: [0.65, 0.35]})``; the
+    shipped ``instruments`` adds the blind NMF ``instruments-nmf`` and refines
     (docs/guide/model-card.md):
 
     >>> import numpy as np
@@ -104,16 +109,19 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
         "count_weights": [Mapping, None],
         "n_sources": [StrictInterval(Integral, 1, None, closed="left"), None],
         "refine_passes": [StrictInterval(Integral, 0, None, closed="left"), None],
+        "inference_overlap": [StrictInterval(Real, 0, 1, closed="left"), None],
     }
 
     def __init__(self, separators: Sequence[Any] = (), weights: Sequence[float] | None = None,
                  count_weights: Mapping[int, Sequence[float]] | None = None,
-                 n_sources: int | None = None, refine_passes: int | None = None) -> None:
+                 n_sources: int | None = None, refine_passes: int | None = None,
+                 inference_overlap: float | None = None) -> None:
         self.separators = separators
         self.weights = weights
         self.count_weights = count_weights
         self.n_sources = n_sources
         self.refine_passes = refine_passes
+        self.inference_overlap = inference_overlap
 
     def fit(self, mixtures: Any = None, sources: Any = None) -> SeparatorEnsemble:
         """Load and check the members (they are fitted already; no data is used).
@@ -209,12 +217,12 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
         return member
 
     def _told_members(self) -> list[Any]:
-        """The members with the ensemble's ``n_sources`` and ``refine_passes`` where set:
-        copies sharing each member's network, so a member given as an estimator is left
-        as it was."""
-        settings = {name: value for name, value in (("n_sources", self.n_sources),
-                                                    ("refine_passes", self.refine_passes))
-                    if value is not None}
+        """The members with the ensemble's ``n_sources``, ``refine_passes`` and
+        ``inference_overlap`` where set: copies sharing each member's network, so a member
+        given as an estimator is left as it was."""
+        settings = {name: value for name, value in (
+            ("n_sources", self.n_sources), ("refine_passes", self.refine_passes),
+            ("inference_overlap", self.inference_overlap)) if value is not None}
         if not settings:
             return list(self.separators_)
         takes = {name: [name in member.get_params(deep=False) for member in self.separators_]
@@ -227,6 +235,10 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
         if "refine_passes" in takes and not any(takes["refine_passes"]):
             raise ValueError(f"SeparatorEnsemble(refine_passes={self.refine_passes}): no member "
                              "has refinement passes (AudioSlots has them).")
+        if "inference_overlap" in takes and not any(takes["inference_overlap"]):
+            raise ValueError(f"SeparatorEnsemble(inference_overlap={self.inference_overlap}): "
+                             "no member runs in inference windows (AudioSlots, BlockVAE, "
+                             "MHUNet and SoundOfPixels do).")
         told = []
         for index, member in enumerate(self.separators_):
             own = {name: value for name, value in settings.items() if takes[name][index]}

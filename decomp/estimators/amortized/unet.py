@@ -410,9 +410,10 @@ class MHUNet(_UNetSeparator):
         ``curriculum_epochs`` and later: all); mixtures with more sources wait. 0: no
         curriculum. Meant for class heads (Solos). With ``heads="sources"`` the heads
         beyond the second are matched to silence only for ``curriculum_epochs - 1``
-        epochs; the shipped ``instruments`` model (3 source heads, 2-3 sources, the
-        default 20) never puts sound in its third head, which a run without the
-        curriculum also showed after 7 epochs (see the model card's limitations).
+        epochs; the model shipped as ``instruments`` until 2026-12-03 (3 source heads,
+        2-3 sources, the default 20) never puts sound in its third head, which a run
+        without the curriculum also showed after 7 epochs (see the model card's
+        limitations).
     normalize_masks : bool, default=True
         At inference, divide every head's mask by the sum over all heads, so the masks
         sum to one (as the targets do) and the separated sources sum to the mixture.

@@ -188,6 +188,25 @@ def test_a_count_and_refinement_reach_copies_of_the_members_that_take_them(membe
         SeparatorEnsemble([slots, slots], n_sources=0).fit()
 
 
+def test_an_inference_overlap_reaches_the_members_that_run_in_windows(members, blind_nmf):
+    slots, heads = members
+    mixtures = _mixtures()
+    ensemble = SeparatorEnsemble([slots, heads, blind_nmf], inference_overlap=0.0).fit()
+    direct = SeparatorEnsemble([_told(slots, inference_overlap=0.0),
+                                _told(heads, inference_overlap=0.0), blind_nmf]).fit()
+    np.testing.assert_allclose(ensemble.separate(mixtures), direct.separate(mixtures),
+                               atol=1e-6)
+    assert slots.inference_overlap == heads.inference_overlap == 0.5  # left as they were
+    assert not np.allclose(ensemble.separate(mixtures),
+                           SeparatorEnsemble([slots, heads, blind_nmf]).fit().separate(mixtures),
+                           atol=1e-4)  # the overlap changes the windows
+    with pytest.raises(ValueError, match="no member runs in inference windows"):
+        SeparatorEnsemble([blind_nmf, blind_nmf], inference_overlap=0.0).fit().separate(
+            mixtures)
+    with pytest.raises(ValueError, match="inference_overlap"):
+        SeparatorEnsemble([slots, heads], inference_overlap=1.0).fit()
+
+
 def _told(model, **settings):
     import copy
 

@@ -516,7 +516,7 @@ def test_told_the_count_keeps_that_many_heads_and_refuses_mixed_counts(monkeypat
     assert slots.n_sources is None and estimates.shape[1] == slots.n_slots_ == 3
     assert np.all(np.square(estimates[:, 2]).mean(axis=-1) < 1e-9)
     np.testing.assert_allclose(estimates.sum(axis=1), mixtures, atol=1e-3)
-    # shipped-refined: a model with refine_passes, told three, refines on the copy.
+    # shipped-slots-refined: a model with refine_passes, told three, refines on the copy.
     test.n_sources = np.array([3, 3, 3])
     plain = told_the_count(slots, test)
     refined = told_the_count(slots.set_params(refine_passes=2), test)
@@ -559,12 +559,12 @@ def test_separation_table_scores_saved_separators_by_name(monkeypatch, tmp_path,
         "mine 2-source instruments: +2.50 dB SI-SDRi over NMF (target >= +2): PASS",
         "classes 2-source instruments: +1.00 dB SI-SDRi over NMF (target >= +2): FAIL"]
     assert table.targets(rows, {}) == []  # a name not passed as loaded is not judged
-    shipped = {("shipped", "instruments-3"): {"si_sdr_improvement": 6.0},
-               ("shipped-hybrid", "instruments-3"): {"si_sdr_improvement": 7.16},
-               ("shipped-hybrid", "fluidr3-instruments-3"): {"si_sdr_improvement": 7.3}}
+    shipped = {("shipped", "instruments-3"): {"si_sdr_improvement": 7.16},
+               ("shipped-slots", "instruments-3"): {"si_sdr_improvement": 6.0},
+               ("shipped-slots", "fluidr3-instruments-3"): {"si_sdr_improvement": 7.3}}
     assert table.targets(shipped, {}) == [
-        "shipped instruments-3: SI-SDRi 6.00 dB (target >= 7): FAIL",
-        "shipped instruments-hybrid on instruments-3: SI-SDRi 7.16 dB (target >= 7): PASS"]
+        "shipped instruments-3: SI-SDRi 7.16 dB (target >= 7): PASS",
+        "shipped instruments-slots on instruments-3: SI-SDRi 6.00 dB (target >= 7): FAIL"]
     both = SeparatorEnsemble([blind, blind]).fit().save(tmp_path / "both.decomp")
     assert isinstance(table.load_models([f"both={both}"], parser)["both"], SeparatorEnsemble)
     assert table.targets({}, {"both": 0.01, "instruments": 0.06}, ("both",)) == [
