@@ -25,8 +25,9 @@ from decomp.persistence import Persistent
 
 __all__ = ["SeparatorEnsemble"]
 
-# How many ensembles are resolving their members right now: a member that is itself an
-# ensemble is refused while it loads, so a file that names itself cannot recurse.
+# How many ensembles are resolving their members right now: an ensemble loaded as a member
+# does not resolve its own (``_member`` then refuses it, by name), so a file that names
+# itself cannot recurse.
 _resolving = [0]
 
 
@@ -198,8 +199,11 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
             member = entry
         where = f"{str(entry)!r} holds" if named else "got"
         if isinstance(member, SeparatorEnsemble):
+            by_name = all(isinstance(inner, (str, os.PathLike)) for inner in member.separators)
+            hint = (f" (name its members instead: {', '.join(map(str, member.separators))})"
+                    if named and by_name else "")
             raise ValueError(f"SeparatorEnsemble's members are separators, not ensembles; "
-                             f"{where} a SeparatorEnsemble.")
+                             f"{where} a SeparatorEnsemble{hint}.")
         amortized = isinstance(member, AmortizedSeparator)
         if not amortized and not _separates_like_a_member(member):
             raise ValueError("SeparatorEnsemble's members are amortized separators (AudioSlots, "
@@ -277,11 +281,11 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
                 if key != "separators_"}
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        if _resolving[0]:
-            raise ValueError("SeparatorEnsemble's members are separators, not ensembles.")
         super()._set_state(state)
         if "count_weights_" not in state:  # a file saved before count_weights existed
             self.count_weights_ = self._checked_count_weights(len(self.separators))
+        if _resolving[0]:
+            return  # loaded as another ensemble's member, which _member refuses
         self.separators_ = [self._member(entry) for entry in self.separators]
 
     def separate(self, audio: Any, labels: Any = None) -> Any:

@@ -402,6 +402,11 @@ def test_bad_members_weights_and_inputs(members, tmp_path):
     loop.save(path)
     with pytest.raises(ModelFileError, match="not ensembles"):
         decomp.load(path)
+    # A shipped ensemble named as a member: refused by name, its members suggested.
+    with pytest.raises(ValueError, match=r"'instruments' holds a SeparatorEnsemble \(name its "
+                       r"members instead: instruments-slots, instruments-count, "
+                       r"instruments-nmf\)\."):
+        SeparatorEnsemble(["instruments", slots]).fit()
     with pytest.raises(ValueError, match="labels do not apply"):
         ensemble.separate(_mixtures(), ["low", "high"])
     with pytest.raises(NotFittedError):
