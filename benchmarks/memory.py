@@ -23,7 +23,8 @@ the growth over the fixed cost, the wall time and the real-time factor.
 file to file too): a tiny MHUNet (or ``--separator nmf``, an NMFSeparator; ``--separator
 ensemble``, a SeparatorEnsemble of two such MHUNets) on the default 16 kHz separation
 front end is fitted for one epoch on random spectrograms, for memory purposes only (its
-weights do not matter), saved, and run on the same tiled recordings;
+weights do not matter), saved, and run on the same tiled recordings (``--separator
+instruments``: the shipped ``instruments`` by name instead, three members refining);
 each writes one 32-bit float WAV per source. The fixed cost is a child that only imports
 decomp and loads the saved separator.
 
@@ -110,9 +111,10 @@ def main() -> None:
     parser.add_argument("--job", default="transcribe", choices=["transcribe", "separate"])
     parser.add_argument("--method", default="nmf", choices=["nmf", "dds1", "dds2", "dds3"],
                         help="transcriber of --job transcribe")
-    parser.add_argument("--separator", default="mhunet", choices=["mhunet", "nmf", "ensemble"],
+    parser.add_argument("--separator", default="mhunet",
+                        choices=["mhunet", "nmf", "ensemble", "instruments"],
                         help="separator of --job separate (ensemble: a SeparatorEnsemble of "
-                             "two tiny MHUNets)")
+                             "two tiny MHUNets; instruments: the shipped one, by name)")
     parser.add_argument("--threads", type=int, default=1,
                         help="OMP/MKL/torch threads of the child (default 1)")
     parser.add_argument("--workdir", default=None,
@@ -138,15 +140,17 @@ def main() -> None:
         warm = write_recording(workdir / "warm-up.wav", 5.0, audio)
         out = workdir / "out"
         if args.job == "separate":
-            model = save_tiny_separator(args.separator, workdir)
+            shipped = args.separator == "instruments"
+            model = args.separator if shipped else save_tiny_separator(args.separator, workdir)
 
             def job_command(path: Path) -> list[str]:
                 return [*decomp_command, "separate", str(path), "--model", str(model),
                         "--out", str(out), "--no-progress"]
 
-            load_code = "import sys, decomp; decomp.load(sys.argv[1])"
+            load_code = f"import sys, decomp; decomp.{'pretrained' if shipped else 'load'}" \
+                        "(sys.argv[1])"
             fixed_command = [sys.executable, "-c", load_code, str(model)]
-            what = f"the tiny {args.separator} separator"
+            what = f"the {'shipped' if shipped else 'tiny'} {args.separator} separator"
         else:
             def job_command(path: Path) -> list[str]:
                 return [*decomp_command, "transcribe", str(path), "--method", args.method,

@@ -373,7 +373,7 @@ class SeparationJob:
     refine_passes : int, optional
         Sets an ``AudioSlots``' (or an ensemble's) ``refine_passes`` (with ``n_sources`` of
         3 or more: that many passes that subtract one separated source and separate the
-        rest again; each costs one more separation and reads the recording whole). None
+        rest again; each costs one more separation, of the file a segment at a time). None
         keeps the model's (the shipped ``"instruments-slots"``: 0, ``"instruments"``: 2,
         blind).
     """

@@ -10,17 +10,22 @@ the slots form an unordered set of sources.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
+from collections.abc import Iterable, Iterator
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from decomp._chunks import overlap_add, window_starts
 from decomp._validation import StrictInterval, check_params
+from decomp.audio._segments import checked_blocks
 from decomp.audio.spectrogram import Spectrogram
 from decomp.estimators.amortized.base import DEFAULT_FRONT_END, AmortizedSeparator
 from decomp.estimators.amortized.objectives import (
@@ -29,7 +34,11 @@ from decomp.estimators.amortized.objectives import (
     pit_waveform_loss,
 )
 from decomp.estimators.amortized.unet import SOLOS_FRONT_END, UNet, network_input
-from decomp.estimators.amortized.unordered import count_sounding_outputs, refine_by_rest
+from decomp.estimators.amortized.unordered import (
+    cosine_assignment,
+    count_sounding_outputs,
+    refine_by_rest,
+)
 
 __all__ = ["AudioSlots", "AudioSlotsNetwork", "AudioSlotsUNetNetwork", "SlotAttention"]
 
@@ -482,8 +491,9 @@ class AudioSlots(AmortizedSeparator):
         mixture and separate the rest again, told one source fewer; each source becomes
         the mean of its estimates (:func:`~decomp.estimators.amortized.unordered.refine_by_rest`).
         The rest of a trio is a duet, whose two outputs the joining of windows keeps apart
-        more consistently. Each pass costs one more separation of the whole recording,
-        which :meth:`separate_stream` then reads whole (memory grows with it). At most
+        more consistently. Each pass costs one more separation of the recording;
+        :meth:`separate_stream` refines a segment at a time, with one inference window of
+        context on either side, so its memory stays bounded. At most
         ``n_sources``; 0 (default) separates once. Without ``n_sources`` (blind), each
         recording is separated once and its sources counted
         (:func:`~decomp.estimators.amortized.unordered.count_sounding_outputs`: the
@@ -691,7 +701,11 @@ class AudioSlots(AmortizedSeparator):
     def _separate_waveforms(self, waveforms: torch.Tensor,
                             labels: torch.Tensor | None) -> torch.Tensor:
         self._check_refine_passes()
-        sources = super()._separate_waveforms(waveforms, labels)
+        return self._refine(waveforms, super()._separate_waveforms(waveforms, labels))
+
+    def _refine(self, waveforms: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+        """Mixtures (N, n_samples) and their sources (N, n_slots, n_samples), separated
+        once with this model's ``n_sources`` -> refined by ``refine_passes``."""
         if not self.refine_passes:
             return sources
         if self.n_sources is not None:
@@ -722,10 +736,59 @@ class AudioSlots(AmortizedSeparator):
             lambda residuals: rest_model._separate_waveforms(residuals, None))
         return torch.cat([refined, sources[:, n_sources:]], dim=1)
 
-    def _reads_whole_recording(self) -> bool:
-        # Each refinement pass separates the whole recording again.
+    def separate_stream(self, blocks: Iterable[Any], labels: Any = None, *,
+                        segment_frames: int | None = None) -> Iterator[np.ndarray]:
+        """Separate a long mixture given block by block, in bounded memory.
+
+        As :meth:`AmortizedSeparator.separate_stream`; with ``refine_passes``, the
+        separation streamed once is refined segment by segment: each segment with one
+        inference window (``chunk_frames`` hops) of the stream's sources and mixture on
+        either side as context, counted and refined as :meth:`separate` refines a
+        recording (a segment's margins are dropped), its outputs kept in the stream's
+        order. Only a segment and its margins are refined at a time, so memory does not
+        grow with the recording; a recording of at most one segment is refined whole,
+        equal to :meth:`separate` up to float round-off.
+        """
+        check_is_fitted(self, "network_state_")
         self._check_refine_passes()
-        return bool(self.refine_passes)
+        if not self.refine_passes:
+            yield from super().separate_stream(blocks, labels, segment_frames=segment_frames)
+            return
+        plain = copy.copy(self)  # shares the built network
+        plain.refine_passes = 0
+        audio_blocks, stream_blocks = itertools.tee(checked_blocks(blocks))
+        margin = self.chunk_frames * self.front_end_.hop_length
+        mixture = np.zeros(0, np.float32)
+        sources = np.zeros((0, 0), np.float32)
+        start, end = 0, 0  # global samples held in sources; mixture starts at start too
+        owned: list[tuple[int, int]] = []  # segments not yet yielded
+        segments = plain.separate_stream(stream_blocks, labels, segment_frames=segment_frames)
+        for segment in itertools.chain(segments, [None]):
+            if segment is not None:
+                sources = segment if not end else np.concatenate([sources, segment], axis=1)
+                owned.append((end, end + segment.shape[1]))
+                end += segment.shape[1]
+                while start + mixture.size < end:
+                    mixture = np.concatenate([mixture, next(audio_blocks)])
+            while owned and (segment is None or owned[0][1] + margin <= end):
+                first, stop = owned.pop(0)
+                low, high = max(start, first - margin), min(end, stop + margin)
+                refined = self._refined_span(mixture[low - start:high - start],
+                                             sources[:, low - start:high - start])
+                yield refined[:, first - low:stop - low]
+                keep = max(start, stop - margin)
+                mixture, sources, start = mixture[keep - start:], sources[:, keep - start:], keep
+
+    def _refined_span(self, mixture: np.ndarray, sources: np.ndarray) -> np.ndarray:
+        """A stretch of a streamed recording, (n,) and its sources (n_slots, n) separated
+        once -> refined, (n_slots, n) float32 in the order of ``sources``."""
+        waveforms = torch.as_tensor(mixture)[None]
+        plain = torch.as_tensor(sources)[None]
+        refined = self._refine(waveforms, plain.clone())[0]
+        # A blind recording separated again as told its count comes back in another order.
+        order = cosine_assignment(plain[0] @ refined.T, plain[0].square().sum(1),
+                                  refined.square().sum(1))
+        return refined[torch.as_tensor(order)].numpy().astype(np.float32, copy=False)
 
     def fit(self, mixtures: Any, sources: Any = None, labels: Any = None, *,
             validation: Any = None, init_from: AudioSlots | None = None) -> AudioSlots:

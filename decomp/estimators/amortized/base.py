@@ -59,7 +59,6 @@ from decomp._validation import (
     check_spectrogram,
 )
 from decomp.audio._segments import (
-    STREAM_SEGMENT_FRAMES,
     checked_blocks,
     separate_file,
     stream_segments,
@@ -698,11 +697,6 @@ class AmortizedSeparator(Persistent, BaseEstimator):
                                                      for item in values])
         return self.front_end_._apply_masks(waveforms, masks)
 
-    def _reads_whole_recording(self) -> bool:
-        """Whether :meth:`separate_stream` must read the recording whole (a setting that
-        separates all of it more than once); False here."""
-        return False
-
     def _stream_outputs(self, features: Iterable[Any], labels: torch.Tensor | None, *,
                         masks: bool = True) -> Iterator[tuple[torch.Tensor, bool]]:
         """Feature chunks (n, F) in order -> per-frame outputs ``(values (S, n, F), is_mask)``.
@@ -855,15 +849,6 @@ class AmortizedSeparator(Persistent, BaseEstimator):
                      f"{type(self).__name__}.separate_stream")
         if segment_frames is not None:
             segment_frames = int(segment_frames)
-        if self._reads_whole_recording():
-            # The whole recording first, then separate()'s output in segments.
-            mixture = np.concatenate([np.zeros(0, np.float32), *checked_blocks(blocks)])
-            if mixture.size:
-                sources = self.separate(mixture, labels)
-                step = (segment_frames or STREAM_SEGMENT_FRAMES) * self.front_end_.hop_length
-                for start in range(0, mixture.size, step):
-                    yield sources[:, start:start + step]
-            return
         front_end = self.front_end_
         hop = front_end.hop_length
         label_index = self._label_indices(labels, 1)

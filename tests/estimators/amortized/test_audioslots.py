@@ -470,14 +470,43 @@ def test_refine_passes_re_separate_the_rest_told_one_source_fewer(waveform_model
                                   .separate(mixtures), duet.separate(mixtures))
 
 
-def test_refine_passes_stream_and_are_saved(waveform_model, tmp_path):
-    model = copy.deepcopy(waveform_model).set_params(n_sources=3, refine_passes=2)
-    audio = _trio(32 * 150 + 7)[0]
+@pytest.mark.parametrize("n_sources", [3, None])
+def test_refine_passes_stream_in_bounded_memory_and_are_saved(waveform_model, tmp_path,
+                                                              monkeypatch, n_sources):
+    model = copy.deepcopy(waveform_model).set_params(n_sources=n_sources, refine_passes=2)
+    hop = model.front_end_.hop_length
+    audio = _trio(hop * 150 + 7)[0]
+    # One segment: refined whole, as separate() refines a recording.
+    whole = list(model.separate_stream(np.array_split(audio, 13), segment_frames=200))
+    assert len(whole) == 1
+    np.testing.assert_allclose(whole[0], model.separate(audio), rtol=0, atol=1e-5)
+    # Several segments: each refined with one window of context on either side, no more,
+    # in the order of the stream separated once.
+    spans = []
+    original = AudioSlots._refined_span
+
+    def recording(self, mixture, sources):
+        spans.append(mixture.size)
+        return original(self, mixture, sources)
+
+    monkeypatch.setattr(AudioSlots, "_refined_span", recording)
     streamed = list(model.separate_stream(np.array_split(audio, 13), segment_frames=20))
-    assert len(streamed) == -(-audio.size // (20 * 32))
-    np.testing.assert_allclose(np.concatenate(streamed, axis=1), model.separate(audio),
-                               rtol=0, atol=1e-6)
-    assert list(model.separate_stream([])) == []
+    segment, margin = 20 * hop, model.chunk_frames * hop
+    assert len(streamed) == len(spans) == -(-audio.size // segment)
+    assert max(spans) <= segment + 2 * margin < audio.size
+    joined = np.concatenate(streamed, axis=1)
+    np.testing.assert_allclose(joined.sum(axis=0), audio, atol=1e-4)
+    once = np.concatenate(list(copy.deepcopy(model).set_params(refine_passes=0)
+                               .separate_stream(np.array_split(audio, 13), segment_frames=20)),
+                          axis=1)
+    assert not np.allclose(joined, once, atol=1e-4)
+    # A stretch's refined outputs follow the order of the outputs it was given.
+    stretch = slice(0, segment + margin)
+    first = original(model, audio[stretch], once[:, stretch])
+    swapped = original(model, audio[stretch], once[[2, 0, 1], stretch])
+    np.testing.assert_allclose(swapped, first[[2, 0, 1]], atol=1e-5)
+    with pytest.raises(ValueError, match="blocks holds no samples"):
+        list(model.separate_stream([]))  # as without refinement
     loaded = decomp.load(model.save(tmp_path / "refined.decomp"))
     assert loaded.refine_passes == 2
     np.testing.assert_array_equal(loaded.separate(audio), model.separate(audio))
