@@ -402,7 +402,7 @@ def separate(method: str, model: Any, test: MixtureSet) -> np.ndarray:
     labels = test.instruments[:, : int(test.n_sources.max())]
     if method == "irm":
         return ideal_ratio_mask(test.mixtures, test.sources, front_end=DEFAULT_FRONT_END)
-    if method in ("shipped", "shipped-slots", "shipped-ensemble"):
+    if method in ("shipped", *OTHER_SHIPPED):  # blind
         return model.separate(test.mixtures)
     if method in ("shipped-count", *TOLD, *REFINED):
         return told_the_count(model, test)
