@@ -2,7 +2,8 @@
 
     python benchmarks/dds_budget.py [--methods dds2 dds3] [--iterations 25 50 100] \
         [--latent-learning-rates 0.002 0.01 0.02 0.05] [--warm-starts 0 40] \
-        [--sustain-ratios 1.0 0.7] [--stft-bins N] [--flow-learning-rate R] \
+        [--sustain-ratios 1.0 0.7] [--components-per-source 1 2 4] [--stft-bins N] \
+        [--flow-learning-rate R] \
         [--flow-noise S] [--[no-]shared-codes] [--flow-precision float32|bfloat16|auto] \
         [--budget-iterations 50] [--threads 1] [--json PATH]
 
@@ -15,7 +16,10 @@ normalised alone, exactly as :func:`fit_transcriber` chooses thresholds; sweeps 
 2026-12-05 pooled the recordings of polyphony 1-4 under one normalisation) with every
 search setting: the number of search iterations (``max_iter``), the codes' Adam step
 (``latent_learning_rate``) and the NMF updates of the activations before the search
-(``warm_start_iterations``); and for every note hysteresis (``sustain_ratio``) the
+(``warm_start_iterations``), and with ``--components-per-source`` the number of codes
+searched per note, or for DDS-3 with shared codes the number of nuisance codes every note
+shares (``n_components_per_source``: the dictionary has that many rows per note, so the
+search's cost grows with it); and for every note hysteresis (``sustain_ratio``) the
 F1-maximising threshold is found. The settings of the models shipped before this sweep
 (300 iterations, step 0.002, no warm start) are always included as the reference. Both
 directions are run; the score of a setting is the mean of the two cross-font frame F1s
@@ -43,7 +47,8 @@ best setting per method is printed at the end: the highest validation F1 among t
 settings whose PSA is at least that of the reference settings, since a larger latent step
 buys F1 with attribution (the codes wander from their notes' modes), and DDS is used for
 its attribution. Settings within :data:`F1_TIE` of that F1 count as tied, and the
-cheapest of them wins (fewest search iterations, then fewest warm-start updates): a
+cheapest of them wins (fewest search iterations, then fewest components per source,
+then fewest warm-start updates): a
 difference that small is well inside the spread between the two directions, while the
 search time is what the speed targets bound. Also printed (and written as
 ``best_at_budget``): the best row at ``--budget-iterations`` (default 50, what DDS-3's
@@ -83,11 +88,31 @@ from decomp.transcription.defaults import (
 #: Validation F1 differences below this count as ties, won by the cheaper search.
 F1_TIE = 0.001
 
+#: The search settings a row records, in the order the tables print them; rows written
+#: before ``--components-per-source`` existed searched the shipped 4 and record none.
+SETTING_KEYS = ("iterations", "latent_learning_rate", "n_components_per_source",
+                "warm_start_iterations", "sustain_ratio")
+
+
+def row_settings(row: dict) -> dict:
+    """The search settings of a sweep row (those it records, in :data:`SETTING_KEYS`)."""
+    return {key: row[key] for key in SETTING_KEYS if key in row}
+
+
+def describe(settings: dict) -> str:
+    """``settings`` of :func:`row_settings` as the sweep prints them."""
+    components = settings.get("n_components_per_source")
+    return (f"{settings['iterations']} iterations, step {settings['latent_learning_rate']:g}"
+            + ("" if components is None else f", {components} components per source")
+            + f", warm start {settings['warm_start_iterations']}, sustain ratio "
+              f"{settings['sustain_ratio']:.2f}")
+
 
 def best_settings(rows: list[dict]) -> dict[str, dict]:
     """Per method, the settings of the row with the best validation F1 among those whose
     PSA is at least the reference settings'; among rows within :data:`F1_TIE` of that F1,
-    the one with the fewest search iterations, then warm-start updates (printed)."""
+    the one with the fewest search iterations, then components per source, then
+    warm-start updates (printed)."""
     best = {}
     for method in dict.fromkeys(row["method"] for row in rows):
         candidates = [row for row in rows if row["method"] == method]
@@ -95,13 +120,10 @@ def best_settings(rows: list[dict]) -> dict[str, dict]:
         allowed = [row for row in candidates if row["psa"] >= floor]
         highest = max(row["validation_f1"] for row in allowed)
         top = min((row for row in allowed if row["validation_f1"] >= highest - F1_TIE),
-                  key=lambda row: (row["iterations"], row["warm_start_iterations"],
-                                   -row["validation_f1"]))
-        best[method] = {key: top[key] for key in ("iterations", "latent_learning_rate",
-                                                  "warm_start_iterations", "sustain_ratio")}
-        print(f"best {method}: {top['iterations']} iterations, step "
-              f"{top['latent_learning_rate']:g}, warm start {top['warm_start_iterations']}, "
-              f"sustain ratio {top['sustain_ratio']:.2f} (validation F1 "
+                  key=lambda row: (row["iterations"], row.get("n_components_per_source", 0),
+                                   row["warm_start_iterations"], -row["validation_f1"]))
+        best[method] = row_settings(top)
+        print(f"best {method}: {describe(best[method])} (validation F1 "
               f"{top['validation_f1']:.4f}, PSA {top['psa']:.3f}; the reference's PSA "
               f"{floor:.3f})")
     return best
@@ -122,11 +144,8 @@ def best_at_budget(rows: list[dict], iterations: int) -> dict[str, dict]:
         highest = max(row["validation_f1"] for row in candidates)
         top = max((row for row in candidates if row["validation_f1"] >= highest - F1_TIE),
                   key=lambda row: (row["psa"], row["validation_f1"]))
-        best[method] = {key: top[key] for key in ("iterations", "latent_learning_rate",
-                                                  "warm_start_iterations", "sustain_ratio")}
-        print(f"best {method} at {iterations} iterations: step "
-              f"{top['latent_learning_rate']:g}, warm start {top['warm_start_iterations']}, "
-              f"sustain ratio {top['sustain_ratio']:.2f} (validation F1 "
+        best[method] = row_settings(top)
+        print(f"best {method} at {describe(best[method])} (validation F1 "
               f"{top['validation_f1']:.4f}, PSA {top['psa']:.3f})")
     return best
 
@@ -140,6 +159,10 @@ def main(argv: list[str] | None = None) -> dict:
                         default=[0.002, 0.01, 0.02, 0.05])
     parser.add_argument("--warm-starts", nargs="+", type=int, default=[0, 40])
     parser.add_argument("--sustain-ratios", nargs="+", type=float, default=[1.0, 0.7])
+    parser.add_argument("--components-per-source", nargs="+", type=int,
+                        help="codes searched per note (DDS-3 with shared codes: nuisance "
+                             "codes every note shares), n_components_per_source (default: "
+                             "the shipped decomposers')")
     add_recipe_arguments(parser)
     parser.add_argument("--shared-codes", action=argparse.BooleanOptionalAction,
                         default=None, help="DDS-3: search nuisance codes shared by every "
@@ -161,12 +184,15 @@ def main(argv: list[str] | None = None) -> dict:
     shared_codes = (DDS_SEARCH_SETTINGS["dds3"]["shared_codes"] if args.shared_codes is None
                     else args.shared_codes)
     rows = []
-    reference = (300, 0.002, 0)  # the search settings shipped before this sweep
-    searches = [reference] + [
-        (iterations, rate, warm) for warm in args.warm_starts
-        for rate in args.latent_learning_rates for iterations in args.iterations
-        if (iterations, rate, warm) != reference]
     for method in args.methods:
+        shipped_components = default_dds_decomposer(method).n_components_per_source
+        # The search settings shipped before this sweep, at the shipped number of codes.
+        reference = (300, 0.002, 0, shipped_components)
+        searches = [reference] + [
+            (iterations, rate, warm, components) for warm in args.warm_starts
+            for components in args.components_per_source or [shipped_components]
+            for rate in args.latent_learning_rates for iterations in args.iterations
+            if (iterations, rate, warm, components) != reference]
         front_end = recipe_front_end(method, args)
         codes = {"shared_codes": shared_codes} if method == "dds3" else {}
         per_font = training_frames_per_font(protocol, front_end,
@@ -184,11 +210,11 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{method}: flows on {font} in {time.perf_counter() - begun:.0f} s; "
                   f"validating on {other}", flush=True)
             for search in searches:
-                iterations, rate, warm = search
+                iterations, rate, warm, components = search
                 decomposer = default_dds_decomposer(method).set_params(
                     flow=flows.flow_, max_iter=iterations, latent_learning_rate=rate,
-                    warm_start_iterations=warm, flow_precision=args.flow_precision,
-                    **codes)
+                    warm_start_iterations=warm, n_components_per_source=components,
+                    flow_precision=args.flow_precision, **codes)
                 transcriber = PianoTranscriber(decomposer, front_end=front_end, threshold=1.0,
                                                chunk_frames=4096, n_threads=args.threads,
                                                **recipe_transcriber_params(method, args))
@@ -199,27 +225,29 @@ def main(argv: list[str] | None = None) -> dict:
                     scores.setdefault((search, sustain), []).append(
                         (f1, threshold, seconds, psa, sparsity))
                     print(f"  {method} {font}->{other}: {iterations:4d} iterations, step "
-                          f"{rate:g}, warm start {warm}, sustain {sustain:.2f}: F1 {f1:.4f} "
+                          f"{rate:g}, {components} components, warm start {warm}, sustain "
+                          f"{sustain:.2f}: F1 {f1:.4f} "
                           f"(threshold {threshold:.3f}), PSA {psa:.3f}, sparsity "
                           f"{sparsity:.3f}, search {seconds:.1f} s", flush=True)
-        for ((iterations, rate, warm), sustain), directions in scores.items():
+        for ((iterations, rate, warm, components), sustain), directions in scores.items():
             columns = np.asarray(directions)
             rows.append({"method": method, "iterations": iterations,
-                         "latent_learning_rate": rate, "warm_start_iterations": warm,
-                         "sustain_ratio": sustain,
+                         "latent_learning_rate": rate, "n_components_per_source": components,
+                         "warm_start_iterations": warm, "sustain_ratio": sustain,
                          "validation_f1": float(columns[:, 0].mean()),
                          "thresholds": columns[:, 1].tolist(),
                          "threshold": float(columns[:, 1].mean()),
                          "search_seconds": float(columns[:, 2].sum()),
                          "psa": float(columns[:, 3].mean()),
                          "sparsity": float(columns[:, 4].mean()),
-                         "reference": (iterations, rate, warm) == reference})
-    print("\n| method | iterations | step | warm start | sustain | validation F1 | PSA | "
-          "sparsity | threshold | search s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                         "reference": (iterations, rate, warm, components) == reference})
+    print("\n| method | iterations | step | components | warm start | sustain | validation F1 "
+          "| PSA | sparsity | threshold | search s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(f"| {row['method']} | {row['iterations']} | {row['latent_learning_rate']:g} | "
-              f"{row['warm_start_iterations']} | {row['sustain_ratio']:.2f} | "
+              f"{row['n_components_per_source']} | {row['warm_start_iterations']} | "
+              f"{row['sustain_ratio']:.2f} | "
               f"{row['validation_f1']:.4f} | {row['psa']:.3f} | {row['sparsity']:.3f} | "
               f"{row['threshold']:.3f} | {row['search_seconds']:.1f} |")
     best = best_settings(rows)
@@ -230,6 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {"iterations": args.iterations,
                      "latent_learning_rates": args.latent_learning_rates,
                      "warm_starts": args.warm_starts, "sustain_ratios": args.sustain_ratios,
+                     "components_per_source": args.components_per_source,
                      "fonts": fonts, "stft_bins": args.stft_bins,
                      "validation": VALIDATION_SCORING,
                      "shared_codes": {method: method == "dds3" and shared_codes

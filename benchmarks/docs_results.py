@@ -1056,7 +1056,9 @@ def _shared_cpu_table(page: Page, name: str, data: dict[str, Any]) -> None:
     settings = data.get("settings", {})
     target = data.get("target_ratio")
     threads = settings.get("threads")
+    capability = data.get("machine", {}).get("cpu_capability")
     page.add(f"**{'Default threads (1)' if threads is None else 'torch default threads'}"
+             f"{'' if capability is None else f', torch CPU capability {capability}'}"
              f"** (`{name}`, {number(settings.get('audio_seconds'), 1)}-s piece):")
     page.add(table(["method", "torch threads", "alone (s)", "RTF", "RTF target", "frame F1",
                     "two at once (s)", "ratio", f"ratio target (≤ {number(target, 1)})"],
@@ -1142,6 +1144,12 @@ DDS_BUDGET_SWEEPS = (
      ", the shipped recipe and search with the Glow pass in bfloat16 "
      "(`flow_precision=\"auto\"` on this machine's AMX; shipped since 2026-12-05: the "
      "threshold of its 480-update row at step 0.1)"),
+    ("dds-budget-dds2-components.json",
+     ", the shipped recipe with 1, 2 or 4 codes per note (`n_components_per_source`; "
+     "not shipped, see the DDS guide's search budget)"),
+    ("dds-budget-dds3-components.json",
+     ", the shipped recipe with 1, 2 or 4 nuisance codes shared by every note "
+     "(`n_components_per_source`; not shipped, see the DDS guide's search budget)"),
 )
 
 
@@ -1188,19 +1196,26 @@ def _dds_budget_notes(page: Page, dds: dict[str, Any], name: str, label: str = "
     for method, best in (dds.get("best") or {}).items():
         rows = sorted((row for row in dds.get("rows", []) if row["method"] == method),
                       key=lambda row: -row["validation_f1"])
-        body = table(["iterations", "latent step", "warm start", "sustain ratio",
-                      "validation F1", "PSA", "ε-sparsity", "threshold", "search (s)"],
+        # Sweeps before --components-per-source searched the shipped 4 and record none.
+        components = any("n_components_per_source" in row for row in rows)
+        body = table(["iterations", "latent step"]
+                     + (["components per source"] if components else [])
+                     + ["warm start", "sustain ratio", "validation F1", "PSA", "ε-sparsity",
+                        "threshold", "search (s)"],
                      [[number(row["iterations"]) + (" (before)" if row.get("reference")
                                                     else ""),
-                       f"{row['latent_learning_rate']:g}",
-                       number(row["warm_start_iterations"]),
+                       f"{row['latent_learning_rate']:g}"]
+                      + ([number(row["n_components_per_source"])] if components else [])
+                      + [number(row["warm_start_iterations"]),
                        number(row["sustain_ratio"], 2), number(row["validation_f1"], 4),
                        number(row["psa"], 3), number(row["sparsity"], 3),
                        number(row["threshold"], 3), number(row["search_seconds"], 1)]
                       for row in rows])
+        chosen_components = ("" if "n_components_per_source" not in best else
+                             f'{best["n_components_per_source"]} components per source, ')
         page.add(f'??? note "`{method}`{label}: search iterations, latent step, warm start '
                  f'and hysteresis (best: {best.get("iterations")} iterations, step '
-                 f'{best.get("latent_learning_rate")}, warm start '
+                 f'{best.get("latent_learning_rate")}, {chosen_components}warm start '
                  f'{best.get("warm_start_iterations")}, sustain '
                  f'{best.get("sustain_ratio")})"\n'
                  + _indent(body + "\n\n" + _validation_scoring(dds["settings"])

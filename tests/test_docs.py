@@ -292,6 +292,25 @@ def test_each_dds_budget_sweep_shows_the_command_that_wrote_it() -> None:
         assert f"Rerun: `{command}`" in page
 
 
+def test_a_budget_sweep_of_components_per_source_shows_them_in_its_table() -> None:
+    page = docs_results.transcription_page(docs_results.load_results()).text()
+    for name in ("dds-budget-dds2-components.json", "dds-budget-dds3-components.json"):
+        data = json.loads((RESULTS / name).read_text())
+        ((method, best),) = data["best"].items()
+        assert (f"{best['n_components_per_source']} components per source, warm start "
+                f"{best['warm_start_iterations']}") in page
+        for row in data["rows"]:
+            assert (f"| {row['latent_learning_rate']:g} | {row['n_components_per_source']} | "
+                    f"{row['warm_start_iterations']} | {row['sustain_ratio']:.2f} | "
+                    f"{row['validation_f1']:.4f} |") in page
+    # A sweep written before the option has no components column.
+    older = docs_results.Page("transcription.md")
+    record = json.loads((RESULTS / "dds-budget-dds2.json").read_text())
+    docs_results._dds_budget_notes(older, record, "dds-budget-dds2.json")
+    assert "components per source" not in older.text()
+    assert "| iterations | latent step | warm start |" in older.text()
+
+
 def test_a_benchmark_records_its_command_line_quoted_for_a_shell() -> None:
     command_line = load_benchmark("_results").command_line
     assert command_line("dds_budget.py", ["--methods", "dds3", "--json", "a b.json"]) == \

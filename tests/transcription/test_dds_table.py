@@ -188,6 +188,36 @@ def test_best_at_budget_takes_the_most_psa_among_the_best_f1_at_that_budget():
     assert best_at_budget(rows, 25) == {}
 
 
+def test_budget_rows_with_components_per_source_choose_it_and_prefer_fewer_at_a_tie():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARKS))
+        budget = load_benchmark("dds_budget")
+
+    def row(iterations, components, f1, psa, reference=False):
+        return {"method": "dds3", "iterations": iterations, "latent_learning_rate": 0.1,
+                "n_components_per_source": components, "warm_start_iterations": 480,
+                "sustain_ratio": 0.7, "validation_f1": f1, "psa": psa,
+                "reference": reference}
+
+    rows = [row(300, 4, 0.80, 0.60, reference=True),
+            row(50, 4, 0.8200, 0.70),
+            row(50, 2, 0.8195, 0.70),  # tied with 4 components (within 0.001): cheaper
+            row(50, 1, 0.8100, 0.80)]
+    chosen = {"iterations": 50, "latent_learning_rate": 0.1, "n_components_per_source": 2,
+              "warm_start_iterations": 480, "sustain_ratio": 0.7}
+    assert budget.best_settings(rows) == {"dds3": chosen}
+    # At the budget the most PSA among the tied rows wins; here 4 and 2 components tie on
+    # PSA too, so the higher F1 decides.
+    assert budget.best_at_budget(rows, 50)["dds3"]["n_components_per_source"] == 4
+    assert budget.describe(chosen) == ("50 iterations, step 0.1, 2 components per source, "
+                                       "warm start 480, sustain ratio 0.70")
+    # Rows written before the option record no components: their settings have none.
+    old = {key: value for key, value in rows[1].items() if key != "n_components_per_source"}
+    assert "n_components_per_source" not in budget.row_settings(old)
+    assert budget.describe(budget.row_settings(old)) == (
+        "50 iterations, step 0.1, warm start 480, sustain ratio 0.70")
+
+
 def test_the_piece_verdict_needs_dds3_above_nmf_on_every_piece(dds_table):
     def row(method, seed, f1):
         return {"method": method, "bars": 8, "seed": seed, "f1": f1}
