@@ -30,6 +30,14 @@ __all__ = ["SeparatorEnsemble"]
 # itself cannot recurse.
 _resolving = [0]
 
+#: The settings an ensemble gives only to the members that take them (at least one must),
+#: and what is wrong when none does.
+_NO_MEMBER_TAKES = {
+    "refine_passes": "no member has refinement passes (AudioSlots has them)",
+    "inference_overlap": "no member runs in inference windows (AudioSlots, BlockVAE, MHUNet "
+                         "and SoundOfPixels do)",
+}
+
 
 class SeparatorEnsemble(Persistent, BaseEstimator):
     """Average the separated sources of several fitted separators.
@@ -236,13 +244,9 @@ class SeparatorEnsemble(Persistent, BaseEstimator):
                      zip(self.separators_, takes["n_sources"], strict=True) if not ok]
             raise ValueError(f"SeparatorEnsemble(n_sources={self.n_sources}) tells every member "
                              f"the count, but {', '.join(kinds)} does not take one.")
-        if "refine_passes" in takes and not any(takes["refine_passes"]):
-            raise ValueError(f"SeparatorEnsemble(refine_passes={self.refine_passes}): no member "
-                             "has refinement passes (AudioSlots has them).")
-        if "inference_overlap" in takes and not any(takes["inference_overlap"]):
-            raise ValueError(f"SeparatorEnsemble(inference_overlap={self.inference_overlap}): "
-                             "no member runs in inference windows (AudioSlots, BlockVAE, "
-                             "MHUNet and SoundOfPixels do).")
+        for name, missing in _NO_MEMBER_TAKES.items():
+            if name in takes and not any(takes[name]):
+                raise ValueError(f"SeparatorEnsemble({name}={settings[name]}): {missing}.")
         told = []
         for index, member in enumerate(self.separators_):
             own = {name: value for name, value in settings.items() if takes[name][index]}
